@@ -1,0 +1,170 @@
+//! `tollgate keys create|list|revoke`, against the configured database.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::config::{Config, Env};
+use crate::keys::{self, ApiKey, NewKey};
+use crate::store;
+
+/// `tollgate keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret (shown only this once).
+    Create(CreateArgs),
+    /// List keys (never their secrets).
+    List(ListArgs),
+    /// Revoke a key; every replica refuses it within a second.
+    Revoke(RevokeArgs),
+}
+
+/// `keys create`
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A name people will recognise.
+    #[arg(long)]
+    pub name: String,
+    /// Who the key belongs to.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Comma-separated models the key may use (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Lifetime, e.g. 30d, 12h, 90m.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Print JSON: {"id", "key", ...}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keys list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also show revoked and expired keys.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `keys revoke`
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The key's id (`key_...`).
+    pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a keys subcommand.
+pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path, &super::env_without_upstream(env))?;
+    let store = store::connect(&config.database).await.context("opening the database")?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        KeysCommand::Create(args) => {
+            let expires_at_ms = match &args.expires {
+                Some(text) => Some(keys::now_ms() + parse_lifetime_ms(text)?),
+                None => None,
+            };
+            let models = args.models.into_iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+            let new = NewKey { name: args.name, owner: args.owner, models, metadata: Default::default(), expires_at_ms };
+            let issued = keys::issue(new, keys::now_ms());
+            store.insert(&issued.key, &issued.hash).await.context("storing the key")?;
+            if args.json {
+                writeln!(out, "{}", json!({ "id": issued.key.id, "key": issued.secret, "name": issued.key.name, "prefix": issued.key.prefix, "models": issued.key.models, "expires_at_ms": issued.key.expires_at_ms }))?;
+            } else {
+                writeln!(out, "Created key {} ({}).", issued.key.id, issued.key.name)?;
+                writeln!(out, "Secret (shown only now; store it safely):\n\n  {}\n", issued.secret)?;
+            }
+        }
+        KeysCommand::List(args) => {
+            let mut all = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = store.list(after.as_deref(), 500).await.context("listing keys")?;
+                let done = page.len() < 500;
+                after = page.last().map(|k| k.id.clone());
+                all.extend(page);
+                if done {
+                    break;
+                }
+            }
+            let now = keys::now_ms();
+            all.retain(|k| args.all || k.is_active(now));
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string(&all)?)?;
+            } else {
+                print_table(&mut out, &all, now)?;
+            }
+        }
+        KeysCommand::Revoke(args) => {
+            if !store.revoke(&args.id, keys::now_ms()).await.context("revoking the key")? {
+                bail!("no active key with id {}", args.id);
+            }
+            if args.json {
+                writeln!(out, "{}", json!({ "id": args.id, "revoked": true }))?;
+            } else {
+                writeln!(out, "Revoked {}; every replica refuses it within a second.", args.id)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(out: &mut impl Write, keys: &[ApiKey], now: i64) -> std::io::Result<()> {
+    writeln!(out, "{:<36}  {:<14}  {:<24}  {:<8}  MODELS", "ID", "PREFIX", "NAME", "STATE")?;
+    for key in keys {
+        let state = if key.revoked_at_ms.is_some() {
+            "revoked"
+        } else if !key.is_active(now) {
+            "expired"
+        } else {
+            "active"
+        };
+        let models = if key.models.is_empty() { "(all)".to_owned() } else { key.models.join(",") };
+        writeln!(out, "{:<36}  tg-{:<11}  {:<24}  {:<8}  {}", key.id, format!("{}…", key.prefix), key.name, state, models)?;
+    }
+    Ok(())
+}
+
+/// `30d`, `12h`, `90m`, `45s` in milliseconds.
+fn parse_lifetime_ms(text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().with_context(|| format!("--expires: expected e.g. 30d, got {text:?}"))?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => bail!("--expires: unit must be s, m, h or d, got {text:?}"),
+    };
+    if number <= 0 {
+        bail!("--expires: must be positive, got {text:?}");
+    }
+    number.checked_mul(unit_ms).context("--expires: too large")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes() {
+        assert_eq!(parse_lifetime_ms("30d").unwrap(), 30 * 86_400_000);
+        assert_eq!(parse_lifetime_ms("90m").unwrap(), 90 * 60_000);
+        assert!(parse_lifetime_ms("soon").is_err());
+        assert!(parse_lifetime_ms("0d").is_err());
+        assert!(parse_lifetime_ms("5y").is_err());
+    }
+}

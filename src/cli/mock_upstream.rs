@@ -1,0 +1,47 @@
+//! `tollgate mock-upstream`: serve the fake OpenAI on its own.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::mock_upstream::{self, MockOptions};
+
+/// `mock-upstream` options.
+#[derive(Debug, Args)]
+pub struct MockArgs {
+    /// Address to listen on (port 0 picks a free one; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:3007")]
+    pub listen: SocketAddr,
+    /// Latency added to every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Pause between stream events, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub stream_interval_ms: u64,
+    /// Require this bearer key (401 otherwise), to test the gateway's upstream-auth handling.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// How many received requests /_mock/requests keeps.
+    #[arg(long, default_value_t = 1000)]
+    pub record_limit: usize,
+}
+
+/// Binds, prints `listening on ADDRESS`, serves until SIGTERM/SIGINT.
+pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    writeln!(std::io::stdout(), "mock-upstream listening on http://{address}/v1")?;
+    std::io::stdout().flush()?;
+    let options = MockOptions {
+        latency: Duration::from_millis(args.latency_ms),
+        stream_interval: Duration::from_millis(args.stream_interval_ms),
+        api_key: args.api_key,
+        record_limit: args.record_limit,
+    };
+    mock_upstream::serve(listener, options, crate::server::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,73 @@
+//! The command line: one file per subcommand. `anyhow` is used here and in `main.rs` only.
+
+mod config_check;
+mod demo;
+mod keys;
+mod mock_upstream;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Env};
+
+/// Tollgate: a fast, secure gateway for the OpenAI API.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+pub struct Cli {
+    /// The TOML configuration file (default: $TOLLGATE_CONFIG, else ./tollgate.toml if present).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (address from PORT / TOLLGATE_HOST).
+    Serve,
+    /// Run the gateway with an in-process mock upstream and a fresh key: try Tollgate without an OpenAI key.
+    Demo(demo::DemoArgs),
+    /// Create, list and revoke gateway keys in the configured database.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run the fake OpenAI upstream used by tests, benchmarks and the demo.
+    MockUpstream(mock_upstream::MockArgs),
+}
+
+/// `tollgate config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration, print it with secrets masked; exit 1 on error.
+    Check,
+}
+
+/// Runs a parsed command line against an environment.
+pub async fn run(cli: Cli, env: Env) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve => serve::run(load(cli.config.as_deref(), &env)?).await,
+        Command::Demo(args) => demo::run(args, cli.config.as_deref(), env).await,
+        Command::Keys(command) => keys::run(command, cli.config.as_deref(), &env).await,
+        Command::Config(ConfigCommand::Check) => Ok(config_check::run(cli.config.as_deref(), &env)),
+        Command::MockUpstream(args) => mock_upstream::run(args).await,
+    }
+}
+
+/// Loads the configuration or fails with every problem listed.
+fn load(path: Option<&std::path::Path>, env: &Env) -> anyhow::Result<Config> {
+    Ok(Config::load(path, env)?)
+}
+
+/// Commands that only touch the database need no upstream key; give the loader a placeholder
+/// so that its absence is not reported as an error there.
+fn env_without_upstream(env: &Env) -> Env {
+    let mut env = env.clone();
+    env.set_default("OPENAI_API_KEY", "unused-by-this-command");
+    env
+}

@@ -1,0 +1,23 @@
+//! `tollgate serve`: run the gateway until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::{server, store, telemetry};
+
+/// Opens the store, binds the port, serves, drains.
+pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    telemetry::init(&config.log);
+    let address = SocketAddr::new(config.server.host, config.server.port);
+    let keys = store::connect(&config.database).await.context("opening the database")?;
+    let state = AppState::new(config, keys).context("building the upstream client")?;
+    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+    tracing::info!(address = %listener.local_addr()?, upstream = %state.config.upstream.base_url, "tollgate listening");
+    server::run(listener, state, server::shutdown_signal()).await?;
+    tracing::info!("tollgate stopped");
+    Ok(ExitCode::SUCCESS)
+}

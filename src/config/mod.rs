@@ -1,0 +1,163 @@
+//! Configuration: defaults < `tollgate.toml` < environment, validated in one step.
+//!
+//! `Config::load` reads the TOML file (when present) and an [`Env`] value, reads every setting
+//! through [`source::Sources`], and returns either a complete, typed, immutable `Config` or the
+//! full list of problems, one line each naming the setting. `tollgate serve` and
+//! `tollgate config check` run the same loader. Tests build an `Env` from a map and never touch
+//! the process environment.
+
+mod generate;
+mod log;
+mod server;
+pub mod source;
+mod store;
+mod upstream;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Serialize;
+
+pub use generate::GenerateConfig;
+pub use log::{LogConfig, LogFormat};
+pub use server::ServerConfig;
+pub use source::Env;
+pub use store::{DatabaseConfig, DatabaseEngine, KeysConfig, mask_database_url};
+pub use upstream::UpstreamConfig;
+
+use source::Sources;
+
+/// The whole effective configuration. Built once at start, never changed after.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub database: DatabaseConfig,
+    pub keys: KeysConfig,
+    pub log: LogConfig,
+    pub generate: GenerateConfig,
+}
+
+/// Every problem found, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Loads `path` (or `TOLLGATE_CONFIG`, or `tollgate.toml` when it exists) and overlays `env`.
+    /// An explicitly named file must exist; the default one is optional.
+    pub fn load(path: Option<&Path>, env: &Env) -> Result<Self, ConfigError> {
+        let (file, required) = match (path, env.get("TOLLGATE_CONFIG")) {
+            (Some(p), _) => (p.to_path_buf(), true),
+            (None, Some(p)) => (PathBuf::from(p), true),
+            (None, None) => (PathBuf::from("tollgate.toml"), false),
+        };
+        let label = file.display().to_string();
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(e) => return Err(ConfigError(vec![format!("{label}: cannot read: {e}")])),
+        };
+        Self::from_toml_str(&label, &text, env)
+    }
+
+    /// Builds the configuration from TOML text and an environment (what tests use).
+    pub fn from_toml_str(label: &str, text: &str, env: &Env) -> Result<Self, ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError(vec![format!("{label}: {}", e.message().trim())]))?;
+        let mut sources = Sources::new(label, table, env);
+        let config = Self {
+            server: ServerConfig::read(&mut sources),
+            upstream: UpstreamConfig::read(&mut sources),
+            database: DatabaseConfig::read(&mut sources),
+            keys: KeysConfig::read(&mut sources),
+            log: LogConfig::read(&mut sources),
+            generate: GenerateConfig::read(&mut sources),
+        };
+        let errors = sources.finish();
+        if errors.is_empty() { Ok(config) } else { Err(ConfigError(errors)) }
+    }
+
+    /// The effective configuration as TOML, secrets masked (`tollgate config check`).
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+pub(crate) fn serialize_ms<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn serialize_secret<S: serde::Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("********")
+}
+
+pub(crate) fn serialize_optional_secret<S: serde::Serializer>(
+    value: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_str("********"),
+        None => s.serialize_str("(unset)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn defaults_need_only_the_upstream_key() {
+        let config = Config::from_toml_str("t", "", &env(&[("OPENAI_API_KEY", "sk-test")])).unwrap();
+        assert_eq!(config.server.port, 3006);
+        assert_eq!(config.upstream.base_url.as_str(), "https://api.openai.com/v1/");
+        assert_eq!(config.upstream.max_retries, 3);
+        assert_eq!(config.upstream.timeout, Duration::from_secs(60));
+        assert_eq!(config.database.engine, DatabaseEngine::Sqlite);
+    }
+
+    #[test]
+    fn all_problems_come_back_together() {
+        let text = "[server]\nport = 70000\n[upstream]\nmax_retries = 99\n";
+        let errors = Config::from_toml_str("tollgate.toml", text, &env(&[("OPENAI_TIMEOUT", "soon")]))
+            .unwrap_err()
+            .0;
+        let joined = errors.join("\n");
+        assert!(joined.contains("tollgate.toml: server.port: expected a whole number, got 70000"), "{joined}");
+        assert!(joined.contains("OPENAI_MAX_RETRIES") || joined.contains("upstream.max_retries: at most 10"), "{joined}");
+        assert!(joined.contains("OPENAI_TIMEOUT: expected milliseconds"), "{joined}");
+        assert!(joined.contains("OPENAI_API_KEY is required"), "{joined}");
+        assert_eq!(errors.len(), 4, "{joined}");
+    }
+
+    #[test]
+    fn masked_output_hides_every_secret() {
+        let config = Config::from_toml_str(
+            "t",
+            "",
+            &env(&[
+                ("OPENAI_API_KEY", "sk-very-secret"),
+                ("TOLLGATE_ADMIN_TOKEN", "admin-token-very-secret"),
+                ("DATABASE_URL", "postgres://u:pw-very-secret@localhost/db"),
+            ]),
+        )
+        .unwrap();
+        let shown = config.to_masked_toml();
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("postgres://u:********@localhost/db"), "{shown}");
+    }
+
+    #[test]
+    fn wildcard_cors_is_refused() {
+        let errors = Config::from_toml_str("t", "", &env(&[("OPENAI_API_KEY", "k"), ("TOLLGATE_CORS_ORIGINS", "*")]))
+            .unwrap_err()
+            .0;
+        assert!(errors[0].starts_with("TOLLGATE_CORS_ORIGINS: \"*\""), "{errors:?}");
+    }
+}

@@ -1,0 +1,90 @@
+//! `[database]`, `REDIS_URL`, `[keys]` and the admin token: where state lives.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use super::source::{Millis, Sources};
+use super::{serialize_ms, serialize_optional_secret};
+
+/// Which database engine `DATABASE_URL` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseEngine {
+    Sqlite,
+    Postgres,
+}
+
+/// The key store / usage log database.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`: `sqlite://path` (created if missing) or `postgres://...`. May carry a
+    /// password, so it is a secret; `config check` shows it with the password masked.
+    #[serde(serialize_with = "serialize_database_url")]
+    pub url: SecretString,
+    /// Chosen from the URL's scheme.
+    pub engine: DatabaseEngine,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// Gateway keys and the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeysConfig {
+    /// How long a key lookup is cached in memory. Bounded by 1 s so that a revoked key stops
+    /// working everywhere within a second.
+    #[serde(serialize_with = "serialize_ms")]
+    pub cache_ttl: Duration,
+    /// `TOLLGATE_ADMIN_TOKEN`; the admin API is off without it.
+    #[serde(serialize_with = "serialize_optional_secret")]
+    pub admin_token: Option<SecretString>,
+}
+
+impl DatabaseConfig {
+    pub(super) fn read(s: &mut Sources<'_>) -> Self {
+        let url: SecretString = s.get("database.url", Some("DATABASE_URL"), SecretString::from("sqlite://tollgate.db".to_owned()));
+        let engine = match url.expose_secret().split_once(':').map(|(scheme, _)| scheme) {
+            Some("sqlite") => DatabaseEngine::Sqlite,
+            Some("postgres" | "postgresql") => DatabaseEngine::Postgres,
+            _ => {
+                s.invalid("database.url", Some("DATABASE_URL"), "expected sqlite://PATH or postgres://...");
+                DatabaseEngine::Sqlite
+            }
+        };
+        let max_connections = s.get("database.max_connections", None, 10u32);
+        if max_connections == 0 {
+            s.invalid("database.max_connections", None, "must be greater than 0");
+        }
+        Self { url, engine, max_connections }
+    }
+}
+
+impl KeysConfig {
+    pub(super) fn read(s: &mut Sources<'_>) -> Self {
+        let cache_ttl = s.get("keys.cache_ttl_ms", None, Millis(Duration::from_millis(1000))).0;
+        if cache_ttl > Duration::from_secs(1) {
+            s.invalid("keys.cache_ttl_ms", None, "at most 1000: revocations must take effect within a second");
+        }
+        let admin_token: Option<SecretString> = s.optional("keys.admin_token", Some("TOLLGATE_ADMIN_TOKEN"));
+        if admin_token.as_ref().is_some_and(|t| t.expose_secret().len() < 16) {
+            s.invalid("keys.admin_token", Some("TOLLGATE_ADMIN_TOKEN"), "must be at least 16 characters");
+        }
+        Self { cache_ttl, admin_token }
+    }
+}
+
+/// Shows a database URL with its password replaced.
+pub fn mask_database_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("********"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn serialize_database_url<S: serde::Serializer>(url: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mask_database_url(url.expose_secret()))
+}

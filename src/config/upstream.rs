@@ -1,0 +1,94 @@
+//! `[upstream]`: the OpenAI-compatible provider and how it is called.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Serialize;
+use url::Url;
+
+use super::source::{Millis, Sources};
+use super::{serialize_ms, serialize_optional_secret, serialize_secret};
+
+/// The default upstream, its key and the call policy (retries, timeouts).
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamConfig {
+    /// `OPENAI_API_KEY`; only ever read by `pipeline::forward` to set the upstream request's
+    /// `Authorization`.
+    #[serde(serialize_with = "serialize_secret")]
+    pub api_key: SecretString,
+    /// `OPENAI_BASE_URL`, ending in the API version (`/v1`).
+    pub base_url: Url,
+    /// `OPENAI_ORGANIZATION`, sent as `OpenAI-Organization`.
+    #[serde(serialize_with = "serialize_optional_secret")]
+    pub organization: Option<SecretString>,
+    /// `OPENAI_PROJECT`, sent as `OpenAI-Project`.
+    #[serde(serialize_with = "serialize_optional_secret")]
+    pub project: Option<SecretString>,
+    /// `OPENAI_MAX_RETRIES`: retries after the first attempt on 408/409/429/5xx/connect errors.
+    pub max_retries: u32,
+    /// `OPENAI_TIMEOUT`: a whole non-streaming call, retries included.
+    #[serde(serialize_with = "serialize_ms")]
+    pub timeout: Duration,
+    /// Time allowed to open a TCP/TLS connection to the upstream.
+    #[serde(serialize_with = "serialize_ms")]
+    pub connect_timeout: Duration,
+    /// A stream must deliver its response headers and first event within this time.
+    #[serde(serialize_with = "serialize_ms")]
+    pub stream_first_byte_timeout: Duration,
+    /// A stream that goes silent for this long is ended with an error event.
+    #[serde(serialize_with = "serialize_ms")]
+    pub stream_idle_timeout: Duration,
+    /// First backoff step; doubled per retry, with full jitter.
+    #[serde(serialize_with = "serialize_ms")]
+    pub retry_base_delay: Duration,
+    /// Largest computed backoff step.
+    #[serde(serialize_with = "serialize_ms")]
+    pub retry_max_delay: Duration,
+    /// The longest upstream `Retry-After` we wait for before retrying; beyond it the 429 goes
+    /// back to the caller at once with the upstream's `Retry-After`.
+    #[serde(serialize_with = "serialize_ms")]
+    pub retry_after_cap: Duration,
+}
+
+impl UpstreamConfig {
+    pub(super) fn read(s: &mut Sources<'_>) -> Self {
+        let api_key: Option<SecretString> = s.optional("upstream.api_key", Some("OPENAI_API_KEY"));
+        let api_key = api_key.unwrap_or_else(|| {
+            s.invalid("upstream.api_key", Some("OPENAI_API_KEY"), "OPENAI_API_KEY is required: the upstream provider's key");
+            SecretString::from(String::new())
+        });
+        let default_url = Url::parse("https://api.openai.com/v1").unwrap_or_else(|_| unreachable!("constant URL"));
+        let mut base_url: Url = s.get("upstream.base_url", Some("OPENAI_BASE_URL"), default_url);
+        if !base_url.path().ends_with('/') {
+            base_url.set_path(&format!("{}/", base_url.path()));
+        }
+        if !base_url.username().is_empty() || base_url.password().is_some() {
+            s.invalid("upstream.base_url", Some("OPENAI_BASE_URL"), "must not carry credentials; use OPENAI_API_KEY");
+        }
+        let max_retries = s.get("upstream.max_retries", Some("OPENAI_MAX_RETRIES"), 3u32);
+        if max_retries > 10 {
+            s.invalid("upstream.max_retries", Some("OPENAI_MAX_RETRIES"), format!("at most 10, got {max_retries}"));
+        }
+        let positive = |s: &mut Sources<'_>, path: &str, env: Option<&str>, default_ms: u64| {
+            let value = s.get(path, env, Millis(Duration::from_millis(default_ms))).0;
+            if value.is_zero() {
+                s.invalid(path, env, "must be greater than 0");
+            }
+            value
+        };
+        Self {
+            api_key,
+            base_url,
+            organization: s.optional("upstream.organization", Some("OPENAI_ORGANIZATION")),
+            project: s.optional("upstream.project", Some("OPENAI_PROJECT")),
+            max_retries,
+            timeout: positive(s, "upstream.timeout_ms", Some("OPENAI_TIMEOUT"), 60_000),
+            connect_timeout: positive(s, "upstream.connect_timeout_ms", None, 5_000),
+            stream_first_byte_timeout: positive(s, "upstream.stream_first_byte_timeout_ms", None, 60_000),
+            stream_idle_timeout: positive(s, "upstream.stream_idle_timeout_ms", None, 30_000),
+            retry_base_delay: positive(s, "upstream.retry_base_delay_ms", None, 250),
+            retry_max_delay: positive(s, "upstream.retry_max_delay_ms", None, 8_000),
+            retry_after_cap: positive(s, "upstream.retry_after_cap_ms", None, 20_000),
+        }
+    }
+}

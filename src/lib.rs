@@ -1,0 +1,31 @@
+//! Tollgate: a fast, secure gateway for the OpenAI API.
+//!
+//! # Layout
+//!
+//! - [`cli`]: one file per subcommand (`serve`, `demo`, `keys`, `config check`, `mock-upstream`).
+//! - [`config`]: defaults < `tollgate.toml` < environment, validated in one step.
+//! - [`state`]: `AppState`, built once and shared.
+//! - [`server`]: the HTTP layer stack and the accept loop with graceful shutdown.
+//! - [`middleware`]: our own layers (request id, access log, content type, security headers).
+//! - [`routes`]: thin handlers, and the one place that lists the open (unauthenticated) routes.
+//! - [`pipeline`]: a model call's stages, in order: authenticate, validate, forward, respond.
+//! - [`store`]: the `KeyStore` trait with SQLite and PostgreSQL engines.
+//! - [`keys`]: key generation and hashing. [`extract`]: body reading. [`error`]: the error table.
+//! - [`openai`]: the few wire fields we read; SSE parsing; usage.
+//! - [`mock_upstream`]: the fake OpenAI used by tests, benchmarks and the demo.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod keys;
+pub mod metrics;
+pub mod middleware;
+pub mod mock_upstream;
+pub mod openai;
+pub mod pipeline;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,24 @@
+//! The `tollgate` binary: parses the command line and hands over to `cli::run`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[expect(clippy::print_stderr, reason = "the one place a fatal error reaches the operator before logging exists")]
+fn main() -> ExitCode {
+    let cli = tollgate::cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tollgate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tollgate::cli::run(cli, tollgate::config::Env::from_process())) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tollgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

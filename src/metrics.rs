@@ -1,0 +1,45 @@
+//! Prometheus metrics: one process-wide recorder, rendered by `GET /metrics`.
+//!
+//! Labels stay low-cardinality: route templates, status classes, model names, error kinds;
+//! never key ids or users (the usage API answers per-key questions).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder once per process (tests build many gateways in one process) and
+/// returns the handle that renders it.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+/// Counts a finished request head and its latency.
+pub fn record_request(route: &str, status: u16, duration: Duration) {
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("tollgate_requests_total", "route" => route.to_owned(), "status" => class).increment(1);
+    metrics::histogram!("tollgate_request_duration_seconds", "route" => route.to_owned()).record(duration.as_secs_f64());
+}
+
+/// Counts an upstream attempt's outcome (`ok`, `retry`, `error`).
+pub fn record_upstream_attempt(outcome: &'static str) {
+    metrics::counter!("tollgate_upstream_attempts_total", "outcome" => outcome).increment(1);
+}

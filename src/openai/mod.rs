@@ -1,0 +1,7 @@
+//! The parts of OpenAI's wire format that Tollgate reads. Everything else passes through
+//! untouched: requests are forwarded as the caller's bytes unless a stage must change a field,
+//! and responses as the upstream's bytes.
+
+pub mod requests;
+pub mod sse;
+pub mod usage;

@@ -1,0 +1,359 @@
+//! The upstream call: one pooled client, the upstream key, retries, timeouts.
+//!
+//! Retry policy lives here and only here. A request is retried on a connect error, 408, 409,
+//! 429 and 5xx, up to `max_retries` times, with exponential backoff and full jitter; an
+//! upstream `Retry-After` (or OpenAI's `retry-after-ms`) replaces the computed delay when it is
+//! within `retry_after_cap`, and a longer one ends the retries at once (the caller gets the 429
+//! and the upstream's `Retry-After`, rather than a request held for minutes). Nothing is
+//! retried once response headers have been accepted, so a stream that started is never
+//! replayed. A non-streaming call, retries included, must finish within `OPENAI_TIMEOUT`.
+//!
+//! Headers: the caller's `Authorization`, cookies, hop-by-hop headers and our own control
+//! headers never go upstream; the upstream key is set here from a redacted type.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use bytes::Bytes;
+use rand::RngExt;
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::config::UpstreamConfig;
+use crate::error::GatewayError;
+
+/// The upstream key as a ready header, wrapped so it never prints.
+struct UpstreamCredentials {
+    authorization: HeaderValue,
+    organization: Option<HeaderValue>,
+    project: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for UpstreamCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamCredentials([REDACTED])")
+    }
+}
+
+/// The retry and timeout policy, from `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub retry_after_cap: Duration,
+}
+
+/// The default upstream: where it is, how to authenticate, how to call it.
+#[derive(Debug)]
+pub struct Upstream {
+    client: reqwest::Client,
+    base_url: Url,
+    credentials: UpstreamCredentials,
+    policy: RetryPolicy,
+    /// Whole non-streaming call, retries included.
+    pub timeout: Duration,
+    /// A stream's response headers and first event.
+    pub first_byte_timeout: Duration,
+    /// Silence allowed between stream events.
+    pub idle_timeout: Duration,
+}
+
+/// The body sent upstream: buffered (retryable) or streamed from the caller (not retryable).
+pub enum OutgoingBody {
+    Empty,
+    Buffered(Bytes),
+    Streamed(reqwest::Body),
+}
+
+/// One call to make.
+pub struct UpstreamRequest {
+    pub method: Method,
+    /// Path under the base URL, without a leading slash (`chat/completions`).
+    pub path: String,
+    /// The caller's query string, verbatim.
+    pub query: Option<String>,
+    /// The caller's headers; filtered here before anything is sent.
+    pub headers: HeaderMap,
+    pub body: OutgoingBody,
+    /// Whether the answer will be relayed as a stream (changes the timeouts).
+    pub stream: bool,
+}
+
+/// Request headers that never leave Tollgate: credentials, hop-by-hop headers, our own
+/// controls, and what the client library must set itself.
+const DROPPED_REQUEST_HEADERS: [&str; 22] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "api-key",
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "accept-encoding",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-user-id",
+    "openai-organization",
+    "openai-project",
+];
+
+impl Upstream {
+    /// Builds the pooled client.
+    pub fn new(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let secret_header = |value: &str| {
+            let mut header = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+            header.set_sensitive(true);
+            header
+        };
+        let credentials = UpstreamCredentials {
+            authorization: secret_header(&format!("Bearer {}", config.api_key.expose_secret())),
+            organization: config.organization.as_ref().map(|o| secret_header(o.expose_secret())),
+            project: config.project.as_ref().map(|p| secret_header(p.expose_secret())),
+        };
+        Ok(Self {
+            client,
+            base_url: config.base_url.clone(),
+            credentials,
+            policy: RetryPolicy {
+                max_retries: config.max_retries,
+                base_delay: config.retry_base_delay,
+                max_delay: config.retry_max_delay,
+                retry_after_cap: config.retry_after_cap,
+            },
+            timeout: config.timeout,
+            first_byte_timeout: config.stream_first_byte_timeout,
+            idle_timeout: config.stream_idle_timeout,
+        })
+    }
+
+    /// Sends `request`, retrying as the policy says, and returns the first successful (2xx)
+    /// response with its headers read; its body is the caller's to read. Errors are already
+    /// mapped to the error table.
+    pub async fn send(&self, request: UpstreamRequest) -> Result<reqwest::Response, GatewayError> {
+        let started = Instant::now();
+        let deadline = started + if request.stream { self.first_byte_timeout } else { self.timeout };
+        let url = self.url_for(&request.path, request.query.as_deref())?;
+        let headers = self.outgoing_headers(&request.headers);
+        // A streamed body can be sent once only.
+        let max_retries = if matches!(request.body, OutgoingBody::Streamed(_)) { 0 } else { self.policy.max_retries };
+        let (buffered, mut streamed) = match request.body {
+            OutgoingBody::Empty => (None, None),
+            OutgoingBody::Buffered(bytes) => (Some(bytes), None),
+            OutgoingBody::Streamed(body) => (None, Some(body)),
+        };
+
+        let mut attempt = 0u32;
+        loop {
+            let mut builder = self.client.request(request.method.clone(), url.clone()).headers(headers.clone());
+            if let Some(bytes) = &buffered {
+                builder = builder.body(bytes.clone());
+            } else if let Some(body) = streamed.take() {
+                builder = builder.body(body);
+            }
+            let failure = match tokio::time::timeout_at(deadline, builder.send()).await {
+                Err(_elapsed) => Failure::Timeout,
+                Ok(Err(error)) if error.is_timeout() => Failure::Timeout,
+                Ok(Err(error)) if error.is_connect() => Failure::Unreachable,
+                Ok(Err(error)) => Failure::Transport(error.to_string()),
+                Ok(Ok(response)) if response.status().is_success() => {
+                    crate::metrics::record_upstream_attempt("ok");
+                    return Ok(response);
+                }
+                Ok(Ok(response)) => Failure::Status(response),
+            };
+            let wait = if attempt < max_retries { self.retry_delay(&failure, attempt) } else { None };
+            match wait.filter(|wait| Instant::now() + *wait < deadline) {
+                Some(wait) => {
+                    crate::metrics::record_upstream_attempt("retry");
+                    tracing::debug!(attempt, delay_ms = wait.as_millis() as u64, "retrying upstream call");
+                    drop(failure);
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                None => {
+                    crate::metrics::record_upstream_attempt("error");
+                    return Err(match failure {
+                        Failure::Timeout => GatewayError::UpstreamTimeout,
+                        Failure::Unreachable => GatewayError::UpstreamUnreachable,
+                        Failure::Transport(detail) => GatewayError::UpstreamFailed { detail },
+                        Failure::Status(response) => self.final_error(response, deadline).await,
+                    });
+                }
+            }
+        }
+    }
+
+    /// How long to wait before retrying after `failure`, or `None` to give up now.
+    fn retry_delay(&self, failure: &Failure, attempt: u32) -> Option<Duration> {
+        match failure {
+            Failure::Timeout | Failure::Transport(_) => None,
+            Failure::Unreachable => Some(self.backoff(attempt)),
+            Failure::Status(response) if !is_retryable(response.status()) => None,
+            Failure::Status(response) => match upstream_retry_after(response.headers()) {
+                // Longer than we will hold a caller: hand the upstream's answer back now.
+                Some(wait) if wait > self.policy.retry_after_cap => None,
+                Some(wait) => Some(wait),
+                None => Some(self.backoff(attempt)),
+            },
+        }
+    }
+
+    /// Reads a whole successful body within what is left of the call's deadline.
+    pub async fn read_body(&self, response: reqwest::Response, started: Instant) -> Result<Bytes, GatewayError> {
+        match tokio::time::timeout_at(started + self.timeout, response.bytes()).await {
+            Err(_) => Err(GatewayError::UpstreamTimeout),
+            Ok(Err(error)) => Err(GatewayError::UpstreamFailed { detail: format!("reading body: {error}") }),
+            Ok(Ok(bytes)) => Ok(bytes),
+        }
+    }
+
+    fn url_for(&self, path: &str, query: Option<&str>) -> Result<Url, GatewayError> {
+        let mut url = self
+            .base_url
+            .join(path.trim_start_matches('/'))
+            .map_err(|_| GatewayError::invalid("The request path is not valid.", None))?;
+        url.set_query(query);
+        Ok(url)
+    }
+
+    fn outgoing_headers(&self, incoming: &HeaderMap) -> HeaderMap {
+        // Headers the caller listed in `Connection` are hop-by-hop too.
+        let listed: Vec<String> = incoming
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+            .collect();
+        let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
+        for (name, value) in incoming {
+            let lower = name.as_str();
+            if DROPPED_REQUEST_HEADERS.contains(&lower) || listed.iter().any(|l| l == lower) || lower == "x-request-id" {
+                continue;
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        if let Some(id) = incoming.get("x-request-id") {
+            // Our id travels upstream under OpenAI's name for a client-chosen id.
+            headers.insert(HeaderName::from_static("x-client-request-id"), id.clone());
+        }
+        headers.insert(header::AUTHORIZATION, self.credentials.authorization.clone());
+        if let Some(organization) = &self.credentials.organization {
+            headers.insert(HeaderName::from_static("openai-organization"), organization.clone());
+        }
+        if let Some(project) = &self.credentials.project {
+            headers.insert(HeaderName::from_static("openai-project"), project.clone());
+        }
+        headers
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self.policy.base_delay.saturating_mul(2u32.saturating_pow(attempt)).min(self.policy.max_delay);
+        // Full jitter: spreads retries of many callers hit by the same upstream failure.
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(millis / 2..=millis.max(1)))
+    }
+
+    /// Maps a final non-2xx answer to the error table.
+    async fn final_error(&self, response: reqwest::Response, deadline: Instant) -> GatewayError {
+        let status = response.status();
+        match status.as_u16() {
+            401 | 403 => GatewayError::UpstreamAuth { status },
+            429 => GatewayError::UpstreamRateLimited { retry_after: client_retry_after(response.headers()) },
+            500..=599 => GatewayError::UpstreamFailed { detail: format!("status {status}") },
+            _ => {
+                let body = tokio::time::timeout_at(deadline, response.bytes()).await.ok().and_then(Result::ok);
+                GatewayError::UpstreamRejected { status, body: body.unwrap_or_default() }
+            }
+        }
+    }
+}
+
+/// Why an attempt did not succeed.
+enum Failure {
+    Timeout,
+    Unreachable,
+    Transport(String),
+    Status(reqwest::Response),
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error()
+}
+
+/// The delay the upstream asked for: OpenAI's `retry-after-ms`, else `Retry-After` in seconds
+/// or as an HTTP date.
+pub fn upstream_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_millis(ms as u64));
+    }
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_millis((seconds * 1000.0) as u64));
+    }
+    let when = httpdate_to_unix(value)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(when.saturating_sub(now)))
+}
+
+/// The `Retry-After` we give the caller for an upstream 429: whole seconds, rounded up.
+fn client_retry_after(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wait = upstream_retry_after(headers)?;
+    let seconds = wait.as_millis().div_ceil(1000).max(1);
+    HeaderValue::from_str(&seconds.to_string()).ok()
+}
+
+fn httpdate_to_unix(value: &str) -> Option<u64> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let parsed = time::PrimitiveDateTime::parse(value, format).ok()?;
+    u64::try_from(parsed.assume_utc().unix_timestamp()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_every_spelling() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(upstream_retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("150"));
+        assert_eq!(upstream_retry_after(&headers), Some(Duration::from_millis(150)));
+        let mut dated = HeaderMap::new();
+        dated.insert(header::RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(upstream_retry_after(&dated), Some(Duration::ZERO));
+        let mut junk = HeaderMap::new();
+        junk.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(upstream_retry_after(&junk), None);
+    }
+
+    #[test]
+    fn the_caller_gets_whole_seconds_rounded_up() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after-ms", HeaderValue::from_static("1200"));
+        assert_eq!(client_retry_after(&headers), Some(HeaderValue::from_static("2")));
+    }
+}

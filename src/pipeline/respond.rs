@@ -1,0 +1,64 @@
+//! The last stage: the caller's response, built from the upstream's.
+//!
+//! Only headers that describe the body go back (`content-type`, `content-disposition`,
+//! OpenAI's processing time and version); the upstream's own rate-limit headers describe
+//! Tollgate's account, not the caller's, and never leak. The upstream's request id is kept as
+//! `x-upstream-request-id` for support cases.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+
+/// Response headers copied from the upstream.
+const KEPT_RESPONSE_HEADERS: [&str; 4] = ["content-type", "content-disposition", "openai-processing-ms", "openai-version"];
+
+/// A response with the upstream's status and safe headers around `body`.
+pub fn from_upstream(status: reqwest::StatusCode, upstream_headers: &HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for name in KEPT_RESPONSE_HEADERS {
+        if let Some(value) = upstream_headers.get(name) {
+            headers.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+    if let Some(id) = upstream_headers.get("x-request-id") {
+        headers.insert(HeaderName::from_static("x-upstream-request-id"), id.clone());
+    }
+    response
+}
+
+/// A buffered JSON answer.
+pub fn json(status: reqwest::StatusCode, upstream_headers: &HeaderMap, body: Bytes) -> Response {
+    let mut response = from_upstream(status, upstream_headers, Body::from(body));
+    response
+        .headers_mut()
+        .entry(header::CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Headers every SSE answer carries, so proxies neither buffer nor cache it.
+pub fn mark_event_stream(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+}
+
+/// Whether an upstream answer is an event stream.
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Whether an upstream answer is JSON (and so small enough to buffer and read usage from).
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}

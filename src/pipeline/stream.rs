@@ -1,0 +1,205 @@
+//! Relaying an SSE stream event by event as it arrives, and accounting for it.
+//!
+//! A relay task (on the state's task tracker, so shutdown waits for it) reads the upstream's
+//! bytes, cuts them into events, forwards each complete event at once, and notes the usage
+//! the stream reports. When Tollgate added `stream_options.include_usage` itself, the final
+//! usage-only chunk is kept from the caller, who did not ask for it.
+//!
+//! How a stream ends, and what the caller sees:
+//! - upstream sends `[DONE]`: relayed, the stream closes normally;
+//! - upstream breaks, closes early or goes silent past the idle timeout: Tollgate sends one
+//!   last event, `data: {"error": {...}}` in OpenAI's envelope, and closes without `[DONE]`.
+//!   The official SDKs raise on it (Python `openai.APIError`, Node `APIError`), so a cut
+//!   stream is never mistaken for a short answer;
+//! - the caller disconnects: the relay stops at once and drops the upstream connection, which
+//!   cancels the upstream call.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::openai::sse::Parser;
+use crate::openai::usage::{self, Usage};
+use crate::state::AppState;
+
+/// How the relay should treat the events.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayOptions {
+    /// Drop the usage-only chunk (Tollgate asked for it, the caller did not).
+    pub strip_usage_chunk: bool,
+}
+
+/// How a relayed stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// `[DONE]` (or a clean end of a stream that has no such marker) was relayed.
+    Completed,
+    /// The upstream broke the stream or ended it early.
+    UpstreamBroke,
+    /// The upstream went silent past the idle timeout.
+    IdleTimeout,
+    /// The caller went away; the upstream call was cancelled.
+    ClientLeft,
+}
+
+/// What the relay saw, handed to the accounting that follows the stream.
+#[derive(Debug, Clone)]
+pub struct StreamOutcome {
+    pub end: StreamEnd,
+    pub usage: Option<Usage>,
+    /// Events relayed to the caller.
+    pub events: u64,
+}
+
+/// Starts relaying `upstream` and returns the caller's response body. `on_done` runs once the
+/// stream is over, whether or not the caller stayed.
+pub fn relay(
+    state: &AppState,
+    upstream: reqwest::Response,
+    first_event_deadline: Instant,
+    options: RelayOptions,
+    on_done: impl FnOnce(StreamOutcome) + Send + 'static,
+) -> Body {
+    let (sender, mut receiver) = mpsc::channel::<Bytes>(32);
+    let idle_timeout = state.upstream.idle_timeout;
+    state.tasks.spawn(async move {
+        let outcome = pump(upstream, sender, first_event_deadline, idle_timeout, options).await;
+        on_done(outcome);
+    });
+    Body::from_stream(futures_util::stream::poll_fn(move |cx| {
+        receiver.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
+    }))
+}
+
+async fn pump(
+    upstream: reqwest::Response,
+    sender: mpsc::Sender<Bytes>,
+    first_event_deadline: Instant,
+    idle_timeout: std::time::Duration,
+    options: RelayOptions,
+) -> StreamOutcome {
+    let mut bytes = upstream.bytes_stream();
+    let mut parser = Parser::default();
+    let mut outcome = StreamOutcome { end: StreamEnd::Completed, usage: None, events: 0 };
+    let mut saw_done = false;
+    let mut deadline = first_event_deadline;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = sender.closed() => {
+                outcome.end = StreamEnd::ClientLeft;
+                return outcome;
+            }
+            next = tokio::time::timeout_at(deadline, bytes.next()) => next,
+        };
+        let chunk = match next {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) if saw_done => return outcome,
+            Ok(None) | Ok(Some(Err(_))) => {
+                outcome.end = StreamEnd::UpstreamBroke;
+                let _ = sender.send(error_event("The upstream provider ended the stream unexpectedly.", "stream_interrupted")).await;
+                return outcome;
+            }
+            Err(_elapsed) => {
+                outcome.end = StreamEnd::IdleTimeout;
+                let _ = sender.send(error_event("The upstream provider stopped sending; the stream timed out.", "stream_timeout")).await;
+                return outcome;
+            }
+        };
+        deadline = Instant::now() + idle_timeout;
+        parser.push(&chunk);
+        let mut out = BytesMut::new();
+        while let Some(event) = parser.next_event() {
+            if event.is_done() {
+                saw_done = true;
+            } else if let Some(peek) = event.data.as_deref().and_then(|data| serde_json::from_str::<EventPeek<'_>>(data).ok()) {
+                saw_done |= peek.is_terminal();
+                let usage_only = peek.is_usage_only();
+                if let Some(found) = peek.usage() {
+                    outcome.usage = Some(found);
+                }
+                if options.strip_usage_chunk && usage_only {
+                    continue;
+                }
+            }
+            outcome.events += 1;
+            out.extend_from_slice(&event.raw);
+        }
+        if !out.is_empty() && sender.send(out.freeze()).await.is_err() {
+            outcome.end = StreamEnd::ClientLeft;
+            return outcome;
+        }
+    }
+}
+
+/// The fields of one event's JSON that the relay looks at.
+#[derive(Deserialize)]
+struct EventPeek<'a> {
+    /// Responses API events name themselves (`response.output_text.delta`, ...).
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    usage: Option<usage::WireUsage>,
+    #[serde(default)]
+    response: Option<ResponsePeek>,
+}
+
+#[derive(Deserialize)]
+struct ResponsePeek {
+    #[serde(default)]
+    usage: Option<usage::WireUsage>,
+}
+
+impl EventPeek<'_> {
+    /// Chat streams end with `[DONE]`; Responses API streams with one of these events.
+    fn is_terminal(&self) -> bool {
+        matches!(self.kind.as_deref(), Some("response.completed" | "response.failed" | "response.incomplete"))
+    }
+
+    /// The chunk OpenAI sends last when `include_usage` is set: no choices, only usage.
+    fn is_usage_only(&self) -> bool {
+        self.usage.is_some() && self.choices.as_ref().is_some_and(Vec::is_empty)
+    }
+
+    fn usage(self) -> Option<Usage> {
+        self.usage.or_else(|| self.response.and_then(|r| r.usage)).map(Usage::from)
+    }
+}
+
+/// The last event of a broken stream, in OpenAI's error envelope.
+fn error_event(message: &str, code: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": { "message": message, "type": "upstream_error", "param": null, "code": code }
+    });
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peek(data: &str) -> EventPeek<'_> {
+        serde_json::from_str(data).unwrap()
+    }
+
+    #[test]
+    fn usage_only_chunk_is_recognised() {
+        assert!(peek(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#).is_usage_only());
+        assert!(!peek(r#"{"choices":[{"delta":{}}],"usage":null}"#).is_usage_only());
+    }
+
+    #[test]
+    fn responses_streams_end_with_their_completed_event() {
+        let done = peek(r#"{"type":"response.completed","response":{"usage":{"input_tokens":2,"output_tokens":3}}}"#);
+        assert!(done.is_terminal());
+        assert_eq!(done.usage().map(|u| u.total_tokens()), Some(5));
+        assert!(!peek(r#"{"type":"response.output_text.delta","delta":"x"}"#).is_terminal());
+    }
+}

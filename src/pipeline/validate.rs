@@ -1,0 +1,101 @@
+//! Stage 3: read and check the fields the gateway needs, and prepare the upstream body.
+//!
+//! The caller's bytes are forwarded as they came; the body is rewritten only when Tollgate must
+//! change a field (a chat stream gets `stream_options.include_usage = true`, so that usage can
+//! be counted). Even then only that field changes: every other value is kept as the caller's
+//! raw JSON text.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::error::GatewayError;
+use crate::extract::decode;
+use crate::openai::requests::{
+    ChatRequest, EmbeddingsRequest, ImagesRequest, PassthroughRequest, RequestFacts, ResponsesRequest,
+};
+
+/// The model routes, each validated its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelRoute {
+    Chat,
+    Embeddings,
+    Images,
+    Responses,
+    /// Any other `/v1/*` route.
+    Passthrough,
+}
+
+impl ModelRoute {
+    /// Low-cardinality label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Embeddings => "embeddings",
+            Self::Images => "images",
+            Self::Responses => "responses",
+            Self::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// Checks a JSON body for `route` and returns what later stages need.
+pub fn facts(route: ModelRoute, body: &[u8]) -> Result<RequestFacts, GatewayError> {
+    match route {
+        ModelRoute::Chat => decode::<ChatRequest>(body)?.validate(),
+        ModelRoute::Embeddings => decode::<EmbeddingsRequest>(body)?.validate(),
+        ModelRoute::Images => decode::<ImagesRequest>(body)?.validate(),
+        ModelRoute::Responses => decode::<ResponsesRequest>(body)?.validate(),
+        ModelRoute::Passthrough => decode::<PassthroughRequest>(body)?.validate(),
+    }
+}
+
+/// The body to send upstream: the caller's bytes, or — for a chat stream whose caller did not
+/// ask for usage — the same JSON with `stream_options.include_usage` set.
+pub fn upstream_body(route: ModelRoute, facts: &RequestFacts, body: Bytes) -> Result<Bytes, GatewayError> {
+    if route != ModelRoute::Chat || !facts.stream || facts.include_usage {
+        return Ok(body);
+    }
+    with_include_usage(&body)
+}
+
+fn with_include_usage(body: &[u8]) -> Result<Bytes, GatewayError> {
+    let mut fields: BTreeMap<String, Box<RawValue>> = decode(body)?;
+    let mut options: BTreeMap<String, Box<RawValue>> = match fields.get("stream_options") {
+        Some(raw) if raw.get() != "null" => decode(raw.get().as_bytes())?,
+        _ => BTreeMap::new(),
+    };
+    options.insert("include_usage".to_owned(), raw("true")?);
+    let options = serde_json::to_string(&options).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    fields.insert("stream_options".to_owned(), raw(&options)?);
+    serde_json::to_vec(&fields).map(Bytes::from).map_err(|e| GatewayError::Internal(e.to_string()))
+}
+
+fn raw(json: &str) -> Result<Box<RawValue>, GatewayError> {
+    RawValue::from_string(json.to_owned()).map_err(|e| GatewayError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_usage_is_added_and_nothing_else_changes() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"h\u00e9"}],"stream":true,"future_param":{"a":[1,2.50]},"stream_options":{"other":1}}"#;
+        let route = ModelRoute::Chat;
+        let facts = facts(route, body).unwrap();
+        let rewritten = upstream_body(route, &facts, Bytes::from_static(body)).unwrap();
+        let text = std::str::from_utf8(&rewritten).unwrap();
+        assert!(text.contains(r#""future_param":{"a":[1,2.50]}"#), "{text}");
+        assert!(text.contains(r#""content":"h\u00e9""#), "{text}");
+        assert!(text.contains(r#""stream_options":{"include_usage":true,"other":1}"#), "{text}");
+    }
+
+    #[test]
+    fn bodies_that_need_no_change_are_forwarded_byte_for_byte() {
+        let body = Bytes::from_static(br#"{"model":"m",  "messages":[{"role":"user"}]}"#);
+        let facts = facts(ModelRoute::Chat, &body).unwrap();
+        assert_eq!(upstream_body(ModelRoute::Chat, &facts, body.clone()).unwrap(), body);
+    }
+}

@@ -1,0 +1,55 @@
+//! The route table. Handlers are thin: extract, call the pipeline, shape the answer.
+//!
+//! Every route needs a gateway key except the open list below, which is visible here in one
+//! place: `/health`, `/health/ready`, and `/metrics` (unless `server.metrics_public = false`).
+//! Each OpenAI route answers with and without the `/v1` prefix, as the seeds name them; any
+//! other `/v1/*` path is forwarded as it is.
+
+mod fallback;
+mod generate;
+mod health;
+mod metrics;
+mod model_calls;
+mod models;
+mod passthrough;
+
+use axum::Router;
+use axum::routing::{any, get, post};
+
+use crate::pipeline::authenticate::require_key;
+use crate::state::AppState;
+
+/// All routes, with authentication applied to all but the open list.
+pub fn router(state: AppState) -> Router {
+    let auth = axum::middleware::from_fn_with_state(state.clone(), require_key);
+
+    let mut open = Router::new().route("/health", get(health::live)).route("/health/ready", get(health::ready));
+    let mut keyed = Router::new();
+    for prefix in ["/v1", ""] {
+        keyed = keyed
+            .route(&format!("{prefix}/chat/completions"), post(model_calls::chat))
+            .route(&format!("{prefix}/embeddings"), post(model_calls::embeddings))
+            .route(&format!("{prefix}/images/generations"), post(model_calls::images))
+            .route(&format!("{prefix}/responses"), post(model_calls::responses))
+            .route(&format!("{prefix}/models"), get(models::list))
+            .route(&format!("{prefix}/models/{{id}}"), get(models::show));
+    }
+    keyed = keyed.route("/v1/{*path}", any(passthrough::forward));
+    if state.config.server.metrics_public {
+        open = open.route("/metrics", get(metrics::render));
+    } else {
+        keyed = keyed.route("/metrics", get(metrics::render));
+    }
+    // The seeds' prompt API renders its errors in the seeds' shape, auth failures included,
+    // so its own layer sits outside authentication.
+    let generate = Router::new()
+        .route("/api/ai/generate", post(generate::generate))
+        .route_layer(auth.clone())
+        .layer(axum::middleware::from_fn(generate::seed_error_shape));
+
+    open.merge(keyed.route_layer(auth))
+        .merge(generate)
+        .fallback(fallback::not_found)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
+        .with_state(state)
+}

@@ -1,0 +1,45 @@
+//! `GET /v1/models` and `GET /v1/models/{id}`: only the models the key may use.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+
+use crate::pipeline::{self, CallBody, ModelCall, ModelRoute, Principal};
+use crate::state::AppState;
+
+/// The list, filtered to the key's models.
+pub async fn list(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap) -> Response {
+    let mut response = pipeline::list_models(&state, &principal, headers).await.into_response();
+    response.extensions_mut().insert(crate::middleware::access_log::LogFields {
+        key_id: Some(principal.key.id.clone()),
+        model: None,
+    });
+    response
+}
+
+/// One model; 403 when the key may not use it.
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(error) = principal.authorize_model(&id) {
+        return error.into_response();
+    }
+    let call = ModelCall {
+        route: ModelRoute::Passthrough,
+        method: Method::GET,
+        upstream_path: format!("models/{}", urlencode_segment(&id)),
+        query: None,
+        headers,
+        body: CallBody::Empty,
+    };
+    pipeline::handle(&state, &principal, call).await
+}
+
+/// A path segment, percent-encoded so an id cannot climb out of `models/`.
+fn urlencode_segment(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}

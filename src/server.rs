@@ -1,0 +1,165 @@
+//! The HTTP server: the layer stack (composed here and nowhere else) and the accept loop.
+//!
+//! The accept loop is hyper-util's, not `axum::serve`, because a gateway needs what
+//! `axum::serve` does not expose: a header read timeout (a client that dribbles its headers is
+//! cut off), `TCP_NODELAY` on every socket, HTTP/1.1 keep-alive and h2c (HTTP/2 without TLS,
+//! detected from the connection preface) on the same port, and a graceful shutdown that stops
+//! accepting, lets in-flight requests and streams finish within a grace period, then closes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::response::IntoResponse;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::error::GatewayError;
+use crate::middleware::{access_log, content_type, request_id, security_headers};
+use crate::routes;
+use crate::state::AppState;
+
+/// The whole application: routes plus the HTTP layers, outermost first.
+pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.config.server.cors_origins);
+    let [nosniff, frame, referrer, csp, cache_control] = security_headers::layers();
+    let layers = ServiceBuilder::new()
+        // 1. Request id first, so every response below — panics and 404s included — carries it
+        //    and every log line can name it.
+        .layer(axum::middleware::from_fn(request_id::assign))
+        // 2. The access log sees the final status, after panics became 500s.
+        .layer(axum::middleware::from_fn(access_log::log))
+        // 3. A panic in any handler becomes a 500 in OpenAI's envelope, never a dropped connection.
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            GatewayError::Internal("handler panicked".to_owned()).into_response()
+        }))
+        // 4. Security headers on everything, errors included.
+        .layer(nosniff)
+        .layer(frame)
+        .layer(referrer)
+        .layer(csp)
+        .layer(cache_control)
+        // 5. CORS answers preflights before authentication (browsers send no credentials on
+        //    them) and only for listed origins.
+        .option_layer(cors)
+        // 6. A body of the wrong type is refused before anything reads it. Body *size* is
+        //    enforced where bodies are read (`extract`), so 413 uses our envelope.
+        .layer(axum::middleware::from_fn(content_type::check));
+    routes::router(state).layer(layers)
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-user-id"),
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("openai-beta"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("x-tollgate-cache"),
+                HeaderName::from_static("x-tollgate-cost-usd"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                header::RETRY_AFTER,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then drains.
+///
+/// Draining: stop accepting; tell every connection to finish its in-flight request and close
+/// (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY); wait for them and for the deferred tasks
+/// (stream relays) up to the grace period; then return, dropping whatever is left.
+pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let grace = state.config.server.shutdown_grace;
+    let app = router(state.clone());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.server.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(20));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small SSE events and JSON answers must leave at once, not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            // The peer address, for client-IP decisions (as `into_make_service_with_connect_info`).
+            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            app.clone().oneshot(request)
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        state.tasks.spawn(async move {
+            let _ = connection.await;
+        });
+    }
+
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
+    drop(listener);
+    let drained = async {
+        graceful.shutdown().await;
+        state.tasks.close();
+        state.tasks.wait().await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        tracing::warn!("grace period over: closing the remaining connections");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,55 @@
+//! `AppState`: everything a request needs, built once at start and shared by cheap clones.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::pipeline::authenticate::KeyCache;
+use crate::pipeline::forward::Upstream;
+use crate::store::KeyStore;
+
+/// The shared handle. Clone is an `Arc` bump.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What every request may read; nothing here is mutated after start except through the
+/// backends' own synchronisation.
+pub struct Inner {
+    /// The effective configuration, immutable.
+    pub config: Config,
+    /// The upstream provider: pooled client, its key, retry policy.
+    pub upstream: Upstream,
+    /// Durable keys (SQLite or PostgreSQL).
+    pub keys: Arc<dyn KeyStore>,
+    /// Recent key lookups, so authentication costs no database round trip per request.
+    pub key_cache: KeyCache,
+    /// Work that outlives a response (stream relays, accounting); awaited at shutdown.
+    pub tasks: TaskTracker,
+    /// Renders `/metrics`; `None` if another recorder was installed first.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Builds the state from a loaded configuration and an opened key store.
+    pub fn new(config: Config, keys: Arc<dyn KeyStore>) -> Result<Self, reqwest::Error> {
+        let upstream = Upstream::new(&config.upstream)?;
+        let key_cache = KeyCache::new(config.keys.cache_ttl);
+        Ok(Self(Arc::new(Inner {
+            config,
+            upstream,
+            keys,
+            key_cache,
+            tasks: TaskTracker::new(),
+            metrics: crate::metrics::install(),
+        })))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

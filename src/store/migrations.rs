@@ -1,0 +1,30 @@
+//! The schema migrations, embedded in the binary so a deployed `tollgate` needs no files.
+//!
+//! Each engine has its own directory (`migrations/sqlite`, `migrations/postgres`) with the same
+//! numbered files; they differ only where the SQL dialects must.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// Builds a migrator from `(version, description, sql)` triples.
+fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sqlx::SqlSafeStr::into_sql_str(sql), false)
+            })
+            .collect(),
+    )
+}
+
+/// SQLite's migrations.
+pub fn sqlite() -> Migrator {
+    migrator(&[(1, "api keys", include_str!("../../migrations/sqlite/0001_api_keys.sql"))])
+}
+
+/// PostgreSQL's migrations.
+pub fn postgres() -> Migrator {
+    migrator(&[(1, "api keys", include_str!("../../migrations/postgres/0001_api_keys.sql"))])
+}

@@ -1,0 +1,31 @@
+//! The shared engine: PostgreSQL, for many replicas.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::{StoreError, migrations, sql_key_store};
+
+/// PostgreSQL-backed store. A `search_path` given in the URL's `options` is honoured, so
+/// tests (and operators) can keep Tollgate's tables in their own schema.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` and migrates.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        migrations::postgres().run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+sql_key_store!(PostgresStore);
