@@ -25,7 +25,10 @@ use crate::middleware::request_id;
 pub enum GatewayError {
     /// Malformed JSON, a wrong type, a missing field or a value out of range.
     #[error("{message}")]
-    InvalidRequest { message: String, param: Option<String> },
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
     /// A body-carrying request without a supported `Content-Type`.
     #[error("unsupported content type")]
     UnsupportedMediaType { expected: &'static str },
@@ -97,7 +100,10 @@ struct Envelope<'a> {
 impl GatewayError {
     /// Shorthand for a 400 naming the field at fault.
     pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
-        Self::InvalidRequest { message: message.into(), param: param.into() }
+        Self::InvalidRequest {
+            message: message.into(),
+            param: param.into(),
+        }
     }
 
     /// The HTTP status of this row of the error table.
@@ -223,14 +229,21 @@ impl GatewayError {
             }
             Self::Internal(_) => (internal_message(), "server_error", None, Some("internal_error")),
         };
-        ErrorBody { message, kind, param, code }
+        ErrorBody {
+            message,
+            kind,
+            param,
+            code,
+        }
     }
 }
 
 /// The message of every 500: no internals, only the request id to quote to the operator.
 pub fn internal_message() -> String {
     match request_id::current() {
-        Some(id) => format!("The gateway hit an internal error. Quote request id {id} to the operator."),
+        Some(id) => {
+            format!("The gateway hit an internal error. Quote request id {id} to the operator.")
+        }
         None => "The gateway hit an internal error.".to_owned(),
     }
 }
@@ -238,7 +251,14 @@ pub fn internal_message() -> String {
 /// Renders an error body in OpenAI's envelope with the given status.
 pub fn envelope_response(status: StatusCode, body: ErrorBody) -> Response {
     let json = serde_json::to_vec(&Envelope { error: &body }).unwrap_or_default();
-    let mut response = (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json)
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
         .into_response();
     response.extensions_mut().insert(Arc::new(body));
     response
@@ -249,26 +269,40 @@ impl IntoResponse for GatewayError {
         let status = self.status();
         let kind = self.kind();
         match &self {
-            Self::Internal(cause) => tracing::error!(error.kind = self.kind(), error.cause = %cause, "internal error"),
+            Self::Internal(cause) => {
+                tracing::error!(error.kind = self.kind(), error.cause = %cause, "internal error")
+            }
             Self::UpstreamAuth { status } => tracing::error!(
                 upstream.status = status.as_u16(),
                 "the upstream refused the gateway's credentials: check OPENAI_API_KEY"
             ),
-            Self::UpstreamFailed { detail } => tracing::warn!(error.cause = %detail, "upstream failed"),
+            Self::UpstreamFailed { detail } => {
+                tracing::warn!(error.cause = %detail, "upstream failed")
+            }
             _ => {}
         }
         let mut response = match self {
             // The upstream's own envelope describes the caller's mistake: pass it on unchanged when it
             // is an OpenAI envelope, otherwise wrap a neutral message in ours.
             Self::UpstreamRejected { status, ref body } if is_error_envelope(body) => {
-                let mut response = (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.clone())
+                let mut response = (
+                    status,
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    body.clone(),
+                )
                     .into_response();
                 response.extensions_mut().insert(Arc::new(self.body()));
                 response
             }
             ref other => envelope_response(status, other.body()),
         };
-        if let Self::UpstreamRateLimited { retry_after: Some(value) } = self {
+        if let Self::UpstreamRateLimited {
+            retry_after: Some(value),
+        } = self
+        {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response.extensions_mut().insert(ErrorKind(kind));
@@ -295,14 +329,52 @@ mod tests {
     #[test]
     fn every_status_matches_the_design_table() {
         let rows: Vec<(GatewayError, u16, &str)> = vec![
-            (GatewayError::invalid("bad", Some("model".into())), 400, "invalid_request_error"),
-            (GatewayError::UnsupportedMediaType { expected: "application/json" }, 415, "invalid_request_error"),
-            (GatewayError::PayloadTooLarge { limit_bytes: 1 }, 413, "invalid_request_error"),
-            (GatewayError::Unauthenticated { reason: "missing" }, 401, "authentication_error"),
-            (GatewayError::ModelNotAllowed { model: "x".into() }, 403, "permission_error"),
-            (GatewayError::UpstreamAuth { status: StatusCode::UNAUTHORIZED }, 502, "upstream_error"),
-            (GatewayError::UpstreamRateLimited { retry_after: None }, 429, "rate_limit_error"),
-            (GatewayError::UpstreamFailed { detail: "500".into() }, 502, "upstream_error"),
+            (
+                GatewayError::invalid("bad", Some("model".into())),
+                400,
+                "invalid_request_error",
+            ),
+            (
+                GatewayError::UnsupportedMediaType {
+                    expected: "application/json",
+                },
+                415,
+                "invalid_request_error",
+            ),
+            (
+                GatewayError::PayloadTooLarge { limit_bytes: 1 },
+                413,
+                "invalid_request_error",
+            ),
+            (
+                GatewayError::Unauthenticated { reason: "missing" },
+                401,
+                "authentication_error",
+            ),
+            (
+                GatewayError::ModelNotAllowed { model: "x".into() },
+                403,
+                "permission_error",
+            ),
+            (
+                GatewayError::UpstreamAuth {
+                    status: StatusCode::UNAUTHORIZED,
+                },
+                502,
+                "upstream_error",
+            ),
+            (
+                GatewayError::UpstreamRateLimited { retry_after: None },
+                429,
+                "rate_limit_error",
+            ),
+            (
+                GatewayError::UpstreamFailed {
+                    detail: "500".into(),
+                },
+                502,
+                "upstream_error",
+            ),
             (GatewayError::UpstreamTimeout, 504, "upstream_error"),
             (GatewayError::UpstreamUnreachable, 503, "upstream_error"),
             (GatewayError::Internal("boom".into()), 500, "server_error"),
@@ -321,7 +393,9 @@ mod tests {
 
     #[test]
     fn upstream_envelopes_are_recognised() {
-        assert!(is_error_envelope(br#"{"error":{"message":"bad","type":"x"}}"#));
+        assert!(is_error_envelope(
+            br#"{"error":{"message":"bad","type":"x"}}"#
+        ));
         assert!(!is_error_envelope(b"<html>"));
     }
 }

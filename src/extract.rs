@@ -23,11 +23,16 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if !media_type(&request).is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
-            return Err(GatewayError::UnsupportedMediaType { expected: "application/json" });
+            return Err(GatewayError::UnsupportedMediaType {
+                expected: "application/json",
+            });
         }
         let bytes = read_limited(request, state.config.server.body_limit_bytes).await?;
         if bytes.is_empty() {
-            return Err(GatewayError::invalid("The request body is empty; expected a JSON object.", None));
+            return Err(GatewayError::invalid(
+                "The request body is empty; expected a JSON object.",
+                None,
+            ));
         }
         Ok(Self(bytes))
     }
@@ -57,15 +62,18 @@ pub async fn read_limited(request: Request, limit: usize) -> Result<Bytes, Gatew
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::PayloadTooLarge { limit_bytes: limit });
     }
-    axum::body::to_bytes(request.into_body(), limit).await.map_err(|error| {
-        if std::error::Error::source(&error).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || error.to_string().contains("length limit")
-        {
-            GatewayError::PayloadTooLarge { limit_bytes: limit }
-        } else {
-            GatewayError::invalid("The request body could not be read completely.", None)
-        }
-    })
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|error| {
+            if std::error::Error::source(&error)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || error.to_string().contains("length limit")
+            {
+                GatewayError::PayloadTooLarge { limit_bytes: limit }
+            } else {
+                GatewayError::invalid("The request body could not be read completely.", None)
+            }
+        })
 }
 
 /// Parses `bytes` as `T`, turning serde's complaint into a 400 that names the field.
@@ -74,23 +82,35 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        let syntax = matches!(inner.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof);
+        let syntax = matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        );
         let param = (!syntax && path != "." && path != "?").then_some(path);
         let message = match inner.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 format!("We could not parse the JSON body of your request: {inner}.")
             }
             serde_json::error::Category::Data => match &param {
-                Some(field) => format!("Invalid value for '{field}': {}.", strip_position(&inner.to_string())),
-                None => format!("Invalid request body: {}.", strip_position(&inner.to_string())),
+                Some(field) => format!(
+                    "Invalid value for '{field}': {}.",
+                    strip_position(&inner.to_string())
+                ),
+                None => format!(
+                    "Invalid request body: {}.",
+                    strip_position(&inner.to_string())
+                ),
             },
             serde_json::error::Category::Io => "The request body could not be read.".to_owned(),
         };
         GatewayError::InvalidRequest { message, param }
     })?;
-    deserializer
-        .end()
-        .map_err(|_| GatewayError::invalid("We could not parse the JSON body of your request: trailing characters.", None))?;
+    deserializer.end().map_err(|_| {
+        GatewayError::invalid(
+            "We could not parse the JSON body of your request: trailing characters.",
+            None,
+        )
+    })?;
     Ok(value)
 }
 
@@ -112,7 +132,9 @@ mod tests {
 
     #[test]
     fn wrong_types_name_their_field() {
-        let GatewayError::InvalidRequest { message, param } = decode::<Probe>(br#"{"model": 3}"#).unwrap_err() else {
+        let GatewayError::InvalidRequest { message, param } =
+            decode::<Probe>(br#"{"model": 3}"#).unwrap_err()
+        else {
             panic!("expected invalid request")
         };
         assert_eq!(param.as_deref(), Some("model"));
@@ -121,11 +143,15 @@ mod tests {
 
     #[test]
     fn missing_fields_and_bad_syntax_are_400s() {
-        let GatewayError::InvalidRequest { message, .. } = decode::<Probe>(br#"{"n": 1}"#).unwrap_err() else {
+        let GatewayError::InvalidRequest { message, .. } =
+            decode::<Probe>(br#"{"n": 1}"#).unwrap_err()
+        else {
             panic!()
         };
         assert!(message.contains("missing field `model`"), "{message}");
-        let GatewayError::InvalidRequest { message, param } = decode::<Probe>(br#"{"model": "x""#).unwrap_err() else {
+        let GatewayError::InvalidRequest { message, param } =
+            decode::<Probe>(br#"{"model": "x""#).unwrap_err()
+        else {
             panic!()
         };
         assert!(message.starts_with("We could not parse"), "{message}");

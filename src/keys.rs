@@ -75,7 +75,9 @@ pub struct IssuedKey {
 /// Generates a key for `new` at `now_ms`.
 pub fn issue(new: NewKey, now_ms: i64) -> IssuedKey {
     let mut rng = rand::rng();
-    let body: String = (0..SECRET_CHARS).map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())])).collect();
+    let body: String = (0..SECRET_CHARS)
+        .map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())]))
+        .collect();
     let secret = format!("{KEY_PREFIX}{body}");
     let key = ApiKey {
         id: format!("key_{}", uuid::Uuid::now_v7().simple()),
@@ -88,7 +90,11 @@ pub fn issue(new: NewKey, now_ms: i64) -> IssuedKey {
         expires_at_ms: new.expires_at_ms,
         revoked_at_ms: None,
     };
-    IssuedKey { hash: hash_secret(&secret), secret, key }
+    IssuedKey {
+        hash: hash_secret(&secret),
+        secret,
+        key,
+    }
 }
 
 /// The stored form of a secret: lowercase hex SHA-256.
@@ -107,13 +113,18 @@ pub fn hash_secret(secret: &str) -> String {
 pub fn looks_like_key(candidate: &str) -> bool {
     candidate.len() == KEY_PREFIX.len() + SECRET_CHARS
         && candidate.starts_with(KEY_PREFIX)
-        && candidate[KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric())
+        && candidate[KEY_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric())
 }
 
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     i64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default(),
     )
     .unwrap_or(i64::MAX)
 }
@@ -124,8 +135,20 @@ mod tests {
 
     #[test]
     fn issued_keys_have_the_documented_shape_and_differ() {
-        let a = issue(NewKey { name: "a".into(), ..NewKey::default() }, 0);
-        let b = issue(NewKey { name: "b".into(), ..NewKey::default() }, 0);
+        let a = issue(
+            NewKey {
+                name: "a".into(),
+                ..NewKey::default()
+            },
+            0,
+        );
+        let b = issue(
+            NewKey {
+                name: "b".into(),
+                ..NewKey::default()
+            },
+            0,
+        );
         assert!(looks_like_key(&a.secret), "{}", a.secret);
         assert_ne!(a.secret, b.secret);
         assert_eq!(a.key.prefix, a.secret[3..11]);
@@ -135,12 +158,23 @@ mod tests {
 
     #[test]
     fn hash_matches_a_known_vector() {
-        assert_eq!(hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hash_secret("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
     fn expiry_and_revocation_end_a_key() {
-        let mut key = issue(NewKey { name: "k".into(), expires_at_ms: Some(10), ..NewKey::default() }, 0).key;
+        let mut key = issue(
+            NewKey {
+                name: "k".into(),
+                expires_at_ms: Some(10),
+                ..NewKey::default()
+            },
+            0,
+        )
+        .key;
         assert!(key.is_active(9));
         assert!(!key.is_active(10));
         key.expires_at_ms = None;

@@ -4,17 +4,26 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[expect(clippy::print_stderr, reason = "the one place a fatal error reaches the operator before logging exists")]
+#[expect(
+    clippy::print_stderr,
+    reason = "the one place a fatal error reaches the operator before logging exists"
+)]
 fn main() -> ExitCode {
     let cli = tollgate::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tollgate: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tollgate::cli::run(cli, tollgate::config::Env::from_process())) {
+    match runtime.block_on(tollgate::cli::run(
+        cli,
+        tollgate::config::Env::from_process(),
+    )) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("tollgate: {error:#}");

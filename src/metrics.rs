@@ -16,7 +16,10 @@ pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0,
+                ])
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
@@ -35,8 +38,10 @@ pub fn record_request(route: &str, status: u16, duration: Duration) {
         400..=499 => "4xx",
         _ => "5xx",
     };
-    metrics::counter!("tollgate_requests_total", "route" => route.to_owned(), "status" => class).increment(1);
-    metrics::histogram!("tollgate_request_duration_seconds", "route" => route.to_owned()).record(duration.as_secs_f64());
+    metrics::counter!("tollgate_requests_total", "route" => route.to_owned(), "status" => class)
+        .increment(1);
+    metrics::histogram!("tollgate_request_duration_seconds", "route" => route.to_owned())
+        .record(duration.as_secs_f64());
 }
 
 /// Counts an upstream attempt's outcome (`ok`, `retry`, `error`).

@@ -27,9 +27,16 @@ use crate::middleware::{access_log, content_type, request_id, security_headers};
 use crate::routes;
 use crate::state::AppState;
 
-/// The whole application: routes plus the HTTP layers, outermost first.
+/// The whole application: the routes inside the HTTP layers.
 pub fn router(state: AppState) -> Router {
-    let cors = cors_layer(&state.config.server.cors_origins);
+    let cors_origins = state.config.server.cors_origins.clone();
+    with_layers(routes::router(state), &cors_origins)
+}
+
+/// Wraps `routes` in the HTTP layers, outermost first. Public so that tests can put a route
+/// of their own (one that panics) inside exactly the production stack.
+pub fn with_layers(routes: Router, cors_origins: &[String]) -> Router {
+    let cors = cors_layer(cors_origins);
     let [nosniff, frame, referrer, csp, cache_control] = security_headers::layers();
     let layers = ServiceBuilder::new()
         // 1. Request id first, so every response below — panics and 404s included — carries it
@@ -38,9 +45,11 @@ pub fn router(state: AppState) -> Router {
         // 2. The access log sees the final status, after panics became 500s.
         .layer(axum::middleware::from_fn(access_log::log))
         // 3. A panic in any handler becomes a 500 in OpenAI's envelope, never a dropped connection.
-        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-            GatewayError::Internal("handler panicked".to_owned()).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                GatewayError::Internal("handler panicked".to_owned()).into_response()
+            },
+        ))
         // 4. Security headers on everything, errors included.
         .layer(nosniff)
         .layer(frame)
@@ -53,19 +62,28 @@ pub fn router(state: AppState) -> Router {
         // 6. A body of the wrong type is refused before anything reads it. Body *size* is
         //    enforced where bodies are read (`extract`), so 413 uses our envelope.
         .layer(axum::middleware::from_fn(content_type::check));
-    routes::router(state).layer(layers)
+    routes.layer(layers)
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(allowed))
             .allow_credentials(true)
-            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
@@ -89,7 +107,11 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 /// Draining: stop accepting; tell every connection to finish its in-flight request and close
 /// (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY); wait for them and for the deferred tasks
 /// (stream relays) up to the grace period; then return, dropping whatever is left.
-pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let grace = state.config.server.shutdown_grace;
     let app = router(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -98,7 +120,10 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.server.header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(20));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -118,19 +143,28 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
         // Small SSE events and JSON answers must leave at once, not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            // The peer address, for client-IP decisions (as `into_make_service_with_connect_info`).
-            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            app.clone().oneshot(request)
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                // The peer address, for client-IP decisions (as `into_make_service_with_connect_info`).
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
+                app.clone().oneshot(request)
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         state.tasks.spawn(async move {
             let _ = connection.await;
         });
     }
 
-    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
     drop(listener);
     let drained = async {
         graceful.shutdown().await;
@@ -148,13 +182,14 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {},
             _ = terminate.recv() => {},

@@ -10,7 +10,11 @@ use crate::config::{Config, Env};
 pub fn run(path: Option<&Path>, env: &Env) -> ExitCode {
     match Config::load(path, env) {
         Ok(config) => {
-            let _ = writeln!(std::io::stdout(), "# configuration is valid\n{}", config.to_masked_toml());
+            let _ = writeln!(
+                std::io::stdout(),
+                "# configuration is valid\n{}",
+                config.to_masked_toml()
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {

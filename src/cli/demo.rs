@@ -25,7 +25,9 @@ pub struct DemoArgs {
 
 /// Starts the mock, points the gateway at it, creates a key, prints how to call it, serves.
 pub async fn run(args: DemoArgs, path: Option<&Path>, env: Env) -> anyhow::Result<ExitCode> {
-    let mock_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the mock upstream")?;
+    let mock_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the mock upstream")?;
     let mock_address = mock_listener.local_addr()?;
     let mock_key = format!("sk-demo-{}", uuid::Uuid::new_v4().simple());
     let options = MockOptions {
@@ -41,20 +43,35 @@ pub async fn run(args: DemoArgs, path: Option<&Path>, env: Env) -> anyhow::Resul
     let config = Config::load(path, &env)?;
     telemetry::init(&config.log);
 
-    let keys_store = store::connect(&config.database).await.context("opening the database")?;
-    let issued = keys::issue(NewKey { name: "demo".to_owned(), ..NewKey::default() }, keys::now_ms());
-    keys_store.insert(&issued.key, &issued.hash).await.context("storing the demo key")?;
+    let keys_store = store::connect(&config.database)
+        .await
+        .context("opening the database")?;
+    let issued = keys::issue(
+        NewKey {
+            name: "demo".to_owned(),
+            ..NewKey::default()
+        },
+        keys::now_ms(),
+    );
+    keys_store
+        .insert(&issued.key, &issued.hash)
+        .await
+        .context("storing the demo key")?;
 
     let address = SocketAddr::new(config.server.host, config.server.port);
-    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
     let base = format!("http://{}", listener.local_addr()?);
     print_welcome(&base, &issued.secret)?;
 
     let state = AppState::new(config, keys_store).context("building the upstream client")?;
     let (stop_mock, mock_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mock = state.tasks.spawn(mock_upstream::serve(mock_listener, options, async move {
-        let _ = mock_stopped.await;
-    }));
+    let mock = state
+        .tasks
+        .spawn(mock_upstream::serve(mock_listener, options, async move {
+            let _ = mock_stopped.await;
+        }));
     server::run(listener, state, server::shutdown_signal()).await?;
     let _ = stop_mock.send(());
     let _ = mock.await;

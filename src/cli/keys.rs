@@ -67,7 +67,9 @@ pub struct RevokeArgs {
 /// Runs a keys subcommand.
 pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow::Result<ExitCode> {
     let config = Config::load(path, &super::env_without_upstream(env))?;
-    let store = store::connect(&config.database).await.context("opening the database")?;
+    let store = store::connect(&config.database)
+        .await
+        .context("opening the database")?;
     let mut out = std::io::stdout().lock();
     match command {
         KeysCommand::Create(args) => {
@@ -75,22 +77,47 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                 Some(text) => Some(keys::now_ms() + parse_lifetime_ms(text)?),
                 None => None,
             };
-            let models = args.models.into_iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
-            let new = NewKey { name: args.name, owner: args.owner, models, metadata: Default::default(), expires_at_ms };
+            let models = args
+                .models
+                .into_iter()
+                .map(|m| m.trim().to_owned())
+                .filter(|m| !m.is_empty())
+                .collect();
+            let new = NewKey {
+                name: args.name,
+                owner: args.owner,
+                models,
+                metadata: Default::default(),
+                expires_at_ms,
+            };
             let issued = keys::issue(new, keys::now_ms());
-            store.insert(&issued.key, &issued.hash).await.context("storing the key")?;
+            store
+                .insert(&issued.key, &issued.hash)
+                .await
+                .context("storing the key")?;
             if args.json {
-                writeln!(out, "{}", json!({ "id": issued.key.id, "key": issued.secret, "name": issued.key.name, "prefix": issued.key.prefix, "models": issued.key.models, "expires_at_ms": issued.key.expires_at_ms }))?;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "id": issued.key.id, "key": issued.secret, "name": issued.key.name, "prefix": issued.key.prefix, "models": issued.key.models, "expires_at_ms": issued.key.expires_at_ms })
+                )?;
             } else {
                 writeln!(out, "Created key {} ({}).", issued.key.id, issued.key.name)?;
-                writeln!(out, "Secret (shown only now; store it safely):\n\n  {}\n", issued.secret)?;
+                writeln!(
+                    out,
+                    "Secret (shown only now; store it safely):\n\n  {}\n",
+                    issued.secret
+                )?;
             }
         }
         KeysCommand::List(args) => {
             let mut all = Vec::new();
             let mut after: Option<String> = None;
             loop {
-                let page = store.list(after.as_deref(), 500).await.context("listing keys")?;
+                let page = store
+                    .list(after.as_deref(), 500)
+                    .await
+                    .context("listing keys")?;
                 let done = page.len() < 500;
                 after = page.last().map(|k| k.id.clone());
                 all.extend(page);
@@ -107,13 +134,21 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
             }
         }
         KeysCommand::Revoke(args) => {
-            if !store.revoke(&args.id, keys::now_ms()).await.context("revoking the key")? {
+            if !store
+                .revoke(&args.id, keys::now_ms())
+                .await
+                .context("revoking the key")?
+            {
                 bail!("no active key with id {}", args.id);
             }
             if args.json {
                 writeln!(out, "{}", json!({ "id": args.id, "revoked": true }))?;
             } else {
-                writeln!(out, "Revoked {}; every replica refuses it within a second.", args.id)?;
+                writeln!(
+                    out,
+                    "Revoked {}; every replica refuses it within a second.",
+                    args.id
+                )?;
             }
         }
     }
@@ -121,7 +156,11 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
 }
 
 fn print_table(out: &mut impl Write, keys: &[ApiKey], now: i64) -> std::io::Result<()> {
-    writeln!(out, "{:<36}  {:<14}  {:<24}  {:<8}  MODELS", "ID", "PREFIX", "NAME", "STATE")?;
+    writeln!(
+        out,
+        "{:<36}  {:<14}  {:<24}  {:<8}  MODELS",
+        "ID", "PREFIX", "NAME", "STATE"
+    )?;
     for key in keys {
         let state = if key.revoked_at_ms.is_some() {
             "revoked"
@@ -130,8 +169,20 @@ fn print_table(out: &mut impl Write, keys: &[ApiKey], now: i64) -> std::io::Resu
         } else {
             "active"
         };
-        let models = if key.models.is_empty() { "(all)".to_owned() } else { key.models.join(",") };
-        writeln!(out, "{:<36}  tg-{:<11}  {:<24}  {:<8}  {}", key.id, format!("{}…", key.prefix), key.name, state, models)?;
+        let models = if key.models.is_empty() {
+            "(all)".to_owned()
+        } else {
+            key.models.join(",")
+        };
+        writeln!(
+            out,
+            "{:<36}  tg-{:<11}  {:<24}  {:<8}  {}",
+            key.id,
+            format!("{}…", key.prefix),
+            key.name,
+            state,
+            models
+        )?;
     }
     Ok(())
 }
@@ -141,7 +192,9 @@ fn parse_lifetime_ms(text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
     let split = text.len().saturating_sub(1);
     let (number, unit) = text.split_at(split);
-    let number: i64 = number.parse().with_context(|| format!("--expires: expected e.g. 30d, got {text:?}"))?;
+    let number: i64 = number
+        .parse()
+        .with_context(|| format!("--expires: expected e.g. 30d, got {text:?}"))?;
     let unit_ms = match unit {
         "s" => 1_000,
         "m" => 60_000,

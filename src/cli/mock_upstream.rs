@@ -32,9 +32,14 @@ pub struct MockArgs {
 
 /// Binds, prints `listening on ADDRESS`, serves until SIGTERM/SIGINT.
 pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
-    writeln!(std::io::stdout(), "mock-upstream listening on http://{address}/v1")?;
+    writeln!(
+        std::io::stdout(),
+        "mock-upstream listening on http://{address}/v1"
+    )?;
     std::io::stdout().flush()?;
     let options = MockOptions {
         latency: Duration::from_millis(args.latency_ms),

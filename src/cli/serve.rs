@@ -13,9 +13,13 @@ use crate::{server, store, telemetry};
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     telemetry::init(&config.log);
     let address = SocketAddr::new(config.server.host, config.server.port);
-    let keys = store::connect(&config.database).await.context("opening the database")?;
+    let keys = store::connect(&config.database)
+        .await
+        .context("opening the database")?;
     let state = AppState::new(config, keys).context("building the upstream client")?;
-    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
     tracing::info!(address = %listener.local_addr()?, upstream = %state.config.upstream.base_url, "tollgate listening");
     server::run(listener, state, server::shutdown_signal()).await?;
     tracing::info!("tollgate stopped");

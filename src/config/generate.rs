@@ -23,12 +23,20 @@ impl GenerateConfig {
         }
         let default_max_tokens = s.get("generate.default_max_tokens", None, 1000u32);
         if !(1..=4000).contains(&default_max_tokens) {
-            s.invalid("generate.default_max_tokens", None, "expected 1 to 4000, as the route accepts");
+            s.invalid(
+                "generate.default_max_tokens",
+                None,
+                "expected 1 to 4000, as the route accepts",
+            );
         }
         let default_temperature = s.get("generate.default_temperature", None, 0.1f64);
         if !(0.0..=2.0).contains(&default_temperature) {
             s.invalid("generate.default_temperature", None, "expected 0 to 2");
         }
-        Self { default_model, default_max_tokens, default_temperature }
+        Self {
+            default_model,
+            default_max_tokens,
+            default_temperature,
+        }
     }
 }

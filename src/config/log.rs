@@ -25,13 +25,24 @@ impl LogConfig {
     pub(super) fn read(s: &mut Sources<'_>) -> Self {
         let filter = s.get("log.level", Some("TOLLGATE_LOG"), "info".to_owned());
         if tracing_subscriber::EnvFilter::try_new(&filter).is_err() {
-            s.invalid("log.level", Some("TOLLGATE_LOG"), format!("not a valid log filter: {filter:?}"));
+            s.invalid(
+                "log.level",
+                Some("TOLLGATE_LOG"),
+                format!("not a valid log filter: {filter:?}"),
+            );
         }
-        let format = match s.get("log.format", Some("TOLLGATE_LOG_FORMAT"), "json".to_owned()).as_str() {
+        let format = match s
+            .get("log.format", Some("TOLLGATE_LOG_FORMAT"), "json".to_owned())
+            .as_str()
+        {
             "json" => LogFormat::Json,
             "text" | "pretty" => LogFormat::Text,
             other => {
-                s.invalid("log.format", Some("TOLLGATE_LOG_FORMAT"), format!("expected json or text, got {other:?}"));
+                s.invalid(
+                    "log.format",
+                    Some("TOLLGATE_LOG_FORMAT"),
+                    format!("expected json or text, got {other:?}"),
+                );
                 LogFormat::Json
             }
         };

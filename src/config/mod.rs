@@ -64,9 +64,9 @@ impl Config {
 
     /// Builds the configuration from TOML text and an environment (what tests use).
     pub fn from_toml_str(label: &str, text: &str, env: &Env) -> Result<Self, ConfigError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError(vec![format!("{label}: {}", e.message().trim())]))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError(vec![format!("{label}: {}", e.message().trim())])
+        })?;
         let mut sources = Sources::new(label, table, env);
         let config = Self {
             server: ServerConfig::read(&mut sources),
@@ -77,20 +77,31 @@ impl Config {
             generate: GenerateConfig::read(&mut sources),
         };
         let errors = sources.finish();
-        if errors.is_empty() { Ok(config) } else { Err(ConfigError(errors)) }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(errors))
+        }
     }
 
     /// The effective configuration as TOML, secrets masked (`tollgate config check`).
     pub fn to_masked_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }
 
-pub(crate) fn serialize_ms<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_ms<S: serde::Serializer>(
+    value: &Duration,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
 }
 
-pub(crate) fn serialize_secret<S: serde::Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_secret<S: serde::Serializer>(
+    _: &SecretString,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str("********")
 }
 
@@ -114,9 +125,13 @@ mod tests {
 
     #[test]
     fn defaults_need_only_the_upstream_key() {
-        let config = Config::from_toml_str("t", "", &env(&[("OPENAI_API_KEY", "sk-test")])).unwrap();
+        let config =
+            Config::from_toml_str("t", "", &env(&[("OPENAI_API_KEY", "sk-test")])).unwrap();
         assert_eq!(config.server.port, 3006);
-        assert_eq!(config.upstream.base_url.as_str(), "https://api.openai.com/v1/");
+        assert_eq!(
+            config.upstream.base_url.as_str(),
+            "https://api.openai.com/v1/"
+        );
         assert_eq!(config.upstream.max_retries, 3);
         assert_eq!(config.upstream.timeout, Duration::from_secs(60));
         assert_eq!(config.database.engine, DatabaseEngine::Sqlite);
@@ -125,13 +140,24 @@ mod tests {
     #[test]
     fn all_problems_come_back_together() {
         let text = "[server]\nport = 70000\n[upstream]\nmax_retries = 99\n";
-        let errors = Config::from_toml_str("tollgate.toml", text, &env(&[("OPENAI_TIMEOUT", "soon")]))
-            .unwrap_err()
-            .0;
+        let errors =
+            Config::from_toml_str("tollgate.toml", text, &env(&[("OPENAI_TIMEOUT", "soon")]))
+                .unwrap_err()
+                .0;
         let joined = errors.join("\n");
-        assert!(joined.contains("tollgate.toml: server.port: expected a whole number, got 70000"), "{joined}");
-        assert!(joined.contains("OPENAI_MAX_RETRIES") || joined.contains("upstream.max_retries: at most 10"), "{joined}");
-        assert!(joined.contains("OPENAI_TIMEOUT: expected milliseconds"), "{joined}");
+        assert!(
+            joined.contains("tollgate.toml: server.port: expected a whole number, got 70000"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("OPENAI_MAX_RETRIES")
+                || joined.contains("upstream.max_retries: at most 10"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("OPENAI_TIMEOUT: expected milliseconds"),
+            "{joined}"
+        );
         assert!(joined.contains("OPENAI_API_KEY is required"), "{joined}");
         assert_eq!(errors.len(), 4, "{joined}");
     }
@@ -150,14 +176,24 @@ mod tests {
         .unwrap();
         let shown = config.to_masked_toml();
         assert!(!shown.contains("very-secret"), "{shown}");
-        assert!(shown.contains("postgres://u:********@localhost/db"), "{shown}");
+        assert!(
+            shown.contains("postgres://u:********@localhost/db"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn wildcard_cors_is_refused() {
-        let errors = Config::from_toml_str("t", "", &env(&[("OPENAI_API_KEY", "k"), ("TOLLGATE_CORS_ORIGINS", "*")]))
-            .unwrap_err()
-            .0;
-        assert!(errors[0].starts_with("TOLLGATE_CORS_ORIGINS: \"*\""), "{errors:?}");
+        let errors = Config::from_toml_str(
+            "t",
+            "",
+            &env(&[("OPENAI_API_KEY", "k"), ("TOLLGATE_CORS_ORIGINS", "*")]),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            errors[0].starts_with("TOLLGATE_CORS_ORIGINS: \"*\""),
+            "{errors:?}"
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::source::{Millis, Sources};
 use super::serialize_ms;
+use super::source::{Millis, Sources};
 
 /// Listening address, HTTP limits and shutdown behaviour.
 #[derive(Debug, Clone, Serialize)]
@@ -38,7 +38,11 @@ impl ServerConfig {
             Ok(ip) => ip,
             Err(_) if host == "localhost" => IpAddr::from([127, 0, 0, 1]),
             Err(_) => {
-                s.invalid("server.host", Some("TOLLGATE_HOST"), format!("expected an IP address, got {host:?}"));
+                s.invalid(
+                    "server.host",
+                    Some("TOLLGATE_HOST"),
+                    format!("expected an IP address, got {host:?}"),
+                );
                 IpAddr::from([127, 0, 0, 1])
             }
         };
@@ -46,15 +50,33 @@ impl ServerConfig {
         if body_limit_bytes == 0 {
             s.invalid("server.body_limit_bytes", None, "must be greater than 0");
         }
-        let cors_origins: Vec<String> = s.get("server.cors_origins", Some("TOLLGATE_CORS_ORIGINS"), Vec::new());
+        let cors_origins: Vec<String> = s.get(
+            "server.cors_origins",
+            Some("TOLLGATE_CORS_ORIGINS"),
+            Vec::new(),
+        );
         for origin in &cors_origins {
             if let Err(why) = validate_origin(origin) {
-                s.invalid("server.cors_origins", Some("TOLLGATE_CORS_ORIGINS"), format!("{origin:?}: {why}"));
+                s.invalid(
+                    "server.cors_origins",
+                    Some("TOLLGATE_CORS_ORIGINS"),
+                    format!("{origin:?}: {why}"),
+                );
             }
         }
-        let header_read_timeout = s.get("server.header_read_timeout_ms", None, Millis(Duration::from_secs(10))).0;
+        let header_read_timeout = s
+            .get(
+                "server.header_read_timeout_ms",
+                None,
+                Millis(Duration::from_secs(10)),
+            )
+            .0;
         if header_read_timeout.is_zero() {
-            s.invalid("server.header_read_timeout_ms", None, "must be greater than 0");
+            s.invalid(
+                "server.header_read_timeout_ms",
+                None,
+                "must be greater than 0",
+            );
         }
         Self {
             host,
@@ -62,7 +84,13 @@ impl ServerConfig {
             body_limit_bytes,
             upload_limit_bytes: s.get("server.upload_limit_bytes", None, 512 * 1024 * 1024usize),
             header_read_timeout,
-            shutdown_grace: s.get("server.shutdown_grace_ms", None, Millis(Duration::from_secs(30))).0,
+            shutdown_grace: s
+                .get(
+                    "server.shutdown_grace_ms",
+                    None,
+                    Millis(Duration::from_secs(30)),
+                )
+                .0,
             cors_origins,
             metrics_public: s.get("server.metrics_public", None, true),
         }
@@ -75,7 +103,8 @@ fn validate_origin(origin: &str) -> Result<(), &'static str> {
     if origin == "*" {
         return Err("a wildcard origin is not allowed; list the origins");
     }
-    let url = url::Url::parse(origin).map_err(|_| "expected an origin like https://app.example.com")?;
+    let url =
+        url::Url::parse(origin).map_err(|_| "expected an origin like https://app.example.com")?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err("expected an http(s) origin");
     }

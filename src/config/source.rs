@@ -18,7 +18,11 @@ pub struct Env(HashMap<String, String>);
 impl Env {
     /// Snapshot of the process environment (only `main` calls this).
     pub fn from_process() -> Self {
-        Self(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect())
+        Self(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        )
     }
 
     /// Sets `name`, replacing any value (the demo points the gateway at its own mock).
@@ -35,13 +39,20 @@ impl Env {
 
     /// The value of a variable; empty values count as unset, as shells often export `X=`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Self(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Self(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -73,7 +84,10 @@ integer_setting!(u16, u32, u64, usize);
 impl Setting for f64 {
     const EXPECTED: &'static str = "a number";
     fn from_toml(value: &toml::Value) -> Option<Self> {
-        value.as_float().or_else(|| value.as_integer().map(|i| i as f64)).filter(|f| f.is_finite())
+        value
+            .as_float()
+            .or_else(|| value.as_integer().map(|i| i as f64))
+            .filter(|f| f.is_finite())
     }
     fn from_env(value: &str) -> Option<Self> {
         value.trim().parse().ok().filter(|f: &f64| f.is_finite())
@@ -119,10 +133,21 @@ impl Setting for SecretString {
 impl Setting for Vec<String> {
     const EXPECTED: &'static str = "a list of strings";
     fn from_toml(value: &toml::Value) -> Option<Self> {
-        value.as_array()?.iter().map(|v| v.as_str().map(str::to_owned)).collect()
+        value
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect()
     }
     fn from_env(value: &str) -> Option<Self> {
-        Some(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        Some(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
     }
 }
 
@@ -132,7 +157,9 @@ impl Setting for Url {
         value.as_str().and_then(Self::from_env)
     }
     fn from_env(value: &str) -> Option<Self> {
-        Url::parse(value.trim()).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        Url::parse(value.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
     }
 }
 
@@ -143,10 +170,17 @@ pub struct Millis(pub Duration);
 impl Setting for Millis {
     const EXPECTED: &'static str = "milliseconds (a whole number)";
     fn from_toml(value: &toml::Value) -> Option<Self> {
-        value.as_integer().and_then(|i| u64::try_from(i).ok()).map(|ms| Self(Duration::from_millis(ms)))
+        value
+            .as_integer()
+            .and_then(|i| u64::try_from(i).ok())
+            .map(|ms| Self(Duration::from_millis(ms)))
     }
     fn from_env(value: &str) -> Option<Self> {
-        value.trim().parse().ok().map(|ms| Self(Duration::from_millis(ms)))
+        value
+            .trim()
+            .parse()
+            .ok()
+            .map(|ms| Self(Duration::from_millis(ms)))
     }
 }
 
@@ -157,10 +191,17 @@ pub struct Seconds(pub Duration);
 impl Setting for Seconds {
     const EXPECTED: &'static str = "seconds (a whole number)";
     fn from_toml(value: &toml::Value) -> Option<Self> {
-        value.as_integer().and_then(|i| u64::try_from(i).ok()).map(|s| Self(Duration::from_secs(s)))
+        value
+            .as_integer()
+            .and_then(|i| u64::try_from(i).ok())
+            .map(|s| Self(Duration::from_secs(s)))
     }
     fn from_env(value: &str) -> Option<Self> {
-        value.trim().parse().ok().map(|s| Self(Duration::from_secs(s)))
+        value
+            .trim()
+            .parse()
+            .ok()
+            .map(|s| Self(Duration::from_secs(s)))
     }
 }
 
@@ -176,7 +217,13 @@ pub struct Sources<'a> {
 impl<'a> Sources<'a> {
     /// `file_label` names the file in error lines (`tollgate.toml`).
     pub fn new(file_label: impl Into<String>, table: toml::Table, env: &'a Env) -> Self {
-        Self { file_label: file_label.into(), table, env, read: BTreeSet::new(), errors: Vec::new() }
+        Self {
+            file_label: file_label.into(),
+            table,
+            env,
+            read: BTreeSet::new(),
+            errors: Vec::new(),
+        }
     }
 
     /// Reads `path` (dotted TOML key) or `env_var`, falling back to `default`.
@@ -194,8 +241,13 @@ impl<'a> Sources<'a> {
             return match T::from_env(raw) {
                 Some(value) => Some(value),
                 None => {
-                    let got = if T::ECHO { format!(", got {raw:?}") } else { String::new() };
-                    self.errors.push(format!("{name}: expected {}{got}", T::EXPECTED));
+                    let got = if T::ECHO {
+                        format!(", got {raw:?}")
+                    } else {
+                        String::new()
+                    };
+                    self.errors
+                        .push(format!("{name}: expected {}{got}", T::EXPECTED));
                     None
                 }
             };
@@ -205,8 +257,16 @@ impl<'a> Sources<'a> {
         match T::from_toml(&value) {
             Some(parsed) => Some(parsed),
             None => {
-                let got = if T::ECHO { format!(", got {value}") } else { String::new() };
-                self.errors.push(format!("{}: {path}: expected {}{got}", self.file_label, T::EXPECTED));
+                let got = if T::ECHO {
+                    format!(", got {value}")
+                } else {
+                    String::new()
+                };
+                self.errors.push(format!(
+                    "{}: {path}: expected {}{got}",
+                    self.file_label,
+                    T::EXPECTED
+                ));
                 None
             }
         }
@@ -226,7 +286,8 @@ impl<'a> Sources<'a> {
         let mut unknown = Vec::new();
         collect_unknown(&self.table, "", &self.read, &mut unknown);
         for key in unknown {
-            self.errors.push(format!("{}: unknown setting {key:?}", self.file_label));
+            self.errors
+                .push(format!("{}: unknown setting {key:?}", self.file_label));
         }
         self.errors
     }
@@ -241,14 +302,25 @@ impl<'a> Sources<'a> {
     }
 }
 
-fn collect_unknown(table: &toml::Table, prefix: &str, read: &BTreeSet<String>, out: &mut Vec<String>) {
+fn collect_unknown(
+    table: &toml::Table,
+    prefix: &str,
+    read: &BTreeSet<String>,
+    out: &mut Vec<String>,
+) {
     for (key, value) in table {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         if read.contains(&path) {
             continue;
         }
         match value {
-            toml::Value::Table(inner) if read.iter().any(|r| r.starts_with(&format!("{path}."))) => {
+            toml::Value::Table(inner)
+                if read.iter().any(|r| r.starts_with(&format!("{path}."))) =>
+            {
                 collect_unknown(inner, &path, read, out);
             }
             _ => out.push(path),
@@ -262,11 +334,19 @@ mod tests {
 
     #[test]
     fn environment_wins_over_file_which_wins_over_default() {
-        let table: toml::Table = toml::from_str("[upstream]\nmax_retries = 5\ntimeout_ms = 10").unwrap();
+        let table: toml::Table =
+            toml::from_str("[upstream]\nmax_retries = 5\ntimeout_ms = 10").unwrap();
         let env: Env = [("OPENAI_TIMEOUT", "20")].into_iter().collect();
         let mut sources = Sources::new("tollgate.toml", table, &env);
-        assert_eq!(sources.get("upstream.max_retries", Some("OPENAI_MAX_RETRIES"), 3u32), 5);
-        let timeout: Millis = sources.get("upstream.timeout_ms", Some("OPENAI_TIMEOUT"), Millis(Duration::ZERO));
+        assert_eq!(
+            sources.get("upstream.max_retries", Some("OPENAI_MAX_RETRIES"), 3u32),
+            5
+        );
+        let timeout: Millis = sources.get(
+            "upstream.timeout_ms",
+            Some("OPENAI_TIMEOUT"),
+            Millis(Duration::ZERO),
+        );
         assert_eq!(timeout.0, Duration::from_millis(20));
         assert_eq!(sources.get("server.port", Some("PORT"), 3006u16), 3006);
         assert!(sources.finish().is_empty());
@@ -275,7 +355,9 @@ mod tests {
     #[test]
     fn every_problem_is_reported_once_naming_its_setting() {
         let table: toml::Table = toml::from_str("[server]\nport = \"x\"\nprot = 1").unwrap();
-        let env: Env = [("OPENAI_TIMEOUT", "soon"), ("OPENAI_API_KEY", "")].into_iter().collect();
+        let env: Env = [("OPENAI_TIMEOUT", "soon"), ("OPENAI_API_KEY", "")]
+            .into_iter()
+            .collect();
         let mut sources = Sources::new("tollgate.toml", table, &env);
         let _: Option<u16> = sources.optional("server.port", None);
         let _: Option<Millis> = sources.optional("upstream.timeout_ms", Some("OPENAI_TIMEOUT"));

@@ -43,12 +43,24 @@ pub struct KeysConfig {
 
 impl DatabaseConfig {
     pub(super) fn read(s: &mut Sources<'_>) -> Self {
-        let url: SecretString = s.get("database.url", Some("DATABASE_URL"), SecretString::from("sqlite://tollgate.db".to_owned()));
-        let engine = match url.expose_secret().split_once(':').map(|(scheme, _)| scheme) {
+        let url: SecretString = s.get(
+            "database.url",
+            Some("DATABASE_URL"),
+            SecretString::from("sqlite://tollgate.db".to_owned()),
+        );
+        let engine = match url
+            .expose_secret()
+            .split_once(':')
+            .map(|(scheme, _)| scheme)
+        {
             Some("sqlite") => DatabaseEngine::Sqlite,
             Some("postgres" | "postgresql") => DatabaseEngine::Postgres,
             _ => {
-                s.invalid("database.url", Some("DATABASE_URL"), "expected sqlite://PATH or postgres://...");
+                s.invalid(
+                    "database.url",
+                    Some("DATABASE_URL"),
+                    "expected sqlite://PATH or postgres://...",
+                );
                 DatabaseEngine::Sqlite
             }
         };
@@ -56,21 +68,46 @@ impl DatabaseConfig {
         if max_connections == 0 {
             s.invalid("database.max_connections", None, "must be greater than 0");
         }
-        Self { url, engine, max_connections }
+        Self {
+            url,
+            engine,
+            max_connections,
+        }
     }
 }
 
 impl KeysConfig {
     pub(super) fn read(s: &mut Sources<'_>) -> Self {
-        let cache_ttl = s.get("keys.cache_ttl_ms", None, Millis(Duration::from_millis(1000))).0;
+        let cache_ttl = s
+            .get(
+                "keys.cache_ttl_ms",
+                None,
+                Millis(Duration::from_millis(1000)),
+            )
+            .0;
         if cache_ttl > Duration::from_secs(1) {
-            s.invalid("keys.cache_ttl_ms", None, "at most 1000: revocations must take effect within a second");
+            s.invalid(
+                "keys.cache_ttl_ms",
+                None,
+                "at most 1000: revocations must take effect within a second",
+            );
         }
-        let admin_token: Option<SecretString> = s.optional("keys.admin_token", Some("TOLLGATE_ADMIN_TOKEN"));
-        if admin_token.as_ref().is_some_and(|t| t.expose_secret().len() < 16) {
-            s.invalid("keys.admin_token", Some("TOLLGATE_ADMIN_TOKEN"), "must be at least 16 characters");
+        let admin_token: Option<SecretString> =
+            s.optional("keys.admin_token", Some("TOLLGATE_ADMIN_TOKEN"));
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().len() < 16)
+        {
+            s.invalid(
+                "keys.admin_token",
+                Some("TOLLGATE_ADMIN_TOKEN"),
+                "must be at least 16 characters",
+            );
         }
-        Self { cache_ttl, admin_token }
+        Self {
+            cache_ttl,
+            admin_token,
+        }
     }
 }
 
@@ -85,6 +122,9 @@ pub fn mask_database_url(url: &str) -> String {
     }
 }
 
-fn serialize_database_url<S: serde::Serializer>(url: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_database_url<S: serde::Serializer>(
+    url: &SecretString,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str(&mask_database_url(url.expose_secret()))
 }

@@ -54,23 +54,38 @@ impl UpstreamConfig {
     pub(super) fn read(s: &mut Sources<'_>) -> Self {
         let api_key: Option<SecretString> = s.optional("upstream.api_key", Some("OPENAI_API_KEY"));
         let api_key = api_key.unwrap_or_else(|| {
-            s.invalid("upstream.api_key", Some("OPENAI_API_KEY"), "OPENAI_API_KEY is required: the upstream provider's key");
+            s.invalid(
+                "upstream.api_key",
+                Some("OPENAI_API_KEY"),
+                "OPENAI_API_KEY is required: the upstream provider's key",
+            );
             SecretString::from(String::new())
         });
-        let default_url = Url::parse("https://api.openai.com/v1").unwrap_or_else(|_| unreachable!("constant URL"));
+        let default_url = Url::parse("https://api.openai.com/v1")
+            .unwrap_or_else(|_| unreachable!("constant URL"));
         let mut base_url: Url = s.get("upstream.base_url", Some("OPENAI_BASE_URL"), default_url);
         if !base_url.path().ends_with('/') {
             base_url.set_path(&format!("{}/", base_url.path()));
         }
         if !base_url.username().is_empty() || base_url.password().is_some() {
-            s.invalid("upstream.base_url", Some("OPENAI_BASE_URL"), "must not carry credentials; use OPENAI_API_KEY");
+            s.invalid(
+                "upstream.base_url",
+                Some("OPENAI_BASE_URL"),
+                "must not carry credentials; use OPENAI_API_KEY",
+            );
         }
         let max_retries = s.get("upstream.max_retries", Some("OPENAI_MAX_RETRIES"), 3u32);
         if max_retries > 10 {
-            s.invalid("upstream.max_retries", Some("OPENAI_MAX_RETRIES"), format!("at most 10, got {max_retries}"));
+            s.invalid(
+                "upstream.max_retries",
+                Some("OPENAI_MAX_RETRIES"),
+                format!("at most 10, got {max_retries}"),
+            );
         }
         let positive = |s: &mut Sources<'_>, path: &str, env: Option<&str>, default_ms: u64| {
-            let value = s.get(path, env, Millis(Duration::from_millis(default_ms))).0;
+            let value = s
+                .get(path, env, Millis(Duration::from_millis(default_ms)))
+                .0;
             if value.is_zero() {
                 s.invalid(path, env, "must be greater than 0");
             }
@@ -84,7 +99,12 @@ impl UpstreamConfig {
             max_retries,
             timeout: positive(s, "upstream.timeout_ms", Some("OPENAI_TIMEOUT"), 60_000),
             connect_timeout: positive(s, "upstream.connect_timeout_ms", None, 5_000),
-            stream_first_byte_timeout: positive(s, "upstream.stream_first_byte_timeout_ms", None, 60_000),
+            stream_first_byte_timeout: positive(
+                s,
+                "upstream.stream_first_byte_timeout_ms",
+                None,
+                60_000,
+            ),
             stream_idle_timeout: positive(s, "upstream.stream_idle_timeout_ms", None, 30_000),
             retry_base_delay: positive(s, "upstream.retry_base_delay_ms", None, 250),
             retry_max_delay: positive(s, "upstream.retry_max_delay_ms", None, 8_000),

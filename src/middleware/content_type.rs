@@ -13,27 +13,44 @@ use axum::response::{IntoResponse, Response};
 use crate::error::GatewayError;
 
 /// Media types a body may have.
-const ACCEPTED: [&str; 3] = ["application/json", "multipart/form-data", "application/x-www-form-urlencoded"];
+const ACCEPTED: [&str; 3] = [
+    "application/json",
+    "multipart/form-data",
+    "application/x-www-form-urlencoded",
+];
 
 /// The layer.
 pub async fn check(request: Request, next: Next) -> Response {
     if carries_body(&request) && !has_accepted_type(&request) {
-        return GatewayError::UnsupportedMediaType { expected: "application/json" }.into_response();
+        return GatewayError::UnsupportedMediaType {
+            expected: "application/json",
+        }
+        .into_response();
     }
     next.run(request).await
 }
 
 fn carries_body(request: &Request) -> bool {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
         return false;
     }
     let headers = request.headers();
-    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 fn has_accepted_type(request: &Request) -> bool {
-    media_type(request).is_some_and(|media| ACCEPTED.iter().any(|accepted| media.eq_ignore_ascii_case(accepted)))
+    media_type(request).is_some_and(|media| {
+        ACCEPTED
+            .iter()
+            .any(|accepted| media.eq_ignore_ascii_case(accepted))
+    })
 }
 
 /// The request's media type without parameters (`application/json; charset=utf-8` → `application/json`).

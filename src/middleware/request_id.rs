@@ -36,7 +36,9 @@ pub fn current() -> Option<String> {
 /// Whether a caller-supplied id may be kept.
 pub fn is_well_formed(value: &[u8]) -> bool {
     (1..=128).contains(&value.len())
-        && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// The layer: assigns the id, runs the request inside its scope, stamps the response.

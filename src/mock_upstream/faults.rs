@@ -107,7 +107,10 @@ impl FaultQueue {
 
     /// How many answers are still scripted.
     pub fn remaining(&self) -> u64 {
-        self.pending.lock().map(|p| p.iter().map(|f| u64::from(f.count)).sum()).unwrap_or(0)
+        self.pending
+            .lock()
+            .map(|p| p.iter().map(|f| u64::from(f.count)).sum())
+            .unwrap_or(0)
     }
 }
 
@@ -119,8 +122,15 @@ mod tests {
     fn faults_apply_in_order_for_their_count() {
         let queue = FaultQueue::default();
         queue.push(vec![
-            Fault { count: 2, status: Some(500), ..Fault::default() },
-            Fault { status: Some(429), ..Fault::default() },
+            Fault {
+                count: 2,
+                status: Some(500),
+                ..Fault::default()
+            },
+            Fault {
+                status: Some(429),
+                ..Fault::default()
+            },
         ]);
         assert_eq!(queue.remaining(), 3);
         assert_eq!(queue.take().unwrap().status, Some(500));

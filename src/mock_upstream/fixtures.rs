@@ -37,7 +37,10 @@ pub fn id(prefix: &str) -> String {
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// Text of a message's `content` (a string, or an array of text parts).
@@ -55,7 +58,11 @@ fn content_text(content: &Value) -> String {
 
 /// Prompt tokens of a chat request: words of every message + 3 per message + 3 to prime the reply.
 pub fn chat_prompt_tokens(messages: &[Value]) -> u64 {
-    messages.iter().map(|m| count_tokens(&content_text(m.get("content").unwrap_or(&Value::Null))) + 3).sum::<u64>() + 3
+    messages
+        .iter()
+        .map(|m| count_tokens(&content_text(m.get("content").unwrap_or(&Value::Null))) + 3)
+        .sum::<u64>()
+        + 3
 }
 
 /// The reply: `echo: TEXT` in the last message is echoed, anything else gets a fixed sentence.
@@ -75,7 +82,11 @@ pub fn reply_words(last_message: &str, max_tokens: Option<u64>) -> (Vec<String>,
 
 /// The last message's text.
 pub fn last_message_text(messages: &[Value]) -> String {
-    messages.last().and_then(|m| m.get("content")).map(content_text).unwrap_or_default()
+    messages
+        .last()
+        .and_then(|m| m.get("content"))
+        .map(content_text)
+        .unwrap_or_default()
 }
 
 /// Chat usage with detail objects, as current models report it.
@@ -90,7 +101,13 @@ pub fn chat_usage(prompt: u64, completion: u64) -> Value {
 }
 
 /// `chat.completion` with `n` identical choices.
-pub fn chat_completion(model: &str, words: &[String], truncated: bool, n: u64, prompt_tokens: u64) -> Value {
+pub fn chat_completion(
+    model: &str,
+    words: &[String],
+    truncated: bool,
+    n: u64,
+    prompt_tokens: u64,
+) -> Value {
     let content = words.join(" ");
     let choices: Vec<Value> = (0..n)
         .map(|index| {
@@ -115,7 +132,13 @@ pub fn chat_completion(model: &str, words: &[String], truncated: bool, n: u64, p
 }
 
 /// The `data:` payloads of a chat stream, in order (without `[DONE]`).
-pub fn chat_stream_chunks(model: &str, words: &[String], truncated: bool, prompt_tokens: u64, include_usage: bool) -> Vec<Value> {
+pub fn chat_stream_chunks(
+    model: &str,
+    words: &[String],
+    truncated: bool,
+    prompt_tokens: u64,
+    include_usage: bool,
+) -> Vec<Value> {
     let id = id("chatcmpl");
     let created = now();
     let chunk = |delta: Value, finish: Value| {
@@ -132,12 +155,22 @@ pub fn chat_stream_chunks(model: &str, words: &[String], truncated: bool, prompt
         }
         chunk
     };
-    let mut chunks = vec![chunk(json!({ "role": "assistant", "content": "", "refusal": null }), Value::Null)];
+    let mut chunks = vec![chunk(
+        json!({ "role": "assistant", "content": "", "refusal": null }),
+        Value::Null,
+    )];
     for (i, word) in words.iter().enumerate() {
-        let text = if i == 0 { word.clone() } else { format!(" {word}") };
+        let text = if i == 0 {
+            word.clone()
+        } else {
+            format!(" {word}")
+        };
         chunks.push(chunk(json!({ "content": text }), Value::Null));
     }
-    chunks.push(chunk(json!({}), json!(if truncated { "length" } else { "stop" })));
+    chunks.push(chunk(
+        json!({}),
+        json!(if truncated { "length" } else { "stop" }),
+    ));
     if include_usage {
         chunks.push(json!({
             "id": id,
@@ -169,7 +202,9 @@ pub fn embedding_inputs(input: &Value) -> Vec<(String, u64)> {
 /// A deterministic unit-ish vector for `text`.
 fn vector(text: &str, dimensions: usize) -> Vec<f32> {
     // FNV-1a seeds a xorshift generator: same text, same vector.
-    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)) | 1;
+    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
     (0..dimensions)
         .map(|_| {
             state ^= state << 13;
@@ -234,18 +269,38 @@ pub fn images(model: &str, prompt: &str, n: u64, b64: bool) -> Value {
 /// `CreateModerationResponse`: flags any input containing `flag-me`.
 pub fn moderation(model: &str, inputs: &[String]) -> Value {
     const CATEGORIES: [&str; 11] = [
-        "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
-        "self-harm", "self-harm/instructions", "self-harm/intent", "sexual", "violence",
+        "harassment",
+        "harassment/threatening",
+        "hate",
+        "hate/threatening",
+        "illicit",
+        "illicit/violent",
+        "self-harm",
+        "self-harm/instructions",
+        "self-harm/intent",
+        "sexual",
+        "violence",
     ];
     let results: Vec<Value> = inputs
         .iter()
         .map(|text| {
             let flagged = text.contains("flag-me");
-            let categories: serde_json::Map<String, Value> =
-                CATEGORIES.iter().map(|c| ((*c).to_owned(), json!(flagged && *c == "violence"))).collect();
+            let categories: serde_json::Map<String, Value> = CATEGORIES
+                .iter()
+                .map(|c| ((*c).to_owned(), json!(flagged && *c == "violence")))
+                .collect();
             let scores: serde_json::Map<String, Value> = CATEGORIES
                 .iter()
-                .map(|c| ((*c).to_owned(), json!(if flagged && *c == "violence" { 0.98 } else { 0.0001 })))
+                .map(|c| {
+                    (
+                        (*c).to_owned(),
+                        json!(if flagged && *c == "violence" {
+                            0.98
+                        } else {
+                            0.0001
+                        }),
+                    )
+                })
                 .collect();
             json!({ "flagged": flagged, "categories": categories, "category_scores": scores })
         })
@@ -254,7 +309,13 @@ pub fn moderation(model: &str, inputs: &[String]) -> Value {
 }
 
 /// A `Response` object around `text`.
-pub fn response_object(id: &str, model: &str, text: &str, status: &str, input_tokens: u64) -> Value {
+pub fn response_object(
+    id: &str,
+    model: &str,
+    text: &str,
+    status: &str,
+    input_tokens: u64,
+) -> Value {
     let output_tokens = count_tokens(text);
     let output = if status == "completed" {
         json!([{
@@ -309,7 +370,11 @@ pub fn responses_input_tokens(input: &Value) -> (u64, String) {
     match input {
         Value::String(s) => (count_tokens(s) + 3, s.clone()),
         Value::Array(items) => {
-            let last = items.last().and_then(|m| m.get("content")).map(content_text).unwrap_or_default();
+            let last = items
+                .last()
+                .and_then(|m| m.get("content"))
+                .map(content_text)
+                .unwrap_or_default();
             (chat_prompt_tokens(items), last)
         }
         _ => (3, String::new()),
@@ -317,17 +382,38 @@ pub fn responses_input_tokens(input: &Value) -> (u64, String) {
 }
 
 /// The events of a Responses stream, as `(event type, data)`.
-pub fn response_stream_events(response_id: &str, model: &str, words: &[String], input_tokens: u64) -> Vec<(String, Value)> {
+pub fn response_stream_events(
+    response_id: &str,
+    model: &str,
+    words: &[String],
+    input_tokens: u64,
+) -> Vec<(String, Value)> {
     let text = words.join(" ");
     let message_id = format!("msg_{response_id}");
     let mut events = vec![
-        ("response.created".to_owned(), json!({ "response": response_object(response_id, model, "", "in_progress", input_tokens) })),
-        ("response.in_progress".to_owned(), json!({ "response": response_object(response_id, model, "", "in_progress", input_tokens) })),
-        ("response.output_item.added".to_owned(), json!({ "output_index": 0, "item": { "type": "message", "id": message_id, "status": "in_progress", "role": "assistant", "content": [] } })),
-        ("response.content_part.added".to_owned(), json!({ "item_id": message_id, "output_index": 0, "content_index": 0, "part": { "type": "output_text", "text": "", "annotations": [] } })),
+        (
+            "response.created".to_owned(),
+            json!({ "response": response_object(response_id, model, "", "in_progress", input_tokens) }),
+        ),
+        (
+            "response.in_progress".to_owned(),
+            json!({ "response": response_object(response_id, model, "", "in_progress", input_tokens) }),
+        ),
+        (
+            "response.output_item.added".to_owned(),
+            json!({ "output_index": 0, "item": { "type": "message", "id": message_id, "status": "in_progress", "role": "assistant", "content": [] } }),
+        ),
+        (
+            "response.content_part.added".to_owned(),
+            json!({ "item_id": message_id, "output_index": 0, "content_index": 0, "part": { "type": "output_text", "text": "", "annotations": [] } }),
+        ),
     ];
     for (i, word) in words.iter().enumerate() {
-        let delta = if i == 0 { word.clone() } else { format!(" {word}") };
+        let delta = if i == 0 {
+            word.clone()
+        } else {
+            format!(" {word}")
+        };
         events.push(("response.output_text.delta".to_owned(), json!({ "item_id": message_id, "output_index": 0, "content_index": 0, "delta": delta, "logprobs": [] })));
     }
     events.push(("response.output_text.done".to_owned(), json!({ "item_id": message_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": [] })));

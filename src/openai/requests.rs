@@ -88,10 +88,16 @@ pub struct PassthroughRequest {
 
 fn check_model(model: &str) -> Result<(), GatewayError> {
     if model.trim().is_empty() {
-        return Err(GatewayError::invalid("'model' must not be empty.", Some("model".to_owned())));
+        return Err(GatewayError::invalid(
+            "'model' must not be empty.",
+            Some("model".to_owned()),
+        ));
     }
     if model.len() > 256 || model.chars().any(char::is_control) {
-        return Err(GatewayError::invalid("'model' is not a valid model name.", Some("model".to_owned())));
+        return Err(GatewayError::invalid(
+            "'model' is not a valid model name.",
+            Some("model".to_owned()),
+        ));
     }
     Ok(())
 }
@@ -116,15 +122,26 @@ impl ChatRequest {
     pub fn validate(&self) -> Result<RequestFacts, GatewayError> {
         check_model(&self.model)?;
         if self.messages.is_empty() {
-            return Err(GatewayError::invalid("'messages' must contain at least one message.", Some("messages".to_owned())));
+            return Err(GatewayError::invalid(
+                "'messages' must contain at least one message.",
+                Some("messages".to_owned()),
+            ));
         }
         for (i, message) in self.messages.iter().enumerate() {
             if message.role.trim().is_empty() {
-                return Err(GatewayError::invalid("Each message needs a 'role'.", Some(format!("messages[{i}].role"))));
+                return Err(GatewayError::invalid(
+                    "Each message needs a 'role'.",
+                    Some(format!("messages[{i}].role")),
+                ));
             }
         }
         check_range("max_tokens", self.max_tokens, 1, u32::MAX)?;
-        check_range("max_completion_tokens", self.max_completion_tokens, 1, u32::MAX)?;
+        check_range(
+            "max_completion_tokens",
+            self.max_completion_tokens,
+            1,
+            u32::MAX,
+        )?;
         check_range("n", self.n, 1, 128)?;
         check_range("temperature", self.temperature, 0.0, 2.0)?;
         check_range("top_p", self.top_p, 0.0, 1.0)?;
@@ -138,7 +155,11 @@ impl ChatRequest {
         Ok(RequestFacts {
             model: Some(self.model.clone()),
             stream,
-            include_usage: self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
+            include_usage: self
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
         })
     }
 }
@@ -149,9 +170,13 @@ impl EmbeddingsRequest {
         check_model(&self.model)?;
         let bad = |message: &str| GatewayError::invalid(message, Some("input".to_owned()));
         match &self.input {
-            serde_json::Value::String(s) if s.is_empty() => return Err(bad("'input' must not be empty.")),
+            serde_json::Value::String(s) if s.is_empty() => {
+                return Err(bad("'input' must not be empty."));
+            }
             serde_json::Value::String(_) => {}
-            serde_json::Value::Array(items) if items.is_empty() => return Err(bad("'input' must not be an empty array.")),
+            serde_json::Value::Array(items) if items.is_empty() => {
+                return Err(bad("'input' must not be an empty array."));
+            }
             serde_json::Value::Array(items) if items.len() > 2048 => {
                 return Err(bad("'input' may hold at most 2048 items."));
             }
@@ -159,11 +184,15 @@ impl EmbeddingsRequest {
                 let valid = items.iter().all(|item| match item {
                     serde_json::Value::String(_) => true,
                     serde_json::Value::Number(n) => n.is_u64(),
-                    serde_json::Value::Array(tokens) => tokens.iter().all(serde_json::Value::is_u64),
+                    serde_json::Value::Array(tokens) => {
+                        tokens.iter().all(serde_json::Value::is_u64)
+                    }
                     _ => false,
                 });
                 if !valid {
-                    return Err(bad("'input' must be a string, an array of strings, or an array of token arrays."));
+                    return Err(bad(
+                        "'input' must be a string, an array of strings, or an array of token arrays.",
+                    ));
                 }
             }
             _ => return Err(bad("'input' must be a string or an array.")),
@@ -176,7 +205,11 @@ impl EmbeddingsRequest {
                 Some("encoding_format".to_owned()),
             ));
         }
-        Ok(RequestFacts { model: Some(self.model.clone()), stream: false, include_usage: false })
+        Ok(RequestFacts {
+            model: Some(self.model.clone()),
+            stream: false,
+            include_usage: false,
+        })
     }
 }
 
@@ -184,7 +217,10 @@ impl ImagesRequest {
     /// The prompt must be present; `n` within OpenAI's range.
     pub fn validate(&self) -> Result<RequestFacts, GatewayError> {
         if self.prompt.trim().is_empty() {
-            return Err(GatewayError::invalid("'prompt' must not be empty.", Some("prompt".to_owned())));
+            return Err(GatewayError::invalid(
+                "'prompt' must not be empty.",
+                Some("prompt".to_owned()),
+            ));
         }
         if let Some(model) = &self.model {
             check_model(model)?;
@@ -192,7 +228,11 @@ impl ImagesRequest {
         check_range("n", self.n, 1, 10)?;
         // OpenAI's default image model when none is named.
         let model = self.model.clone().unwrap_or_else(|| "dall-e-2".to_owned());
-        Ok(RequestFacts { model: Some(model), stream: false, include_usage: false })
+        Ok(RequestFacts {
+            model: Some(model),
+            stream: false,
+            include_usage: false,
+        })
     }
 }
 
@@ -200,7 +240,11 @@ impl ResponsesRequest {
     /// The model must be named.
     pub fn validate(&self) -> Result<RequestFacts, GatewayError> {
         check_model(&self.model)?;
-        Ok(RequestFacts { model: Some(self.model.clone()), stream: self.stream.unwrap_or(false), include_usage: false })
+        Ok(RequestFacts {
+            model: Some(self.model.clone()),
+            stream: self.stream.unwrap_or(false),
+            include_usage: false,
+        })
     }
 }
 
@@ -213,10 +257,19 @@ impl PassthroughRequest {
                 check_model(m)?;
                 Some(m.clone())
             }
-            Some(_) => return Err(GatewayError::invalid("'model' must be a string.", Some("model".to_owned()))),
+            Some(_) => {
+                return Err(GatewayError::invalid(
+                    "'model' must be a string.",
+                    Some("model".to_owned()),
+                ));
+            }
         };
         let stream = matches!(self.stream, Some(serde_json::Value::Bool(true)));
-        Ok(RequestFacts { model, stream, include_usage: false })
+        Ok(RequestFacts {
+            model,
+            stream,
+            include_usage: false,
+        })
     }
 }
 
@@ -238,11 +291,29 @@ mod tests {
 
     #[test]
     fn chat_checks_name_the_field() {
-        assert_eq!(param(chat(r#"{"model":"m","messages":[]}"#)).as_deref(), Some("messages"));
-        assert_eq!(param(chat(r#"{"model":"","messages":[{"role":"user"}]}"#)).as_deref(), Some("model"));
-        assert_eq!(param(chat(r#"{"model":"m","messages":[{"role":"user"}],"temperature":3}"#)).as_deref(), Some("temperature"));
-        assert_eq!(param(chat(r#"{"model":"m","messages":[{"role":"user"}],"n":0}"#)).as_deref(), Some("n"));
-        assert_eq!(param(chat(r#"{"model":"m","messages":[{"content":"x"}]}"#)).as_deref(), Some("messages[0]"));
+        assert_eq!(
+            param(chat(r#"{"model":"m","messages":[]}"#)).as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            param(chat(r#"{"model":"","messages":[{"role":"user"}]}"#)).as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            param(chat(
+                r#"{"model":"m","messages":[{"role":"user"}],"temperature":3}"#
+            ))
+            .as_deref(),
+            Some("temperature")
+        );
+        assert_eq!(
+            param(chat(r#"{"model":"m","messages":[{"role":"user"}],"n":0}"#)).as_deref(),
+            Some("n")
+        );
+        assert_eq!(
+            param(chat(r#"{"model":"m","messages":[{"content":"x"}]}"#)).as_deref(),
+            Some("messages[0]")
+        );
     }
 
     #[test]
@@ -254,7 +325,12 @@ mod tests {
 
     #[test]
     fn embeddings_input_shapes() {
-        let ok = |b: &str| decode::<EmbeddingsRequest>(b.as_bytes()).unwrap().validate().is_ok();
+        let ok = |b: &str| {
+            decode::<EmbeddingsRequest>(b.as_bytes())
+                .unwrap()
+                .validate()
+                .is_ok()
+        };
         assert!(ok(r#"{"model":"e","input":"hi"}"#));
         assert!(ok(r#"{"model":"e","input":["a","b"]}"#));
         assert!(ok(r#"{"model":"e","input":[[1,2],[3]]}"#));

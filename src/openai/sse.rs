@@ -72,7 +72,9 @@ fn data_of(raw: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(raw).ok()?;
     let mut data: Option<String> = None;
     for line in text.split(['\n', '\r']) {
-        let Some(value) = line.strip_prefix("data:") else { continue };
+        let Some(value) = line.strip_prefix("data:") else {
+            continue;
+        };
         let value = value.strip_prefix(' ').unwrap_or(value);
         match &mut data {
             Some(existing) => {

@@ -50,8 +50,14 @@ impl From<WireUsage> for Usage {
         Self {
             prompt_tokens: wire.prompt_tokens.unwrap_or(0),
             completion_tokens: wire.completion_tokens.unwrap_or(0),
-            cached_tokens: wire.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
-            reasoning_tokens: wire.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            cached_tokens: wire
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            reasoning_tokens: wire
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
         }
     }
 }
@@ -68,7 +74,10 @@ struct WithUsage {
 /// The usage in a JSON body (a plain response or one stream event), if it has one.
 pub fn from_json(body: &[u8]) -> Option<Usage> {
     let parsed: WithUsage = serde_json::from_slice(body).ok()?;
-    parsed.usage.or_else(|| parsed.response.and_then(|r| r.usage)).map(Usage::from)
+    parsed
+        .usage
+        .or_else(|| parsed.response.and_then(|r| r.usage))
+        .map(Usage::from)
 }
 
 #[cfg(test)]
@@ -80,7 +89,12 @@ mod tests {
         let chat = br#"{"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}}"#;
         assert_eq!(
             from_json(chat),
-            Some(Usage { prompt_tokens: 10, completion_tokens: 5, cached_tokens: 4, reasoning_tokens: 2 })
+            Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                cached_tokens: 4,
+                reasoning_tokens: 2
+            })
         );
         let responses = br#"{"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":3}}}"#;
         assert_eq!(from_json(responses).map(|u| u.total_tokens()), Some(10));

@@ -34,12 +34,21 @@ pub struct KeyCache {
 impl KeyCache {
     /// A cache whose entries live `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        Self { entries: moka::future::Cache::builder().max_capacity(100_000).time_to_live(ttl).build() }
+        Self {
+            entries: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+        }
     }
 }
 
 /// The layer over every route that is not on the open list.
-pub async fn require_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn require_key(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     match authenticate(&state, request.headers()).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
@@ -50,28 +59,41 @@ pub async fn require_key(State(state): State<AppState>, mut request: Request, ne
 }
 
 /// Resolves the caller's key.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, GatewayError> {
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, GatewayError> {
     let secret = bearer(headers)?;
     if !keys::looks_like_key(secret) {
-        return Err(GatewayError::Unauthenticated { reason: "the key is not a valid Tollgate key" });
+        return Err(GatewayError::Unauthenticated {
+            reason: "the key is not a Tollgate key (tg-…)",
+        });
     }
     let hash = keys::hash_secret(secret);
     let store = state.keys.clone();
     let found = state
         .key_cache
         .entries
-        .try_get_with(hash.clone(), async move { store.find_by_hash(&hash).await.map(|key| key.map(Arc::new)) })
+        .try_get_with(hash.clone(), async move {
+            store.find_by_hash(&hash).await.map(|key| key.map(Arc::new))
+        })
         .await
         .map_err(|error| {
             tracing::error!(error = %error, "key lookup failed");
             GatewayError::Unavailable { what: "key store" }
         })?;
-    let key = found.ok_or(GatewayError::Unauthenticated { reason: "the key is not known" })?;
+    let key = found.ok_or(GatewayError::Unauthenticated {
+        reason: "the key is not known",
+    })?;
     if key.revoked_at_ms.is_some() {
-        return Err(GatewayError::Unauthenticated { reason: "the key has been revoked" });
+        return Err(GatewayError::Unauthenticated {
+            reason: "the key has been revoked",
+        });
     }
     if !key.is_active(keys::now_ms()) {
-        return Err(GatewayError::Unauthenticated { reason: "the key has expired" });
+        return Err(GatewayError::Unauthenticated {
+            reason: "the key has expired",
+        });
     }
     Ok(Principal { key })
 }
@@ -80,13 +102,21 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
 fn bearer(headers: &HeaderMap) -> Result<&str, GatewayError> {
     let value = headers
         .get(header::AUTHORIZATION)
-        .ok_or(GatewayError::Unauthenticated { reason: "no key was sent; use Authorization: Bearer tg-..." })?;
-    let value = value
-        .to_str()
-        .map_err(|_| GatewayError::Unauthenticated { reason: "the Authorization header is not readable" })?;
+        .ok_or(GatewayError::Unauthenticated {
+            reason: "no key was sent (use Authorization: Bearer tg-…)",
+        })?;
+    let value = value.to_str().map_err(|_| GatewayError::Unauthenticated {
+        reason: "the Authorization header is not readable",
+    })?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
-        _ => Err(GatewayError::Unauthenticated { reason: "expected Authorization: Bearer tg-..." }),
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(GatewayError::Unauthenticated {
+            reason: "expected Authorization: Bearer tg-…",
+        }),
     }
 }
 
@@ -96,7 +126,9 @@ impl Principal {
         if self.key.allows_model(model) {
             Ok(())
         } else {
-            Err(GatewayError::ModelNotAllowed { model: model.to_owned() })
+            Err(GatewayError::ModelNotAllowed {
+                model: model.to_owned(),
+            })
         }
     }
 }

@@ -119,14 +119,21 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let secret_header = |value: &str| {
-            let mut header = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+            let mut header =
+                HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
             header.set_sensitive(true);
             header
         };
         let credentials = UpstreamCredentials {
             authorization: secret_header(&format!("Bearer {}", config.api_key.expose_secret())),
-            organization: config.organization.as_ref().map(|o| secret_header(o.expose_secret())),
-            project: config.project.as_ref().map(|p| secret_header(p.expose_secret())),
+            organization: config
+                .organization
+                .as_ref()
+                .map(|o| secret_header(o.expose_secret())),
+            project: config
+                .project
+                .as_ref()
+                .map(|p| secret_header(p.expose_secret())),
         };
         Ok(Self {
             client,
@@ -149,11 +156,20 @@ impl Upstream {
     /// mapped to the error table.
     pub async fn send(&self, request: UpstreamRequest) -> Result<reqwest::Response, GatewayError> {
         let started = Instant::now();
-        let deadline = started + if request.stream { self.first_byte_timeout } else { self.timeout };
+        let deadline = started
+            + if request.stream {
+                self.first_byte_timeout
+            } else {
+                self.timeout
+            };
         let url = self.url_for(&request.path, request.query.as_deref())?;
         let headers = self.outgoing_headers(&request.headers);
         // A streamed body can be sent once only.
-        let max_retries = if matches!(request.body, OutgoingBody::Streamed(_)) { 0 } else { self.policy.max_retries };
+        let max_retries = if matches!(request.body, OutgoingBody::Streamed(_)) {
+            0
+        } else {
+            self.policy.max_retries
+        };
         let (buffered, mut streamed) = match request.body {
             OutgoingBody::Empty => (None, None),
             OutgoingBody::Buffered(bytes) => (Some(bytes), None),
@@ -162,7 +178,10 @@ impl Upstream {
 
         let mut attempt = 0u32;
         loop {
-            let mut builder = self.client.request(request.method.clone(), url.clone()).headers(headers.clone());
+            let mut builder = self
+                .client
+                .request(request.method.clone(), url.clone())
+                .headers(headers.clone());
             if let Some(bytes) = &buffered {
                 builder = builder.body(bytes.clone());
             } else if let Some(body) = streamed.take() {
@@ -179,11 +198,19 @@ impl Upstream {
                 }
                 Ok(Ok(response)) => Failure::Status(response),
             };
-            let wait = if attempt < max_retries { self.retry_delay(&failure, attempt) } else { None };
+            let wait = if attempt < max_retries {
+                self.retry_delay(&failure, attempt)
+            } else {
+                None
+            };
             match wait.filter(|wait| Instant::now() + *wait < deadline) {
                 Some(wait) => {
                     crate::metrics::record_upstream_attempt("retry");
-                    tracing::debug!(attempt, delay_ms = wait.as_millis() as u64, "retrying upstream call");
+                    tracing::debug!(
+                        attempt,
+                        delay_ms = wait.as_millis() as u64,
+                        "retrying upstream call"
+                    );
                     drop(failure);
                     tokio::time::sleep(wait).await;
                     attempt += 1;
@@ -217,10 +244,16 @@ impl Upstream {
     }
 
     /// Reads a whole successful body within what is left of the call's deadline.
-    pub async fn read_body(&self, response: reqwest::Response, started: Instant) -> Result<Bytes, GatewayError> {
+    pub async fn read_body(
+        &self,
+        response: reqwest::Response,
+        started: Instant,
+    ) -> Result<Bytes, GatewayError> {
         match tokio::time::timeout_at(started + self.timeout, response.bytes()).await {
             Err(_) => Err(GatewayError::UpstreamTimeout),
-            Ok(Err(error)) => Err(GatewayError::UpstreamFailed { detail: format!("reading body: {error}") }),
+            Ok(Err(error)) => Err(GatewayError::UpstreamFailed {
+                detail: format!("reading body: {error}"),
+            }),
             Ok(Ok(bytes)) => Ok(bytes),
         }
     }
@@ -245,7 +278,10 @@ impl Upstream {
         let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
         for (name, value) in incoming {
             let lower = name.as_str();
-            if DROPPED_REQUEST_HEADERS.contains(&lower) || listed.iter().any(|l| l == lower) || lower == "x-request-id" {
+            if DROPPED_REQUEST_HEADERS.contains(&lower)
+                || listed.iter().any(|l| l == lower)
+                || lower == "x-request-id"
+            {
                 continue;
             }
             headers.append(name.clone(), value.clone());
@@ -254,9 +290,15 @@ impl Upstream {
             // Our id travels upstream under OpenAI's name for a client-chosen id.
             headers.insert(HeaderName::from_static("x-client-request-id"), id.clone());
         }
-        headers.insert(header::AUTHORIZATION, self.credentials.authorization.clone());
+        headers.insert(
+            header::AUTHORIZATION,
+            self.credentials.authorization.clone(),
+        );
         if let Some(organization) = &self.credentials.organization {
-            headers.insert(HeaderName::from_static("openai-organization"), organization.clone());
+            headers.insert(
+                HeaderName::from_static("openai-organization"),
+                organization.clone(),
+            );
         }
         if let Some(project) = &self.credentials.project {
             headers.insert(HeaderName::from_static("openai-project"), project.clone());
@@ -265,7 +307,11 @@ impl Upstream {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self.policy.base_delay.saturating_mul(2u32.saturating_pow(attempt)).min(self.policy.max_delay);
+        let ceiling = self
+            .policy
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt))
+            .min(self.policy.max_delay);
         // Full jitter: spreads retries of many callers hit by the same upstream failure.
         let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::rng().random_range(millis / 2..=millis.max(1)))
@@ -276,11 +322,21 @@ impl Upstream {
         let status = response.status();
         match status.as_u16() {
             401 | 403 => GatewayError::UpstreamAuth { status },
-            429 => GatewayError::UpstreamRateLimited { retry_after: client_retry_after(response.headers()) },
-            500..=599 => GatewayError::UpstreamFailed { detail: format!("status {status}") },
+            429 => GatewayError::UpstreamRateLimited {
+                retry_after: client_retry_after(response.headers()),
+            },
+            500..=599 => GatewayError::UpstreamFailed {
+                detail: format!("status {status}"),
+            },
             _ => {
-                let body = tokio::time::timeout_at(deadline, response.bytes()).await.ok().and_then(Result::ok);
-                GatewayError::UpstreamRejected { status, body: body.unwrap_or_default() }
+                let body = tokio::time::timeout_at(deadline, response.bytes())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                GatewayError::UpstreamRejected {
+                    status,
+                    body: body.unwrap_or_default(),
+                }
             }
         }
     }
@@ -301,7 +357,10 @@ fn is_retryable(status: StatusCode) -> bool {
 /// The delay the upstream asked for: OpenAI's `retry-after-ms`, else `Retry-After` in seconds
 /// or as an HTTP date.
 pub fn upstream_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0
     {
@@ -309,10 +368,14 @@ pub fn upstream_retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_millis((seconds * 1000.0) as u64));
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::from_millis((seconds * 1000.0) as u64));
     }
     let when = httpdate_to_unix(value)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
     Some(Duration::from_secs(when.saturating_sub(now)))
 }
 
@@ -341,9 +404,15 @@ mod tests {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         assert_eq!(upstream_retry_after(&headers), Some(Duration::from_secs(2)));
         headers.insert("retry-after-ms", HeaderValue::from_static("150"));
-        assert_eq!(upstream_retry_after(&headers), Some(Duration::from_millis(150)));
+        assert_eq!(
+            upstream_retry_after(&headers),
+            Some(Duration::from_millis(150))
+        );
         let mut dated = HeaderMap::new();
-        dated.insert(header::RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        dated.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(upstream_retry_after(&dated), Some(Duration::ZERO));
         let mut junk = HeaderMap::new();
         junk.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
@@ -354,6 +423,9 @@ mod tests {
     fn the_caller_gets_whole_seconds_rounded_up() {
         let mut headers = HeaderMap::new();
         headers.insert("retry-after-ms", HeaderValue::from_static("1200"));
-        assert_eq!(client_retry_after(&headers), Some(HeaderValue::from_static("2")));
+        assert_eq!(
+            client_retry_after(&headers),
+            Some(HeaderValue::from_static("2"))
+        );
     }
 }

@@ -53,7 +53,10 @@ pub struct ModelCall {
 
 /// Runs `call` through every stage and always produces a response (errors rendered).
 pub async fn handle(state: &AppState, principal: &Principal, call: ModelCall) -> Response {
-    let mut fields = LogFields { key_id: Some(principal.key.id.clone()), model: None };
+    let mut fields = LogFields {
+        key_id: Some(principal.key.id.clone()),
+        model: None,
+    };
     let mut response = match run(state, principal, call, &mut fields).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -78,9 +81,10 @@ async fn run(
             (facts, OutgoingBody::Buffered(body))
         }
         CallBody::Empty => (RequestFacts::default(), OutgoingBody::Empty),
-        CallBody::Streamed(body) => {
-            (RequestFacts::default(), OutgoingBody::Streamed(reqwest::Body::wrap_stream(body.into_data_stream())))
-        }
+        CallBody::Streamed(body) => (
+            RequestFacts::default(),
+            OutgoingBody::Streamed(reqwest::Body::wrap_stream(body.into_data_stream())),
+        ),
     };
     fields.model.clone_from(&facts.model);
 
@@ -106,18 +110,30 @@ async fn run(
     let status = upstream.status();
     let headers = upstream.headers().clone();
     if facts.stream && respond::is_event_stream(&headers) {
-        let options = stream::RelayOptions { strip_usage_chunk: call.route == ModelRoute::Chat && !facts.include_usage };
+        let options = stream::RelayOptions {
+            strip_usage_chunk: call.route == ModelRoute::Chat && !facts.include_usage,
+        };
         let route = call.route;
-        let body = stream::relay(state, upstream, started + state.upstream.first_byte_timeout, options, move |outcome| {
-            tracing::debug!(route = route.label(), end = ?outcome.end, events = outcome.events, "stream finished");
-        });
+        let body = stream::relay(
+            state,
+            upstream,
+            started + state.upstream.first_byte_timeout,
+            options,
+            move |outcome| {
+                tracing::debug!(route = route.label(), end = ?outcome.end, events = outcome.events, "stream finished");
+            },
+        );
         let mut response = respond::from_upstream(status, &headers, body);
         respond::mark_event_stream(&mut response);
         return Ok(response);
     }
     if call.route == ModelRoute::Passthrough && !respond::is_json(&headers) {
         // Files and audio: streamed back as they come.
-        return Ok(respond::from_upstream(status, &headers, Body::from_stream(upstream.bytes_stream())));
+        return Ok(respond::from_upstream(
+            status,
+            &headers,
+            Body::from_stream(upstream.bytes_stream()),
+        ));
     }
     let body = state.upstream.read_body(upstream, started).await?;
     Ok(respond::json(status, &headers, body))
@@ -151,7 +167,11 @@ pub async fn complete_chat(
 }
 
 /// `GET /v1/models`: the upstream's list, narrowed to the models the key may use.
-pub async fn list_models(state: &AppState, principal: &Principal, headers: HeaderMap) -> Result<Response, GatewayError> {
+pub async fn list_models(
+    state: &AppState,
+    principal: &Principal,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
     #[derive(serde::Deserialize, serde::Serialize)]
     struct ModelList {
         object: String,
@@ -171,9 +191,20 @@ pub async fn list_models(state: &AppState, principal: &Principal, headers: Heade
         .await?;
     let upstream_headers = upstream.headers().clone();
     let body = state.upstream.read_body(upstream, started).await?;
-    let mut list: ModelList = serde_json::from_slice(&body)
-        .map_err(|e| GatewayError::UpstreamFailed { detail: format!("unreadable model list: {e}") })?;
-    list.data.retain(|model| model.get("id").and_then(|id| id.as_str()).is_some_and(|id| principal.key.allows_model(id)));
+    let mut list: ModelList =
+        serde_json::from_slice(&body).map_err(|e| GatewayError::UpstreamFailed {
+            detail: format!("unreadable model list: {e}"),
+        })?;
+    list.data.retain(|model| {
+        model
+            .get("id")
+            .and_then(|id| id.as_str())
+            .is_some_and(|id| principal.key.allows_model(id))
+    });
     let body = serde_json::to_vec(&list).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    Ok(respond::json(StatusCode::OK, &upstream_headers, Bytes::from(body)))
+    Ok(respond::json(
+        StatusCode::OK,
+        &upstream_headers,
+        Bytes::from(body),
+    ))
 }

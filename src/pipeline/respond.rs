@@ -11,10 +11,19 @@ use axum::response::Response;
 use bytes::Bytes;
 
 /// Response headers copied from the upstream.
-const KEPT_RESPONSE_HEADERS: [&str; 4] = ["content-type", "content-disposition", "openai-processing-ms", "openai-version"];
+const KEPT_RESPONSE_HEADERS: [&str; 4] = [
+    "content-type",
+    "content-disposition",
+    "openai-processing-ms",
+    "openai-version",
+];
 
 /// A response with the upstream's status and safe headers around `body`.
-pub fn from_upstream(status: reqwest::StatusCode, upstream_headers: &HeaderMap, body: Body) -> Response {
+pub fn from_upstream(
+    status: reqwest::StatusCode,
+    upstream_headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -42,9 +51,15 @@ pub fn json(status: reqwest::StatusCode, upstream_headers: &HeaderMap, body: Byt
 /// Headers every SSE answer carries, so proxies neither buffer nor cache it.
 pub fn mark_event_stream(response: &mut Response) {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
 }
 
 /// Whether an upstream answer is an event stream.

@@ -68,11 +68,20 @@ pub fn relay(
     let (sender, mut receiver) = mpsc::channel::<Bytes>(32);
     let idle_timeout = state.upstream.idle_timeout;
     state.tasks.spawn(async move {
-        let outcome = pump(upstream, sender, first_event_deadline, idle_timeout, options).await;
+        let outcome = pump(
+            upstream,
+            sender,
+            first_event_deadline,
+            idle_timeout,
+            options,
+        )
+        .await;
         on_done(outcome);
     });
     Body::from_stream(futures_util::stream::poll_fn(move |cx| {
-        receiver.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
+        receiver
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(Ok::<_, Infallible>))
     }))
 }
 
@@ -85,7 +94,11 @@ async fn pump(
 ) -> StreamOutcome {
     let mut bytes = upstream.bytes_stream();
     let mut parser = Parser::default();
-    let mut outcome = StreamOutcome { end: StreamEnd::Completed, usage: None, events: 0 };
+    let mut outcome = StreamOutcome {
+        end: StreamEnd::Completed,
+        usage: None,
+        events: 0,
+    };
     let mut saw_done = false;
     let mut deadline = first_event_deadline;
     loop {
@@ -102,12 +115,22 @@ async fn pump(
             Ok(None) if saw_done => return outcome,
             Ok(None) | Ok(Some(Err(_))) => {
                 outcome.end = StreamEnd::UpstreamBroke;
-                let _ = sender.send(error_event("The upstream provider ended the stream unexpectedly.", "stream_interrupted")).await;
+                let _ = sender
+                    .send(error_event(
+                        "The upstream provider ended the stream unexpectedly.",
+                        "stream_interrupted",
+                    ))
+                    .await;
                 return outcome;
             }
             Err(_elapsed) => {
                 outcome.end = StreamEnd::IdleTimeout;
-                let _ = sender.send(error_event("The upstream provider stopped sending; the stream timed out.", "stream_timeout")).await;
+                let _ = sender
+                    .send(error_event(
+                        "The upstream provider stopped sending; the stream timed out.",
+                        "stream_timeout",
+                    ))
+                    .await;
                 return outcome;
             }
         };
@@ -117,7 +140,11 @@ async fn pump(
         while let Some(event) = parser.next_event() {
             if event.is_done() {
                 saw_done = true;
-            } else if let Some(peek) = event.data.as_deref().and_then(|data| serde_json::from_str::<EventPeek<'_>>(data).ok()) {
+            } else if let Some(peek) = event
+                .data
+                .as_deref()
+                .and_then(|data| serde_json::from_str::<EventPeek<'_>>(data).ok())
+            {
                 saw_done |= peek.is_terminal();
                 let usage_only = peek.is_usage_only();
                 if let Some(found) = peek.usage() {
@@ -160,7 +187,10 @@ struct ResponsePeek {
 impl EventPeek<'_> {
     /// Chat streams end with `[DONE]`; Responses API streams with one of these events.
     fn is_terminal(&self) -> bool {
-        matches!(self.kind.as_deref(), Some("response.completed" | "response.failed" | "response.incomplete"))
+        matches!(
+            self.kind.as_deref(),
+            Some("response.completed" | "response.failed" | "response.incomplete")
+        )
     }
 
     /// The chunk OpenAI sends last when `include_usage` is set: no choices, only usage.
@@ -169,7 +199,9 @@ impl EventPeek<'_> {
     }
 
     fn usage(self) -> Option<Usage> {
-        self.usage.or_else(|| self.response.and_then(|r| r.usage)).map(Usage::from)
+        self.usage
+            .or_else(|| self.response.and_then(|r| r.usage))
+            .map(Usage::from)
     }
 }
 
@@ -197,7 +229,9 @@ mod tests {
 
     #[test]
     fn responses_streams_end_with_their_completed_event() {
-        let done = peek(r#"{"type":"response.completed","response":{"usage":{"input_tokens":2,"output_tokens":3}}}"#);
+        let done = peek(
+            r#"{"type":"response.completed","response":{"usage":{"input_tokens":2,"output_tokens":3}}}"#,
+        );
         assert!(done.is_terminal());
         assert_eq!(done.usage().map(|u| u.total_tokens()), Some(5));
         assert!(!peek(r#"{"type":"response.output_text.delta","delta":"x"}"#).is_terminal());

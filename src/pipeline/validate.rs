@@ -13,7 +13,8 @@ use serde_json::value::RawValue;
 use crate::error::GatewayError;
 use crate::extract::decode;
 use crate::openai::requests::{
-    ChatRequest, EmbeddingsRequest, ImagesRequest, PassthroughRequest, RequestFacts, ResponsesRequest,
+    ChatRequest, EmbeddingsRequest, ImagesRequest, PassthroughRequest, RequestFacts,
+    ResponsesRequest,
 };
 
 /// The model routes, each validated its own way.
@@ -53,7 +54,11 @@ pub fn facts(route: ModelRoute, body: &[u8]) -> Result<RequestFacts, GatewayErro
 
 /// The body to send upstream: the caller's bytes, or — for a chat stream whose caller did not
 /// ask for usage — the same JSON with `stream_options.include_usage` set.
-pub fn upstream_body(route: ModelRoute, facts: &RequestFacts, body: Bytes) -> Result<Bytes, GatewayError> {
+pub fn upstream_body(
+    route: ModelRoute,
+    facts: &RequestFacts,
+    body: Bytes,
+) -> Result<Bytes, GatewayError> {
     if route != ModelRoute::Chat || !facts.stream || facts.include_usage {
         return Ok(body);
     }
@@ -67,9 +72,12 @@ fn with_include_usage(body: &[u8]) -> Result<Bytes, GatewayError> {
         _ => BTreeMap::new(),
     };
     options.insert("include_usage".to_owned(), raw("true")?);
-    let options = serde_json::to_string(&options).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let options =
+        serde_json::to_string(&options).map_err(|e| GatewayError::Internal(e.to_string()))?;
     fields.insert("stream_options".to_owned(), raw(&options)?);
-    serde_json::to_vec(&fields).map(Bytes::from).map_err(|e| GatewayError::Internal(e.to_string()))
+    serde_json::to_vec(&fields)
+        .map(Bytes::from)
+        .map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
 fn raw(json: &str) -> Result<Box<RawValue>, GatewayError> {
@@ -89,13 +97,19 @@ mod tests {
         let text = std::str::from_utf8(&rewritten).unwrap();
         assert!(text.contains(r#""future_param":{"a":[1,2.50]}"#), "{text}");
         assert!(text.contains(r#""content":"h\u00e9""#), "{text}");
-        assert!(text.contains(r#""stream_options":{"include_usage":true,"other":1}"#), "{text}");
+        assert!(
+            text.contains(r#""stream_options":{"include_usage":true,"other":1}"#),
+            "{text}"
+        );
     }
 
     #[test]
     fn bodies_that_need_no_change_are_forwarded_byte_for_byte() {
         let body = Bytes::from_static(br#"{"model":"m",  "messages":[{"role":"user"}]}"#);
         let facts = facts(ModelRoute::Chat, &body).unwrap();
-        assert_eq!(upstream_body(ModelRoute::Chat, &facts, body.clone()).unwrap(), body);
+        assert_eq!(
+            upstream_body(ModelRoute::Chat, &facts, body.clone()).unwrap(),
+            body
+        );
     }
 }

@@ -6,12 +6,18 @@ use crate::error::GatewayError;
 
 /// No route matched.
 pub async fn not_found(method: Method, uri: Uri) -> GatewayError {
-    GatewayError::NotFound { method: method.to_string(), path: shown_path(&uri) }
+    GatewayError::NotFound {
+        method: method.to_string(),
+        path: shown_path(&uri),
+    }
 }
 
 /// The path matched, the method did not.
 pub async fn method_not_allowed(method: Method, uri: Uri) -> GatewayError {
-    GatewayError::MethodNotAllowed { method: method.to_string(), path: shown_path(&uri) }
+    GatewayError::MethodNotAllowed {
+        method: method.to_string(),
+        path: shown_path(&uri),
+    }
 }
 
 /// The path as echoed in a message: without the query (it may carry secrets) and bounded.

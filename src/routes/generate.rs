@@ -46,16 +46,28 @@ impl GenerateRequest {
     fn validate(&self) -> Result<(), GatewayError> {
         let length = self.prompt.chars().count();
         if !(1..=10_000).contains(&length) {
-            return Err(GatewayError::invalid("prompt must be 1 to 10000 characters", Some("prompt".to_owned())));
+            return Err(GatewayError::invalid(
+                "prompt must be 1 to 10000 characters",
+                Some("prompt".to_owned()),
+            ));
         }
         if self.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
-            return Err(GatewayError::invalid("model must not be empty", Some("model".to_owned())));
+            return Err(GatewayError::invalid(
+                "model must not be empty",
+                Some("model".to_owned()),
+            ));
         }
         if self.max_tokens.is_some_and(|n| !(1..=4000).contains(&n)) {
-            return Err(GatewayError::invalid("maxTokens must be 1 to 4000", Some("maxTokens".to_owned())));
+            return Err(GatewayError::invalid(
+                "maxTokens must be 1 to 4000",
+                Some("maxTokens".to_owned()),
+            ));
         }
         if self.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
-            return Err(GatewayError::invalid("temperature must be 0 to 2", Some("temperature".to_owned())));
+            return Err(GatewayError::invalid(
+                "temperature must be 0 to 2",
+                Some("temperature".to_owned()),
+            ));
         }
         let _ = &self.context;
         Ok(())
@@ -90,7 +102,12 @@ pub async fn generate(
     }
 }
 
-async fn answer(state: &AppState, principal: &Principal, headers: HeaderMap, body: JsonBody) -> Result<(String, String, Value), GatewayError> {
+async fn answer(
+    state: &AppState,
+    principal: &Principal,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<(String, String, Value), GatewayError> {
     let request: GenerateRequest = decode(&body.0)?;
     request.validate()?;
     let defaults = &state.config.generate;
@@ -125,9 +142,16 @@ async fn answer(state: &AppState, principal: &Principal, headers: HeaderMap, bod
         completion_tokens: u64,
         total_tokens: u64,
     }
-    let completion: Completion = serde_json::from_slice(&upstream)
-        .map_err(|e| GatewayError::UpstreamFailed { detail: format!("unreadable chat completion: {e}") })?;
-    let content = completion.choices.into_iter().next().and_then(|c| c.message.content).unwrap_or_default();
+    let completion: Completion =
+        serde_json::from_slice(&upstream).map_err(|e| GatewayError::UpstreamFailed {
+            detail: format!("unreadable chat completion: {e}"),
+        })?;
+    let content = completion
+        .choices
+        .into_iter()
+        .next()
+        .and_then(|c| c.message.content)
+        .unwrap_or_default();
     let usage = completion.usage.unwrap_or_default();
     Ok((
         content,
@@ -159,8 +183,15 @@ pub async fn seed_error_shape(request: Request, next: Next) -> Response {
     if let Some(param) = &error.param {
         body["details"] = json!([{ "path": [param], "message": error.message }]);
     }
-    let retry_after = response.headers().get(axum::http::header::RETRY_AFTER).cloned();
-    if let Some(seconds) = retry_after.as_ref().and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+    let retry_after = response
+        .headers()
+        .get(axum::http::header::RETRY_AFTER)
+        .cloned();
+    if let Some(seconds) = retry_after
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         body["retryAfter"] = json!(seconds);
     }
     let (mut parts, _) = response.into_parts();

@@ -25,7 +25,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
         Err(_) => "timeout",
     };
     let ready = store == "ok";
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(json!({

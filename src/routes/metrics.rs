@@ -11,7 +11,10 @@ use crate::state::AppState;
 pub async fn render(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
             handle.render(),
         )
             .into_response(),

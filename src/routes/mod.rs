@@ -23,13 +23,24 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let auth = axum::middleware::from_fn_with_state(state.clone(), require_key);
 
-    let mut open = Router::new().route("/health", get(health::live)).route("/health/ready", get(health::ready));
+    let mut open = Router::new()
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready));
     let mut keyed = Router::new();
     for prefix in ["/v1", ""] {
         keyed = keyed
-            .route(&format!("{prefix}/chat/completions"), post(model_calls::chat))
-            .route(&format!("{prefix}/embeddings"), post(model_calls::embeddings))
-            .route(&format!("{prefix}/images/generations"), post(model_calls::images))
+            .route(
+                &format!("{prefix}/chat/completions"),
+                post(model_calls::chat),
+            )
+            .route(
+                &format!("{prefix}/embeddings"),
+                post(model_calls::embeddings),
+            )
+            .route(
+                &format!("{prefix}/images/generations"),
+                post(model_calls::images),
+            )
             .route(&format!("{prefix}/responses"), post(model_calls::responses))
             .route(&format!("{prefix}/models"), get(models::list))
             .route(&format!("{prefix}/models/{{id}}"), get(models::show));

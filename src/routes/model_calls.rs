@@ -10,7 +10,14 @@ use crate::extract::JsonBody;
 use crate::pipeline::{self, CallBody, ModelCall, ModelRoute, Principal};
 use crate::state::AppState;
 
-async fn call(state: AppState, principal: Principal, route: ModelRoute, path: &str, headers: HeaderMap, body: JsonBody) -> Response {
+async fn call(
+    state: AppState,
+    principal: Principal,
+    route: ModelRoute,
+    path: &str,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Response {
     let call = ModelCall {
         route,
         method: Method::POST,
@@ -23,21 +30,65 @@ async fn call(state: AppState, principal: Principal, route: ModelRoute, path: &s
 }
 
 /// Chat, plain and streamed.
-pub async fn chat(State(state): State<AppState>, Extension(p): Extension<Principal>, headers: HeaderMap, body: JsonBody) -> Response {
-    call(state, p, ModelRoute::Chat, "chat/completions", headers, body).await
+pub async fn chat(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Response {
+    call(
+        state,
+        p,
+        ModelRoute::Chat,
+        "chat/completions",
+        headers,
+        body,
+    )
+    .await
 }
 
 /// Embeddings.
-pub async fn embeddings(State(state): State<AppState>, Extension(p): Extension<Principal>, headers: HeaderMap, body: JsonBody) -> Response {
-    call(state, p, ModelRoute::Embeddings, "embeddings", headers, body).await
+pub async fn embeddings(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Response {
+    call(
+        state,
+        p,
+        ModelRoute::Embeddings,
+        "embeddings",
+        headers,
+        body,
+    )
+    .await
 }
 
 /// Image generation.
-pub async fn images(State(state): State<AppState>, Extension(p): Extension<Principal>, headers: HeaderMap, body: JsonBody) -> Response {
-    call(state, p, ModelRoute::Images, "images/generations", headers, body).await
+pub async fn images(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Response {
+    call(
+        state,
+        p,
+        ModelRoute::Images,
+        "images/generations",
+        headers,
+        body,
+    )
+    .await
 }
 
 /// The Responses API, plain and streamed.
-pub async fn responses(State(state): State<AppState>, Extension(p): Extension<Principal>, headers: HeaderMap, body: JsonBody) -> Response {
+pub async fn responses(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Response {
     call(state, p, ModelRoute::Responses, "responses", headers, body).await
 }

@@ -9,12 +9,20 @@ use crate::pipeline::{self, CallBody, ModelCall, ModelRoute, Principal};
 use crate::state::AppState;
 
 /// The list, filtered to the key's models.
-pub async fn list(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap) -> Response {
-    let mut response = pipeline::list_models(&state, &principal, headers).await.into_response();
-    response.extensions_mut().insert(crate::middleware::access_log::LogFields {
-        key_id: Some(principal.key.id.clone()),
-        model: None,
-    });
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
+    let mut response = pipeline::list_models(&state, &principal, headers)
+        .await
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(crate::middleware::access_log::LogFields {
+            key_id: Some(principal.key.id.clone()),
+            model: None,
+        });
     response
 }
 

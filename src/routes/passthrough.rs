@@ -14,10 +14,18 @@ use crate::pipeline::{self, CallBody, ModelCall, ModelRoute, Principal};
 use crate::state::AppState;
 
 /// The handler.
-pub async fn forward(State(state): State<AppState>, Extension(principal): Extension<Principal>, request: Request) -> Response {
+pub async fn forward(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    request: Request,
+) -> Response {
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let upstream_path = uri.path().strip_prefix("/v1/").unwrap_or_default().to_owned();
+    let upstream_path = uri
+        .path()
+        .strip_prefix("/v1/")
+        .unwrap_or_default()
+        .to_owned();
     let headers = request.headers().clone();
     let body = match body_of(&state, request).await {
         Ok(body) => body,
@@ -46,7 +54,11 @@ async fn body_of(state: &AppState, request: Request) -> Result<CallBody, Gateway
     }
     if media_type(&request).is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
         let bytes = read_limited(request, state.config.server.body_limit_bytes).await?;
-        return Ok(if bytes.is_empty() { CallBody::Empty } else { CallBody::Json(bytes) });
+        return Ok(if bytes.is_empty() {
+            CallBody::Empty
+        } else {
+            CallBody::Json(bytes)
+        });
     }
     let limit = state.config.server.upload_limit_bytes;
     if declared.is_some_and(|n| n > limit as u64) {

@@ -13,7 +13,13 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
         files
             .iter()
             .map(|&(version, description, sql)| {
-                Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sqlx::SqlSafeStr::into_sql_str(sql), false)
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(sql),
+                    false,
+                )
             })
             .collect(),
     )
@@ -21,10 +27,18 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
 
 /// SQLite's migrations.
 pub fn sqlite() -> Migrator {
-    migrator(&[(1, "api keys", include_str!("../../migrations/sqlite/0001_api_keys.sql"))])
+    migrator(&[(
+        1,
+        "api keys",
+        include_str!("../../migrations/sqlite/0001_api_keys.sql"),
+    )])
 }
 
 /// PostgreSQL's migrations.
 pub fn postgres() -> Migrator {
-    migrator(&[(1, "api keys", include_str!("../../migrations/postgres/0001_api_keys.sql"))])
+    migrator(&[(
+        1,
+        "api keys",
+        include_str!("../../migrations/postgres/0001_api_keys.sql"),
+    )])
 }

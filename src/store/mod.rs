@@ -52,8 +52,12 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Arc<dyn KeyStore>, Store
     use secrecy::ExposeSecret;
     let url = config.url.expose_secret();
     Ok(match config.engine {
-        DatabaseEngine::Sqlite => Arc::new(SqliteStore::connect(url, config.max_connections).await?),
-        DatabaseEngine::Postgres => Arc::new(PostgresStore::connect(url, config.max_connections).await?),
+        DatabaseEngine::Sqlite => {
+            Arc::new(SqliteStore::connect(url, config.max_connections).await?)
+        }
+        DatabaseEngine::Postgres => {
+            Arc::new(PostgresStore::connect(url, config.max_connections).await?)
+        }
     })
 }
 
@@ -67,12 +71,24 @@ macro_rules! key_columns {
 pub(crate) use key_columns;
 
 /// A row of `api_keys` as both engines decode it.
-type KeyRow = (String, String, String, Option<String>, String, String, i64, Option<i64>, Option<i64>);
+type KeyRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
 
 fn key_from_row(row: KeyRow) -> Result<ApiKey, StoreError> {
-    let (id, name, prefix, owner, models, metadata, created_at_ms, expires_at_ms, revoked_at_ms) = row;
+    let (id, name, prefix, owner, models, metadata, created_at_ms, expires_at_ms, revoked_at_ms) =
+        row;
     Ok(ApiKey {
-        models: serde_json::from_str(&models).map_err(|e| StoreError::Corrupt(format!("api_keys.models of {id}: {e}")))?,
+        models: serde_json::from_str(&models)
+            .map_err(|e| StoreError::Corrupt(format!("api_keys.models of {id}: {e}")))?,
         metadata: serde_json::from_str(&metadata)
             .map_err(|e| StoreError::Corrupt(format!("api_keys.metadata of {id}: {e}")))?,
         id,

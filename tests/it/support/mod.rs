@@ -1,0 +1,329 @@
+//! The test harness: a real gateway and a real mock upstream, each on `127.0.0.1:0`.
+//!
+//! `TestGateway::builder().toml("...").env("K", "V").database(Database::Postgres).start()`
+//! starts both in-process (the gateway through `server::run`, exactly as `tollgate serve`
+//! does), creates a key, and hands back URLs and a client. Each test gets its own SQLite file
+//! or its own PostgreSQL schema, so tests run in parallel.
+
+pub mod engines;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+use tollgate::config::{Config, Env};
+use tollgate::keys::{self, NewKey};
+use tollgate::mock_upstream::{self, MockOptions};
+use tollgate::state::AppState;
+use tollgate::store::KeyStore;
+
+pub use engines::{Database, TestDatabase};
+
+/// The upstream key the mock requires; tests grep for it to prove it never leaks.
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret-0123456789";
+
+/// Builds a [`TestGateway`].
+pub struct Builder {
+    toml: String,
+    env: Vec<(String, String)>,
+    database: Database,
+    mock: MockOptions,
+}
+
+/// A running gateway + mock pair.
+pub struct TestGateway {
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub base: String,
+    /// `http://127.0.0.1:PORT` of the mock (control routes live here).
+    pub mock_base: String,
+    /// A fresh key allowed every model.
+    pub key: String,
+    /// The key store the gateway uses, to create or revoke keys directly.
+    pub store: std::sync::Arc<dyn KeyStore>,
+    pub client: reqwest::Client,
+    /// The gateway's state (its configuration, task tracker, backends).
+    #[expect(dead_code, reason = "not every test binary module reads it yet")]
+    pub state: AppState,
+    stop_gateway: Option<oneshot::Sender<()>>,
+    stop_mock: Option<oneshot::Sender<()>>,
+    tasks: TaskTracker,
+    database: TestDatabase,
+}
+
+impl TestGateway {
+    pub fn builder() -> Builder {
+        Builder {
+            toml: String::new(),
+            env: Vec::new(),
+            database: Database::Sqlite,
+            mock: MockOptions {
+                api_key: Some(UPSTREAM_KEY.to_owned()),
+                ..MockOptions::default()
+            },
+        }
+    }
+
+    /// A gateway with defaults (SQLite).
+    pub async fn start() -> Self {
+        Self::builder()
+            .start()
+            .await
+            .expect("SQLite needs no service")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POST `body` as JSON to `path` with the test key.
+    pub fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(&self.key)
+            .json(body)
+    }
+
+    /// GET `path` with the test key.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(&self.key)
+    }
+
+    /// Creates another key with these allowed models (empty: all).
+    pub async fn create_key(&self, models: &[&str]) -> (String, String) {
+        let new = NewKey {
+            name: "test".into(),
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            ..NewKey::default()
+        };
+        let issued = keys::issue(new, keys::now_ms());
+        self.store
+            .insert(&issued.key, &issued.hash)
+            .await
+            .expect("insert key");
+        (issued.key.id, issued.secret)
+    }
+
+    /// Queues faults on the mock.
+    pub async fn fault(&self, faults: Value) {
+        let response = self
+            .client
+            .post(format!("{}/_mock/faults", self.mock_base))
+            .json(&faults)
+            .send()
+            .await
+            .expect("mock");
+        assert!(
+            response.status().is_success(),
+            "mock refused faults: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+
+    /// What the mock received, oldest first.
+    pub async fn upstream_requests(&self) -> Vec<Value> {
+        let response = self
+            .client
+            .get(format!("{}/_mock/requests", self.mock_base))
+            .send()
+            .await
+            .expect("mock");
+        response.json::<Vec<Value>>().await.expect("mock json")
+    }
+
+    /// The mock's stream counters (`started`, `completed`, `cancelled`).
+    pub async fn upstream_streams(&self) -> Value {
+        self.client
+            .get(format!("{}/_mock/streams", self.mock_base))
+            .send()
+            .await
+            .expect("mock")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Stops both servers (the gateway drains first) and drops the test's database.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+        self.database.drop_schema().await;
+    }
+
+    /// Sends the gateway its shutdown signal without waiting for the drain.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop_gateway.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops both servers and waits for them.
+    pub async fn shutdown(&mut self) {
+        self.begin_shutdown();
+        if let Some(stop) = self.stop_mock.take() {
+            let _ = stop.send(());
+        }
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+    }
+}
+
+impl Builder {
+    /// TOML configuration text.
+    pub fn toml(mut self, toml: &str) -> Self {
+        self.toml = toml.to_owned();
+        self
+    }
+
+    /// An environment variable for the gateway's configuration.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn database(mut self, database: Database) -> Self {
+        self.database = database;
+        self
+    }
+
+    /// Adjusts the mock upstream.
+    pub fn mock(mut self, adjust: impl FnOnce(&mut MockOptions)) -> Self {
+        adjust(&mut self.mock);
+        self
+    }
+
+    /// Starts the pair. `None` when the engine is not available (and not required).
+    pub async fn start(self) -> Option<TestGateway> {
+        let database = TestDatabase::create(self.database).await?;
+        let tasks = TaskTracker::new();
+
+        let mock_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let mock_address = mock_listener.local_addr().expect("mock address");
+        let (stop_mock, mock_stopped) = oneshot::channel::<()>();
+        tasks.spawn(mock_upstream::serve(mock_listener, self.mock, async move {
+            let _ = mock_stopped.await;
+        }));
+
+        let mut env: Env = [
+            ("OPENAI_API_KEY".to_owned(), UPSTREAM_KEY.to_owned()),
+            (
+                "OPENAI_BASE_URL".to_owned(),
+                format!("http://{mock_address}/v1"),
+            ),
+            ("DATABASE_URL".to_owned(), database.url.clone()),
+            ("PORT".to_owned(), "0".to_owned()),
+            // Tests should not wait a quarter second per retry.
+            ("OPENAI_TIMEOUT".to_owned(), "10000".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        for (name, value) in &self.env {
+            env.set(name, value);
+        }
+        let toml = if self.toml.contains("retry_base_delay_ms") {
+            self.toml.clone()
+        } else if self.toml.contains("[upstream]") {
+            self.toml.replacen(
+                "[upstream]",
+                "[upstream]\nretry_base_delay_ms = 10\nretry_max_delay_ms = 50",
+                1,
+            )
+        } else {
+            format!(
+                "{}\n[upstream]\nretry_base_delay_ms = 10\nretry_max_delay_ms = 50\n",
+                self.toml
+            )
+        };
+        let config = Config::from_toml_str("test.toml", &toml, &env).expect("valid test config");
+        let store = tollgate::store::connect(&config.database)
+            .await
+            .expect("open store");
+        let state = AppState::new(config, store.clone()).expect("state");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gateway");
+        let address = listener.local_addr().expect("address");
+        let (stop_gateway, gateway_stopped) = oneshot::channel::<()>();
+        let server_state = state.clone();
+        tasks.spawn(async move {
+            tollgate::server::run(listener, server_state, async move {
+                let _ = gateway_stopped.await;
+            })
+            .await
+        });
+
+        let issued = keys::issue(
+            NewKey {
+                name: "test".into(),
+                ..NewKey::default()
+            },
+            keys::now_ms(),
+        );
+        store
+            .insert(&issued.key, &issued.hash)
+            .await
+            .expect("insert key");
+        Some(TestGateway {
+            base: format!("http://{address}"),
+            mock_base: format!("http://{mock_address}"),
+            key: issued.secret,
+            store,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            state,
+            stop_gateway: Some(stop_gateway),
+            stop_mock: Some(stop_mock),
+            tasks,
+            database,
+        })
+    }
+}
+
+/// The body of an error response, asserting OpenAI's envelope.
+pub async fn error_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "every response carries x-request-id"
+    );
+    let body: Value = response.json().await.expect("error body is JSON");
+    let error = body
+        .get("error")
+        .unwrap_or_else(|| panic!("no error envelope: {body}"));
+    for field in ["message", "type", "param", "code"] {
+        assert!(error.get(field).is_some(), "envelope lacks {field}: {body}");
+    }
+    (status, error.clone())
+}
+
+/// Polls `check` until it returns true or `deadline` passes.
+pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `data:` payloads of an SSE body.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_owned)
+        })
+        .collect()
+}
