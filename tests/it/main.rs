@@ -1,5 +1,12 @@
 //! One integration-test binary: the real server and the real mock upstream on loopback.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    reason = "test code: a panic is a failed test, and a skip must say why on stderr"
+)]
+
 mod support;
 
 mod errors;
