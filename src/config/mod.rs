@@ -158,7 +158,7 @@ mod tests {
             joined.contains("OPENAI_TIMEOUT: expected milliseconds"),
             "{joined}"
         );
-        assert!(joined.contains("OPENAI_API_KEY is required"), "{joined}");
+        assert!(joined.contains("OPENAI_API_KEY: required"), "{joined}");
         assert_eq!(errors.len(), 4, "{joined}");
     }
 

@@ -272,6 +272,20 @@ impl<'a> Sources<'a> {
         }
     }
 
+    /// Reads a setting that only the environment may give (secrets that must not sit in a
+    /// file that could be committed). A missing one is recorded as `message`.
+    pub fn required_env<T: Setting>(&mut self, env_var: &str, message: &str) -> Option<T> {
+        let Some(raw) = self.env.get(env_var) else {
+            self.errors.push(format!("{env_var}: {message}"));
+            return None;
+        };
+        let parsed = T::from_env(raw);
+        if parsed.is_none() {
+            self.errors.push(format!("{env_var}: expected {}", T::EXPECTED));
+        }
+        parsed
+    }
+
     /// Records a problem found while validating a value that did parse.
     pub fn invalid(&mut self, path: &str, env_var: Option<&str>, message: impl std::fmt::Display) {
         let name = match env_var {

@@ -12,8 +12,8 @@ use super::{serialize_ms, serialize_optional_secret, serialize_secret};
 /// The default upstream, its key and the call policy (retries, timeouts).
 #[derive(Debug, Clone, Serialize)]
 pub struct UpstreamConfig {
-    /// `OPENAI_API_KEY`; only ever read by `pipeline::forward` to set the upstream request's
-    /// `Authorization`.
+    /// `OPENAI_API_KEY` (environment only); only ever read by `pipeline::forward` to set the
+    /// upstream request's `Authorization`.
     #[serde(serialize_with = "serialize_secret")]
     pub api_key: SecretString,
     /// `OPENAI_BASE_URL`, ending in the API version (`/v1`).
@@ -52,15 +52,12 @@ pub struct UpstreamConfig {
 
 impl UpstreamConfig {
     pub(super) fn read(s: &mut Sources<'_>) -> Self {
-        let api_key: Option<SecretString> = s.optional("upstream.api_key", Some("OPENAI_API_KEY"));
-        let api_key = api_key.unwrap_or_else(|| {
-            s.invalid(
-                "upstream.api_key",
-                Some("OPENAI_API_KEY"),
-                "OPENAI_API_KEY is required: the upstream provider's key",
-            );
-            SecretString::from(String::new())
-        });
+        let api_key = s
+            .required_env::<SecretString>(
+                "OPENAI_API_KEY",
+                "required: the upstream provider's key (from the environment only, never the file)",
+            )
+            .unwrap_or_else(|| SecretString::from(String::new()));
         let default_url = Url::parse("https://api.openai.com/v1")
             .unwrap_or_else(|_| unreachable!("constant URL"));
         let mut base_url: Url = s.get("upstream.base_url", Some("OPENAI_BASE_URL"), default_url);

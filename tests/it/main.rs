@@ -9,9 +9,12 @@
 
 mod support;
 
+mod cli;
 mod errors;
+mod hostile;
 mod key_store;
 mod routes;
+mod sdk;
 mod server;
 mod streaming;
 mod upstream;

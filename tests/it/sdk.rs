@@ -1,0 +1,50 @@
+//! The official OpenAI SDKs (Python and Node) against the real gateway. The suites live in
+//! `tests/sdk/`; this test starts the gateway and mock and runs them.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::support::{TestGateway, engines};
+
+async fn run_suite(program: &str, args: &[&str], installed: impl FnOnce() -> bool) {
+    if !installed() {
+        assert!(!engines::strict(), "{program} SDK suite cannot run (SDK not installed) and TOLLGATE_TEST_STRICT=1");
+        eprintln!("SKIPPED: the {program} SDK suite needs its SDK installed (see tests/sdk/README.md)");
+        return;
+    }
+    let gw = TestGateway::start().await;
+    let (_, limited) = gw.create_key(&["gpt-4o-mini"]).await;
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .env("TOLLGATE_BASE_URL", gw.url("/v1"))
+        .env("TOLLGATE_KEY", &gw.key)
+        .env("TOLLGATE_LIMITED_KEY", &limited)
+        .env("TOLLGATE_MOCK_URL", &gw.mock_base)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let report = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{program} SDK suite failed:\n{report}");
+    eprintln!("{report}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_conformance() {
+    run_suite("python3", &["tests/sdk/python/test_sdk.py"], || {
+        std::process::Command::new("python3")
+            .args(["-c", "import openai"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_conformance() {
+    run_suite("node", &["--test", "tests/sdk/node/test.mjs"], || Path::new("tests/sdk/node/node_modules/openai").exists())
+        .await;
+}

@@ -1,0 +1,134 @@
+// The official OpenAI Node SDK against a running Tollgate. Run by `cargo test`
+// (tests/it/sdk.rs), which starts the gateway and the mock and sets TOLLGATE_BASE_URL,
+// TOLLGATE_KEY, TOLLGATE_LIMITED_KEY and TOLLGATE_MOCK_URL. See README.md.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+
+const { TOLLGATE_BASE_URL: baseURL, TOLLGATE_KEY: key, TOLLGATE_LIMITED_KEY: limitedKey, TOLLGATE_MOCK_URL: mockURL } =
+  process.env;
+const messages = [{ role: 'user', content: 'echo: hello from the node sdk' }];
+
+// No SDK retries: the gateway's own retries are under test, and errors must surface.
+const client = (apiKey = key) => new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 20_000 });
+
+async function fault(spec) {
+  const response = await fetch(`${mockURL}/_mock/faults`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(spec),
+  });
+  assert.equal(response.status, 200);
+}
+
+test('chat completion', async () => {
+  const completion = await client().chat.completions.create({ model: 'gpt-4o-mini', messages });
+  assert.equal(completion.object, 'chat.completion');
+  assert.equal(completion.choices[0].message.content, 'hello from the node sdk');
+  assert.equal(completion.usage.completion_tokens, 5);
+});
+
+test('chat stream without usage hides the usage chunk', async () => {
+  const stream = await client().chat.completions.create({ model: 'gpt-4o-mini', messages, stream: true });
+  let text = '';
+  for await (const chunk of stream) {
+    assert.ok(!chunk.usage, 'no usage the caller did not ask for');
+    text += chunk.choices[0]?.delta?.content ?? '';
+  }
+  assert.equal(text, 'hello from the node sdk');
+});
+
+test('chat stream with usage ends with the usage chunk', async () => {
+  const stream = await client().chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  const last = chunks.at(-1);
+  assert.deepEqual(last.choices, []);
+  assert.equal(last.usage.completion_tokens, 5);
+});
+
+test('a cut stream throws APIError', async () => {
+  await fault({ cut_after_events: 3 });
+  const stream = await client().chat.completions.create({ model: 'gpt-4o-mini', messages, stream: true });
+  await assert.rejects(
+    async () => {
+      for await (const _ of stream);
+    },
+    (error) => error instanceof OpenAI.APIError && /ended the stream unexpectedly/.test(error.message),
+  );
+});
+
+test('embeddings, float and base64', async () => {
+  const embeddings = await client().embeddings.create({ model: 'text-embedding-3-small', input: ['a b', 'c'] });
+  assert.equal(embeddings.data.length, 2);
+  assert.equal(embeddings.data[0].embedding.length, 1536);
+  const floats = await client().embeddings.create({
+    model: 'text-embedding-3-small',
+    input: 'x',
+    encoding_format: 'float',
+    dimensions: 8,
+  });
+  assert.equal(floats.data[0].embedding.length, 8);
+});
+
+test('images', async () => {
+  const images = await client().images.generate({ model: 'dall-e-3', prompt: 'a lighthouse' });
+  assert.match(images.data[0].url, /^https:\/\//);
+});
+
+test('models, filtered per key', async () => {
+  const all = [];
+  for await (const model of client().models.list()) all.push(model.id);
+  assert.ok(all.includes('gpt-4o-mini'));
+  const limited = [];
+  for await (const model of client(limitedKey).models.list()) limited.push(model.id);
+  assert.deepEqual(limited, ['gpt-4o-mini']);
+  assert.equal((await client().models.retrieve('gpt-4o')).id, 'gpt-4o');
+});
+
+test('responses, plain and streamed', async () => {
+  const response = await client().responses.create({ model: 'gpt-4o-mini', input: 'echo: one two three' });
+  assert.equal(response.output_text, 'one two three');
+  const stream = await client().responses.create({ model: 'gpt-4o-mini', input: 'echo: one two', stream: true });
+  const types = [];
+  for await (const event of stream) types.push(event.type);
+  assert.equal(types.at(-1), 'response.completed');
+});
+
+test('AuthenticationError', async () => {
+  await assert.rejects(client('tg-' + '0'.repeat(43)).chat.completions.create({ model: 'gpt-4o-mini', messages }), (e) => {
+    return e instanceof OpenAI.AuthenticationError && e.status === 401 && e.code === 'invalid_api_key';
+  });
+});
+
+test('BadRequestError names the param', async () => {
+  await assert.rejects(client().chat.completions.create({ model: 'gpt-4o-mini', messages: [] }), (e) => {
+    return e instanceof OpenAI.BadRequestError && e.param === 'messages';
+  });
+});
+
+test('PermissionDeniedError', async () => {
+  await assert.rejects(
+    client(limitedKey).chat.completions.create({ model: 'gpt-4o', messages }),
+    (e) => e instanceof OpenAI.PermissionDeniedError,
+  );
+});
+
+test('RateLimitError with Retry-After', async () => {
+  await fault({ status: 429, retry_after: '60' });
+  await assert.rejects(client().chat.completions.create({ model: 'gpt-4o-mini', messages }), (e) => {
+    return e instanceof OpenAI.RateLimitError && e.headers.get('retry-after') === '60';
+  });
+});
+
+test('InternalServerError for upstream failures', async () => {
+  await fault({ status: 500, count: 4 });
+  await assert.rejects(client().chat.completions.create({ model: 'gpt-4o-mini', messages }), (e) => {
+    return e instanceof OpenAI.InternalServerError && e.status === 502;
+  });
+});
