@@ -281,7 +281,8 @@ impl<'a> Sources<'a> {
         };
         let parsed = T::from_env(raw);
         if parsed.is_none() {
-            self.errors.push(format!("{env_var}: expected {}", T::EXPECTED));
+            self.errors
+                .push(format!("{env_var}: expected {}", T::EXPECTED));
         }
         parsed
     }

@@ -8,7 +8,11 @@ use crate::support::{Database, TestDatabase, UPSTREAM_KEY};
 
 async fn tollgate(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    command.args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (name, value) in env {
         command.env(name, value);
     }
@@ -19,21 +23,44 @@ async fn tollgate(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) ->
 async fn config_check_prints_the_masked_configuration() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tollgate.toml"), "[server]\nport = 4000\n").unwrap();
-    let env = [("OPENAI_API_KEY", UPSTREAM_KEY), ("TOLLGATE_ADMIN_TOKEN", "admin-secret-token-123")];
+    let env = [
+        ("OPENAI_API_KEY", UPSTREAM_KEY),
+        ("TOLLGATE_ADMIN_TOKEN", "admin-secret-token-123"),
+    ];
     let output = tollgate(&["config", "check"], &env, dir.path()).await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let shown = String::from_utf8_lossy(&output.stdout);
     assert!(shown.contains("port = 4000"), "the file was read: {shown}");
     assert!(shown.contains("api_key = \"********\""), "{shown}");
-    assert!(!shown.contains(UPSTREAM_KEY) && !shown.contains("admin-secret-token-123"), "{shown}");
+    assert!(
+        !shown.contains(UPSTREAM_KEY) && !shown.contains("admin-secret-token-123"),
+        "{shown}"
+    );
 }
 
 #[tokio::test]
 async fn config_check_lists_every_problem_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.toml"), "[server]\nport = \"high\"\nunknown_thing = 1\n").unwrap();
-    let env = [("OPENAI_TIMEOUT", "soon"), ("TOLLGATE_CORS_ORIGINS", "*"), ("OPENAI_BASE_URL", "ftp://x")];
-    let output = tollgate(&["--config", "bad.toml", "config", "check"], &env, dir.path()).await;
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nport = \"high\"\nunknown_thing = 1\n",
+    )
+    .unwrap();
+    let env = [
+        ("OPENAI_TIMEOUT", "soon"),
+        ("TOLLGATE_CORS_ORIGINS", "*"),
+        ("OPENAI_BASE_URL", "ftp://x"),
+    ];
+    let output = tollgate(
+        &["--config", "bad.toml", "config", "check"],
+        &env,
+        dir.path(),
+    )
+    .await;
     assert_eq!(output.status.code(), Some(1));
     let errors = String::from_utf8_lossy(&output.stderr);
     let lines: Vec<&str> = errors.lines().collect();
@@ -45,7 +72,10 @@ async fn config_check_lists_every_problem_and_exits_1() {
         "OPENAI_BASE_URL: expected an http(s) URL",
         "TOLLGATE_CORS_ORIGINS: \"*\"",
     ] {
-        assert!(lines.iter().any(|l| l.starts_with(expected)), "missing {expected:?} in:\n{errors}");
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "missing {expected:?} in:\n{errors}"
+        );
     }
     assert_eq!(lines.len(), 6, "one line per problem:\n{errors}");
     assert!(output.stdout.is_empty());
@@ -54,31 +84,62 @@ async fn config_check_lists_every_problem_and_exits_1() {
 #[tokio::test]
 async fn a_missing_named_config_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let output = tollgate(&["--config", "nope.toml", "config", "check"], &[("OPENAI_API_KEY", "k")], dir.path()).await;
+    let output = tollgate(
+        &["--config", "nope.toml", "config", "check"],
+        &[("OPENAI_API_KEY", "k")],
+        dir.path(),
+    )
+    .await;
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).starts_with("nope.toml: cannot read"));
 }
 
 async fn keys_lifecycle(database: Database) {
-    let Some(db) = TestDatabase::create(database).await else { return };
+    let Some(db) = TestDatabase::create(database).await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let env = [("DATABASE_URL", db.url.as_str())];
     let created = tollgate(
-        &["keys", "create", "--name", "billing", "--models", "gpt-4o-mini,gpt-4o", "--expires", "30d", "--json"],
+        &[
+            "keys",
+            "create",
+            "--name",
+            "billing",
+            "--models",
+            "gpt-4o-mini,gpt-4o",
+            "--expires",
+            "30d",
+            "--json",
+        ],
         &env,
         dir.path(),
     )
     .await;
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let created: Value = serde_json::from_slice(&created.stdout).unwrap();
     let id = created["id"].as_str().unwrap();
-    assert!(tollgate::keys::looks_like_key(created["key"].as_str().unwrap()));
-    assert_eq!(created["models"], serde_json::json!(["gpt-4o-mini", "gpt-4o"]));
+    assert!(tollgate::keys::looks_like_key(
+        created["key"].as_str().unwrap()
+    ));
+    assert_eq!(
+        created["models"],
+        serde_json::json!(["gpt-4o-mini", "gpt-4o"])
+    );
 
     let listed = tollgate(&["keys", "list", "--json"], &env, dir.path()).await;
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed[0]["id"], id);
-    assert!(!listed.to_string().contains(created["key"].as_str().unwrap()), "the secret is never listed");
+    assert!(
+        !listed
+            .to_string()
+            .contains(created["key"].as_str().unwrap()),
+        "the secret is never listed"
+    );
 
     let table = tollgate(&["keys", "list"], &env, dir.path()).await;
     assert!(String::from_utf8_lossy(&table.stdout).contains("billing"));
@@ -88,7 +149,10 @@ async fn keys_lifecycle(database: Database) {
     let again = tollgate(&["keys", "revoke", id], &env, dir.path()).await;
     assert_eq!(again.status.code(), Some(1), "revoking twice is an error");
     let active = tollgate(&["keys", "list", "--json"], &env, dir.path()).await;
-    assert_eq!(serde_json::from_slice::<Value>(&active.stdout).unwrap(), serde_json::json!([]));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&active.stdout).unwrap(),
+        serde_json::json!([])
+    );
     let all = tollgate(&["keys", "list", "--all", "--json"], &env, dir.path()).await;
     assert!(serde_json::from_slice::<Value>(&all.stdout).unwrap()[0]["revoked_at_ms"].is_i64());
     db.drop_schema().await;

@@ -46,21 +46,38 @@ fn http(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<
 
 async fn send(address: &str, request: &[u8]) -> Result<RawResponse, String> {
     let exchange = async {
-        let mut socket = tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+        let mut socket = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|e| e.to_string())?;
         // The server may answer and close before reading everything (413): ignore write errors.
         let _ = socket.write_all(request).await;
         let mut received = Vec::new();
         let _ = socket.read_to_end(&mut received).await;
         Ok::<_, String>(received)
     };
-    let received = tokio::time::timeout(Duration::from_secs(10), exchange).await.map_err(|_| "hung".to_owned())??;
-    let split = received.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
-        format!("no response head: {:?}", String::from_utf8_lossy(&received[..received.len().min(200)]))
-    })?;
+    let received = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "hung".to_owned())??;
+    let split = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| {
+            format!(
+                "no response head: {:?}",
+                String::from_utf8_lossy(&received[..received.len().min(200)])
+            )
+        })?;
     let head = String::from_utf8_lossy(&received[..split]).to_string();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("no status")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
     let mut body = received[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Ok(RawResponse { status, head, body })
@@ -69,7 +86,11 @@ async fn send(address: &str, request: &[u8]) -> Result<RawResponse, String> {
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&data[..line_end]).unwrap_or("0").trim(),
+            16,
+        )
+        .unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -82,15 +103,57 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 fn cases(key: &str) -> Vec<Case> {
     let auth = format!("Bearer {key}");
-    let json = |body: &[u8]| http("POST", "/v1/chat/completions", &[("Authorization", &auth), ("Content-Type", "application/json")], body);
-    let on = |path: &str, body: &[u8]| http("POST", path, &[("Authorization", &auth), ("Content-Type", "application/json")], body);
+    let json = |body: &[u8]| {
+        http(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+    };
+    let on = |path: &str, body: &[u8]| {
+        http(
+            "POST",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+    };
     let with_auth = |value: &str| {
-        http("POST", "/v1/chat/completions", &[("Authorization", value), ("Content-Type", "application/json")], br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+        http(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("Authorization", value),
+                ("Content-Type", "application/json"),
+            ],
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+        )
     };
     let valid = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
-    let case = |name, request, status| Case { name, request, status, envelope: true };
-    let bare = |name, request, status| Case { name, request, status, envelope: false };
-    let deep = format!("{{\"model\":\"m\",\"messages\":{}{}}}", "[".repeat(5000), "]".repeat(5000));
+    let case = |name, request, status| Case {
+        name,
+        request,
+        status,
+        envelope: true,
+    };
+    let bare = |name, request, status| Case {
+        name,
+        request,
+        status,
+        envelope: false,
+    };
+    let deep = format!(
+        "{{\"model\":\"m\",\"messages\":{}{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
     let mut utf8 = br#"{"model":""#.to_vec();
     utf8.extend_from_slice(&[0xff, 0xfe, 0xfd]);
     utf8.extend_from_slice(br#"","messages":[{"role":"user"}]}"#);
@@ -109,8 +172,13 @@ fn cases(key: &str) -> Vec<Case> {
     )
     .into_bytes();
     oversized.extend_from_slice(&[b'x'; 4096]);
-    let many_headers: Vec<(String, String)> = (0..200).map(|i| (format!("X-H{i}"), "v".to_owned())).collect();
-    let many_headers: Vec<(&str, &str)> = many_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let many_headers: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("X-H{i}"), "v".to_owned()))
+        .collect();
+    let many_headers: Vec<(&str, &str)> = many_headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let huge_header = "h".repeat(1024 * 1024);
     let long_key = format!("Bearer tg-{}", "a".repeat(10_000));
     let long_id = "i".repeat(10_000);
@@ -204,7 +272,10 @@ async fn hostile_requests_get_their_documented_status_and_leak_nothing() {
     let tasks = TaskTracker::new();
     let mock_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mock_address = mock_listener.local_addr().unwrap();
-    let options = MockOptions { api_key: Some(UPSTREAM_KEY.to_owned()), ..MockOptions::default() };
+    let options = MockOptions {
+        api_key: Some(UPSTREAM_KEY.to_owned()),
+        ..MockOptions::default()
+    };
     let (stop_mock, mock_stopped) = tokio::sync::oneshot::channel::<()>();
     tasks.spawn(mock_upstream::serve(mock_listener, options, async move {
         let _ = mock_stopped.await;
@@ -219,7 +290,11 @@ async fn hostile_requests_get_their_documented_status_and_leak_nothing() {
         .output()
         .await
         .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
 
@@ -242,7 +317,10 @@ async fn hostile_requests_get_their_documented_status_and_leak_nothing() {
     let mut address = None;
     for _ in 0..200 {
         let mut buffer = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), stderr.read(&mut buffer)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), stderr.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
         log.extend_from_slice(&buffer[..n]);
         let text = String::from_utf8_lossy(&log);
         if let Some(line) = text.lines().find(|l| l.contains("tollgate listening")) {
@@ -265,20 +343,38 @@ async fn hostile_requests_get_their_documented_status_and_leak_nothing() {
             Err(problem) => failures.push(format!("{}: {problem}", case.name)),
             Ok(response) => {
                 if response.status != case.status {
-                    failures.push(format!("{}: status {} (expected {}): {}", case.name, response.status, case.status, String::from_utf8_lossy(&response.body)));
+                    failures.push(format!(
+                        "{}: status {} (expected {}): {}",
+                        case.name,
+                        response.status,
+                        case.status,
+                        String::from_utf8_lossy(&response.body)
+                    ));
                 }
                 if case.envelope && case.status >= 400 {
                     let body: Result<serde_json::Value, _> = serde_json::from_slice(&response.body);
                     let error = body.as_ref().ok().and_then(|b| b.get("error"));
-                    let in_envelope = error.is_some_and(|e| e.get("message").is_some() && e.get("type").is_some())
+                    let in_envelope = error
+                        .is_some_and(|e| e.get("message").is_some() && e.get("type").is_some())
                         || body.as_ref().is_ok_and(|b| b["success"] == false);
                     if !in_envelope {
-                        failures.push(format!("{}: not an error envelope: {:?}", case.name, String::from_utf8_lossy(&response.body)));
+                        failures.push(format!(
+                            "{}: not an error envelope: {:?}",
+                            case.name,
+                            String::from_utf8_lossy(&response.body)
+                        ));
                     }
                 }
-                let everything = format!("{}{}", response.head, String::from_utf8_lossy(&response.body));
+                let everything = format!(
+                    "{}{}",
+                    response.head,
+                    String::from_utf8_lossy(&response.body)
+                );
                 if everything.contains(UPSTREAM_KEY) {
-                    failures.push(format!("{}: the upstream key leaked in the response", case.name));
+                    failures.push(format!(
+                        "{}: the upstream key leaked in the response",
+                        case.name
+                    ));
                 }
                 if everything.to_ascii_lowercase().contains("x-injected") {
                     failures.push(format!("{}: a header was injected", case.name));
@@ -287,16 +383,42 @@ async fn hostile_requests_get_their_documented_status_and_leak_nothing() {
         }
     }
     // A well-formed request still works after all that, and reaches the upstream with our key.
-    let ok = send(&address, &http("POST", "/v1/chat/completions", &[("Authorization", &format!("Bearer {key}")), ("Content-Type", "application/json")], br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)).await.unwrap();
+    let ok = send(
+        &address,
+        &http(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("Authorization", &format!("Bearer {key}")),
+                ("Content-Type", "application/json"),
+            ],
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.status, 200);
 
     let _ = server.start_kill();
     let _ = server.wait().await;
     let log = String::from_utf8_lossy(&log_task.await.unwrap()).to_string();
     let _ = stop_mock.send(());
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
-    assert!(log.contains("\"http.status\":415"), "the log was captured: {}", &log[..log.len().min(500)]);
-    assert!(!log.contains(UPSTREAM_KEY), "the upstream key appeared in the log");
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert!(
+        log.contains("\"http.status\":415"),
+        "the log was captured: {}",
+        &log[..log.len().min(500)]
+    );
+    assert!(
+        !log.contains(UPSTREAM_KEY),
+        "the upstream key appeared in the log"
+    );
     assert!(!log.contains(&key), "a gateway key appeared in the log");
     assert!(!log.contains("panicked"), "a handler panicked");
 }

@@ -8,8 +8,13 @@ use crate::support::{TestGateway, engines};
 
 async fn run_suite(program: &str, args: &[&str], installed: impl FnOnce() -> bool) {
     if !installed() {
-        assert!(!engines::strict(), "{program} SDK suite cannot run (SDK not installed) and TOLLGATE_TEST_STRICT=1");
-        eprintln!("SKIPPED: the {program} SDK suite needs its SDK installed (see tests/sdk/README.md)");
+        assert!(
+            !engines::strict(),
+            "{program} SDK suite cannot run (SDK not installed) and TOLLGATE_TEST_STRICT=1"
+        );
+        eprintln!(
+            "SKIPPED: the {program} SDK suite needs its SDK installed (see tests/sdk/README.md)"
+        );
         return;
     }
     let gw = TestGateway::start().await;
@@ -24,8 +29,15 @@ async fn run_suite(program: &str, args: &[&str], installed: impl FnOnce() -> boo
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let report = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{program} SDK suite failed:\n{report}");
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{program} SDK suite failed:\n{report}"
+    );
     eprintln!("{report}");
     gw.stop().await;
 }
@@ -45,6 +57,8 @@ async fn python_sdk_conformance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_sdk_conformance() {
-    run_suite("node", &["--test", "tests/sdk/node/test.mjs"], || Path::new("tests/sdk/node/node_modules/openai").exists())
-        .await;
+    run_suite("node", &["--test", "tests/sdk/node/test.mjs"], || {
+        Path::new("tests/sdk/node/node_modules/openai").exists()
+    })
+    .await;
 }
