@@ -13,7 +13,7 @@ fmt:
 	cargo fmt --all
 
 bench:
-	bash bench/run.sh
+	python3 bench/run.py
 
 demo:
 	cargo run --locked -- demo

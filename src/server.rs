@@ -23,7 +23,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::GatewayError;
-use crate::middleware::{access_log, content_type, request_id, security_headers};
+use crate::middleware::origin::AllowedOrigins;
+use crate::middleware::{access_log, content_type, origin, request_id, security_headers};
 use crate::routes;
 use crate::state::AppState;
 
@@ -37,6 +38,12 @@ pub fn router(state: AppState) -> Router {
 /// of their own (one that panics) inside exactly the production stack.
 pub fn with_layers(routes: Router, cors_origins: &[String]) -> Router {
     let cors = cors_layer(cors_origins);
+    let allowed_origins = AllowedOrigins(
+        cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect(),
+    );
     let [nosniff, frame, referrer, csp, cache_control] = security_headers::layers();
     let layers = ServiceBuilder::new()
         // 1. Request id first, so every response below — panics and 404s included — carries it
@@ -59,7 +66,11 @@ pub fn with_layers(routes: Router, cors_origins: &[String]) -> Router {
         // 5. CORS answers preflights before authentication (browsers send no credentials on
         //    them) and only for listed origins.
         .option_layer(cors)
-        // 6. A body of the wrong type is refused before anything reads it. Body *size* is
+        // 6. A request from a browser origin outside the allowlist is refused before any work.
+        .layer(axum::middleware::from_fn(move |request, next| {
+            origin::check(allowed_origins.clone(), request, next)
+        }))
+        // 7. A body of the wrong type is refused before anything reads it. Body *size* is
         //    enforced where bodies are read (`extract`), so 413 uses our envelope.
         .layer(axum::middleware::from_fn(content_type::check));
     routes.layer(layers)

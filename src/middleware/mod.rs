@@ -3,5 +3,6 @@
 
 pub mod access_log;
 pub mod content_type;
+pub mod origin;
 pub mod request_id;
 pub mod security_headers;

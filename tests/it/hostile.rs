@@ -3,7 +3,6 @@
 //! request got as far as the application), none a panic or a hang, and the upstream key in no
 //! response and no log line. Requests are raw bytes over TCP, so they can break HTTP itself.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tollgate::mock_upstream::{self, MockOptions};
 
-use crate::support::UPSTREAM_KEY;
+use crate::support::{UPSTREAM_KEY, binary};
 
 /// What a case expects.
 struct Case {
@@ -281,59 +280,15 @@ async fn hostile_requests_get_their_documented_status_and_leak_nothing() {
         let _ = mock_stopped.await;
     }));
 
-    let binary = env!("CARGO_BIN_EXE_tollgate");
-    let created = tokio::process::Command::new(binary)
-        .args(["keys", "create", "--name", "hostile", "--json"])
-        .env("DATABASE_URL", &database)
-        .env_remove("TOLLGATE_CONFIG")
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
-    let key = created["key"].as_str().unwrap().to_owned();
-
-    let mut server = tokio::process::Command::new(binary)
-        .arg("serve")
-        .env("OPENAI_API_KEY", UPSTREAM_KEY)
-        .env("OPENAI_BASE_URL", format!("http://{mock_address}/v1"))
-        .env("DATABASE_URL", &database)
-        .env("PORT", "0")
-        .env("TOLLGATE_LOG", "debug")
-        .env_remove("TOLLGATE_CONFIG")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = server.stderr.take().unwrap();
-    let mut log = Vec::new();
-    let mut address = None;
-    for _ in 0..200 {
-        let mut buffer = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), stderr.read(&mut buffer))
-            .await
-            .unwrap()
-            .unwrap();
-        log.extend_from_slice(&buffer[..n]);
-        let text = String::from_utf8_lossy(&log);
-        if let Some(line) = text.lines().find(|l| l.contains("tollgate listening")) {
-            let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
-            address = Some(parsed["address"].as_str().unwrap().to_owned());
-            break;
-        }
-    }
-    let address = address.expect("the server announced its address");
-    let log_task = tasks.spawn(async move {
-        let _ = stderr.read_to_end(&mut log).await;
-        log
-    });
+    let key = binary::create_key(&database, dir.path()).await;
+    let env = [
+        ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
+        ("OPENAI_BASE_URL", format!("http://{mock_address}/v1")),
+        ("DATABASE_URL", database.clone()),
+        ("TOLLGATE_LOG", "debug".to_owned()),
+    ];
+    let server = binary::serve(&env, dir.path()).await;
+    let address = server.address.clone();
 
     let cases = cases(&key);
     assert!(cases.len() >= 50, "only {} cases", cases.len());
@@ -399,9 +354,7 @@ async fn hostile_requests_get_their_documented_status_and_leak_nothing() {
     .unwrap();
     assert_eq!(ok.status, 200);
 
-    let _ = server.start_kill();
-    let _ = server.wait().await;
-    let log = String::from_utf8_lossy(&log_task.await.unwrap()).to_string();
+    let log = server.kill().await;
     let _ = stop_mock.send(());
     assert!(
         failures.is_empty(),

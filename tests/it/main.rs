@@ -16,5 +16,6 @@ mod key_store;
 mod routes;
 mod sdk;
 mod server;
+mod signals;
 mod streaming;
 mod upstream;

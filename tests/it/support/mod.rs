@@ -5,6 +5,7 @@
 //! does), creates a key, and hands back URLs and a client. Each test gets its own SQLite file
 //! or its own PostgreSQL schema, so tests run in parallel.
 
+pub mod binary;
 pub mod engines;
 
 use std::time::Duration;

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Tollgate's benchmark: the gateway against a direct call to the upstream, in the same run.
+
+Method (docs/BENCHMARKS.md says why):
+  - the mock upstream and the load generator share CPU 0, Tollgate has CPU 1 (taskset);
+  - each scenario runs direct (load generator -> mock) and through Tollgate (load generator ->
+    Tollgate -> mock), alternating, ROUNDS times; medians are reported;
+  - Tollgate's CPU time per request comes from /proc/PID/stat (utime + stime) around each run,
+    its peak RSS from VmHWM.
+
+Scenarios:
+  throughput   non-streaming chat, closed loop, 64 connections, as fast as possible (wrk)
+  fixed_rate   non-streaming chat at 2,000 req/s, upstream +50 ms; added p50/p99
+  streams      streamed chat at 500 req/s, upstream +50 ms; time to last byte, added p99
+  startup      exec to the first 200 from /health/ready
+
+Usage: python3 bench/run.py [--rounds 3] [--quick] [--out bench/results/latest.json]
+Needs: a release build (the script runs cargo build --release), wrk (apt-get install wrk),
+taskset (util-linux).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "tollgate")
+LOADGEN = os.path.join(ROOT, "target", "release", "examples", "loadgen")
+UPSTREAM_KEY = "sk-bench-upstream"
+CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "echo: the quick brown fox jumps over the lazy dog"}]})
+STREAM = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "echo: " + " ".join(f"w{i}" for i in range(20))}]})
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as r:
+                if r.status == 200:
+                    return True
+        except Exception:
+            time.sleep(0.001)
+    raise RuntimeError(f"{url} never became ready")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Stack:
+    """A mock upstream on CPU 0 and Tollgate on CPU 1."""
+
+    def __init__(self, latency_ms, workdir):
+        self.mock_port, self.port = free_port(), free_port()
+        self.mock = subprocess.Popen(
+            ["taskset", "-c", "0", BIN, "mock-upstream", "--listen", f"127.0.0.1:{self.mock_port}",
+             "--latency-ms", str(latency_ms), "--api-key", UPSTREAM_KEY, "--record-limit", "1"],
+            stdout=subprocess.DEVNULL)
+        wait_ready(f"http://127.0.0.1:{self.mock_port}/_mock/faults")
+        db = os.path.join(workdir, f"bench-{self.port}.db")
+        env = dict(os.environ, DATABASE_URL=f"sqlite://{db}")
+        created = subprocess.run([BIN, "keys", "create", "--name", "bench", "--json"], env=env, check=True,
+                                 capture_output=True, text=True)
+        self.key = json.loads(created.stdout)["key"]
+        env.update(OPENAI_API_KEY=UPSTREAM_KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{self.mock_port}/v1",
+                   PORT=str(self.port), TOLLGATE_LOG="warn")
+        started = time.monotonic()
+        self.gateway = subprocess.Popen(["taskset", "-c", "1", BIN, "serve"], env=env, stderr=subprocess.DEVNULL)
+        wait_ready(f"http://127.0.0.1:{self.port}/health/ready")
+        self.startup_ms = (time.monotonic() - started) * 1000
+
+    def direct(self, path):
+        return f"http://127.0.0.1:{self.mock_port}{path}", UPSTREAM_KEY
+
+    def via(self, path):
+        return f"http://127.0.0.1:{self.port}{path}", self.key
+
+    def stop(self):
+        for p in (self.gateway, self.mock):
+            p.send_signal(signal.SIGTERM)
+        for p in (self.gateway, self.mock):
+            p.wait(timeout=30)
+
+
+def wrk(url, key, seconds):
+    script = os.path.join(ROOT, "bench", "chat.lua")
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", "-s", script, url],
+                         env=dict(os.environ, KEY=key, BODY=CHAT), check=True, capture_output=True, text=True).stdout
+    rps = float(next(l.split()[1] for l in out.splitlines() if l.startswith("Requests/sec")))
+    errors = sum(int(l.split()[-1]) for l in out.splitlines() if "Non-2xx" in l)
+    requests = int(next(l.split()[0] for l in out.splitlines() if "requests in" in l))
+    return {"throughput": rps, "requests": requests, "errors": errors}
+
+
+def loadgen(url, key, rate, seconds, body, connections=256):
+    out = subprocess.run(["taskset", "-c", "0", LOADGEN, url, "--rate", str(rate), "--duration-s", str(seconds),
+                          "--warmup-s", "2", "--connections", str(connections), "--body", body,
+                          "--header", f"Authorization: Bearer {key}"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def measured(stack, run):
+    """Runs `run` and adds Tollgate's CPU time used meanwhile."""
+    before = cpu_seconds(stack.gateway.pid)
+    result = run()
+    result["gateway_cpu_s"] = cpu_seconds(stack.gateway.pid) - before
+    return result
+
+
+def median(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="short runs, to try the harness")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.json"))
+    args = parser.parse_args()
+    seconds = 3 if args.quick else 10
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is needed (apt-get install wrk util-linux)")
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "tollgate", "--example", "loadgen"], cwd=ROOT, check=True)
+    workdir = tempfile.mkdtemp(prefix="tollgate-bench-")
+    report = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "rounds": args.rounds}
+
+    # Scenario 1: throughput, upstream without latency.
+    stack = Stack(0, workdir)
+    report["startup_ms"] = stack.startup_ms
+    direct, via = [], []
+    for _ in range(args.rounds):
+        direct.append(wrk(*stack.direct("/v1/chat/completions"), seconds))
+        via.append(measured(stack, lambda: wrk(*stack.via("/v1/chat/completions"), seconds)))
+    report["throughput"] = {
+        "direct_rps": median(direct, "throughput"),
+        "gateway_rps": median(via, "throughput"),
+        "ratio": median(via, "throughput") / median(direct, "throughput"),
+        "gateway_cpu_us_per_request": statistics.median(r["gateway_cpu_s"] / r["requests"] * 1e6 for r in via),
+        "errors": sum(r["errors"] for r in direct + via),
+    }
+    report["peak_rss_kib_after_throughput"] = peak_rss_kib(stack.gateway.pid)
+    stack.stop()
+
+    # Scenarios 2 and 3: fixed rates, upstream +50 ms.
+    stack = Stack(50, workdir)
+    for name, rate, body in (("fixed_rate", 2000, CHAT), ("streams", 500, STREAM)):
+        direct, via = [], []
+        for _ in range(args.rounds):
+            direct.append(loadgen(*stack.direct("/v1/chat/completions"), rate, seconds, body))
+            via.append(measured(stack, lambda: loadgen(*stack.via("/v1/chat/completions"), rate, seconds, body)))
+        report[name] = {
+            "rate": rate,
+            "direct_p50_us": median(direct, "p50_us"),
+            "direct_p99_us": median(direct, "p99_us"),
+            "gateway_p50_us": median(via, "p50_us"),
+            "gateway_p99_us": median(via, "p99_us"),
+            "added_p50_us": statistics.median(v["p50_us"] - d["p50_us"] for d, v in zip(direct, via)),
+            "added_p99_us": statistics.median(v["p99_us"] - d["p99_us"] for d, v in zip(direct, via)),
+            "gateway_cpu_us_per_request": statistics.median(r["gateway_cpu_s"] / max(r["ok"], 1) * 1e6 for r in via),
+            "achieved_rps": median(via, "throughput"),
+            "errors": sum(r["errors"] for r in direct + via),
+            "rounds": {"direct": direct, "gateway": via},
+        }
+    report["peak_rss_kib"] = max(peak_rss_kib(stack.gateway.pid), report["peak_rss_kib_after_throughput"])
+    stack.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    t, fr, st = report["throughput"], report["fixed_rate"], report["streams"]
+    print(f"""
+| measure | figure | target |
+| --- | --- | --- |
+| chat throughput, 64 connections: direct / via Tollgate | {t['direct_rps']:.0f} / {t['gateway_rps']:.0f} req/s (ratio {t['ratio']:.2f}) | ratio >= 0.5 |
+| Tollgate CPU per request at max throughput | {t['gateway_cpu_us_per_request']:.0f} us | - |
+| 2,000 req/s, upstream +50 ms: added p50 / p99 | {fr['added_p50_us']/1000:.3f} / {fr['added_p99_us']/1000:.3f} ms | <= 0.2 / <= 1 ms |
+| 2,000 req/s: Tollgate CPU per request | {fr['gateway_cpu_us_per_request']:.0f} us | - |
+| streams at 500 req/s, time to last byte: added p99 | {st['added_p99_us']/1000:.3f} ms | <= 1 ms |
+| peak RSS | {report['peak_rss_kib']/1024:.1f} MiB | <= 40 MiB |
+| start to ready | {report['startup_ms']:.0f} ms | <= 100 ms |
+""")
+    print(f"full results: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+//! The origin check: with a CORS allowlist configured, a request that names an `Origin` outside
+//! it is refused (403), not merely left without CORS headers.
+//!
+//! CORS only stops a browser from *reading* an answer; the request itself would still run, and
+//! spend money. Server-to-server callers send no `Origin` and pass. Without an allowlist there
+//! is no browser access to allow, so nothing is checked.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::GatewayError;
+
+/// The allowed origins, shared by every request.
+#[derive(Debug, Clone)]
+pub struct AllowedOrigins(pub Arc<[HeaderValue]>);
+
+/// The layer.
+pub async fn check(allowed: AllowedOrigins, request: Request, next: Next) -> Response {
+    if let Some(origin) = request.headers().get(header::ORIGIN)
+        && !allowed.0.is_empty()
+        && !allowed.0.iter().any(|a| a == origin)
+    {
+        return GatewayError::PermissionDenied {
+            message: "This origin is not allowed to call the gateway.".to_owned(),
+        }
+        .into_response();
+    }
+    next.run(request).await
+}
