@@ -89,7 +89,7 @@ class Stack:
                                  capture_output=True, text=True)
         self.key = json.loads(created.stdout)["key"]
         env.update(OPENAI_API_KEY=UPSTREAM_KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{self.mock_port}/v1",
-                   PORT=str(self.port), TOLLGATE_LOG="warn")
+                   PORT=str(self.port))
         started = time.monotonic()
         self.gateway = subprocess.Popen(["taskset", "-c", "1", BIN, "serve"], env=env, stderr=subprocess.DEVNULL)
         wait_ready(f"http://127.0.0.1:{self.port}/health/ready")

@@ -10,15 +10,19 @@
 //! - [`routes`]: thin handlers, and the one place that lists the open (unauthenticated) routes.
 //! - [`pipeline`]: a model call's stages, in order: authenticate, validate, forward, respond.
 //! - [`store`]: the `KeyStore` trait with SQLite and PostgreSQL engines.
+//! - [`limiter`]: the `RateLimiter` trait (GCRA), memory and Redis engines, limit rules.
+//! - [`client_ip`]: the client address behind trusted proxies.
 //! - [`keys`]: key generation and hashing. [`extract`]: body reading. [`error`]: the error table.
 //! - [`openai`]: the few wire fields we read; SSE parsing; usage.
 //! - [`mock_upstream`]: the fake OpenAI used by tests, benchmarks and the demo.
 
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod limiter;
 pub mod metrics;
 pub mod middleware;
 pub mod mock_upstream;

@@ -50,6 +50,9 @@ pub struct RetryPolicy {
 pub struct Upstream {
     client: reqwest::Client,
     base_url: Url,
+    /// The model routes' URLs, joined once: URL parsing (with IDNA) per request showed in
+    /// profiles.
+    fixed_urls: Vec<(&'static str, Url)>,
     credentials: UpstreamCredentials,
     policy: RetryPolicy,
     /// Whole non-streaming call, retries included.
@@ -80,6 +83,16 @@ pub struct UpstreamRequest {
     /// Whether the answer will be relayed as a stream (changes the timeouts).
     pub stream: bool,
 }
+
+/// Paths whose upstream URL is computed once.
+const FIXED_PATHS: [&str; 6] = [
+    "chat/completions",
+    "embeddings",
+    "images/generations",
+    "responses",
+    "models",
+    "moderations",
+];
 
 /// Request headers that never leave Tollgate: credentials, hop-by-hop headers, our own
 /// controls, and what the client library must set itself.
@@ -135,9 +148,14 @@ impl Upstream {
                 .as_ref()
                 .map(|p| secret_header(p.expose_secret())),
         };
+        let fixed_urls = FIXED_PATHS
+            .iter()
+            .filter_map(|path| config.base_url.join(path).ok().map(|url| (*path, url)))
+            .collect();
         Ok(Self {
             client,
             base_url: config.base_url.clone(),
+            fixed_urls,
             credentials,
             policy: RetryPolicy {
                 max_retries: config.max_retries,
@@ -259,6 +277,11 @@ impl Upstream {
     }
 
     fn url_for(&self, path: &str, query: Option<&str>) -> Result<Url, GatewayError> {
+        if query.is_none()
+            && let Some((_, url)) = self.fixed_urls.iter().find(|(fixed, _)| *fixed == path)
+        {
+            return Ok(url.clone());
+        }
         let mut url = self
             .base_url
             .join(path.trim_start_matches('/'))

@@ -13,6 +13,7 @@ mod cli;
 mod errors;
 mod hostile;
 mod key_store;
+mod limiter;
 mod routes;
 mod sdk;
 mod server;

@@ -7,6 +7,7 @@
 
 pub mod binary;
 pub mod engines;
+pub mod redis_server;
 
 use std::time::Duration;
 
