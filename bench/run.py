@@ -80,7 +80,7 @@ class Stack:
         self.mock_port, self.port = free_port(), free_port()
         self.mock = subprocess.Popen(
             ["taskset", "-c", "0", BIN, "mock-upstream", "--listen", f"127.0.0.1:{self.mock_port}",
-             "--latency-ms", str(latency_ms), "--api-key", UPSTREAM_KEY, "--record-limit", "1"],
+             "--latency-ms", str(latency_ms), "--api-key", UPSTREAM_KEY, "--record-limit", "0"],
             stdout=subprocess.DEVNULL)
         wait_ready(f"http://127.0.0.1:{self.mock_port}/_mock/faults")
         db = os.path.join(workdir, f"bench-{self.port}.db")

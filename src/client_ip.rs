@@ -31,6 +31,11 @@ impl TrustedProxies {
             .map(Self)
     }
 
+    /// The ranges as text (for `config check`).
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+
     fn trusts(&self, address: IpAddr) -> bool {
         let address = canonical(address);
         self.0.iter().any(|net| net.contains(&address))

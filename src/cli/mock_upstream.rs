@@ -25,7 +25,7 @@ pub struct MockArgs {
     /// Require this bearer key (401 otherwise), to test the gateway's upstream-auth handling.
     #[arg(long)]
     pub api_key: Option<String>,
-    /// How many received requests /_mock/requests keeps.
+    /// How many received requests /_mock/requests keeps (0: record nothing, for benchmarks).
     #[arg(long, default_value_t = 1000)]
     pub record_limit: usize,
 }

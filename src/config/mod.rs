@@ -7,6 +7,7 @@
 //! the process environment.
 
 mod generate;
+mod limits;
 mod log;
 mod server;
 pub mod source;
@@ -20,6 +21,9 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 pub use generate::GenerateConfig;
+pub use limits::{
+    AnonymousConfig, BackendErrorPolicy, BudgetPeriod, BudgetSpec, JwtConfig, LimitsConfig,
+};
 pub use log::{LogConfig, LogFormat};
 pub use server::ServerConfig;
 pub use source::Env;
@@ -37,6 +41,9 @@ pub struct Config {
     pub keys: KeysConfig,
     pub log: LogConfig,
     pub generate: GenerateConfig,
+    pub limits: LimitsConfig,
+    pub jwt: JwtConfig,
+    pub anonymous: AnonymousConfig,
 }
 
 /// Every problem found, one line each.
@@ -75,6 +82,9 @@ impl Config {
             keys: KeysConfig::read(&mut sources),
             log: LogConfig::read(&mut sources),
             generate: GenerateConfig::read(&mut sources),
+            limits: LimitsConfig::read(&mut sources),
+            jwt: JwtConfig::read(&mut sources),
+            anonymous: AnonymousConfig::read(&mut sources),
         };
         let errors = sources.finish();
         if errors.is_empty() {
@@ -180,6 +190,82 @@ mod tests {
             shown.contains("postgres://u:********@localhost/db"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn limit_rules_are_read_and_every_bad_one_named() {
+        let text = r#"
+[limits]
+on_backend_error = "fail_closed"
+
+[[limits.rules]]
+scope = "ip"
+route = "*"
+requests = 10
+per = "1m"
+
+[[limits.rules]]
+scope = "planet"
+route = "chat"
+requests = 1
+per = "1m"
+
+[[limits.rules]]
+scope = "user"
+route = "chat"
+tokens = 5
+per = "1w"
+
+[jwt]
+models = ["gpt-4o-mini"]
+budget = { max_usd = 5.0, period = "month" }
+"#;
+        let errors = Config::from_toml_str("t.toml", text, &env(&[("OPENAI_API_KEY", "k")]))
+            .unwrap_err()
+            .0;
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("t.toml: limits.rules[1]: unknown variant `planet`"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("t.toml: limits.rules[2]: bad period \"1w\""),
+            "{errors:?}"
+        );
+
+        let good = text
+            .replace("scope = \"planet\"", "scope = \"key\"")
+            .replace("per = \"1w\"", "per = \"1h\"");
+        let config =
+            Config::from_toml_str("t.toml", &good, &env(&[("OPENAI_API_KEY", "k")])).unwrap();
+        assert_eq!(
+            config.limits.rules.len(),
+            3,
+            "the file's rules replace the defaults"
+        );
+        assert_eq!(
+            config.limits.on_backend_error,
+            BackendErrorPolicy::FailClosed
+        );
+        assert_eq!(config.jwt.budget.as_ref().map(|b| b.alert_at), Some(0.8));
+        assert!(config.to_masked_toml().contains("scope = \"ip\""));
+    }
+
+    #[test]
+    fn the_seeds_limits_are_the_defaults() {
+        let config = Config::from_toml_str("t", "", &env(&[("OPENAI_API_KEY", "k")])).unwrap();
+        let ids: Vec<String> = config.limits.rules.iter().map(|r| r.id()).collect();
+        assert_eq!(
+            ids,
+            [
+                "ip:*:requests:1000/3600s",
+                "user:chat:requests:100/60s",
+                "user:images:requests:50/3600s",
+                "user:embeddings:requests:500/3600s"
+            ]
+        );
+        assert!(!config.anonymous.enabled);
+        assert!(!config.jwt.enabled());
     }
 
     #[test]

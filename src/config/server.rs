@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::serialize_ms;
 use super::source::{Millis, Sources};
+use crate::client_ip::TrustedProxies;
 
 /// Listening address, HTTP limits and shutdown behaviour.
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +30,16 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Whether `/metrics` is served without a key (it carries no secrets, only counts).
     pub metrics_public: bool,
+    /// `TOLLGATE_TRUSTED_PROXIES`: load balancers whose `X-Forwarded-For` is believed.
+    #[serde(serialize_with = "serialize_proxies")]
+    pub trusted_proxies: TrustedProxies,
+}
+
+fn serialize_proxies<S: serde::Serializer>(
+    proxies: &TrustedProxies,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(proxies.to_strings())
 }
 
 impl ServerConfig {
@@ -78,8 +89,22 @@ impl ServerConfig {
                 "must be greater than 0",
             );
         }
+        let proxies: Vec<String> = s.get(
+            "server.trusted_proxies",
+            Some("TOLLGATE_TRUSTED_PROXIES"),
+            Vec::new(),
+        );
+        let trusted_proxies = TrustedProxies::parse(&proxies).unwrap_or_else(|why| {
+            s.invalid(
+                "server.trusted_proxies",
+                Some("TOLLGATE_TRUSTED_PROXIES"),
+                why,
+            );
+            TrustedProxies::default()
+        });
         Self {
             host,
+            trusted_proxies,
             port: s.get("server.port", Some("PORT"), 3006),
             body_limit_bytes,
             upload_limit_bytes: s.get("server.upload_limit_bytes", None, 512 * 1024 * 1024usize),

@@ -272,6 +272,30 @@ impl<'a> Sources<'a> {
         }
     }
 
+    /// The raw TOML value at `path` (arrays of tables such as `limits.rules`), marked read.
+    pub fn raw(&mut self, path: &str) -> Option<toml::Value> {
+        let value = self.lookup(path)?.clone();
+        self.read.insert(path.to_owned());
+        Some(value)
+    }
+
+    /// Records a problem at `path` in the file.
+    pub fn invalid_in_file(&mut self, path: &str, message: impl std::fmt::Display) {
+        self.errors
+            .push(format!("{}: {path}: {message}", self.file_label));
+    }
+
+    /// Reads an optional setting that only the environment may give.
+    pub fn optional_env<T: Setting>(&mut self, env_var: &str) -> Option<T> {
+        let raw = self.env.get(env_var)?;
+        let parsed = T::from_env(raw);
+        if parsed.is_none() {
+            self.errors
+                .push(format!("{env_var}: expected {}", T::EXPECTED));
+        }
+        parsed
+    }
+
     /// Reads a setting that only the environment may give (secrets that must not sit in a
     /// file that could be committed). A missing one is recorded as `message`.
     pub fn required_env<T: Setting>(&mut self, env_var: &str, message: &str) -> Option<T> {

@@ -143,6 +143,7 @@ async fn pump(
             } else if let Some(peek) = event
                 .data
                 .as_deref()
+                .filter(|data| worth_parsing(data))
                 .and_then(|data| serde_json::from_str::<EventPeek<'_>>(data).ok())
             {
                 saw_done |= peek.is_terminal();
@@ -162,6 +163,22 @@ async fn pump(
             return outcome;
         }
     }
+}
+
+/// Whether an event can carry usage or end a Responses stream. Most events are content deltas
+/// with `"usage":null` or no usage at all; they need no JSON parse.
+fn worth_parsing(data: &str) -> bool {
+    let carries_usage = data.match_indices("\"usage\"").any(|(at, key)| {
+        let rest = data[at + key.len()..]
+            .trim_start()
+            .trim_start_matches(':')
+            .trim_start();
+        !rest.starts_with("null")
+    });
+    carries_usage
+        || data.contains("\"response.completed\"")
+        || data.contains("\"response.failed\"")
+        || data.contains("\"response.incomplete\"")
 }
 
 /// The fields of one event's JSON that the relay looks at.
@@ -225,6 +242,22 @@ mod tests {
     fn usage_only_chunk_is_recognised() {
         assert!(peek(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#).is_usage_only());
         assert!(!peek(r#"{"choices":[{"delta":{}}],"usage":null}"#).is_usage_only());
+    }
+
+    #[test]
+    fn only_events_that_matter_are_parsed() {
+        assert!(!worth_parsing(
+            r#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#
+        ));
+        assert!(worth_parsing(
+            r#"{"choices":[],"usage": {"prompt_tokens":1}}"#
+        ));
+        assert!(worth_parsing(
+            r#"{"type":"response.completed","response":{}}"#
+        ));
+        assert!(!worth_parsing(
+            r#"{"type":"response.output_text.delta","delta":"x"}"#
+        ));
     }
 
     #[test]

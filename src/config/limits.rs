@@ -1,0 +1,276 @@
+//! `[limits]`, `[jwt]`, `[anonymous]`: who may call, and how often.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::source::{Millis, Sources};
+use super::{serialize_ms, serialize_optional_secret};
+use crate::limiter::rules::{self, Rule, RuleSpec};
+
+/// What to do when the shared rate-limit backend (Redis) cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendErrorPolicy {
+    /// Serve the request, log, count a metric (the default: an outage of Redis is not an
+    /// outage of the gateway).
+    FailOpen,
+    /// Refuse with 503.
+    FailClosed,
+}
+
+/// Rate limits.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsConfig {
+    /// `limits.enabled`: off skips the limit stage entirely (benchmarks compare with it).
+    pub enabled: bool,
+    /// `[[limits.rules]]`; the seeds' numbers when none are given.
+    #[serde(serialize_with = "serialize_rules")]
+    pub rules: Vec<Rule>,
+    /// Every call to the shared backend is bounded by this.
+    #[serde(serialize_with = "serialize_ms")]
+    pub backend_timeout: Duration,
+    pub on_backend_error: BackendErrorPolicy,
+    /// `REDIS_URL`: buckets shared by every replica; unset keeps them in memory.
+    #[serde(serialize_with = "serialize_optional_secret")]
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
+    pub redis_prefix: String,
+    /// Completion tokens reserved for a token rule when the request sets no maximum.
+    pub default_completion_tokens: u64,
+}
+
+/// A budget as configured (`{ max_usd, period, alert_at }`). Parsed and validated here;
+/// enforced from issue #5 on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    pub max_usd: f64,
+    pub period: BudgetPeriod,
+    #[serde(default = "default_alert_at")]
+    pub alert_at: f64,
+}
+
+/// How often a budget starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Day,
+    Month,
+    Total,
+}
+
+fn default_alert_at() -> f64 {
+    0.8
+}
+
+/// User JWTs: how to verify them and what their users may do.
+#[derive(Debug, Clone, Serialize)]
+pub struct JwtConfig {
+    /// `TOLLGATE_JWT_SECRET` (environment only): HS256.
+    #[serde(serialize_with = "serialize_optional_secret")]
+    pub secret: Option<SecretString>,
+    /// `TOLLGATE_JWT_PUBLIC_KEY` / `jwt.public_key`: a PEM file (RS256 or ES256).
+    pub public_key: Option<PathBuf>,
+    /// `TOLLGATE_JWT_JWKS_URL` / `jwt.jwks_url`: keys by `kid` (RS256 or ES256).
+    pub jwks_url: Option<Url>,
+    /// `TOLLGATE_JWT_ISSUER`: checked when set.
+    pub issuer: Option<String>,
+    /// `TOLLGATE_JWT_AUDIENCE`: checked when set.
+    pub audience: Option<String>,
+    /// A JWKS is refetched on an unknown `kid` at most once per this interval.
+    #[serde(serialize_with = "serialize_ms")]
+    pub jwks_min_refresh: Duration,
+    /// Longer tokens are refused before any parsing.
+    pub max_token_bytes: usize,
+    /// Models JWT users may use; empty means every model.
+    pub models: Vec<String>,
+    /// Their rules; the `[limits]` rules when not given.
+    #[serde(serialize_with = "serialize_optional_rules")]
+    pub rules: Option<Vec<Rule>>,
+    /// Their budget, per user (enforced from issue #5).
+    pub budget: Option<BudgetSpec>,
+}
+
+impl JwtConfig {
+    /// Whether any verification method is configured (JWTs are refused otherwise).
+    pub fn enabled(&self) -> bool {
+        self.secret.is_some() || self.public_key.is_some() || self.jwks_url.is_some()
+    }
+}
+
+/// Callers without credentials, for internal services on a private network (seed 003).
+#[derive(Debug, Clone, Serialize)]
+pub struct AnonymousConfig {
+    pub enabled: bool,
+    pub models: Vec<String>,
+    #[serde(serialize_with = "serialize_optional_rules")]
+    pub rules: Option<Vec<Rule>>,
+    pub budget: Option<BudgetSpec>,
+}
+
+impl LimitsConfig {
+    pub(super) fn read(s: &mut Sources<'_>) -> Self {
+        let backend_timeout = s
+            .get(
+                "limits.backend_timeout_ms",
+                None,
+                Millis(Duration::from_millis(50)),
+            )
+            .0;
+        if backend_timeout.is_zero() {
+            s.invalid("limits.backend_timeout_ms", None, "must be greater than 0");
+        }
+        let on_backend_error = match s
+            .get("limits.on_backend_error", None, "fail_open".to_owned())
+            .as_str()
+        {
+            "fail_open" => BackendErrorPolicy::FailOpen,
+            "fail_closed" => BackendErrorPolicy::FailClosed,
+            other => {
+                s.invalid(
+                    "limits.on_backend_error",
+                    None,
+                    format!("expected fail_open or fail_closed, got {other:?}"),
+                );
+                BackendErrorPolicy::FailOpen
+            }
+        };
+        let redis_url: Option<SecretString> = s.optional("limits.redis_url", Some("REDIS_URL"));
+        if let Some(url) = &redis_url {
+            use secrecy::ExposeSecret;
+            if !url.expose_secret().starts_with("redis://") {
+                s.invalid(
+                    "limits.redis_url",
+                    Some("REDIS_URL"),
+                    "expected redis://HOST:PORT[/DB]",
+                );
+            }
+        }
+        Self {
+            enabled: s.get("limits.enabled", None, true),
+            rules: read_rules(s, "limits.rules").unwrap_or_else(rules::default_rules),
+            backend_timeout,
+            on_backend_error,
+            redis_url,
+            redis_prefix: s.get("limits.redis_prefix", None, "tollgate".to_owned()),
+            default_completion_tokens: s.get("limits.default_completion_tokens", None, 1024u64),
+        }
+    }
+}
+
+impl JwtConfig {
+    pub(super) fn read(s: &mut Sources<'_>) -> Self {
+        let secret: Option<SecretString> = s.optional_env("TOLLGATE_JWT_SECRET");
+        if secret
+            .as_ref()
+            .is_some_and(|v| secrecy::ExposeSecret::expose_secret(v).len() < 32)
+        {
+            s.invalid(
+                "jwt.secret",
+                Some("TOLLGATE_JWT_SECRET"),
+                "must be at least 32 bytes (HS256 needs a 256-bit secret)",
+            );
+        }
+        let public_key: Option<String> =
+            s.optional("jwt.public_key", Some("TOLLGATE_JWT_PUBLIC_KEY"));
+        let public_key = public_key.map(PathBuf::from);
+        if let Some(path) = &public_key
+            && !path.is_file()
+        {
+            s.invalid(
+                "jwt.public_key",
+                Some("TOLLGATE_JWT_PUBLIC_KEY"),
+                format!("no PEM file at {}", path.display()),
+            );
+        }
+        Self {
+            secret,
+            public_key,
+            jwks_url: s.optional("jwt.jwks_url", Some("TOLLGATE_JWT_JWKS_URL")),
+            issuer: s.optional("jwt.issuer", Some("TOLLGATE_JWT_ISSUER")),
+            audience: s.optional("jwt.audience", Some("TOLLGATE_JWT_AUDIENCE")),
+            jwks_min_refresh: s
+                .get(
+                    "jwt.jwks_min_refresh_ms",
+                    None,
+                    Millis(Duration::from_secs(60)),
+                )
+                .0,
+            max_token_bytes: s.get("jwt.max_token_bytes", None, 8192usize),
+            models: s.get("jwt.models", None, Vec::new()),
+            rules: read_rules(s, "jwt.rules"),
+            budget: read_budget(s, "jwt.budget"),
+        }
+    }
+}
+
+impl AnonymousConfig {
+    pub(super) fn read(s: &mut Sources<'_>) -> Self {
+        Self {
+            enabled: s.get("anonymous.enabled", None, false),
+            models: s.get("anonymous.models", None, Vec::new()),
+            rules: read_rules(s, "anonymous.rules"),
+            budget: read_budget(s, "anonymous.budget"),
+        }
+    }
+}
+
+/// An array of rule tables at `path`, each validated; `None` when absent.
+fn read_rules(s: &mut Sources<'_>, path: &str) -> Option<Vec<Rule>> {
+    let value = s.raw(path)?;
+    let Some(items) = value.as_array() else {
+        s.invalid_in_file(path, "expected an array of rule tables ([[limits.rules]])");
+        return Some(Vec::new());
+    };
+    let mut rules = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item
+            .clone()
+            .try_into::<RuleSpec>()
+            .map_err(|e| e.message().to_owned())
+            .and_then(|spec| spec.validate())
+        {
+            Ok(rule) => rules.push(rule),
+            Err(message) => s.invalid_in_file(&format!("{path}[{i}]"), message.trim()),
+        }
+    }
+    Some(rules)
+}
+
+fn read_budget(s: &mut Sources<'_>, path: &str) -> Option<BudgetSpec> {
+    let value = s.raw(path)?;
+    match value.try_into::<BudgetSpec>() {
+        Ok(budget) if budget.max_usd > 0.0 && (0.0..=1.0).contains(&budget.alert_at) => {
+            Some(budget)
+        }
+        Ok(_) => {
+            s.invalid_in_file(
+                path,
+                "max_usd must be positive and alert_at between 0 and 1",
+            );
+            None
+        }
+        Err(error) => {
+            s.invalid_in_file(path, error.message().trim());
+            None
+        }
+    }
+}
+
+fn serialize_rules<S: serde::Serializer>(rules: &[Rule], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(rules.iter().map(Rule::to_spec))
+}
+
+fn serialize_optional_rules<S: serde::Serializer>(
+    rules: &Option<Vec<Rule>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match rules {
+        Some(rules) => serialize_rules(rules, s),
+        None => s.serialize_str("(the [limits] rules)"),
+    }
+}
