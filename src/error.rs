@@ -50,6 +50,12 @@ pub enum GatewayError {
     /// The path exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed { method: String, path: String },
+    /// One of Tollgate's own rate limits is exhausted.
+    #[error("rate limited")]
+    RateLimited {
+        retry_after_secs: u64,
+        message: String,
+    },
     /// The upstream refused the request itself (400, 404, 409, 422, ...): its own envelope is
     /// passed on with its status, since it describes the caller's input.
     #[error("upstream rejected the request with {status}")]
@@ -118,7 +124,9 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamRejected { status, .. } => *status,
             Self::UpstreamAuth { .. } | Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
-            Self::UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamRateLimited { .. } | Self::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamUnreachable | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -136,6 +144,7 @@ impl GatewayError {
             Self::PermissionDenied { .. } => "permission_denied",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::UpstreamAuth { .. } => "upstream_auth",
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
@@ -188,6 +197,9 @@ impl GatewayError {
                 None,
                 Some("method_not_allowed"),
             ),
+            Self::RateLimited { message, .. } => {
+                (message.clone(), "rate_limit_error", None, Some("rate_limit_exceeded"))
+            }
             Self::UpstreamRejected { status, .. } => (
                 format!("The upstream rejected the request ({}).", status.as_u16()),
                 "invalid_request_error",
@@ -299,11 +311,20 @@ impl IntoResponse for GatewayError {
             }
             ref other => envelope_response(status, other.body()),
         };
-        if let Self::UpstreamRateLimited {
-            retry_after: Some(value),
-        } = self
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+        match self {
+            Self::UpstreamRateLimited {
+                retry_after: Some(value),
+            } => {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            Self::RateLimited {
+                retry_after_secs, ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
         }
         response.extensions_mut().insert(ErrorKind(kind));
         response

@@ -9,6 +9,8 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::limiter::rules::{Rule, RuleSpec};
+
 /// Every gateway key starts with this.
 pub const KEY_PREFIX: &str = "tg-";
 const SECRET_CHARS: usize = 43;
@@ -27,6 +29,9 @@ pub struct ApiKey {
     pub owner: Option<String>,
     /// Models this key may use; empty means every model.
     pub models: Vec<String>,
+    /// The key's own limit rules; they replace the defaults of the same scope and route.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
     /// Free-form JSON object for the operator.
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Creation time, Unix milliseconds.
@@ -41,6 +46,15 @@ impl ApiKey {
     /// Whether the key may authenticate at `now_ms`.
     pub fn is_active(&self, now_ms: i64) -> bool {
         self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|at| now_ms < at)
+    }
+
+    /// The key's own rules, validated (stored rules were validated when written; a rule that no
+    /// longer validates is skipped, never applied half-read).
+    pub fn own_rules(&self) -> Vec<Rule> {
+        self.rules
+            .iter()
+            .filter_map(|spec| spec.validate().ok())
+            .collect()
     }
 
     /// Whether the key may use `model`.
@@ -59,9 +73,44 @@ pub struct NewKey {
     #[serde(default)]
     pub models: Vec<String>,
     #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub expires_at_ms: Option<i64>,
+}
+
+/// A change to a key; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub rules: Option<Vec<RuleSpec>>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `Some(None)` removes the expiry.
+    pub expires_at_ms: Option<Option<i64>>,
+}
+
+impl KeyPatch {
+    /// Applies the patch to `key`.
+    pub fn apply(&self, key: &mut ApiKey) {
+        if let Some(name) = &self.name {
+            key.name.clone_from(name);
+        }
+        if let Some(models) = &self.models {
+            key.models.clone_from(models);
+        }
+        if let Some(rules) = &self.rules {
+            key.rules.clone_from(rules);
+        }
+        if let Some(metadata) = &self.metadata {
+            key.metadata.clone_from(metadata);
+        }
+        if let Some(expires_at_ms) = self.expires_at_ms {
+            key.expires_at_ms = expires_at_ms;
+        }
+    }
 }
 
 /// A freshly generated key: the secret (shown once) and what is stored.
@@ -85,6 +134,7 @@ pub fn issue(new: NewKey, now_ms: i64) -> IssuedKey {
         prefix: body[..8].to_owned(),
         owner: new.owner,
         models: new.models,
+        rules: new.rules,
         metadata: new.metadata,
         created_at_ms: now_ms,
         expires_at_ms: new.expires_at_ms,

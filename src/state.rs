@@ -6,6 +6,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::limiter::RateLimiter;
+use crate::limiter::memory::MemoryRateLimiter;
+use crate::limiter::redis::RedisRateLimiter;
 use crate::pipeline::authenticate::KeyCache;
 use crate::pipeline::forward::Upstream;
 use crate::store::KeyStore;
@@ -25,6 +28,8 @@ pub struct Inner {
     pub keys: Arc<dyn KeyStore>,
     /// Recent key lookups, so authentication costs no database round trip per request.
     pub key_cache: KeyCache,
+    /// Rate-limit buckets: in Redis when `REDIS_URL` is set (shared by replicas), else here.
+    pub limiter: Arc<dyn RateLimiter>,
     /// Work that outlives a response (stream relays, accounting); awaited at shutdown.
     pub tasks: TaskTracker,
     /// Renders `/metrics`; `None` if another recorder was installed first.
@@ -33,18 +38,45 @@ pub struct Inner {
 
 impl AppState {
     /// Builds the state from a loaded configuration and an opened key store.
-    pub fn new(config: Config, keys: Arc<dyn KeyStore>) -> Result<Self, reqwest::Error> {
+    pub fn new(config: Config, keys: Arc<dyn KeyStore>) -> Result<Self, StateError> {
         let upstream = Upstream::new(&config.upstream)?;
         let key_cache = KeyCache::new(config.keys.cache_ttl);
+        let limiter: Arc<dyn RateLimiter> = match &config.limits.redis_url {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                Arc::new(RedisRateLimiter::new(
+                    url.expose_secret(),
+                    &config.limits.redis_prefix,
+                    config.limits.backend_timeout,
+                )?)
+            }
+            None => Arc::new(MemoryRateLimiter::new()),
+        };
+        if config.anonymous.enabled {
+            tracing::warn!(
+                "anonymous mode is on: callers without credentials are served ([anonymous] enabled = true)"
+            );
+        }
+        crate::tokens::warm_up();
         Ok(Self(Arc::new(Inner {
             config,
             upstream,
             keys,
             key_cache,
+            limiter,
             tasks: TaskTracker::new(),
             metrics: crate::metrics::install(),
         })))
     }
+}
+
+/// Why the state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("building the upstream client: {0}")]
+    Upstream(#[from] reqwest::Error),
+    #[error("configuring the rate limiter: {0}")]
+    Limiter(#[from] crate::limiter::LimiterError),
 }
 
 impl std::ops::Deref for AppState {

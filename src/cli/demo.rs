@@ -65,7 +65,7 @@ pub async fn run(args: DemoArgs, path: Option<&Path>, env: Env) -> anyhow::Resul
     let base = format!("http://{}", listener.local_addr()?);
     print_welcome(&base, &issued.secret)?;
 
-    let state = AppState::new(config, keys_store).context("building the upstream client")?;
+    let state = AppState::new(config, keys_store).context("building the gateway state")?;
     let (stop_mock, mock_stopped) = tokio::sync::oneshot::channel::<()>();
     let mock = state
         .tasks

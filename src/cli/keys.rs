@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::config::{Config, Env};
-use crate::keys::{self, ApiKey, NewKey};
+use crate::keys::{self, ApiKey, KeyPatch, NewKey};
+use crate::limiter::rules::RuleSpec;
 use crate::store;
 
 /// `tollgate keys ...`
@@ -19,8 +20,36 @@ pub enum KeysCommand {
     Create(CreateArgs),
     /// List keys (never their secrets).
     List(ListArgs),
+    /// Change a key's name, models, limit rules or expiry (takes effect within a second).
+    Update(UpdateArgs),
     /// Revoke a key; every replica refuses it within a second.
     Revoke(RevokeArgs),
+}
+
+/// `keys update`
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The key's id (`key_...`).
+    pub id: String,
+    /// A new name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Comma-separated models the key may use; `--models ''` allows every model.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+    /// The key's own limit rules, replacing the ones it had (repeatable):
+    /// `scope=user,route=chat,requests=100,per=1m`.
+    #[arg(long = "rule")]
+    pub rules: Vec<String>,
+    /// Remove the key's own rules (the configured defaults apply again).
+    #[arg(long, conflicts_with = "rules")]
+    pub clear_rules: bool,
+    /// A new lifetime from now, e.g. 30d.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `keys create`
@@ -38,6 +67,10 @@ pub struct CreateArgs {
     /// Lifetime, e.g. 30d, 12h, 90m.
     #[arg(long)]
     pub expires: Option<String>,
+    /// A limit rule of the key's own (repeatable): `scope=user,route=chat,requests=100,per=1m`.
+    /// It replaces the configured default of the same scope and route for this key.
+    #[arg(long = "rule")]
+    pub rules: Vec<String>,
     /// Print JSON: {"id", "key", ...}.
     #[arg(long)]
     pub json: bool,
@@ -87,6 +120,7 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                 name: args.name,
                 owner: args.owner,
                 models,
+                rules: parse_rules(&args.rules)?,
                 metadata: Default::default(),
                 expires_at_ms,
             };
@@ -131,6 +165,43 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                 writeln!(out, "{}", serde_json::to_string(&all)?)?;
             } else {
                 print_table(&mut out, &all, now)?;
+            }
+        }
+        KeysCommand::Update(args) => {
+            let Some(mut key) = store.get(&args.id).await.context("reading the key")? else {
+                bail!("no key with id {}", args.id);
+            };
+            let patch = KeyPatch {
+                name: args.name,
+                models: args.models.map(|m| {
+                    m.into_iter()
+                        .map(|m| m.trim().to_owned())
+                        .filter(|m| !m.is_empty())
+                        .collect()
+                }),
+                rules: if args.clear_rules {
+                    Some(Vec::new())
+                } else if args.rules.is_empty() {
+                    None
+                } else {
+                    Some(parse_rules(&args.rules)?)
+                },
+                metadata: None,
+                expires_at_ms: match &args.expires {
+                    Some(text) => Some(Some(keys::now_ms() + parse_lifetime_ms(text)?)),
+                    None => None,
+                },
+            };
+            patch.apply(&mut key);
+            store.update(&key).await.context("updating the key")?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string(&key)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "Updated {}; every replica applies it within a second.",
+                    key.id
+                )?;
             }
         }
         KeysCommand::Revoke(args) => {
@@ -185,6 +256,16 @@ fn print_table(out: &mut impl Write, keys: &[ApiKey], now: i64) -> std::io::Resu
         )?;
     }
     Ok(())
+}
+
+/// `--rule` values, each validated.
+fn parse_rules(texts: &[String]) -> anyhow::Result<Vec<RuleSpec>> {
+    texts
+        .iter()
+        .map(|text| {
+            RuleSpec::parse_cli(text).map_err(|why| anyhow::anyhow!("--rule {text:?}: {why}"))
+        })
+        .collect()
 }
 
 /// `30d`, `12h`, `90m`, `45s` in milliseconds.

@@ -16,7 +16,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let keys = store::connect(&config.database)
         .await
         .context("opening the database")?;
-    let state = AppState::new(config, keys).context("building the upstream client")?;
+    let state = AppState::new(config, keys).context("building the gateway state")?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding {address}"))?;

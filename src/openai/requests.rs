@@ -14,6 +14,8 @@ pub struct RequestFacts {
     pub stream: bool,
     /// Whether the caller itself asked for the final usage chunk of a chat stream.
     pub include_usage: bool,
+    /// The body's `user`, validated (the end user, for key callers without `x-user-id`).
+    pub user: Option<String>,
 }
 
 /// `stream_options` of a chat request.
@@ -32,6 +34,8 @@ pub struct ChatMessage {
 /// `POST /v1/chat/completions`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatRequest {
+    #[serde(default)]
+    pub user: Option<String>,
     pub model: String,
     pub messages: Vec<ChatMessage>,
     #[serde(default)]
@@ -53,6 +57,8 @@ pub struct ChatRequest {
 /// `POST /v1/embeddings`; `input` is checked for shape, not read.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EmbeddingsRequest {
+    #[serde(default)]
+    pub user: Option<String>,
     pub model: String,
     pub input: serde_json::Value,
     #[serde(default)]
@@ -62,6 +68,8 @@ pub struct EmbeddingsRequest {
 /// `POST /v1/images/generations`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ImagesRequest {
+    #[serde(default)]
+    pub user: Option<String>,
     pub prompt: String,
     #[serde(default)]
     pub model: Option<String>,
@@ -72,6 +80,8 @@ pub struct ImagesRequest {
 /// `POST /v1/responses`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ResponsesRequest {
+    #[serde(default)]
+    pub user: Option<String>,
     pub model: String,
     #[serde(default)]
     pub stream: Option<bool>,
@@ -81,9 +91,24 @@ pub struct ResponsesRequest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PassthroughRequest {
     #[serde(default)]
+    pub user: Option<serde_json::Value>,
+    #[serde(default)]
     pub model: Option<serde_json::Value>,
     #[serde(default)]
     pub stream: Option<serde_json::Value>,
+}
+
+/// The body's `user`, when present, must name an end user as `x-user-id` does.
+fn check_user(user: Option<&String>) -> Result<Option<String>, GatewayError> {
+    match user {
+        Some(user) if !crate::pipeline::authenticate::is_valid_user(user) => {
+            Err(GatewayError::invalid(
+                "'user' must be 1 to 128 characters of letters, digits and . _ : @ + -",
+                Some("user".to_owned()),
+            ))
+        }
+        other => Ok(other.cloned()),
+    }
 }
 
 fn check_model(model: &str) -> Result<(), GatewayError> {
@@ -160,6 +185,7 @@ impl ChatRequest {
                 .as_ref()
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
+            user: check_user(self.user.as_ref())?,
         })
     }
 }
@@ -209,6 +235,7 @@ impl EmbeddingsRequest {
             model: Some(self.model.clone()),
             stream: false,
             include_usage: false,
+            user: check_user(self.user.as_ref())?,
         })
     }
 }
@@ -232,6 +259,7 @@ impl ImagesRequest {
             model: Some(model),
             stream: false,
             include_usage: false,
+            user: check_user(self.user.as_ref())?,
         })
     }
 }
@@ -244,6 +272,7 @@ impl ResponsesRequest {
             model: Some(self.model.clone()),
             stream: self.stream.unwrap_or(false),
             include_usage: false,
+            user: check_user(self.user.as_ref())?,
         })
     }
 }
@@ -265,10 +294,15 @@ impl PassthroughRequest {
             }
         };
         let stream = matches!(self.stream, Some(serde_json::Value::Bool(true)));
+        let user = match &self.user {
+            Some(serde_json::Value::String(user)) => check_user(Some(user))?,
+            _ => None,
+        };
         Ok(RequestFacts {
             model,
             stream,
             include_usage: false,
+            user,
         })
     }
 }

@@ -1,34 +1,66 @@
-//! Stage 1: who is calling. A gateway key in `Authorization: Bearer tg-...` becomes a
-//! [`Principal`]; everything else is a 401.
+//! Stage 1: who is calling. The result is a [`Principal`]: the caller (a gateway key, or an
+//! anonymous caller when `[anonymous]` allows it), the end user it acts for, the client IP,
+//! and what it may do (models, limit rules).
 //!
-//! The secret is hashed (SHA-256) and looked up by hash, so no secret is compared byte by byte
-//! in our code. Lookups, found or not, are cached for `keys.cache_ttl` (≤ 1 s): a request costs
-//! no database round trip, a burst of guesses cannot hammer the database, and a key revoked on
-//! any replica stops working everywhere within a second.
+//! Keys: the secret is hashed (SHA-256) and looked up by hash, so no secret is compared byte
+//! by byte in our code. Lookups, found or not, are cached for `keys.cache_ttl` (≤ 1 s): a
+//! request costs no database round trip, a burst of guesses cannot hammer the database, and a
+//! key revoked on any replica stops working everywhere within a second. A key's rules are
+//! merged with the configured defaults once, when it enters the cache.
+//!
+//! The end user of a key caller is `x-user-id`, or else the body's `user` (read in the
+//! validate stage); the header wins when both are sent. Both must be 1–128 characters of
+//! `[A-Za-z0-9._:@+-]`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::GatewayError;
 use crate::keys::{self, ApiKey};
+use crate::limiter::rules::{self, Rule};
 use crate::state::AppState;
+
+/// Who presented the request.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A gateway key.
+    Key(Arc<ApiKey>),
+    /// No credential, allowed by `[anonymous] enabled = true`.
+    Anonymous,
+}
 
 /// The authenticated caller, as a request extension.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// The key the caller presented.
-    pub key: Arc<ApiKey>,
+    pub caller: Caller,
+    /// The end user the caller acts for, when known.
+    pub user: Option<String>,
+    /// The client's address (after trusted proxies).
+    pub client_ip: IpAddr,
+    /// Models the caller may use; empty means every model.
+    pub models: Arc<[String]>,
+    /// The limit rules that apply to the caller.
+    pub rules: Arc<[Rule]>,
 }
 
-/// Recent lookups by secret hash. `None` caches "no such key".
+/// A cached key with its merged rules.
+#[derive(Debug)]
+pub struct KeyEntry {
+    key: Arc<ApiKey>,
+    models: Arc<[String]>,
+    rules: Arc<[Rule]>,
+}
+
+/// Recent key lookups by secret hash. `None` caches "no such key".
 #[derive(Clone)]
 pub struct KeyCache {
-    entries: moka::future::Cache<String, Option<Arc<ApiKey>>>,
+    entries: moka::future::Cache<String, Option<Arc<KeyEntry>>>,
 }
 
 impl KeyCache {
@@ -49,7 +81,11 @@ pub async fn require_key(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match authenticate(&state, request.headers()).await {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    match authenticate(&state, request.headers(), peer).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
@@ -58,33 +94,38 @@ pub async fn require_key(
     }
 }
 
-/// Resolves the caller's key.
+/// Resolves the caller.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<SocketAddr>,
 ) -> Result<Principal, GatewayError> {
+    let client_ip = peer.map_or(IpAddr::from([127, 0, 0, 1]), |peer| {
+        state.config.server.trusted_proxies.client_ip(peer, headers)
+    });
+    let user = header_user(headers)?;
+    if !headers.contains_key(header::AUTHORIZATION) && state.config.anonymous.enabled {
+        let anonymous = &state.config.anonymous;
+        return Ok(Principal {
+            caller: Caller::Anonymous,
+            user,
+            client_ip,
+            models: anonymous.models.clone().into(),
+            rules: anonymous
+                .rules
+                .clone()
+                .unwrap_or_else(|| state.config.limits.rules.clone())
+                .into(),
+        });
+    }
     let secret = bearer(headers)?;
     if !keys::looks_like_key(secret) {
         return Err(GatewayError::Unauthenticated {
             reason: "the key is not a Tollgate key (tg-…)",
         });
     }
-    let hash = keys::hash_secret(secret);
-    let store = state.keys.clone();
-    let found = state
-        .key_cache
-        .entries
-        .try_get_with(hash.clone(), async move {
-            store.find_by_hash(&hash).await.map(|key| key.map(Arc::new))
-        })
-        .await
-        .map_err(|error| {
-            tracing::error!(error = %error, "key lookup failed");
-            GatewayError::Unavailable { what: "key store" }
-        })?;
-    let key = found.ok_or(GatewayError::Unauthenticated {
-        reason: "the key is not known",
-    })?;
+    let entry = find_key(state, secret).await?;
+    let key = &entry.key;
     if key.revoked_at_ms.is_some() {
         return Err(GatewayError::Unauthenticated {
             reason: "the key has been revoked",
@@ -95,7 +136,41 @@ pub async fn authenticate(
             reason: "the key has expired",
         });
     }
-    Ok(Principal { key })
+    Ok(Principal {
+        caller: Caller::Key(key.clone()),
+        user,
+        client_ip,
+        models: entry.models.clone(),
+        rules: entry.rules.clone(),
+    })
+}
+
+async fn find_key(state: &AppState, secret: &str) -> Result<Arc<KeyEntry>, GatewayError> {
+    let hash = keys::hash_secret(secret);
+    let store = state.keys.clone();
+    let defaults = state.config.limits.rules.clone();
+    let found = state
+        .key_cache
+        .entries
+        .try_get_with(hash.clone(), async move {
+            let key = store.find_by_hash(&hash).await?;
+            Ok::<_, crate::store::StoreError>(key.map(|key| {
+                let rules = rules::merge(&defaults, &key.own_rules());
+                Arc::new(KeyEntry {
+                    models: key.models.clone().into(),
+                    rules: rules.into(),
+                    key: Arc::new(key),
+                })
+            }))
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(error = %error, "key lookup failed");
+            GatewayError::Unavailable { what: "key store" }
+        })?;
+    found.ok_or(GatewayError::Unauthenticated {
+        reason: "the key is not known",
+    })
 }
 
 /// The token of `Authorization: Bearer TOKEN` (scheme case-insensitive).
@@ -120,15 +195,79 @@ fn bearer(headers: &HeaderMap) -> Result<&str, GatewayError> {
     }
 }
 
+/// `x-user-id`, validated.
+fn header_user(headers: &HeaderMap) -> Result<Option<String>, GatewayError> {
+    let Some(value) = headers.get("x-user-id") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .ok()
+        .filter(|t| is_valid_user(t))
+        .ok_or_else(|| {
+            GatewayError::invalid(
+                "'x-user-id' must be 1 to 128 characters of letters, digits and . _ : @ + -",
+                Some("x-user-id".to_owned()),
+            )
+        })?;
+    Ok(Some(text.to_owned()))
+}
+
+/// Whether `user` may name an end user (also used for the body's `user`).
+pub fn is_valid_user(user: &str) -> bool {
+    (1..=128).contains(&user.len())
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@+-".contains(&b))
+}
+
 impl Principal {
-    /// Stage 2 check: the key may use `model` (403 otherwise).
+    /// Stage 4 check: the caller may use `model` (403 otherwise).
     pub fn authorize_model(&self, model: &str) -> Result<(), GatewayError> {
-        if self.key.allows_model(model) {
+        if self.may_use(model) {
             Ok(())
         } else {
             Err(GatewayError::ModelNotAllowed {
                 model: model.to_owned(),
             })
         }
+    }
+
+    /// Whether the caller may use `model`.
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == model)
+    }
+
+    /// The key's id, for key callers.
+    pub fn key_id(&self) -> Option<&str> {
+        match &self.caller {
+            Caller::Key(key) => Some(&key.id),
+            Caller::Anonymous => None,
+        }
+    }
+
+    /// The Redis hash tag of the caller's own buckets (key- and user-scoped), so they share one
+    /// Cluster slot; `None` when there is nothing to key them on.
+    pub fn bucket_tag(&self) -> Option<String> {
+        match &self.caller {
+            Caller::Key(key) => Some(format!("key:{}", key.id)),
+            Caller::Anonymous => self.user.as_ref().map(|user| format!("anon:{user}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids() {
+        assert!(is_valid_user("user_42@example.com"));
+        assert!(is_valid_user("a:b+c-d.e"));
+        assert!(!is_valid_user(""));
+        assert!(!is_valid_user("has space"));
+        assert!(!is_valid_user("tab\there"));
+        assert!(!is_valid_user(&"u".repeat(129)));
+        assert!(!is_valid_user("ünïcode"));
     }
 }

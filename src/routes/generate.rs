@@ -84,7 +84,8 @@ pub async fn generate(
 ) -> Response {
     let started = Instant::now();
     match answer(&state, &principal, headers, body).await {
-        Ok((content, model, usage)) => Json(json!({
+        Ok((content, model, usage, limit_headers)) => {
+            let mut response = Json(json!({
             "success": true,
             "data": {
                 "content": content,
@@ -96,8 +97,16 @@ pub async fn generate(
                     "timestamp": now_rfc3339(),
                 },
             },
-        }))
-        .into_response(),
+            }))
+            .into_response();
+            // The rate-limit headers of the chat call are this route's too.
+            for (name, value) in &limit_headers {
+                if name.as_str().starts_with("x-ratelimit-") {
+                    response.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            response
+        }
         Err(error) => error.into_response(),
     }
 }
@@ -107,7 +116,7 @@ async fn answer(
     principal: &Principal,
     headers: HeaderMap,
     body: JsonBody,
-) -> Result<(String, String, Value), GatewayError> {
+) -> Result<(String, String, Value, HeaderMap), GatewayError> {
     let request: GenerateRequest = decode(&body.0)?;
     request.validate()?;
     let defaults = &state.config.generate;
@@ -118,7 +127,8 @@ async fn answer(
         "temperature": request.temperature.unwrap_or(defaults.default_temperature),
     });
     let chat = serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let upstream = pipeline::complete_chat(state, principal, headers, chat.into()).await?;
+    let (limit_headers, upstream) =
+        pipeline::complete_chat(state, principal, headers, chat.into()).await?;
 
     #[derive(Deserialize)]
     struct Completion {
@@ -161,6 +171,7 @@ async fn answer(
             "completionTokens": usage.completion_tokens,
             "totalTokens": usage.total_tokens,
         }),
+        limit_headers,
     ))
 }
 

@@ -12,6 +12,7 @@ mod metrics;
 mod model_calls;
 mod models;
 mod passthrough;
+mod rate_limit_status;
 
 use axum::Router;
 use axum::routing::{any, get, post};
@@ -45,7 +46,9 @@ pub fn router(state: AppState) -> Router {
             .route(&format!("{prefix}/models"), get(models::list))
             .route(&format!("{prefix}/models/{{id}}"), get(models::show));
     }
-    keyed = keyed.route("/v1/{*path}", any(passthrough::forward));
+    keyed = keyed
+        .route("/v1/{*path}", any(passthrough::forward))
+        .route("/rate-limit/status", get(rate_limit_status::show));
     if state.config.server.metrics_public {
         open = open.route("/metrics", get(metrics::render));
     } else {

@@ -20,7 +20,7 @@ pub async fn list(
     response
         .extensions_mut()
         .insert(crate::middleware::access_log::LogFields {
-            key_id: Some(principal.key.id.clone()),
+            key_id: principal.key_id().map(str::to_owned),
             model: None,
         });
     response

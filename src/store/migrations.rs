@@ -27,18 +27,32 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
 
 /// SQLite's migrations.
 pub fn sqlite() -> Migrator {
-    migrator(&[(
-        1,
-        "api keys",
-        include_str!("../../migrations/sqlite/0001_api_keys.sql"),
-    )])
+    migrator(&[
+        (
+            1,
+            "api keys",
+            include_str!("../../migrations/sqlite/0001_api_keys.sql"),
+        ),
+        (
+            2,
+            "key rules",
+            include_str!("../../migrations/sqlite/0002_key_rules.sql"),
+        ),
+    ])
 }
 
 /// PostgreSQL's migrations.
 pub fn postgres() -> Migrator {
-    migrator(&[(
-        1,
-        "api keys",
-        include_str!("../../migrations/postgres/0001_api_keys.sql"),
-    )])
+    migrator(&[
+        (
+            1,
+            "api keys",
+            include_str!("../../migrations/postgres/0001_api_keys.sql"),
+        ),
+        (
+            2,
+            "key rules",
+            include_str!("../../migrations/postgres/0002_key_rules.sql"),
+        ),
+    ])
 }

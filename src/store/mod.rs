@@ -41,6 +41,9 @@ pub trait KeyStore: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
     /// Keys ordered by id (creation order), starting after `after`, at most `limit`.
     async fn list(&self, after: Option<&str>, limit: u32) -> Result<Vec<ApiKey>, StoreError>;
+    /// Replaces a key's editable fields (name, models, rules, metadata, expiry) with `key`'s;
+    /// false when no key has that id.
+    async fn update(&self, key: &ApiKey) -> Result<bool, StoreError>;
     /// Marks a key revoked at `at_ms`; false when no active key has that id.
     async fn revoke(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
     /// A cheap round trip for readiness checks.
@@ -65,7 +68,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Arc<dyn KeyStore>, Store
 /// can build each query as one `&'static str`).
 macro_rules! key_columns {
     () => {
-        "id, name, prefix, owner, models, metadata, created_at_ms, expires_at_ms, revoked_at_ms"
+        "id, name, prefix, owner, models, metadata, created_at_ms, expires_at_ms, revoked_at_ms, rules"
     };
 }
 pub(crate) use key_columns;
@@ -81,12 +84,25 @@ type KeyRow = (
     i64,
     Option<i64>,
     Option<i64>,
+    String,
 );
 
 fn key_from_row(row: KeyRow) -> Result<ApiKey, StoreError> {
-    let (id, name, prefix, owner, models, metadata, created_at_ms, expires_at_ms, revoked_at_ms) =
-        row;
+    let (
+        id,
+        name,
+        prefix,
+        owner,
+        models,
+        metadata,
+        created_at_ms,
+        expires_at_ms,
+        revoked_at_ms,
+        rules,
+    ) = row;
     Ok(ApiKey {
+        rules: serde_json::from_str(&rules)
+            .map_err(|e| StoreError::Corrupt(format!("api_keys.rules of {id}: {e}")))?,
         models: serde_json::from_str(&models)
             .map_err(|e| StoreError::Corrupt(format!("api_keys.models of {id}: {e}")))?,
         metadata: serde_json::from_str(&metadata)
@@ -112,8 +128,8 @@ macro_rules! sql_key_store {
         impl $crate::store::KeyStore for $store {
             async fn insert(&self, key: &$crate::keys::ApiKey, key_hash: &str) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
-                    "INSERT INTO api_keys (id, key_hash, prefix, name, owner, models, metadata, created_at_ms, expires_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    "INSERT INTO api_keys (id, key_hash, prefix, name, owner, models, metadata, created_at_ms, expires_at_ms, rules) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&key.id)
                 .bind(key_hash)
@@ -124,9 +140,25 @@ macro_rules! sql_key_store {
                 .bind($crate::store::to_json(&key.metadata))
                 .bind(key.created_at_ms)
                 .bind(key.expires_at_ms)
+                .bind($crate::store::to_json(&key.rules))
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn update(&self, key: &$crate::keys::ApiKey) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE api_keys SET name = $1, models = $2, rules = $3, metadata = $4, expires_at_ms = $5 WHERE id = $6",
+                )
+                .bind(&key.name)
+                .bind($crate::store::to_json(&key.models))
+                .bind($crate::store::to_json(&key.rules))
+                .bind($crate::store::to_json(&key.metadata))
+                .bind(key.expires_at_ms)
+                .bind(&key.id)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn find_by_hash(&self, key_hash: &str) -> Result<Option<$crate::keys::ApiKey>, $crate::store::StoreError> {

@@ -6,11 +6,8 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
-use tollgate::mock_upstream::{self, MockOptions};
 
-use crate::support::{UPSTREAM_KEY, binary};
+use crate::support::{MockServer, UPSTREAM_KEY, binary};
 
 /// What a case expects.
 struct Case {
@@ -268,22 +265,12 @@ fn cases(key: &str) -> Vec<Case> {
 async fn hostile_requests_get_their_documented_status_and_leak_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("hostile.db").display());
-    let tasks = TaskTracker::new();
-    let mock_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mock_address = mock_listener.local_addr().unwrap();
-    let options = MockOptions {
-        api_key: Some(UPSTREAM_KEY.to_owned()),
-        ..MockOptions::default()
-    };
-    let (stop_mock, mock_stopped) = tokio::sync::oneshot::channel::<()>();
-    tasks.spawn(mock_upstream::serve(mock_listener, options, async move {
-        let _ = mock_stopped.await;
-    }));
+    let mock = MockServer::start().await;
 
     let key = binary::create_key(&database, dir.path()).await;
     let env = [
         ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
-        ("OPENAI_BASE_URL", format!("http://{mock_address}/v1")),
+        ("OPENAI_BASE_URL", mock.url()),
         ("DATABASE_URL", database.clone()),
         ("TOLLGATE_LOG", "debug".to_owned()),
     ];
@@ -355,7 +342,6 @@ async fn hostile_requests_get_their_documented_status_and_leak_nothing() {
     assert_eq!(ok.status, 200);
 
     let log = server.kill().await;
-    let _ = stop_mock.send(());
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",

@@ -18,6 +18,12 @@ async fn behaviour(store: Arc<dyn KeyStore>) {
             name: format!("key {i}"),
             owner: Some("team".into()),
             models: vec!["gpt-4o".into()],
+            rules: vec![
+                tollgate::limiter::rules::RuleSpec::parse_cli(
+                    "scope=user,route=chat,requests=5,per=1m",
+                )
+                .unwrap(),
+            ],
             metadata: json!({ "n": i }).as_object().unwrap().clone(),
             expires_at_ms: Some(4_000_000_000_000),
         };
@@ -61,6 +67,41 @@ async fn behaviour(store: Arc<dyn KeyStore>) {
     assert_eq!(ids.len(), 6);
     ids.retain(|id| expected.contains(id));
     assert_eq!(ids, expected);
+    // Updates change the editable fields and nothing else.
+    let mut changed = issued[3].key.clone();
+    tollgate::keys::KeyPatch {
+        name: Some("renamed".into()),
+        models: Some(vec![]),
+        rules: Some(vec![]),
+        expires_at_ms: Some(None),
+        ..Default::default()
+    }
+    .apply(&mut changed);
+    assert!(store.update(&changed).await.unwrap());
+    let reread = store.get(&changed.id).await.unwrap().unwrap();
+    assert_eq!(reread, changed);
+    assert_eq!(
+        (
+            reread.name.as_str(),
+            reread.rules.len(),
+            reread.expires_at_ms
+        ),
+        ("renamed", 0, None)
+    );
+    assert_eq!(
+        store
+            .find_by_hash(&issued[3].hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        changed.id,
+        "the hash is untouched"
+    );
+    let mut ghost = changed.clone();
+    ghost.id = "key_missing".into();
+    assert!(!store.update(&ghost).await.unwrap());
+
     // Revocation is once.
     assert!(store.revoke(&issued[1].key.id, 123).await.unwrap());
     assert!(!store.revoke(&issued[1].key.id, 456).await.unwrap());

@@ -14,6 +14,7 @@ mod errors;
 mod hostile;
 mod key_store;
 mod limiter;
+mod limits;
 mod routes;
 mod sdk;
 mod server;

@@ -19,11 +19,30 @@ async fn run_suite(program: &str, args: &[&str], installed: impl FnOnce() -> boo
     }
     let gw = TestGateway::start().await;
     let (_, limited) = gw.create_key(&["gpt-4o-mini"]).await;
+    // A key whose own rule allows one chat request per hour: the second is Tollgate's 429.
+    let one_per_hour = tollgate::keys::issue(
+        tollgate::keys::NewKey {
+            name: "one per hour".into(),
+            rules: vec![
+                tollgate::limiter::rules::RuleSpec::parse_cli(
+                    "scope=key,route=chat,requests=1,per=1h",
+                )
+                .unwrap(),
+            ],
+            ..Default::default()
+        },
+        tollgate::keys::now_ms(),
+    );
+    gw.store
+        .insert(&one_per_hour.key, &one_per_hour.hash)
+        .await
+        .unwrap();
     let output = tokio::process::Command::new(program)
         .args(args)
         .env("TOLLGATE_BASE_URL", gw.url("/v1"))
         .env("TOLLGATE_KEY", &gw.key)
         .env("TOLLGATE_LIMITED_KEY", &limited)
+        .env("TOLLGATE_ONE_PER_HOUR_KEY", &one_per_hour.secret)
         .env("TOLLGATE_MOCK_URL", &gw.mock_base)
         .stdin(Stdio::null())
         .output()

@@ -4,32 +4,23 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
-use tollgate::mock_upstream::{self, MockOptions};
+use tollgate::mock_upstream::MockOptions;
 
-use crate::support::{UPSTREAM_KEY, binary};
+use crate::support::{MockServer, UPSTREAM_KEY, binary};
 
 async fn drains_on(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("signals.db").display());
-    let tasks = TaskTracker::new();
-    let mock_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mock_address = mock_listener.local_addr().unwrap();
-    let options = MockOptions {
+    let mock = MockServer::with(MockOptions {
         api_key: Some(UPSTREAM_KEY.to_owned()),
         stream_interval: Duration::from_millis(100),
         ..MockOptions::default()
-    };
-    tasks.spawn(mock_upstream::serve(
-        mock_listener,
-        options,
-        std::future::pending(),
-    ));
+    })
+    .await;
     let key = binary::create_key(&database, dir.path()).await;
     let env = [
         ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
-        ("OPENAI_BASE_URL", format!("http://{mock_address}/v1")),
+        ("OPENAI_BASE_URL", mock.url()),
         ("DATABASE_URL", database),
     ];
     let server = binary::serve(&env, dir.path()).await;

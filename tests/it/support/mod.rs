@@ -329,3 +329,39 @@ pub fn sse_data(body: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// A mock upstream on its own, for tests that run the real binary.
+pub struct MockServer {
+    address: std::net::SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl MockServer {
+    /// Starts a mock that requires [`UPSTREAM_KEY`].
+    pub async fn start() -> Self {
+        Self::with(MockOptions {
+            api_key: Some(UPSTREAM_KEY.to_owned()),
+            ..MockOptions::default()
+        })
+        .await
+    }
+
+    /// Starts a mock with `options`; it stops when dropped.
+    pub async fn with(options: MockOptions) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let address = listener.local_addr().expect("mock address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        TaskTracker::new().spawn(mock_upstream::serve(listener, options, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            _stop: stop,
+        }
+    }
+
+    /// The base URL to give `OPENAI_BASE_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.address)
+    }
+}

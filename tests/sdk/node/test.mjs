@@ -5,8 +5,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 
-const { TOLLGATE_BASE_URL: baseURL, TOLLGATE_KEY: key, TOLLGATE_LIMITED_KEY: limitedKey, TOLLGATE_MOCK_URL: mockURL } =
-  process.env;
+const {
+  TOLLGATE_BASE_URL: baseURL,
+  TOLLGATE_KEY: key,
+  TOLLGATE_LIMITED_KEY: limitedKey,
+  TOLLGATE_ONE_PER_HOUR_KEY: onePerHourKey,
+  TOLLGATE_MOCK_URL: mockURL,
+} = process.env;
 const messages = [{ role: 'user', content: 'echo: hello from the node sdk' }];
 
 // No SDK retries: the gateway's own retries are under test, and errors must surface.
@@ -123,6 +128,16 @@ test('RateLimitError with Retry-After', async () => {
   await fault({ status: 429, retry_after: '60' });
   await assert.rejects(client().chat.completions.create({ model: 'gpt-4o-mini', messages }), (e) => {
     return e instanceof OpenAI.RateLimitError && e.headers.get('retry-after') === '60';
+  });
+});
+
+test("RateLimitError with Retry-After from Tollgate's own limit", async () => {
+  const limited = client(onePerHourKey);
+  const { response } = await limited.chat.completions.create({ model: 'gpt-4o-mini', messages }).withResponse();
+  assert.equal(response.headers.get('x-ratelimit-remaining-requests'), '0');
+  await assert.rejects(limited.chat.completions.create({ model: 'gpt-4o-mini', messages }), (e) => {
+    const retryAfter = Number(e.headers.get('retry-after'));
+    return e instanceof OpenAI.RateLimitError && e.code === 'rate_limit_exceeded' && retryAfter >= 3500 && retryAfter <= 3600;
   });
 });
 

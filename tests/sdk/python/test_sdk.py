@@ -6,6 +6,7 @@ passes their addresses in the environment:
   TOLLGATE_BASE_URL     the gateway, e.g. http://127.0.0.1:PORT/v1
   TOLLGATE_KEY          a key allowed every model
   TOLLGATE_LIMITED_KEY  a key allowed only gpt-4o-mini
+  TOLLGATE_ONE_PER_HOUR_KEY  a key whose own rule allows one chat request per hour
   TOLLGATE_MOCK_URL     the mock upstream's root, for scripting faults
 
 Needs `pip install openai` (any 1.x or later).
@@ -22,6 +23,7 @@ from openai import OpenAI
 BASE_URL = os.environ["TOLLGATE_BASE_URL"]
 KEY = os.environ["TOLLGATE_KEY"]
 LIMITED_KEY = os.environ["TOLLGATE_LIMITED_KEY"]
+ONE_PER_HOUR_KEY = os.environ["TOLLGATE_ONE_PER_HOUR_KEY"]
 MOCK_URL = os.environ["TOLLGATE_MOCK_URL"]
 MESSAGES = [{"role": "user", "content": "echo: hello from the python sdk"}]
 
@@ -143,6 +145,17 @@ class TypedErrors(unittest.TestCase):
         with self.assertRaises(openai.RateLimitError) as caught:
             client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         self.assertEqual(caught.exception.response.headers.get("retry-after"), "60")
+
+    def test_rate_limit_error_from_tollgates_own_limit(self):
+        limited = client(ONE_PER_HOUR_KEY)
+        raw = limited.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+        self.assertEqual(raw.headers.get("x-ratelimit-limit-requests"), "1")
+        self.assertEqual(raw.headers.get("x-ratelimit-remaining-requests"), "0")
+        with self.assertRaises(openai.RateLimitError) as caught:
+            limited.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        self.assertEqual(caught.exception.code, "rate_limit_exceeded")
+        retry_after = int(caught.exception.response.headers.get("retry-after"))
+        self.assertTrue(3500 <= retry_after <= 3600, retry_after)
 
     def test_internal_server_error_for_upstream_failures(self):
         fault({"status": 500, "count": 4})

@@ -1,0 +1,186 @@
+//! Token counting with the model's own tokenizer (tiktoken's rank tables, bundled in the
+//! binary; nothing is fetched at run time). Used to reserve token-rule capacity before a
+//! request is forwarded. The tables are built once, at start ([`warm_up`]), never per request.
+
+use serde::Deserialize;
+use serde_json::Value;
+use tiktoken_rs::CoreBPE;
+
+use crate::pipeline::ModelRoute;
+
+/// Builds both encodings now, so the first request does not pay for it.
+pub fn warm_up() {
+    let _ = tiktoken_rs::o200k_base_singleton();
+    let _ = tiktoken_rs::cl100k_base_singleton();
+}
+
+/// The encoding a model uses: `o200k_base` for the GPT-4o generation and later, `cl100k_base`
+/// for GPT-4, GPT-3.5 and the embedding models.
+fn encoding_for(model: &str) -> &'static CoreBPE {
+    const O200K: [&str; 9] = [
+        "gpt-4o",
+        "gpt-4.1",
+        "gpt-4.5",
+        "gpt-5",
+        "o1",
+        "o3",
+        "o4",
+        "chatgpt",
+        "gpt-image",
+    ];
+    if O200K.iter().any(|prefix| model.starts_with(prefix)) {
+        tiktoken_rs::o200k_base_singleton()
+    } else {
+        tiktoken_rs::cl100k_base_singleton()
+    }
+}
+
+/// Tokens in `text` for `model`.
+pub fn count(model: &str, text: &str) -> u64 {
+    encoding_for(model).encode_ordinary(text).len() as u64
+}
+
+#[derive(Deserialize, Default)]
+struct Message {
+    #[serde(default)]
+    content: Value,
+}
+
+/// The fields an estimate reads, in every route's spelling.
+#[derive(Deserialize, Default)]
+struct Countable {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    messages: Vec<Message>,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
+    #[serde(default)]
+    n: Option<u64>,
+}
+
+/// The texts in a message `content` or Responses `input`: a string, or text parts (nested).
+fn texts<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::String(s) => out.push(s),
+        Value::Array(items) => items.iter().for_each(|item| texts(item, out)),
+        Value::Object(object) => {
+            for field in ["text", "content", "input_text"] {
+                if let Some(inner) = object.get(field) {
+                    texts(inner, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Tokens in every text of `value`.
+fn count_value(model: &str, value: &Value) -> u64 {
+    let mut pieces = Vec::new();
+    texts(value, &mut pieces);
+    pieces.iter().map(|piece| count(model, piece)).sum()
+}
+
+/// The most tokens a request can use: its prompt counted with the model's tokenizer, plus the
+/// completion it allows (`max_completion_tokens`, `max_tokens`, `max_output_tokens`, or
+/// `default_completion` when it sets none) for each of its `n` choices.
+pub fn estimate(route: ModelRoute, body: &[u8], default_completion: u64) -> u64 {
+    let request: Countable = serde_json::from_slice(body).unwrap_or_default();
+    let model = request.model.as_deref().unwrap_or("gpt-4o");
+    let (prompt, completion) = match route {
+        ModelRoute::Chat => {
+            // OpenAI's accounting: 3 tokens per message and 3 to prime the reply.
+            let text: u64 = request
+                .messages
+                .iter()
+                .map(|m| count_value(model, &m.content))
+                .sum();
+            let prompt = text + 3 * request.messages.len() as u64 + 3;
+            let completion = request
+                .max_completion_tokens
+                .or(request.max_tokens)
+                .unwrap_or(default_completion);
+            (prompt, completion * request.n.unwrap_or(1).max(1))
+        }
+        ModelRoute::Embeddings => {
+            let tokens = match &request.input {
+                Value::Array(items) if items.iter().all(Value::is_u64) => items.len() as u64,
+                Value::Array(items) => items
+                    .iter()
+                    .map(|item| match item {
+                        Value::Array(ids) => ids.len() as u64,
+                        other => count_value(model, other),
+                    })
+                    .sum(),
+                other => count_value(model, other),
+            };
+            (tokens, 0)
+        }
+        ModelRoute::Images => (request.prompt.as_deref().map_or(0, |p| count(model, p)), 0),
+        ModelRoute::Responses | ModelRoute::Passthrough => (
+            count_value(model, &request.input) + 3,
+            request
+                .max_output_tokens
+                .or(request.max_tokens)
+                .unwrap_or(default_completion),
+        ),
+    };
+    prompt + completion
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_match_the_reference_ids() {
+        // "hello world" is [15339, 1917] in cl100k and [24912, 2375] in o200k.
+        assert_eq!(count("gpt-4", "hello world"), 2);
+        assert_eq!(count("gpt-4o", "hello world"), 2);
+    }
+
+    #[test]
+    fn chat_estimates_prompt_plus_allowed_completion() {
+        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello world"}],"max_tokens":50,"n":2}"#;
+        assert_eq!(estimate(ModelRoute::Chat, body, 1024), 2 + 3 + 3 + 100);
+        let parts = br#"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"text","text":"hello world"}]}]}"#;
+        assert_eq!(estimate(ModelRoute::Chat, parts, 10), 2 + 3 + 3 + 10);
+    }
+
+    #[test]
+    fn embeddings_count_inputs_and_token_arrays() {
+        assert_eq!(
+            estimate(
+                ModelRoute::Embeddings,
+                br#"{"model":"text-embedding-3-small","input":["hello world","hello"]}"#,
+                99
+            ),
+            3
+        );
+        assert_eq!(
+            estimate(
+                ModelRoute::Embeddings,
+                br#"{"model":"text-embedding-3-small","input":[[1,2,3],[4]]}"#,
+                99
+            ),
+            4
+        );
+        assert_eq!(
+            estimate(
+                ModelRoute::Embeddings,
+                br#"{"model":"text-embedding-3-small","input":[1,2,3]}"#,
+                99
+            ),
+            3
+        );
+    }
+}
