@@ -12,6 +12,7 @@
 //! - [`store`]: the `KeyStore` trait with SQLite and PostgreSQL engines.
 //! - [`limiter`]: the `RateLimiter` trait (GCRA), memory and Redis engines, limit rules.
 //! - [`client_ip`]: the client address behind trusted proxies.
+//! - [`jwt`]: user JWT verification (HS256, RS256/ES256 by PEM or JWKS).
 //! - [`keys`]: key generation and hashing. [`extract`]: body reading. [`error`]: the error table.
 //! - [`openai`]: the few wire fields we read; SSE parsing; usage.
 //! - [`mock_upstream`]: the fake OpenAI used by tests, benchmarks and the demo.
@@ -21,6 +22,7 @@ pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod jwt;
 pub mod keys;
 pub mod limiter;
 pub mod metrics;

@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::jwt::JwtVerifier;
 use crate::limiter::RateLimiter;
 use crate::limiter::memory::MemoryRateLimiter;
 use crate::limiter::redis::RedisRateLimiter;
@@ -30,6 +31,8 @@ pub struct Inner {
     pub key_cache: KeyCache,
     /// Rate-limit buckets: in Redis when `REDIS_URL` is set (shared by replicas), else here.
     pub limiter: Arc<dyn RateLimiter>,
+    /// Verifies user JWTs; `None` when no JWT method is configured.
+    pub jwt: Option<JwtVerifier>,
     /// Work that outlives a response (stream relays, accounting); awaited at shutdown.
     pub tasks: TaskTracker,
     /// Renders `/metrics`; `None` if another recorder was installed first.
@@ -52,6 +55,7 @@ impl AppState {
             }
             None => Arc::new(MemoryRateLimiter::new()),
         };
+        let jwt = JwtVerifier::new(&config.jwt).map_err(StateError::Jwt)?;
         if config.anonymous.enabled {
             tracing::warn!(
                 "anonymous mode is on: callers without credentials are served ([anonymous] enabled = true)"
@@ -64,6 +68,7 @@ impl AppState {
             keys,
             key_cache,
             limiter,
+            jwt,
             tasks: TaskTracker::new(),
             metrics: crate::metrics::install(),
         })))
@@ -77,6 +82,8 @@ pub enum StateError {
     Upstream(#[from] reqwest::Error),
     #[error("configuring the rate limiter: {0}")]
     Limiter(#[from] crate::limiter::LimiterError),
+    #[error("configuring JWT verification: {0}")]
+    Jwt(String),
 }
 
 impl std::ops::Deref for AppState {

@@ -1,5 +1,5 @@
-//! Stage 1: who is calling. The result is a [`Principal`]: the caller (a gateway key, or an
-//! anonymous caller when `[anonymous]` allows it), the end user it acts for, the client IP,
+//! Stage 1: who is calling. The result is a [`Principal`]: the caller (a gateway key, a user
+//! JWT when `[jwt]` is configured, or an anonymous caller when `[anonymous]` allows it), the end user it acts for, the client IP,
 //! and what it may do (models, limit rules).
 //!
 //! Keys: the secret is hashed (SHA-256) and looked up by hash, so no secret is compared byte
@@ -22,6 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::GatewayError;
+use crate::jwt::{JwtError, JwtVerifier};
 use crate::keys::{self, ApiKey};
 use crate::limiter::rules::{self, Rule};
 use crate::state::AppState;
@@ -31,6 +32,8 @@ use crate::state::AppState;
 pub enum Caller {
     /// A gateway key.
     Key(Arc<ApiKey>),
+    /// A user JWT; the subject is the user.
+    Jwt { subject: String },
     /// No credential, allowed by `[anonymous] enabled = true`.
     Anonymous,
 }
@@ -119,6 +122,34 @@ pub async fn authenticate(
         });
     }
     let secret = bearer(headers)?;
+    if let Some(verifier) = &state.jwt
+        && !secret.starts_with(keys::KEY_PREFIX)
+        && JwtVerifier::looks_like_jwt(secret)
+    {
+        // A JWT caller's user is the token's subject; x-user-id and the body's user are ignored.
+        let subject = verifier.verify(secret).await.map_err(|error| match error {
+            JwtError::KeysUnavailable => GatewayError::Unavailable {
+                what: "JWT key set",
+            },
+            other => GatewayError::Unauthenticated {
+                reason: other.reason(),
+            },
+        })?;
+        let jwt = &state.config.jwt;
+        return Ok(Principal {
+            caller: Caller::Jwt {
+                subject: subject.clone(),
+            },
+            user: Some(subject),
+            client_ip,
+            models: jwt.models.clone().into(),
+            rules: jwt
+                .rules
+                .clone()
+                .unwrap_or_else(|| state.config.limits.rules.clone())
+                .into(),
+        });
+    }
     if !keys::looks_like_key(secret) {
         return Err(GatewayError::Unauthenticated {
             reason: "the key is not a Tollgate key (tg-…)",
@@ -242,7 +273,7 @@ impl Principal {
     pub fn key_id(&self) -> Option<&str> {
         match &self.caller {
             Caller::Key(key) => Some(&key.id),
-            Caller::Anonymous => None,
+            Caller::Jwt { .. } | Caller::Anonymous => None,
         }
     }
 
@@ -251,6 +282,7 @@ impl Principal {
     pub fn bucket_tag(&self) -> Option<String> {
         match &self.caller {
             Caller::Key(key) => Some(format!("key:{}", key.id)),
+            Caller::Jwt { subject } => Some(format!("jwt:{subject}")),
             Caller::Anonymous => self.user.as_ref().map(|user| format!("anon:{user}")),
         }
     }

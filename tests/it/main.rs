@@ -12,6 +12,7 @@ mod support;
 mod cli;
 mod errors;
 mod hostile;
+mod jwt;
 mod key_store;
 mod limiter;
 mod limits;
