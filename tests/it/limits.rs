@@ -427,3 +427,151 @@ async fn two_processes_sharing_redis_admit_exactly_the_limit() {
     first.kill().await;
     second.kill().await;
 }
+
+#[tokio::test]
+async fn anonymous_callers_are_limited_per_ip_and_user_when_the_mode_is_on() {
+    let off = TestGateway::start().await;
+    let refused = off
+        .client
+        .post(off.url("/v1/chat/completions"))
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "anonymous mode is off by default");
+    off.stop().await;
+
+    let toml = "[anonymous]\nenabled = true\nmodels = [\"gpt-4o-mini\"]\n\n\
+                [[anonymous.rules]]\nscope = \"user\"\nroute = \"chat\"\nrequests = 1\nper = \"1h\"\n\n\
+                [[anonymous.rules]]\nscope = \"ip\"\nroute = \"*\"\nrequests = 3\nper = \"1h\"\n";
+    let gw = TestGateway::builder().toml(toml).start().await.unwrap();
+    let anonymous = |user: &'static str, model: &'static str| {
+        let mut body = chat();
+        body["model"] = json!(model);
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-user-id", user)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(anonymous("u1", "gpt-4o-mini").await.unwrap().status(), 200);
+    assert_eq!(
+        anonymous("u1", "gpt-4o-mini").await.unwrap().status(),
+        429,
+        "one per user"
+    );
+    assert_eq!(anonymous("u2", "gpt-4o-mini").await.unwrap().status(), 200);
+    assert_eq!(
+        anonymous("u3", "gpt-4o").await.unwrap().status(),
+        403,
+        "[anonymous] models"
+    );
+    assert_eq!(anonymous("u4", "gpt-4o-mini").await.unwrap().status(), 200);
+    assert_eq!(
+        anonymous("u5", "gpt-4o-mini").await.unwrap().status(),
+        429,
+        "three per IP, whoever the user"
+    );
+    // A key still works as a key.
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_and_restarted_under_two_processes() {
+    let Some(_) = required_env("TOLLGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    let mut redis = crate::support::redis_server::RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("outage.db").display());
+    let mock = crate::support::MockServer::start().await;
+    std::fs::write(
+        dir.path().join("tollgate.toml"),
+        "[limits]\nbackend_timeout_ms = 50\non_backend_error = \"fail_open\"\n\n\
+         [[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 30\nper = \"1h\"\n",
+    )
+    .unwrap();
+    let key = binary::create_key(&database, dir.path()).await;
+    let env = [
+        ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
+        ("OPENAI_BASE_URL", mock.url()),
+        ("DATABASE_URL", database),
+        ("REDIS_URL", redis.url()),
+        (
+            "TOLLGATE_CONFIG",
+            dir.path().join("tollgate.toml").display().to_string(),
+        ),
+    ];
+    let replicas = [
+        binary::serve(&env, dir.path()).await,
+        binary::serve(&env, dir.path()).await,
+    ];
+    let urls: Vec<String> = replicas
+        .iter()
+        .map(|r| format!("http://{}/v1/chat/completions", r.address))
+        .collect();
+    let client = reqwest::Client::new();
+    let send = |i: usize| {
+        let request = client
+            .post(&urls[i % 2])
+            .bearer_auth(&key)
+            .json(&chat())
+            .send();
+        async move {
+            let started = Instant::now();
+            let status = request.await.map(|r| r.status().as_u16()).unwrap_or(0);
+            (status, started.elapsed())
+        }
+    };
+
+    // Healthy: the shared limit holds across both replicas.
+    let mut healthy = Vec::new();
+    for i in 0..40 {
+        healthy.push(send(i).await.0);
+    }
+    assert_eq!(healthy.iter().filter(|s| **s == 200).count(), 30);
+    assert_eq!(healthy.iter().filter(|s| **s == 429).count(), 10);
+
+    // Redis dies: fail_open serves every request, none waits past the timeout for long.
+    redis.stop().await;
+    let mut slowest = Duration::ZERO;
+    for i in 0..60 {
+        let (status, took) = send(i).await;
+        assert_eq!(
+            status, 200,
+            "fail_open serves while Redis is down (request {i})"
+        );
+        slowest = slowest.max(took);
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a request waited {slowest:?} during the outage"
+    );
+
+    // Redis returns (empty: it keeps nothing on disk): limits resume by themselves.
+    redis.restart().await;
+    let resumed = crate::support::eventually(Duration::from_secs(10), || async {
+        let mut refused = false;
+        for i in 0..40 {
+            refused |= send(i).await.0 == 429;
+        }
+        refused
+    })
+    .await;
+    assert!(
+        resumed,
+        "the shared limit is enforced again after Redis came back"
+    );
+    for replica in replicas {
+        let log = replica.kill().await;
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
