@@ -35,7 +35,20 @@ struct Args {
     /// Extra header, `Name: value` (repeatable).
     #[arg(long)]
     header: Vec<String>,
+    /// Give every request its own `X-Forwarded-For` (a distinct IPv4 address), to pass many
+    /// client IPs through a gateway that trusts this load generator as a proxy.
+    #[arg(long)]
+    unique_forwarded_for: bool,
+    /// First address number for `--unique-forwarded-for` (so runs can continue a sequence).
+    #[arg(long, default_value_t = 0)]
+    forwarded_for_offset: u64,
+    /// Closed loop only: stop after this many requests (0: run for the duration).
+    #[arg(long, default_value_t = 0)]
+    requests: u64,
 }
+
+/// Request counter for `--unique-forwarded-for` and `--requests`.
+static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Default)]
 struct Tally {
@@ -59,7 +72,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .pool_max_idle_per_host(args.connections)
         .tcp_nodelay(true)
         .build()?;
-    let request = Arc::new((client, args.url.clone(), args.body.clone()));
+    let request = Arc::new((
+        client,
+        args.url.clone(),
+        args.body.clone(),
+        args.unique_forwarded_for,
+        args.forwarded_for_offset,
+    ));
 
     run(
         &args,
@@ -68,6 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None,
     )
     .await;
+    SENT.store(0, std::sync::atomic::Ordering::Relaxed);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
     run(
@@ -103,9 +123,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// What every request is made of: client, URL, body, unique X-Forwarded-For, its offset.
+type Target = (reqwest::Client, String, Option<String>, bool, u64);
+
 async fn run(
     args: &Args,
-    request: Arc<(reqwest::Client, String, Option<String>)>,
+    request: Arc<Target>,
     duration: Duration,
     tally: Option<Arc<Mutex<Tally>>>,
 ) {
@@ -113,10 +136,13 @@ async fn run(
     let permits = Arc::new(Semaphore::new(args.connections));
     let mut tasks = tokio::task::JoinSet::new();
     if args.rate == 0 {
+        let limit = if tally.is_some() { args.requests } else { 0 };
         for _ in 0..args.connections {
             let (request, tally) = (request.clone(), tally.clone());
             tasks.spawn(async move {
-                while Instant::now() < end {
+                while Instant::now() < end
+                    && (limit == 0 || SENT.load(std::sync::atomic::Ordering::Relaxed) < limit)
+                {
                     one(&request, Instant::now(), tally.as_deref()).await;
                 }
             });
@@ -139,19 +165,21 @@ async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn one(
-    request: &(reqwest::Client, String, Option<String>),
-    scheduled: Instant,
-    tally: Option<&Mutex<Tally>>,
-) {
-    let (client, url, body) = request;
-    let builder = match body {
+async fn one(request: &Target, scheduled: Instant, tally: Option<&Mutex<Tally>>) {
+    let (client, url, body, unique_forwarded_for, offset) = request;
+    let mut builder = match body {
         Some(body) => client
             .post(url)
             .header("content-type", "application/json")
             .body(body.clone()),
         None => client.get(url),
     };
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + offset;
+    if *unique_forwarded_for {
+        // Distinct IPv4 addresses from 11.0.0.0 on.
+        let address = std::net::Ipv4Addr::from(0x0b00_0000u32.wrapping_add(n as u32));
+        builder = builder.header("x-forwarded-for", address.to_string());
+    }
     let ok = match builder.send().await {
         Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
         _ => false,

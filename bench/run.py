@@ -8,11 +8,13 @@ Method (docs/BENCHMARKS.md says why):
   - Tollgate's CPU time per request comes from /proc/PID/stat (utime + stime) around each run,
     its peak RSS from VmHWM.
 
-Scenarios:
+Scenarios (--only core | limits):
   throughput   non-streaming chat, closed loop, 64 connections, as fast as possible (wrk)
   fixed_rate   non-streaming chat at 2,000 req/s, upstream +50 ms; added p50/p99
   streams      streamed chat at 500 req/s, upstream +50 ms; time to last byte, added p99
   startup      exec to the first 200 from /health/ready
+  limits       2,000 req/s with limits off, in memory, in Redis (--redis URL); added p99 vs off
+  distinct_ips RSS while 1,000,000 distinct client IPs (X-Forwarded-For) pass the memory limiter
 
 Usage: python3 bench/run.py [--rounds 3] [--quick] [--out bench/results/latest.json]
 Needs: a release build (the script runs cargo build --release), wrk (apt-get install wrk),
@@ -76,7 +78,7 @@ def peak_rss_kib(pid):
 class Stack:
     """A mock upstream on CPU 0 and Tollgate on CPU 1."""
 
-    def __init__(self, latency_ms, workdir):
+    def __init__(self, latency_ms, workdir, toml="", env_extra=None):
         self.mock_port, self.port = free_port(), free_port()
         self.mock = subprocess.Popen(
             ["taskset", "-c", "0", BIN, "mock-upstream", "--listen", f"127.0.0.1:{self.mock_port}",
@@ -90,6 +92,11 @@ class Stack:
         self.key = json.loads(created.stdout)["key"]
         env.update(OPENAI_API_KEY=UPSTREAM_KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{self.mock_port}/v1",
                    PORT=str(self.port))
+        config = os.path.join(workdir, f"tollgate-{self.port}.toml")
+        with open(config, "w") as f:
+            f.write(toml)
+        env["TOLLGATE_CONFIG"] = config
+        env.update(env_extra or {})
         started = time.monotonic()
         self.gateway = subprocess.Popen(["taskset", "-c", "1", BIN, "serve"], env=env, stderr=subprocess.DEVNULL)
         wait_ready(f"http://127.0.0.1:{self.port}/health/ready")
@@ -118,12 +125,20 @@ def wrk(url, key, seconds):
     return {"throughput": rps, "requests": requests, "errors": errors}
 
 
-def loadgen(url, key, rate, seconds, body, connections=256):
+def loadgen(url, key, rate, seconds, body, connections=256, extra=()):
     out = subprocess.run(["taskset", "-c", "0", LOADGEN, url, "--rate", str(rate), "--duration-s", str(seconds),
-                          "--warmup-s", "2", "--connections", str(connections), "--body", body,
-                          "--header", f"Authorization: Bearer {key}"],
+                          "--connections", str(connections), "--body", body,
+                          "--header", f"Authorization: Bearer {key}", *(extra or ("--warmup-s", "2"))],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def measured(stack, run):
@@ -143,6 +158,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="short runs, to try the harness")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.json"))
+    parser.add_argument("--only", choices=["core", "limits", "ips"], help="run one group of scenarios")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis for the limits scenario")
     args = parser.parse_args()
     seconds = 3 if args.quick else 10
     for tool in ("wrk", "taskset"):
@@ -151,6 +168,73 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "tollgate", "--example", "loadgen"], cwd=ROOT, check=True)
     workdir = tempfile.mkdtemp(prefix="tollgate-bench-")
     report = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "rounds": args.rounds}
+    if args.only in (None, "core"):
+        core(args, seconds, workdir, report)
+    if args.only in (None, "limits"):
+        limits(args, seconds, workdir, report)
+    if args.only in (None, "limits", "ips"):
+        distinct_ips(workdir, report)
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(json.dumps({k: v for k, v in report.items() if k not in ("fixed_rate", "streams")}, indent=2))
+    print(f"full results: {args.out}")
+
+
+def limits(args, seconds, workdir, report):
+    """Limits off vs in memory vs in Redis at 2,000 req/s (upstream +50 ms), and memory while
+    1,000,000 distinct client IPs pass through."""
+    prefix = f"bench-{os.getpid()}"
+    # Rules that admit everything, so the scenario measures the cost of checking: one per-IP and
+    # one per-key bucket (two Redis hash tags, so two script calls per request).
+    roomy = ("[[limits.rules]]\nscope = \"ip\"\nroute = \"*\"\nrequests = 1000000000\nper = \"1h\"\n\n"
+             "[[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 1000000000\nper = \"1h\"\n")
+    variants = {
+        "off": ("[limits]\nenabled = false\n", {}),
+        "memory": (roomy, {}),
+        "redis": (f"[limits]\nredis_prefix = \"{prefix}\"\n\n" + roomy, {"REDIS_URL": args.redis}),
+    }
+    stacks = {name: Stack(50, workdir, toml, env) for name, (toml, env) in variants.items()}
+    rows = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, stack in stacks.items():
+            rows[name].append(measured(stack, lambda: loadgen(*stack.via("/v1/chat/completions"), 2000, seconds, CHAT)))
+    off_p99 = [r["p99_us"] for r in rows["off"]]
+    report["limits"] = {
+        name: {
+            "p50_us": median(r, "p50_us"),
+            "p99_us": median(r, "p99_us"),
+            "added_p99_us_vs_off": statistics.median(v["p99_us"] - o for v, o in zip(r, off_p99)),
+            "gateway_cpu_us_per_request": statistics.median(x["gateway_cpu_s"] / max(x["ok"], 1) * 1e6 for x in r),
+            "errors": sum(x["errors"] for x in r),
+        }
+        for name, r in rows.items()
+    }
+    for stack in stacks.values():
+        stack.stop()
+
+
+def distinct_ips(workdir, report):
+    """Memory while 1,000,000 distinct client IPs pass through."""
+    # 1,000,000 distinct client IPs through the in-memory limiter (the seeds' per-IP rule, so
+    # every IP gets a bucket), against the same traffic with limits off: the difference is what
+    # the limiter holds.
+    report["distinct_ips"] = {}
+    for name, toml in (("limits_on", ""), ("limits_off", "[limits]\nenabled = false\n")):
+        stack = Stack(0, workdir, toml, {"TOLLGATE_TRUSTED_PROXIES": "127.0.0.1"})
+        samples = [(0, rss_kib(stack.gateway.pid))]
+        for chunk in range(4):
+            loadgen(*stack.via("/v1/chat/completions"), 0, 600, CHAT, connections=64,
+                    extra=("--unique-forwarded-for", "--forwarded-for-offset", str(chunk * 250_000),
+                           "--requests", "250000", "--warmup-s", "0"))
+            samples.append(((chunk + 1) * 250_000, rss_kib(stack.gateway.pid)))
+        report["distinct_ips"][name] = {"rss_kib_after_n_ips": samples, "peak_rss_kib": peak_rss_kib(stack.gateway.pid)}
+        stack.stop()
+
+
+def core(args, seconds, workdir, report):
+    """Issue #3's scenarios: throughput, fixed rate, streams, start-up, memory."""
 
     # Scenario 1: throughput, upstream without latency.
     stack = Stack(0, workdir)
@@ -191,11 +275,6 @@ def main():
         }
     report["peak_rss_kib"] = max(peak_rss_kib(stack.gateway.pid), report["peak_rss_kib_after_throughput"])
     stack.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
-
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
     t, fr, st = report["throughput"], report["fixed_rate"], report["streams"]
     print(f"""
 | measure | figure | target |
@@ -208,7 +287,6 @@ def main():
 | peak RSS | {report['peak_rss_kib']/1024:.1f} MiB | <= 40 MiB |
 | start to ready | {report['startup_ms']:.0f} ms | <= 100 ms |
 """)
-    print(f"full results: {args.out}")
 
 
 if __name__ == "__main__":

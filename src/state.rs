@@ -61,7 +61,20 @@ impl AppState {
                 "anonymous mode is on: callers without credentials are served ([anonymous] enabled = true)"
             );
         }
-        crate::tokens::warm_up();
+        // The tokenizer tables cost ~60 MB: build them at start only when configured rules count
+        // tokens; a key's own token rule builds them on first use.
+        let counts_tokens = |rules: &[crate::limiter::rules::Rule]| {
+            rules
+                .iter()
+                .any(|r| r.unit == crate::limiter::rules::Unit::Tokens)
+        };
+        if config.limits.enabled
+            && (counts_tokens(&config.limits.rules)
+                || config.jwt.rules.as_deref().is_some_and(counts_tokens)
+                || config.anonymous.rules.as_deref().is_some_and(counts_tokens))
+        {
+            crate::tokens::warm_up();
+        }
         Ok(Self(Arc::new(Inner {
             config,
             upstream,

@@ -1,6 +1,8 @@
 //! Token counting with the model's own tokenizer (tiktoken's rank tables, bundled in the
 //! binary; nothing is fetched at run time). Used to reserve token-rule capacity before a
-//! request is forwarded. The tables are built once, at start ([`warm_up`]), never per request.
+//! request is forwarded. The tables are built once per process, never per request: at start
+//! ([`warm_up`]) when configured rules count tokens, else on first use (they cost ~60 MB, which
+//! a deployment without token rules should not pay).
 
 use serde::Deserialize;
 use serde_json::Value;
