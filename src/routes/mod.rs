@@ -17,6 +17,7 @@ mod rate_limit_status;
 use axum::Router;
 use axum::routing::{any, get, post};
 
+use crate::pipeline::ModelRoute;
 use crate::pipeline::authenticate::require_key;
 use crate::state::AppState;
 
@@ -29,20 +30,16 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready));
     let mut keyed = Router::new();
     for prefix in ["/v1", ""] {
+        let model_routes = [
+            ("chat/completions", ModelRoute::Chat),
+            ("embeddings", ModelRoute::Embeddings),
+            ("images/generations", ModelRoute::Images),
+            ("responses", ModelRoute::Responses),
+        ];
+        for (path, route) in model_routes {
+            keyed = keyed.route(&format!("{prefix}/{path}"), model_calls::route(route, path));
+        }
         keyed = keyed
-            .route(
-                &format!("{prefix}/chat/completions"),
-                post(model_calls::chat),
-            )
-            .route(
-                &format!("{prefix}/embeddings"),
-                post(model_calls::embeddings),
-            )
-            .route(
-                &format!("{prefix}/images/generations"),
-                post(model_calls::images),
-            )
-            .route(&format!("{prefix}/responses"), post(model_calls::responses))
             .route(&format!("{prefix}/models"), get(models::list))
             .route(&format!("{prefix}/models/{{id}}"), get(models::show));
     }
