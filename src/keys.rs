@@ -56,11 +56,6 @@ impl ApiKey {
             .filter_map(|spec| spec.validate().ok())
             .collect()
     }
-
-    /// Whether the key may use `model`.
-    pub fn allows_model(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|m| m == model)
-    }
 }
 
 /// What an operator asks for when creating a key.

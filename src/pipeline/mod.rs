@@ -18,6 +18,8 @@ pub mod respond;
 pub mod stream;
 pub mod validate;
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -101,9 +103,10 @@ async fn run(
 
     // 5. rate limits: every bucket that applies, charged at once; tokens estimated if needed.
     let principal = with_body_user(principal, &facts);
+    let principal = principal.as_ref();
     let default_completion = state.config.limits.default_completion_tokens;
     let route = call.route;
-    let admission = rate_limit::admit(state, &principal, route.class(), || {
+    let admission = rate_limit::admit(state, principal, route.class(), || {
         raw.as_deref().map_or(0, |body| {
             crate::tokens::estimate(route, body, default_completion)
         })
@@ -183,12 +186,16 @@ async fn run(
 }
 
 /// A key caller's end user is `x-user-id`, else the body's `user`; other callers keep theirs.
-fn with_body_user(principal: &Principal, facts: &RequestFacts) -> Principal {
-    let mut principal = principal.clone();
-    if matches!(principal.caller, Caller::Key(_)) && principal.user.is_none() {
-        principal.user.clone_from(&facts.user);
+/// Borrows the principal unless the body's user must be filled in.
+fn with_body_user<'a>(principal: &'a Principal, facts: &RequestFacts) -> Cow<'a, Principal> {
+    match (&principal.caller, &principal.user, &facts.user) {
+        (Caller::Key(_), None, Some(user)) => {
+            let mut owned = principal.clone();
+            owned.user = Some(user.clone());
+            Cow::Owned(owned)
+        }
+        _ => Cow::Borrowed(principal),
     }
-    principal
 }
 
 /// Settles token reservations after the response, off the request path.

@@ -23,7 +23,9 @@ use crate::state::AppState;
 /// What a request was charged, for response headers and settlement.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    charged: Vec<(Rule, Charge)>,
+    /// `rules[i]` made `charges[i]`, which left `states[i]`.
+    rules: Vec<Rule>,
+    charges: Vec<Charge>,
     states: Vec<BucketState>,
 }
 
@@ -117,7 +119,8 @@ pub async fn admit(
     }
     let mut estimate = None;
     let mut estimate_tokens = Some(estimate_tokens);
-    let mut charged = Vec::with_capacity(applicable.len());
+    let mut rules = Vec::with_capacity(applicable.len());
+    let mut charges = Vec::with_capacity(applicable.len());
     for (rule, bucket) in applicable {
         let cost = match rule.unit {
             Unit::Requests => 1,
@@ -133,9 +136,9 @@ pub async fn admit(
                 None,
             ));
         }
-        charged.push((rule, Charge { bucket, cost }));
+        rules.push(rule);
+        charges.push(Charge { bucket, cost });
     }
-    let charges: Vec<Charge> = charged.iter().map(|(_, c)| c.clone()).collect();
     let decision = match state.limiter.acquire(&charges).await {
         Ok(decision) => decision,
         Err(error) => {
@@ -152,13 +155,13 @@ pub async fn admit(
         }
     };
     if !decision.allowed() {
-        let (rule, state) = charged
+        let (rule, state) = rules
             .iter()
             .zip(&decision.states)
             .filter(|(_, s)| s.retry_after_us > 0)
             .max_by_key(|(_, s)| s.retry_after_us)
-            .map(|((rule, _), s)| (*rule, *s))
-            .unwrap_or((charged[0].0, decision.states[0]));
+            .map(|(rule, s)| (*rule, *s))
+            .unwrap_or((rules[0], decision.states[0]));
         let retry_after_secs = state.retry_after_us.div_ceil(1_000_000).max(1);
         metrics::counter!("tollgate_rate_limited_total", "scope" => rule.scope.as_str(), "unit" => rule.unit.as_str())
             .increment(1);
@@ -168,7 +171,8 @@ pub async fn admit(
         });
     }
     Ok(Some(Admission {
-        charged,
+        rules,
+        charges,
         states: decision.states,
     }))
 }
@@ -178,12 +182,12 @@ impl Admission {
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         for (unit, suffix) in [(Unit::Requests, "requests"), (Unit::Tokens, "tokens")] {
             let tightest = self
-                .charged
+                .rules
                 .iter()
                 .zip(&self.states)
-                .filter(|((rule, _), _)| rule.unit == unit)
-                .min_by_key(|((rule, _), state)| (state.remaining, rule.limit));
-            if let Some(((rule, _), state)) = tightest {
+                .filter(|(rule, _)| rule.unit == unit)
+                .min_by_key(|(rule, state)| (state.remaining, rule.limit));
+            if let Some((rule, state)) = tightest {
                 let mut set = |name: &str, value: String| {
                     if let (Ok(name), Ok(value)) =
                         (HeaderName::try_from(name), HeaderValue::try_from(value))
@@ -211,8 +215,9 @@ impl Admission {
     /// any were used, so everything reserved comes back). Runs after the response.
     pub async fn settle(self, state: &AppState, used_tokens: Option<u64>) {
         let adjustments: Vec<(Bucket, i64)> = self
-            .charged
+            .rules
             .into_iter()
+            .zip(self.charges)
             .filter(|(rule, _)| rule.unit == Unit::Tokens)
             .map(|(_, charge)| {
                 let used = used_tokens.unwrap_or(0);
@@ -234,9 +239,7 @@ impl Admission {
 
     /// Whether any token bucket was charged (so settlement has work to do).
     pub fn has_tokens(&self) -> bool {
-        self.charged
-            .iter()
-            .any(|(rule, _)| rule.unit == Unit::Tokens)
+        self.rules.iter().any(|rule| rule.unit == Unit::Tokens)
     }
 }
 
