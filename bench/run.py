@@ -41,6 +41,11 @@ UPSTREAM_KEY = "sk-bench-upstream"
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "echo: the quick brown fox jumps over the lazy dog"}]})
 STREAM = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "echo: " + " ".join(f"w{i}" for i in range(20))}]})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Limit rules that admit everything, so a scenario measures the cost of checking limits and never
+# a refusal: one per-IP and one per-key bucket (two Redis hash tags, so two script calls per
+# request). The seeds' default rules (1,000 requests per hour per IP) would refuse a benchmark.
+ROOMY_LIMITS = ("[[limits.rules]]\nscope = \"ip\"\nroute = \"*\"\nrequests = 1000000000\nper = \"1h\"\n\n"
+                "[[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 1000000000\nper = \"1h\"\n")
 
 
 def free_port():
@@ -175,25 +180,36 @@ def main():
     if args.only in (None, "limits", "ips"):
         distinct_ips(workdir, report)
     shutil.rmtree(workdir, ignore_errors=True)
+    failed = [name for name, errors in errors_by_scenario(report) if errors]
+    if failed:
+        print(f"non-2xx answers in {', '.join(failed)}: these figures measure refusals, not the gateway", file=sys.stderr)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
     print(json.dumps({k: v for k, v in report.items() if k not in ("fixed_rate", "streams")}, indent=2))
     print(f"full results: {args.out}")
+    if failed:
+        sys.exit(1)
+
+
+def errors_by_scenario(report):
+    """(scenario, non-2xx count) for every scenario that counts errors."""
+    for name, value in report.items():
+        if isinstance(value, dict) and "errors" in value:
+            yield name, value["errors"]
+        elif name == "limits":
+            for variant, figures in value.items():
+                yield f"limits.{variant}", figures["errors"]
 
 
 def limits(args, seconds, workdir, report):
     """Limits off vs in memory vs in Redis at 2,000 req/s (upstream +50 ms), and memory while
     1,000,000 distinct client IPs pass through."""
     prefix = f"bench-{os.getpid()}"
-    # Rules that admit everything, so the scenario measures the cost of checking: one per-IP and
-    # one per-key bucket (two Redis hash tags, so two script calls per request).
-    roomy = ("[[limits.rules]]\nscope = \"ip\"\nroute = \"*\"\nrequests = 1000000000\nper = \"1h\"\n\n"
-             "[[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 1000000000\nper = \"1h\"\n")
     variants = {
         "off": ("[limits]\nenabled = false\n", {}),
-        "memory": (roomy, {}),
-        "redis": (f"[limits]\nredis_prefix = \"{prefix}\"\n\n" + roomy, {"REDIS_URL": args.redis}),
+        "memory": (ROOMY_LIMITS, {}),
+        "redis": (f"[limits]\nredis_prefix = \"{prefix}\"\n\n" + ROOMY_LIMITS, {"REDIS_URL": args.redis}),
     }
     stacks = {name: Stack(50, workdir, toml, env) for name, (toml, env) in variants.items()}
     rows = {name: [] for name in variants}
@@ -237,7 +253,7 @@ def core(args, seconds, workdir, report):
     """Issue #3's scenarios: throughput, fixed rate, streams, start-up, memory."""
 
     # Scenario 1: throughput, upstream without latency.
-    stack = Stack(0, workdir)
+    stack = Stack(0, workdir, ROOMY_LIMITS)
     report["startup_ms"] = stack.startup_ms
     direct, via = [], []
     for _ in range(args.rounds):
@@ -254,7 +270,7 @@ def core(args, seconds, workdir, report):
     stack.stop()
 
     # Scenarios 2 and 3: fixed rates, upstream +50 ms.
-    stack = Stack(50, workdir)
+    stack = Stack(50, workdir, ROOMY_LIMITS)
     for name, rate, body in (("fixed_rate", 2000, CHAT), ("streams", 500, STREAM)):
         direct, via = [], []
         for _ in range(args.rounds):

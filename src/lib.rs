@@ -30,6 +30,8 @@ pub mod middleware;
 pub mod mock_upstream;
 pub mod openai;
 pub mod pipeline;
+pub mod pricing;
+pub mod records;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -59,3 +59,25 @@ pub fn record_request(route: &str, status: u16, duration: Duration) {
 pub fn record_upstream_attempt(outcome: &'static str) {
     metrics::counter!("tollgate_upstream_attempts_total", "outcome" => outcome).increment(1);
 }
+
+/// The audit queue's depth after the writer took a batch.
+pub fn set_audit_queue_depth(depth: usize) {
+    metrics::gauge!("tollgate_audit_queue_depth").set(depth as f64);
+}
+
+/// Counts records written to the database.
+pub fn record_audit_written(records: usize) {
+    metrics::counter!("tollgate_audit_records_written_total").increment(records as u64);
+}
+
+/// Counts records spilled to the file, and sets the file's size.
+pub fn record_audit_spilled(records: usize, file_bytes: u64) {
+    metrics::counter!("tollgate_audit_records_spilled_total").increment(records as u64);
+    metrics::gauge!("tollgate_audit_spill_file_bytes").set(file_bytes as f64);
+}
+
+/// Counts audit write failures (`write`: the database refused, the batch was spilled;
+/// `lost`: neither database nor spill file took it).
+pub fn record_audit_failure(kind: &'static str) {
+    metrics::counter!("tollgate_audit_write_failures_total", "kind" => kind).increment(1);
+}

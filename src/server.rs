@@ -25,18 +25,20 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::error::GatewayError;
 use crate::middleware::origin::AllowedOrigins;
 use crate::middleware::{access_log, content_type, origin, request_id, security_headers};
+use crate::records::Recorder;
 use crate::routes;
 use crate::state::AppState;
 
 /// The whole application: the routes inside the HTTP layers.
 pub fn router(state: AppState) -> Router {
     let cors_origins = state.config.server.cors_origins.clone();
-    with_layers(routes::router(state), &cors_origins)
+    let recorder = state.recorder.clone();
+    with_layers(routes::router(state), &cors_origins, recorder)
 }
 
 /// Wraps `routes` in the HTTP layers, outermost first. Public so that tests can put a route
 /// of their own (one that panics) inside exactly the production stack.
-pub fn with_layers(routes: Router, cors_origins: &[String]) -> Router {
+pub fn with_layers(routes: Router, cors_origins: &[String], recorder: Recorder) -> Router {
     let cors = cors_layer(cors_origins);
     let allowed_origins = AllowedOrigins(
         cors_origins
@@ -49,8 +51,12 @@ pub fn with_layers(routes: Router, cors_origins: &[String]) -> Router {
         // 1. Request id first, so every response below — panics and 404s included — carries it
         //    and every log line can name it.
         .layer(axum::middleware::from_fn(request_id::assign))
-        // 2. The access log sees the final status, after panics became 500s.
-        .layer(axum::middleware::from_fn(access_log::log))
+        // 2. The log line, metrics and audit record see the final status, after panics
+        //    became 500s.
+        .layer(axum::middleware::from_fn_with_state(
+            recorder,
+            access_log::observe,
+        ))
         // 3. A panic in any handler becomes a 500 in OpenAI's envelope, never a dropped connection.
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
@@ -185,6 +191,7 @@ pub async fn run(
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!("grace period over: closing the remaining connections");
     }
+    state.finish_records().await;
     Ok(())
 }
 

@@ -12,7 +12,9 @@ use crate::limiter::memory::MemoryRateLimiter;
 use crate::limiter::redis::RedisRateLimiter;
 use crate::pipeline::authenticate::KeyCache;
 use crate::pipeline::forward::Upstream;
-use crate::store::KeyStore;
+use crate::pricing::PriceTable;
+use crate::records::{RecordStore, RecordWriter, Recorder};
+use crate::store::{KeyStore, Stores};
 
 /// The shared handle. Clone is an `Arc` bump.
 #[derive(Clone)]
@@ -37,11 +39,21 @@ pub struct Inner {
     pub tasks: TaskTracker,
     /// Renders `/metrics`; `None` if another recorder was installed first.
     pub metrics: Option<PrometheusHandle>,
+    /// Built-in prices with `[pricing]` applied (shared with stream relays).
+    pub prices: Arc<PriceTable>,
+    /// The audit queue's request-side handle.
+    pub recorder: Recorder,
+    /// Stored audit records (the admin API reads them).
+    pub records: Arc<dyn RecordStore>,
+    /// The audit writer, taken by [`AppState::finish_records`] at shutdown.
+    record_writer: std::sync::Mutex<Option<RecordWriter>>,
 }
 
 impl AppState {
-    /// Builds the state from a loaded configuration and an opened key store.
-    pub fn new(config: Config, keys: Arc<dyn KeyStore>) -> Result<Self, StateError> {
+    /// Builds the state from a loaded configuration and the opened database, and starts the
+    /// audit writer (so it must run inside the Tokio runtime).
+    pub fn new(config: Config, stores: Stores) -> Result<Self, StateError> {
+        let Stores { keys, records } = stores;
         let upstream = Upstream::new(&config.upstream)?;
         let key_cache = KeyCache::new(config.keys.cache_ttl);
         let limiter: Arc<dyn RateLimiter> = match &config.limits.redis_url {
@@ -75,7 +87,13 @@ impl AppState {
         {
             crate::tokens::warm_up();
         }
+        let prices = Arc::new(PriceTable::with_overrides(&config.pricing));
+        let (recorder, record_writer) = RecordWriter::start(&config.records, Arc::clone(&records));
         Ok(Self(Arc::new(Inner {
+            prices,
+            recorder,
+            records,
+            record_writer: std::sync::Mutex::new(record_writer),
             config,
             upstream,
             keys,
@@ -97,6 +115,21 @@ pub enum StateError {
     Limiter(#[from] crate::limiter::LimiterError),
     #[error("configuring JWT verification: {0}")]
     Jwt(String),
+}
+
+impl AppState {
+    /// Drains the audit queue into the database (or the spill file) and stops the writer.
+    /// Called once the server has drained; a second call does nothing.
+    pub async fn finish_records(&self) {
+        let writer = self
+            .record_writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            writer.finish().await;
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {

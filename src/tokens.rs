@@ -92,13 +92,42 @@ fn count_value(model: &str, value: &Value) -> u64 {
     pieces.iter().map(|piece| count(model, piece)).sum()
 }
 
+/// A request's size before it is sent: its prompt counted with the model's tokenizer and the
+/// completion it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub prompt_tokens: u64,
+    /// `max_completion_tokens`, `max_tokens` or `max_output_tokens`, times `n`; `None` when the
+    /// request sets no maximum.
+    pub max_completion_tokens: Option<u64>,
+    /// Choices asked for (`n`), at least 1.
+    pub choices: u64,
+}
+
+impl Estimate {
+    /// The most tokens the request can use, `default_completion` per choice standing in for
+    /// a maximum it does not set.
+    pub fn total(&self, default_completion: u64) -> u64 {
+        self.prompt_tokens
+            + self
+                .max_completion_tokens
+                .unwrap_or(default_completion * self.choices)
+    }
+}
+
 /// The most tokens a request can use: its prompt counted with the model's tokenizer, plus the
 /// completion it allows (`max_completion_tokens`, `max_tokens`, `max_output_tokens`, or
 /// `default_completion` when it sets none) for each of its `n` choices.
 pub fn estimate(route: ModelRoute, body: &[u8], default_completion: u64) -> u64 {
+    estimate_parts(route, body).total(default_completion)
+}
+
+/// The prompt and completion parts of [`estimate`].
+pub fn estimate_parts(route: ModelRoute, body: &[u8]) -> Estimate {
     let request: Countable = serde_json::from_slice(body).unwrap_or_default();
     let model = request.model.as_deref().unwrap_or("gpt-4o");
-    let (prompt, completion) = match route {
+    let choices = request.n.unwrap_or(1).max(1);
+    let (prompt_tokens, max_completion_tokens) = match route {
         ModelRoute::Chat => {
             // OpenAI's accounting: 3 tokens per message and 3 to prime the reply.
             let text: u64 = request
@@ -107,11 +136,8 @@ pub fn estimate(route: ModelRoute, body: &[u8], default_completion: u64) -> u64 
                 .map(|m| count_value(model, &m.content))
                 .sum();
             let prompt = text + 3 * request.messages.len() as u64 + 3;
-            let completion = request
-                .max_completion_tokens
-                .or(request.max_tokens)
-                .unwrap_or(default_completion);
-            (prompt, completion * request.n.unwrap_or(1).max(1))
+            let completion = request.max_completion_tokens.or(request.max_tokens);
+            (prompt, completion.map(|c| c * choices))
         }
         ModelRoute::Embeddings => {
             let tokens = match &request.input {
@@ -125,18 +151,22 @@ pub fn estimate(route: ModelRoute, body: &[u8], default_completion: u64) -> u64 
                     .sum(),
                 other => count_value(model, other),
             };
-            (tokens, 0)
+            (tokens, Some(0))
         }
-        ModelRoute::Images => (request.prompt.as_deref().map_or(0, |p| count(model, p)), 0),
+        ModelRoute::Images => (
+            request.prompt.as_deref().map_or(0, |p| count(model, p)),
+            Some(0),
+        ),
         ModelRoute::Responses | ModelRoute::Passthrough => (
             count_value(model, &request.input) + 3,
-            request
-                .max_output_tokens
-                .or(request.max_tokens)
-                .unwrap_or(default_completion),
+            request.max_output_tokens.or(request.max_tokens),
         ),
     };
-    prompt + completion
+    Estimate {
+        prompt_tokens,
+        max_completion_tokens,
+        choices,
+    }
 }
 
 #[cfg(test)]

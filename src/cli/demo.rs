@@ -43,7 +43,7 @@ pub async fn run(args: DemoArgs, path: Option<&Path>, env: Env) -> anyhow::Resul
     let config = Config::load(path, &env)?;
     telemetry::init(&config.log);
 
-    let keys_store = store::connect(&config.database)
+    let stores = store::connect(&config.database)
         .await
         .context("opening the database")?;
     let issued = keys::issue(
@@ -53,7 +53,8 @@ pub async fn run(args: DemoArgs, path: Option<&Path>, env: Env) -> anyhow::Resul
         },
         keys::now_ms(),
     );
-    keys_store
+    stores
+        .keys
         .insert(&issued.key, &issued.hash)
         .await
         .context("storing the demo key")?;
@@ -65,7 +66,7 @@ pub async fn run(args: DemoArgs, path: Option<&Path>, env: Env) -> anyhow::Resul
     let base = format!("http://{}", listener.local_addr()?);
     print_welcome(&base, &issued.secret)?;
 
-    let state = AppState::new(config, keys_store).context("building the gateway state")?;
+    let state = AppState::new(config, stores).context("building the gateway state")?;
     let (stop_mock, mock_stopped) = tokio::sync::oneshot::channel::<()>();
     let mock = state
         .tasks

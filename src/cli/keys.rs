@@ -102,7 +102,8 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
     let config = Config::load(path, &super::env_without_upstream(env))?;
     let store = store::connect(&config.database)
         .await
-        .context("opening the database")?;
+        .context("opening the database")?
+        .keys;
     let mut out = std::io::stdout().lock();
     match command {
         KeysCommand::Create(args) => {

@@ -13,10 +13,10 @@ use crate::{server, store, telemetry};
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     telemetry::init(&config.log);
     let address = SocketAddr::new(config.server.host, config.server.port);
-    let keys = store::connect(&config.database)
+    let stores = store::connect(&config.database)
         .await
         .context("opening the database")?;
-    let state = AppState::new(config, keys).context("building the gateway state")?;
+    let state = AppState::new(config, stores).context("building the gateway state")?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding {address}"))?;

@@ -9,6 +9,7 @@
 mod generate;
 mod limits;
 mod log;
+mod records;
 mod server;
 pub mod source;
 mod store;
@@ -25,6 +26,7 @@ pub use limits::{
     AnonymousConfig, BackendErrorPolicy, BudgetPeriod, BudgetSpec, JwtConfig, LimitsConfig,
 };
 pub use log::{LogConfig, LogFormat};
+pub use records::RecordsConfig;
 pub use server::ServerConfig;
 pub use source::Env;
 pub use store::{DatabaseConfig, DatabaseEngine, KeysConfig, mask_database_url};
@@ -44,6 +46,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub jwt: JwtConfig,
     pub anonymous: AnonymousConfig,
+    /// `[pricing."MODEL"]`: overrides of and additions to the built-in price table.
+    pub pricing: std::collections::HashMap<String, crate::pricing::ModelPrice>,
+    pub records: RecordsConfig,
 }
 
 /// Every problem found, one line each.
@@ -85,6 +90,8 @@ impl Config {
             limits: LimitsConfig::read(&mut sources),
             jwt: JwtConfig::read(&mut sources),
             anonymous: AnonymousConfig::read(&mut sources),
+            pricing: crate::pricing::config::read(&mut sources),
+            records: RecordsConfig::read(&mut sources),
         };
         let errors = sources.finish();
         if errors.is_empty() {

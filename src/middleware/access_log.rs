@@ -1,29 +1,31 @@
-//! One log line per request, and the request counters.
+//! What every request leaves behind: one log line, the request metrics, and (for API routes)
+//! its audit record.
 //!
 //! The line is written when the response head is ready (for a stream: when it starts), with
 //! the stable fields `request.id`, `http.method`, `http.path` (the matched route, never the raw
 //! query), `http.status`, `duration_ms`, and — when the pipeline knows them — `key.id`,
 //! `model` and `error.kind`. Never a header value, a prompt or a completion.
+//!
+//! The audit record is queued before the response is returned, so a client never holds an
+//! answer whose record is not at least in the queue; a stream's record is queued when the
+//! stream ends, with its usage. Open routes (health, metrics), the admin API and the dashboard
+//! leave no record.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::request_id::RequestId;
 use crate::error::ErrorKind;
-
-/// What the pipeline learned about a request, for the log line (a response extension).
-#[derive(Debug, Clone, Default)]
-pub struct LogFields {
-    pub key_id: Option<String>,
-    pub model: Option<String>,
-}
+use crate::records::{CallFacts, PendingFacts, Record, Recorder};
 
 /// The layer.
-pub async fn log(request: Request, next: Next) -> Response {
+pub async fn observe(State(recorder): State<Recorder>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let created_at_ms = crate::records::now_ms();
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -34,10 +36,14 @@ pub async fn log(request: Request, next: Next) -> Response {
         .get::<RequestId>()
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
-    let response = next.run(request).await;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let mut response = next.run(request).await;
     let duration = started.elapsed();
     let status = response.status().as_u16();
-    let fields = response.extensions().get::<LogFields>();
+    let facts = response.extensions_mut().remove::<CallFacts>();
     let error_kind = response.extensions().get::<ErrorKind>().map(|k| k.0);
     tracing::info!(
         request.id = %request_id,
@@ -45,11 +51,102 @@ pub async fn log(request: Request, next: Next) -> Response {
         http.path = %route,
         http.status = status,
         duration_ms = duration.as_secs_f64() * 1000.0,
-        key.id = fields.and_then(|f| f.key_id.as_deref()),
-        model = fields.and_then(|f| f.model.as_deref()),
+        key.id = facts.as_ref().and_then(|f| f.key_id.as_deref()),
+        model = facts.as_ref().and_then(|f| f.model_requested.as_deref()),
         error.kind = error_kind,
         "request"
     );
     crate::metrics::record_request(&route, status, duration);
+
+    if recorder.enabled() && is_audited(&route) {
+        let mut draft = Record {
+            id: uuid::Uuid::now_v7().to_string(),
+            created_at_ms,
+            request_id,
+            method: method.to_string(),
+            route,
+            status,
+            error_kind: error_kind.map(str::to_owned),
+            latency_ms: millis(duration),
+            client_ip: peer.map(|ip| ip.to_string()),
+            caller: "none".to_owned(),
+            outcome: outcome_of(status, error_kind).to_owned(),
+            ..Record::default()
+        };
+        if let Some(facts) = facts {
+            apply(&mut draft, facts, &recorder);
+        }
+        match response
+            .extensions_mut()
+            .remove::<PendingFacts>()
+            .and_then(|pending| pending.take())
+        {
+            Some(pending) => {
+                let recorder_for_text = recorder.clone();
+                recorder.record_after(draft, pending, move |mut record, facts| {
+                    apply(&mut record, facts, &recorder_for_text);
+                    record.latency_ms = millis(started.elapsed());
+                    record
+                });
+            }
+            None => recorder.record(draft).await,
+        }
+    }
     response
+}
+
+/// Whether requests to `route` leave an audit record: the API routes do; health, metrics, the
+/// admin API, the dashboard and paths matching no route do not.
+fn is_audited(route: &str) -> bool {
+    !(route == "unmatched"
+        || route.starts_with("/health")
+        || route == "/metrics"
+        || route.starts_with("/admin")
+        || route.starts_with("/dashboard"))
+}
+
+/// Fills the record from what the pipeline learned.
+fn apply(record: &mut Record, facts: CallFacts, recorder: &Recorder) {
+    record.caller = facts.caller.to_owned();
+    record.key_id = facts.key_id;
+    record.user_id = facts.user_id;
+    if let Some(ip) = facts.client_ip {
+        record.client_ip = Some(ip.to_string());
+    }
+    record.model_requested = facts.model_requested;
+    record.model_used = facts.model_used;
+    record.upstream = facts.upstream.map(str::to_owned);
+    record.stream = facts.stream;
+    record.usage = facts.usage;
+    if let Some(images) = facts.images {
+        record.images = images.count;
+        record.image_size = images.size;
+        record.image_quality = images.quality;
+    }
+    record.cost_micros = facts.cost_micros;
+    record.estimated = facts.estimated;
+    record.upstream_ms = facts.upstream_ms;
+    record.prompt_chars = facts.prompt_chars;
+    record.completion_chars = facts.completion_chars;
+    if let Some(outcome) = facts.outcome {
+        record.outcome = outcome.to_owned();
+    }
+    if recorder.stores_text() {
+        record.prompt_text = facts.prompt_text;
+        record.completion_text = facts.completion_text;
+    }
+}
+
+/// The outcome a status implies: `ok`, `refused` (Tollgate said no), `upstream_error`, `error`.
+fn outcome_of(status: u16, error_kind: Option<&str>) -> &'static str {
+    match (status, error_kind) {
+        (200..=399, _) => "ok",
+        (_, Some(kind)) if kind.starts_with("upstream") => "upstream_error",
+        (400..=499, _) => "refused",
+        _ => "error",
+    }
+}
+
+fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

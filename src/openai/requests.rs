@@ -16,6 +16,8 @@ pub struct RequestFacts {
     pub include_usage: bool,
     /// The body's `user`, validated (the end user, for key callers without `x-user-id`).
     pub user: Option<String>,
+    /// An images request: how many, what size and quality (to price per-image models).
+    pub images: Option<crate::pricing::ImageRequest>,
 }
 
 /// `stream_options` of a chat request.
@@ -75,6 +77,10 @@ pub struct ImagesRequest {
     pub model: Option<String>,
     #[serde(default)]
     pub n: Option<u32>,
+    #[serde(default)]
+    pub size: Option<String>,
+    #[serde(default)]
+    pub quality: Option<String>,
 }
 
 /// `POST /v1/responses`.
@@ -186,6 +192,7 @@ impl ChatRequest {
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
             user: check_user(self.user.as_ref())?,
+            images: None,
         })
     }
 }
@@ -236,6 +243,7 @@ impl EmbeddingsRequest {
             stream: false,
             include_usage: false,
             user: check_user(self.user.as_ref())?,
+            images: None,
         })
     }
 }
@@ -260,6 +268,11 @@ impl ImagesRequest {
             stream: false,
             include_usage: false,
             user: check_user(self.user.as_ref())?,
+            images: Some(crate::pricing::ImageRequest {
+                count: u64::from(self.n.unwrap_or(1)),
+                size: self.size.clone(),
+                quality: self.quality.clone(),
+            }),
         })
     }
 }
@@ -273,6 +286,7 @@ impl ResponsesRequest {
             stream: self.stream.unwrap_or(false),
             include_usage: false,
             user: check_user(self.user.as_ref())?,
+            images: None,
         })
     }
 }
@@ -303,6 +317,7 @@ impl PassthroughRequest {
             stream,
             include_usage: false,
             user,
+            images: None,
         })
     }
 }

@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Tokens by class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -15,6 +16,8 @@ pub struct Usage {
     pub cached_tokens: u64,
     /// Part of `completion_tokens` spent on hidden reasoning.
     pub reasoning_tokens: u64,
+    /// Part of `prompt_tokens` that were images (GPT image models price them apart).
+    pub image_input_tokens: u64,
 }
 
 impl Usage {
@@ -30,6 +33,8 @@ struct Details {
     cached_tokens: Option<u64>,
     #[serde(default)]
     reasoning_tokens: Option<u64>,
+    #[serde(default)]
+    image_tokens: Option<u64>,
 }
 
 /// The `usage` object in any of OpenAI's spellings.
@@ -52,11 +57,17 @@ impl From<WireUsage> for Usage {
             completion_tokens: wire.completion_tokens.unwrap_or(0),
             cached_tokens: wire
                 .prompt_tokens_details
+                .as_ref()
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
             reasoning_tokens: wire
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+            image_input_tokens: wire
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.image_tokens)
                 .unwrap_or(0),
         }
     }
@@ -64,6 +75,10 @@ impl From<WireUsage> for Usage {
 
 #[derive(Deserialize)]
 struct WithUsage {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    data: Option<Vec<serde::de::IgnoredAny>>,
     #[serde(default)]
     usage: Option<WireUsage>,
     /// A Responses API stream event carries the response, whose `usage` is the total.
@@ -73,11 +88,32 @@ struct WithUsage {
 
 /// The usage in a JSON body (a plain response or one stream event), if it has one.
 pub fn from_json(body: &[u8]) -> Option<Usage> {
-    let parsed: WithUsage = serde_json::from_slice(body).ok()?;
-    parsed
-        .usage
-        .or_else(|| parsed.response.and_then(|r| r.usage))
-        .map(Usage::from)
+    summarize(body).usage
+}
+
+/// What accounting reads from a response body: the model that answered, its usage, and how
+/// many items `data` holds (images generated).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResponseSummary {
+    pub model: Option<String>,
+    pub usage: Option<Usage>,
+    pub data_items: Option<u64>,
+}
+
+/// Reads a response body's [`ResponseSummary`]; an unreadable body gives an empty one.
+pub fn summarize(body: &[u8]) -> ResponseSummary {
+    let Ok(parsed) = serde_json::from_slice::<WithUsage>(body) else {
+        return ResponseSummary::default();
+    };
+    let (usage, model) = match parsed.response {
+        Some(response) if parsed.usage.is_none() => (response.usage, response.model),
+        _ => (parsed.usage, parsed.model),
+    };
+    ResponseSummary {
+        model,
+        usage: usage.map(Usage::from),
+        data_items: parsed.data.map(|items| items.len() as u64),
+    }
 }
 
 #[cfg(test)]
@@ -93,7 +129,8 @@ mod tests {
                 prompt_tokens: 10,
                 completion_tokens: 5,
                 cached_tokens: 4,
-                reasoning_tokens: 2
+                reasoning_tokens: 2,
+                image_input_tokens: 0,
             })
         );
         let responses = br#"{"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":3}}}"#;

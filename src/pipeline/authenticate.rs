@@ -90,8 +90,19 @@ pub async fn require_key(
         .map(|c| c.0);
     match authenticate(&state, request.headers(), peer).await {
         Ok(principal) => {
+            let facts = crate::records::CallFacts::of(&principal);
             request.extensions_mut().insert(principal);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            // Routes outside the pipeline (model lists, limit status) still name their caller
+            // in the log line and the audit record.
+            if response
+                .extensions()
+                .get::<crate::records::CallFacts>()
+                .is_none()
+            {
+                response.extensions_mut().insert(facts);
+            }
+            response
         }
         Err(error) => error.into_response(),
     }

@@ -11,6 +11,7 @@
 //! because token rules need the parsed prompt and the body's `user`. Budgets, the cache and
 //! audit records slot in as they are built (issues #5, #6).
 
+pub mod account;
 pub mod authenticate;
 pub mod forward;
 pub mod rate_limit;
@@ -28,9 +29,9 @@ use tokio::time::Instant;
 
 use crate::error::GatewayError;
 use crate::limiter::rules::RouteClass;
-use crate::middleware::access_log::LogFields;
 use crate::openai::requests::RequestFacts;
 use crate::openai::usage;
+use crate::records::{CallFacts, PendingFacts};
 use crate::state::AppState;
 pub use authenticate::{Caller, Principal};
 use forward::{OutgoingBody, UpstreamRequest};
@@ -58,17 +59,16 @@ pub struct ModelCall {
     pub body: CallBody,
 }
 
-/// Runs `call` through every stage and always produces a response (errors rendered).
+/// Runs `call` through every stage and always produces a response (errors rendered). The
+/// response carries what the audit layer records: [`CallFacts`], or for a stream
+/// [`PendingFacts`] fulfilled when it ends.
 pub async fn handle(state: &AppState, principal: &Principal, call: ModelCall) -> Response {
-    let mut fields = LogFields {
-        key_id: principal.key_id().map(str::to_owned),
-        model: None,
-    };
-    let mut response = match run(state, principal, call, &mut fields).await {
+    let mut facts = CallFacts::of(principal);
+    let mut response = match run(state, principal, call, &mut facts).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
-    response.extensions_mut().insert(fields);
+    response.extensions_mut().insert(facts);
     response
 }
 
@@ -76,16 +76,16 @@ async fn run(
     state: &AppState,
     principal: &Principal,
     call: ModelCall,
-    fields: &mut LogFields,
+    facts: &mut CallFacts,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
 
     // 3. validate: read the fields we need, check them, prepare the upstream body.
-    let (facts, body, raw) = match call.body {
+    let (request, body, raw) = match call.body {
         CallBody::Json(bytes) => {
-            let facts = validate::facts(call.route, &bytes)?;
-            let body = validate::upstream_body(call.route, &facts, bytes.clone())?;
-            (facts, OutgoingBody::Buffered(body), Some(bytes))
+            let request = validate::facts(call.route, &bytes)?;
+            let body = validate::upstream_body(call.route, &request, bytes.clone())?;
+            (request, OutgoingBody::Buffered(body), Some(bytes))
         }
         CallBody::Empty => (RequestFacts::default(), OutgoingBody::Empty, None),
         CallBody::Streamed(body) => (
@@ -94,16 +94,20 @@ async fn run(
             None,
         ),
     };
-    fields.model.clone_from(&facts.model);
+    facts.model_requested.clone_from(&request.model);
+    facts.stream = request.stream;
 
     // 4. authorize: the caller may use this model.
-    if let Some(model) = &facts.model {
+    if let Some(model) = &request.model {
         principal.authorize_model(model)?;
     }
 
     // 5. rate limits: every bucket that applies, charged at once; tokens estimated if needed.
-    let principal = with_body_user(principal, &facts);
+    let principal = with_body_user(principal, &request);
     let principal = principal.as_ref();
+    if facts.user_id.is_none() {
+        facts.user_id.clone_from(&principal.user);
+    }
     let default_completion = state.config.limits.default_completion_tokens;
     let route = call.route;
     let admission = rate_limit::admit(state, principal, route.class(), || {
@@ -114,6 +118,7 @@ async fn run(
     .await?;
 
     // 6. forward: pooled, retried, timed.
+    facts.upstream = Some("default");
     let sent = state
         .upstream
         .send(UpstreamRequest {
@@ -122,9 +127,10 @@ async fn run(
             query: call.query,
             headers: call.headers,
             body,
-            stream: facts.stream,
+            stream: request.stream,
         })
         .await;
+    facts.upstream_ms = Some(elapsed_ms(started));
     let upstream = match sent {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -136,17 +142,37 @@ async fn run(
     // 7. respond: relay a stream event by event, or read and return a JSON answer.
     let status = upstream.status();
     let headers = upstream.headers().clone();
-    let mut response = if facts.stream && respond::is_event_stream(&headers) {
+    let mut response = if request.stream && respond::is_event_stream(&headers) {
+        let (pending, deliver) = PendingFacts::new();
+        let prices = state.prices.clone();
+        let asked = request.model.clone();
         let options = stream::RelayOptions {
-            strip_usage_chunk: route == ModelRoute::Chat && !facts.include_usage,
+            strip_usage_chunk: route == ModelRoute::Chat && !request.include_usage,
+            price: Box::new(move |usage, model| {
+                prices.cost(model.or(asked.as_deref())?, usage, None)
+            }),
         };
         let on_done = {
             let state = state.clone();
             let admission = admission.clone();
+            let mut facts = facts.clone();
+            let raw = raw.clone();
             move |outcome: stream::StreamOutcome| {
                 tracing::debug!(route = route.label(), end = ?outcome.end, events = outcome.events, "stream finished");
-                // 8. settle: the stream's own usage (a broken stream's estimate arrives with #5).
-                settle_later(&state, admission, outcome.usage.map(|u| u.total_tokens()));
+                // 8. usage and cost: the stream's own, or an estimate of what it relayed.
+                let accounting =
+                    stream_accounting(&state, route, &request, raw.as_deref(), &outcome);
+                settle_later(&state, admission, Some(accounting.usage.total_tokens()));
+                facts.outcome = match outcome.end {
+                    stream::StreamEnd::Completed => None,
+                    stream::StreamEnd::ClientLeft => Some("client_left"),
+                    stream::StreamEnd::UpstreamBroke | stream::StreamEnd::IdleTimeout => {
+                        Some("stream_broken")
+                    }
+                };
+                facts.upstream_ms = Some(elapsed_ms(started));
+                facts.apply(accounting);
+                let _ = deliver.send(facts);
             }
         };
         let body = stream::relay(
@@ -158,6 +184,7 @@ async fn run(
         );
         let mut response = respond::from_upstream(status, &headers, body);
         respond::mark_event_stream(&mut response);
+        response.extensions_mut().insert(pending);
         response
     } else if route == ModelRoute::Passthrough && !respond::is_json(&headers) {
         // Files and audio: streamed back as they come.
@@ -171,18 +198,62 @@ async fn run(
                 return Err(error);
             }
         };
-        // 8. settle: the usage the upstream reported.
+        facts.upstream_ms = Some(elapsed_ms(started));
+        // 8. usage and cost: what the upstream reported.
+        let accounting = account::account(&state.prices, route, &request, usage::summarize(&body));
         settle_later(
             state,
             admission.clone(),
-            usage::from_json(&body).map(|u| u.total_tokens()),
+            accounting.as_ref().map(|a| a.usage.total_tokens()),
         );
-        respond::json(status, &headers, body)
+        let cost = accounting.as_ref().and_then(|a| a.cost);
+        if let Some(accounting) = accounting {
+            facts.apply(accounting);
+        }
+        let mut response = respond::json(status, &headers, body);
+        if let Some(cost) = cost {
+            respond::set_cost(&mut response, cost);
+        }
+        response
     };
     if let Some(admission) = &admission {
         admission.write_headers(response.headers_mut());
     }
     Ok(response)
+}
+
+/// A finished stream's accounting: the usage it reported, or else an estimate from the
+/// request's prompt and the text it relayed.
+fn stream_accounting(
+    state: &AppState,
+    route: ModelRoute,
+    request: &RequestFacts,
+    raw_request: Option<&[u8]>,
+    outcome: &stream::StreamOutcome,
+) -> account::Accounting {
+    let summary = usage::ResponseSummary {
+        model: outcome.model.clone(),
+        usage: outcome.usage,
+        data_items: None,
+    };
+    if let Some(mut accounting) = account::account(&state.prices, route, request, summary) {
+        accounting.cost = outcome.cost.or(accounting.cost);
+        return accounting;
+    }
+    let model = request.model.as_deref().unwrap_or("gpt-4o");
+    let prompt_tokens = raw_request.map_or(0, |body| {
+        crate::tokens::estimate_parts(route, body).prompt_tokens
+    });
+    account::estimate_unreported(
+        &state.prices,
+        model,
+        prompt_tokens,
+        &stream::completion_text(&outcome.relayed),
+    )
+}
+
+fn elapsed_ms(since: Instant) -> i64 {
+    i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A key caller's end user is `x-user-id`, else the body's `user`; other callers keep theirs.
@@ -225,8 +296,8 @@ pub async fn complete_chat(
         headers,
         body: CallBody::Json(body),
     };
-    let mut fields = LogFields::default();
-    let response = run(state, principal, call, &mut fields).await?;
+    let mut facts = CallFacts::of(principal);
+    let response = run(state, principal, call, &mut facts).await?;
     let (parts, body) = response.into_parts();
     let bytes =
         axum::body::to_bytes(body, usize::MAX)

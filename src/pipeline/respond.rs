@@ -77,3 +77,12 @@ pub fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"))
 }
+
+/// `x-tollgate-cost-usd`: what the call cost, in USD with six places.
+pub fn set_cost(response: &mut Response, cost: crate::pricing::Micros) {
+    if let Ok(value) = HeaderValue::from_str(&crate::pricing::format_usd(cost)) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-tollgate-cost-usd"), value);
+    }
+}

@@ -25,14 +25,23 @@ use tokio::time::Instant;
 
 use crate::openai::sse::Parser;
 use crate::openai::usage::{self, Usage};
+use crate::pricing::Micros;
 use crate::state::AppState;
 
 /// How the relay should treat the events.
-#[derive(Debug, Clone, Copy)]
 pub struct RelayOptions {
     /// Drop the usage-only chunk (Tollgate asked for it, the caller did not).
     pub strip_usage_chunk: bool,
+    /// Prices the stream's usage (given the model the stream names, if it does), for the cost
+    /// comment sent just before the end.
+    pub price: PriceFn,
 }
+
+/// Prices a usage for a model name, if the stream names one.
+pub type PriceFn = Box<dyn Fn(&Usage, Option<&str>) -> Option<Micros> + Send>;
+
+/// Content relayed is kept for a broken stream's estimate up to this many bytes of events.
+const KEPT_FOR_ESTIMATE: usize = 4 << 20;
 
 /// How a relayed stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +61,15 @@ pub enum StreamEnd {
 pub struct StreamOutcome {
     pub end: StreamEnd,
     pub usage: Option<Usage>,
+    /// The model the stream's chunks name.
+    pub model: Option<String>,
+    /// The cost sent in the stream's cost comment.
+    pub cost: Option<Micros>,
     /// Events relayed to the caller.
     pub events: u64,
+    /// The data of the content events relayed (bounded), kept so that a stream that ends
+    /// without usage can be counted; see [`completion_text`].
+    pub relayed: Vec<u8>,
 }
 
 /// Starts relaying `upstream` and returns the caller's response body. `on_done` runs once the
@@ -97,7 +113,10 @@ async fn pump(
     let mut outcome = StreamOutcome {
         end: StreamEnd::Completed,
         usage: None,
+        model: None,
+        cost: None,
         events: 0,
+        relayed: Vec::new(),
     };
     let mut saw_done = false;
     let mut deadline = first_event_deadline;
@@ -138,31 +157,101 @@ async fn pump(
         parser.push(&chunk);
         let mut out = BytesMut::new();
         while let Some(event) = parser.next_event() {
+            let mut terminal = false;
             if event.is_done() {
                 saw_done = true;
-            } else if let Some(peek) = event
-                .data
-                .as_deref()
-                .filter(|data| worth_parsing(data))
-                .and_then(|data| serde_json::from_str::<EventPeek<'_>>(data).ok())
-            {
-                saw_done |= peek.is_terminal();
-                let usage_only = peek.is_usage_only();
-                if let Some(found) = peek.usage() {
-                    outcome.usage = Some(found);
-                }
-                if options.strip_usage_chunk && usage_only {
-                    continue;
+                // The cost, as a comment the SDKs skip, just before `[DONE]`.
+                out.extend_from_slice(&cost_comment(&mut outcome, &options));
+            } else if let Some(data) = event.data.as_deref() {
+                if worth_parsing(data) {
+                    if let Ok(peek) = serde_json::from_str::<EventPeek<'_>>(data) {
+                        terminal = peek.is_terminal();
+                        saw_done |= terminal;
+                        let usage_only = peek.is_usage_only();
+                        if let Some(model) = &peek.model {
+                            outcome.model = Some(model.to_string());
+                        }
+                        if let Some(found) = peek.usage() {
+                            outcome.usage = Some(found);
+                        }
+                        if options.strip_usage_chunk && usage_only {
+                            continue;
+                        }
+                    }
+                } else if outcome.relayed.len() + data.len() < KEPT_FOR_ESTIMATE {
+                    outcome.relayed.extend_from_slice(data.as_bytes());
+                    outcome.relayed.push(b'\n');
                 }
             }
             outcome.events += 1;
             out.extend_from_slice(&event.raw);
+            if terminal {
+                // A Responses stream has no `[DONE]`: the cost follows its last event.
+                out.extend_from_slice(&cost_comment(&mut outcome, &options));
+            }
         }
         if !out.is_empty() && sender.send(out.freeze()).await.is_err() {
             outcome.end = StreamEnd::ClientLeft;
             return outcome;
         }
     }
+}
+
+/// The SSE comment carrying the stream's cost (`: x-tollgate-cost-usd: 0.000123`), empty when
+/// the stream reported no usage or the model is unpriced. Notes the cost in `outcome`.
+fn cost_comment(outcome: &mut StreamOutcome, options: &RelayOptions) -> Vec<u8> {
+    let Some(usage) = &outcome.usage else {
+        return Vec::new();
+    };
+    outcome.cost = (options.price)(usage, outcome.model.as_deref());
+    outcome.cost.map_or_else(Vec::new, |cost| {
+        format!(
+            ": x-tollgate-cost-usd: {}\n\n",
+            crate::pricing::format_usd(cost)
+        )
+        .into_bytes()
+    })
+}
+
+/// The completion text in the content events a stream relayed (chat `delta.content`, Responses
+/// `delta`), for counting when the stream reported no usage.
+pub fn completion_text(relayed: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Delta {
+        #[serde(default)]
+        content: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Choice {
+        #[serde(default)]
+        delta: Option<Delta>,
+    }
+    #[derive(Deserialize)]
+    struct Event {
+        #[serde(default)]
+        choices: Vec<Choice>,
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+        #[serde(default)]
+        delta: Option<serde_json::Value>,
+    }
+    let mut text = String::new();
+    for line in relayed.split(|b| *b == b'\n') {
+        let Ok(event) = serde_json::from_slice::<Event>(line) else {
+            continue;
+        };
+        for choice in event.choices {
+            if let Some(content) = choice.delta.and_then(|d| d.content) {
+                text.push_str(&content);
+            }
+        }
+        if event.kind.as_deref() == Some("response.output_text.delta")
+            && let Some(serde_json::Value::String(delta)) = event.delta
+        {
+            text.push_str(&delta);
+        }
+    }
+    text
 }
 
 /// Whether an event can carry usage or end a Responses stream. Most events are content deltas
@@ -187,6 +276,8 @@ struct EventPeek<'a> {
     /// Responses API events name themselves (`response.output_text.delta`, ...).
     #[serde(default, borrow, rename = "type")]
     kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     choices: Option<Vec<serde::de::IgnoredAny>>,
     #[serde(default)]

@@ -14,16 +14,9 @@ pub async fn list(
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
 ) -> Response {
-    let mut response = pipeline::list_models(&state, &principal, headers)
+    pipeline::list_models(&state, &principal, headers)
         .await
-        .into_response();
-    response
-        .extensions_mut()
-        .insert(crate::middleware::access_log::LogFields {
-            key_id: principal.key_id().map(str::to_owned),
-            model: None,
-        });
-    response
+        .into_response()
 }
 
 /// One model; 403 when the key may not use it.

@@ -38,6 +38,11 @@ pub fn sqlite() -> Migrator {
             "key rules",
             include_str!("../../migrations/sqlite/0002_key_rules.sql"),
         ),
+        (
+            3,
+            "audit records",
+            include_str!("../../migrations/sqlite/0003_records.sql"),
+        ),
     ])
 }
 
@@ -53,6 +58,11 @@ pub fn postgres() -> Migrator {
             2,
             "key rules",
             include_str!("../../migrations/postgres/0002_key_rules.sql"),
+        ),
+        (
+            3,
+            "audit records",
+            include_str!("../../migrations/postgres/0003_records.sql"),
         ),
     ])
 }

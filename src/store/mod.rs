@@ -7,6 +7,7 @@
 
 mod migrations;
 mod postgres;
+pub(crate) mod records;
 mod sqlite;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 
 use crate::config::{DatabaseConfig, DatabaseEngine};
 use crate::keys::ApiKey;
+use crate::records::RecordStore;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -50,16 +52,31 @@ pub trait KeyStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// The durable stores of one database: keys and audit records share its pool.
+#[derive(Clone)]
+pub struct Stores {
+    pub keys: Arc<dyn KeyStore>,
+    pub records: Arc<dyn RecordStore>,
+}
+
 /// Opens the configured database and brings its schema up to date.
-pub async fn connect(config: &DatabaseConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
+pub async fn connect(config: &DatabaseConfig) -> Result<Stores, StoreError> {
     use secrecy::ExposeSecret;
     let url = config.url.expose_secret();
     Ok(match config.engine {
         DatabaseEngine::Sqlite => {
-            Arc::new(SqliteStore::connect(url, config.max_connections).await?)
+            let store = Arc::new(SqliteStore::connect(url, config.max_connections).await?);
+            Stores {
+                keys: store.clone(),
+                records: store,
+            }
         }
         DatabaseEngine::Postgres => {
-            Arc::new(PostgresStore::connect(url, config.max_connections).await?)
+            let store = Arc::new(PostgresStore::connect(url, config.max_connections).await?);
+            Stores {
+                keys: store.clone(),
+                records: store,
+            }
         }
     })
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::records::sql_record_store;
 use super::{StoreError, migrations, sql_key_store};
 
 /// PostgreSQL-backed store. A `search_path` given in the URL's `options` is honoured, so
@@ -29,3 +30,4 @@ impl PostgresStore {
 }
 
 sql_key_store!(PostgresStore);
+sql_record_store!(PostgresStore, sqlx::Postgres);

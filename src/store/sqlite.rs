@@ -7,6 +7,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::records::sql_record_store;
 use super::{StoreError, migrations, sql_key_store};
 
 /// SQLite-backed store (the default, `sqlite://tollgate.db`).
@@ -35,3 +36,4 @@ impl SqliteStore {
 }
 
 sql_key_store!(SqliteStore);
+sql_record_store!(SqliteStore, sqlx::Sqlite);

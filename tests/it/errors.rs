@@ -380,7 +380,11 @@ async fn a_panic_is_a_500_with_the_request_id_and_no_internals() {
     async fn boom() -> &'static str {
         panic!("secret internal detail")
     }
-    let app = tollgate::server::with_layers(axum::Router::new().route("/boom", get(boom)), &[]);
+    let app = tollgate::server::with_layers(
+        axum::Router::new().route("/boom", get(boom)),
+        &[],
+        tollgate::records::Recorder::disabled(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let tasks = tokio_util::task::TaskTracker::new();

@@ -16,6 +16,7 @@ mod jwt;
 mod key_store;
 mod limiter;
 mod limits;
+mod records;
 mod routes;
 mod sdk;
 mod server;

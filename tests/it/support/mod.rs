@@ -46,12 +46,13 @@ pub struct TestGateway {
     pub store: std::sync::Arc<dyn KeyStore>,
     pub client: reqwest::Client,
     /// The gateway's state (its configuration, task tracker, backends).
-    #[expect(dead_code, reason = "not every test binary module reads it yet")]
     pub state: AppState,
     stop_gateway: Option<oneshot::Sender<()>>,
     stop_mock: Option<oneshot::Sender<()>>,
     tasks: TaskTracker,
     database: TestDatabase,
+    /// `TOLLGATE_DATA_DIR` (the audit spill file), removed with the gateway.
+    _data_dir: tempfile::TempDir,
 }
 
 impl TestGateway {
@@ -198,6 +199,7 @@ impl Builder {
     pub async fn start(self) -> Option<TestGateway> {
         let database = TestDatabase::create(self.database).await?;
         let tasks = TaskTracker::new();
+        let data_dir = tempfile::tempdir().expect("data dir");
 
         let mock_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let mock_address = mock_listener.local_addr().expect("mock address");
@@ -216,6 +218,10 @@ impl Builder {
             ("PORT".to_owned(), "0".to_owned()),
             // Tests should not wait a quarter second per retry.
             ("OPENAI_TIMEOUT".to_owned(), "10000".to_owned()),
+            (
+                "TOLLGATE_DATA_DIR".to_owned(),
+                data_dir.path().display().to_string(),
+            ),
         ]
         .into_iter()
         .collect();
@@ -237,10 +243,11 @@ impl Builder {
             )
         };
         let config = Config::from_toml_str("test.toml", &toml, &env).expect("valid test config");
-        let store = tollgate::store::connect(&config.database)
+        let stores = tollgate::store::connect(&config.database)
             .await
             .expect("open store");
-        let state = AppState::new(config, store.clone()).expect("state");
+        let state = AppState::new(config, stores.clone()).expect("state");
+        let store = stores.keys;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind gateway");
@@ -279,6 +286,7 @@ impl Builder {
             stop_mock: Some(stop_mock),
             tasks,
             database,
+            _data_dir: data_dir,
         })
     }
 }

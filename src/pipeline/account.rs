@@ -1,0 +1,149 @@
+//! Stage 8: usage and cost. What the upstream says it used, priced by the price table.
+//!
+//! A plain answer's usage is in its body; a stream's arrives in its last chunk (Tollgate asks
+//! for it with `include_usage`). A stream that broke or whose client left has no such chunk:
+//! its prompt is counted with the tokenizer, its completion from the text relayed so far, and
+//! the result is marked estimated.
+
+use crate::openai::requests::RequestFacts;
+use crate::openai::usage::{ResponseSummary, Usage};
+use crate::pipeline::ModelRoute;
+use crate::pricing::{ImageRequest, Micros, PriceTable};
+
+/// Usage and cost of one call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Accounting {
+    /// The model that answered (the response's `model`), when it says.
+    pub model_used: Option<String>,
+    pub usage: Usage,
+    /// Images generated, for the images route.
+    pub images: Option<ImageRequest>,
+    /// `None`: the model is unpriced (or nothing is known to price).
+    pub cost: Option<Micros>,
+    /// Usage counted by Tollgate, not reported by the upstream.
+    pub estimated: bool,
+}
+
+/// Prices `summary` (what a response body or a stream reported) for `request` on `route`.
+/// `None` when there is nothing to account: no usage and no images.
+pub fn account(
+    prices: &PriceTable,
+    route: ModelRoute,
+    request: &RequestFacts,
+    summary: ResponseSummary,
+) -> Option<Accounting> {
+    let images = (route == ModelRoute::Images)
+        .then(|| request.images.clone())
+        .flatten()
+        .map(|mut images| {
+            if let Some(generated) = summary.data_items {
+                images.count = generated;
+            }
+            images
+        });
+    if summary.usage.is_none() && images.is_none() {
+        return None;
+    }
+    let usage = summary.usage.unwrap_or_default();
+    let model = summary.model.as_deref().or(request.model.as_deref())?;
+    Some(Accounting {
+        cost: prices.cost(model, &usage, images.as_ref()),
+        model_used: summary.model.clone(),
+        usage,
+        images,
+        estimated: false,
+    })
+}
+
+/// The accounting of a stream that ended without reporting usage: `prompt_tokens` counted
+/// before sending, `completion_text` (what was relayed) counted now.
+pub fn estimate_unreported(
+    prices: &PriceTable,
+    model: &str,
+    prompt_tokens: u64,
+    completion_text: &str,
+) -> Accounting {
+    let usage = Usage {
+        prompt_tokens,
+        completion_tokens: crate::tokens::count(model, completion_text),
+        ..Usage::default()
+    };
+    Accounting {
+        cost: prices.cost(model, &usage, None),
+        model_used: None,
+        usage,
+        images: None,
+        estimated: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::usage::summarize;
+
+    fn chat_request(model: &str) -> RequestFacts {
+        RequestFacts {
+            model: Some(model.to_owned()),
+            ..RequestFacts::default()
+        }
+    }
+
+    #[test]
+    fn the_answering_model_is_priced() {
+        let prices = PriceTable::builtin();
+        let body = br#"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1000,"completion_tokens":100}}"#;
+        let accounting = account(
+            &prices,
+            ModelRoute::Chat,
+            &chat_request("gpt-4o"),
+            summarize(body),
+        )
+        .unwrap();
+        // $2.50 and $10 per million: 2,500 + 1,000 micro-dollars.
+        assert_eq!(accounting.cost, Some(3_500));
+        assert_eq!(accounting.model_used.as_deref(), Some("gpt-4o-2024-08-06"));
+    }
+
+    #[test]
+    fn images_count_what_was_generated() {
+        let prices = PriceTable::builtin();
+        let request = RequestFacts {
+            model: Some("dall-e-3".into()),
+            images: Some(ImageRequest {
+                count: 3,
+                size: Some("1024x1024".into()),
+                quality: Some("hd".into()),
+            }),
+            ..RequestFacts::default()
+        };
+        let body = br#"{"created":1,"data":[{"url":"a"},{"url":"b"}]}"#;
+        let accounting = account(&prices, ModelRoute::Images, &request, summarize(body)).unwrap();
+        assert_eq!(accounting.images.as_ref().map(|i| i.count), Some(2));
+        assert_eq!(accounting.cost, Some(160_000));
+    }
+
+    #[test]
+    fn no_usage_means_nothing_to_account_and_unknown_models_are_unpriced() {
+        let prices = PriceTable::builtin();
+        assert_eq!(
+            account(
+                &prices,
+                ModelRoute::Passthrough,
+                &RequestFacts::default(),
+                summarize(br#"{"object":"list","data":[]}"#)
+            ),
+            None
+        );
+        let body = br#"{"model":"my-model","usage":{"prompt_tokens":5,"completion_tokens":5}}"#;
+        let accounting = account(
+            &prices,
+            ModelRoute::Chat,
+            &chat_request("my-model"),
+            summarize(body),
+        )
+        .unwrap();
+        assert_eq!(accounting.cost, None);
+        assert_eq!(accounting.usage.total_tokens(), 10);
+    }
+}

@@ -1,0 +1,378 @@
+//! Prices and costs: what a request cost, in integer micro-dollars.
+//!
+//! The built-in table ([`builtin`], generated from models.dev's OpenAI files and OpenAI's image
+//! prices) is overlaid by `[pricing."MODEL"]` in the TOML file, which can change a built-in
+//! price or add a model. A model found in neither is *unpriced*: its cost is `None`, never zero.
+//!
+//! Arithmetic: prices are micro-dollars per million tokens (or per image). A request's cost is
+//! the sum over token classes of `tokens × price`, in pico-dollars (exact integers), rounded
+//! once, half up, to micro-dollars. So a recorded cost is off from the exact figure by at most
+//! half a micro-dollar, and sums of records never drift by float rounding.
+
+mod builtin;
+pub mod config;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::openai::usage::Usage;
+
+/// Micro-dollars (10⁻⁶ USD): the unit of every cost, budget and spend.
+pub type Micros = i64;
+
+/// Prices of a model billed by token class, micro-dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TokenPrice {
+    /// Uncached text input.
+    pub input: u64,
+    /// Input served from the provider's prompt cache; `input` when absent.
+    pub cached_input: Option<u64>,
+    /// Output, reasoning included (OpenAI bills hidden reasoning as output).
+    pub output: u64,
+    /// Image input tokens (GPT image models); `input` when absent.
+    pub image_input: Option<u64>,
+    /// Higher prices once a prompt exceeds a size (the long-context tier of some models).
+    pub long_context: Option<LongContext>,
+    /// The model's most output tokens, for worst-case estimates when a request sets no maximum.
+    pub max_output_tokens: Option<u64>,
+}
+
+/// A long-context price tier: applies to the whole request once the prompt is above the size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LongContext {
+    pub above_prompt_tokens: u64,
+    pub input: u64,
+    pub cached_input: Option<u64>,
+    pub output: u64,
+}
+
+/// One per-image price (DALL·E): micro-dollars for one image of this quality and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ImagePrice {
+    pub quality: &'static str,
+    pub size: &'static str,
+    pub price: u64,
+}
+
+/// How one model is priced.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModelPrice {
+    /// Per token class, when the model reports token usage.
+    pub tokens: Option<TokenPrice>,
+    /// Per image by `quality:size` (e.g. `hd:1024x1024`).
+    pub per_image: HashMap<String, u64>,
+    /// Per image whatever its quality and size (a `[pricing]` override).
+    pub flat_image: Option<u64>,
+}
+
+/// What an images request asked for: enough to price images billed per image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImageRequest {
+    pub count: u64,
+    pub size: Option<String>,
+    pub quality: Option<String>,
+}
+
+/// Every price Tollgate knows, built once at start.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    models: HashMap<String, ModelPrice>,
+}
+
+const PICOS_PER_MICRO: u128 = 1_000_000;
+
+impl PriceTable {
+    /// The built-in table alone.
+    pub fn builtin() -> Self {
+        let mut models: HashMap<String, ModelPrice> = builtin::TOKEN_PRICES
+            .iter()
+            .map(|(id, price)| {
+                (
+                    (*id).to_owned(),
+                    ModelPrice {
+                        tokens: Some(*price),
+                        ..ModelPrice::default()
+                    },
+                )
+            })
+            .collect();
+        for (id, prices) in builtin::IMAGE_PRICES {
+            let entry = models.entry((*id).to_owned()).or_default();
+            for price in *prices {
+                entry
+                    .per_image
+                    .insert(format!("{}:{}", price.quality, price.size), price.price);
+            }
+        }
+        Self { models }
+    }
+
+    /// The built-in table with `[pricing]` applied: an override replaces the model's entry.
+    pub fn with_overrides(overrides: &HashMap<String, ModelPrice>) -> Self {
+        let mut table = Self::builtin();
+        for (model, price) in overrides {
+            table.models.insert(model.clone(), price.clone());
+        }
+        table
+    }
+
+    /// The price of `model`: its own entry, else that of the model without a date suffix
+    /// (`gpt-4o-mini-2024-07-18` → `gpt-4o-mini`), as OpenAI names snapshots.
+    pub fn get(&self, model: &str) -> Option<&ModelPrice> {
+        self.models
+            .get(model)
+            .or_else(|| self.models.get(without_date_suffix(model)?))
+    }
+
+    /// Every priced model id, sorted (for `/v1/models` and the docs).
+    pub fn models(&self) -> impl Iterator<Item = (&str, &ModelPrice)> {
+        let mut all: Vec<_> = self.models.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        all.sort_unstable_by_key(|(k, _)| *k);
+        all.into_iter()
+    }
+
+    /// The cost of a finished request, or `None` when the model is unpriced. Token usage is
+    /// priced by class when the model has token prices; otherwise images are priced each.
+    pub fn cost(
+        &self,
+        model: &str,
+        usage: &Usage,
+        images: Option<&ImageRequest>,
+    ) -> Option<Micros> {
+        let price = self.get(model)?;
+        if let Some(tokens) = &price.tokens
+            && (usage.total_tokens() > 0 || images.is_none())
+        {
+            return Some(token_cost(tokens, usage));
+        }
+        let images = images?;
+        let each = price.image_price(images)?;
+        Some(to_micros(
+            u128::from(each) * u128::from(images.count) * PICOS_PER_MICRO,
+        ))
+    }
+
+    /// The most a request can cost: `prompt_tokens` of input at the full input price plus
+    /// `max_output_tokens` of output (or the model's own maximum, else `fallback_output`), or
+    /// the images asked for. `None` when the model is unpriced.
+    pub fn worst_case(
+        &self,
+        model: &str,
+        prompt_tokens: u64,
+        max_output_tokens: Option<u64>,
+        fallback_output: u64,
+        images: Option<&ImageRequest>,
+    ) -> Option<Micros> {
+        let price = self.get(model)?;
+        if let Some(images) = images
+            && let Some(each) = price.image_price(images)
+        {
+            return Some(to_micros(
+                u128::from(each) * u128::from(images.count) * PICOS_PER_MICRO,
+            ));
+        }
+        let tokens = price.tokens.as_ref()?;
+        let output = max_output_tokens
+            .or(tokens.max_output_tokens)
+            .unwrap_or(fallback_output);
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens: output,
+            ..Usage::default()
+        };
+        Some(token_cost(tokens, &usage))
+    }
+}
+
+impl ModelPrice {
+    /// The price of one image of the requested quality and size, defaults filled in as OpenAI
+    /// does (`standard`, `1024x1024`).
+    fn image_price(&self, images: &ImageRequest) -> Option<u64> {
+        if let Some(flat) = self.flat_image {
+            return Some(flat);
+        }
+        let quality = images.quality.as_deref().unwrap_or("standard");
+        let size = images.size.as_deref().unwrap_or("1024x1024");
+        self.per_image.get(&format!("{quality}:{size}")).copied()
+    }
+}
+
+/// Tokens by class times their prices, in micro-dollars.
+fn token_cost(price: &TokenPrice, usage: &Usage) -> Micros {
+    let (input, cached_input, output) = match price.long_context {
+        Some(tier) if usage.prompt_tokens > tier.above_prompt_tokens => {
+            (tier.input, tier.cached_input, tier.output)
+        }
+        _ => (price.input, price.cached_input, price.output),
+    };
+    let cached = usage.cached_tokens.min(usage.prompt_tokens);
+    let image_input = usage.image_input_tokens.min(usage.prompt_tokens - cached);
+    let text_input = usage.prompt_tokens - cached - image_input;
+    let picos = u128::from(text_input) * u128::from(input)
+        + u128::from(cached) * u128::from(cached_input.unwrap_or(input))
+        + u128::from(image_input) * u128::from(price.image_input.unwrap_or(input))
+        + u128::from(usage.completion_tokens) * u128::from(output);
+    to_micros(picos)
+}
+
+/// Pico-dollars to micro-dollars, rounded half up; saturates rather than wraps.
+fn to_micros(picos: u128) -> Micros {
+    Micros::try_from((picos + PICOS_PER_MICRO / 2) / PICOS_PER_MICRO).unwrap_or(Micros::MAX)
+}
+
+/// `gpt-4o-mini-2024-07-18` → `gpt-4o-mini`; `None` when there is no `-YYYY-MM-DD` suffix.
+fn without_date_suffix(model: &str) -> Option<&str> {
+    let (base, date) = model.split_at_checked(model.len().checked_sub(11)?)?;
+    let bytes = date.as_bytes();
+    let is_date = bytes[0] == b'-'
+        && bytes[5] == b'-'
+        && bytes[8] == b'-'
+        && [1, 2, 3, 4, 6, 7, 9, 10]
+            .iter()
+            .all(|&i| bytes[i].is_ascii_digit());
+    is_date.then_some(base)
+}
+
+/// Micro-dollars as a decimal USD string with six places (`x-tollgate-cost-usd: 0.000123`).
+pub fn format_usd(micros: Micros) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let abs = micros.unsigned_abs();
+    format!("{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
+}
+
+/// USD (from configuration) to micro-dollars, rounded to the nearest.
+pub fn usd_to_micros(usd: f64) -> Micros {
+    // Configuration values are small and positive (validated by the callers); the cast is the
+    // documented rounding step.
+    #[expect(clippy::cast_possible_truncation, reason = "validated range")]
+    let micros = (usd * 1_000_000.0).round() as Micros;
+    micros
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(prompt: u64, cached: u64, completion: u64) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            cached_tokens: cached,
+            completion_tokens: completion,
+            ..Usage::default()
+        }
+    }
+
+    #[test]
+    fn token_classes_are_priced_separately_and_rounded_once() {
+        let table = PriceTable::builtin();
+        // gpt-4o-mini: input $0.15, cached $0.075, output $0.60 per million.
+        // 1,000 input (400 cached) + 500 output = 600×0.15 + 400×0.075 + 500×0.6 = 90 + 30 + 300
+        // micro-dollars.
+        assert_eq!(
+            table.cost("gpt-4o-mini", &usage(1000, 400, 500), None),
+            Some(420)
+        );
+        // 3 input tokens = 0.45 µ$ → 0; 4 = 0.6 µ$ → 1 (half up, once per request).
+        assert_eq!(table.cost("gpt-4o-mini", &usage(3, 0, 0), None), Some(0));
+        assert_eq!(table.cost("gpt-4o-mini", &usage(4, 0, 0), None), Some(1));
+    }
+
+    #[test]
+    fn snapshots_take_their_base_models_price_and_unknown_models_are_unpriced() {
+        let table = PriceTable::builtin();
+        assert_eq!(
+            table.cost("gpt-4o-mini-2024-07-18", &usage(1_000_000, 0, 0), None),
+            Some(150_000)
+        );
+        assert_eq!(table.cost("my-finetune", &usage(10, 0, 10), None), None);
+        assert_eq!(without_date_suffix("o3-2025-04-16"), Some("o3"));
+        assert_eq!(without_date_suffix("gpt-4o"), None);
+        assert_eq!(without_date_suffix("é-2024-07-18"), Some("é"));
+    }
+
+    #[test]
+    fn reasoning_is_output_and_long_prompts_take_the_long_context_tier() {
+        let table = PriceTable::builtin();
+        let reasoning = Usage {
+            prompt_tokens: 0,
+            completion_tokens: 1_000,
+            reasoning_tokens: 800,
+            ..Usage::default()
+        };
+        // o3: output $8 per million → 1,000 tokens = 8,000 µ$.
+        assert_eq!(table.cost("o3", &reasoning, None), Some(8_000));
+        // gpt-5.4: $2.50 input, above 272,000 prompt tokens $5.00.
+        assert_eq!(
+            table.cost("gpt-5.4", &usage(272_000, 0, 0), None),
+            Some(680_000)
+        );
+        assert_eq!(
+            table.cost("gpt-5.4", &usage(272_001, 0, 0), None),
+            Some(1_360_005)
+        );
+    }
+
+    #[test]
+    fn images_are_priced_each_or_by_tokens() {
+        let table = PriceTable::builtin();
+        let hd_wide = ImageRequest {
+            count: 2,
+            size: Some("1792x1024".into()),
+            quality: Some("hd".into()),
+        };
+        assert_eq!(
+            table.cost("dall-e-3", &Usage::default(), Some(&hd_wide)),
+            Some(240_000)
+        );
+        let default = ImageRequest {
+            count: 1,
+            ..ImageRequest::default()
+        };
+        assert_eq!(
+            table.cost("dall-e-2", &Usage::default(), Some(&default)),
+            Some(20_000)
+        );
+        // gpt-image-1: text in $5, image in $10, image out $40 per million tokens.
+        let tokens = Usage {
+            prompt_tokens: 50,
+            image_input_tokens: 10,
+            completion_tokens: 4160,
+            ..Usage::default()
+        };
+        assert_eq!(
+            table.cost("gpt-image-1", &tokens, Some(&default)),
+            Some(40 * 5 + 10 * 10 + 4160 * 40)
+        );
+        // An unknown size of a per-image model is unpriced, not free.
+        let odd = ImageRequest {
+            count: 1,
+            size: Some("7x7".into()),
+            quality: None,
+        };
+        assert_eq!(table.cost("dall-e-3", &Usage::default(), Some(&odd)), None);
+    }
+
+    #[test]
+    fn worst_case_uses_the_maximum_output() {
+        let table = PriceTable::builtin();
+        assert_eq!(
+            table.worst_case("gpt-4o-mini", 1000, Some(100), 4096, None),
+            Some(150 + 60)
+        );
+        // No maximum in the request: the model's own (16,384 for gpt-4o-mini).
+        assert_eq!(
+            table.worst_case("gpt-4o-mini", 0, None, 4096, None),
+            Some(9_830)
+        );
+        assert_eq!(table.worst_case("unknown", 10, None, 4096, None), None);
+    }
+
+    #[test]
+    fn usd_formats_with_six_places() {
+        assert_eq!(format_usd(420), "0.000420");
+        assert_eq!(format_usd(12_345_678), "12.345678");
+        assert_eq!(format_usd(-5), "-0.000005");
+        assert_eq!(usd_to_micros(0.15), 150_000);
+    }
+}

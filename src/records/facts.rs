@@ -1,0 +1,89 @@
+//! What the pipeline learned about a call, handed to the audit layer with the response.
+//!
+//! The pipeline (and the authentication layer, for routes outside the pipeline) puts a
+//! [`CallFacts`] in the response's extensions; the audit layer takes it out and builds the
+//! record. A streamed response cannot know its usage when its head leaves, so it carries a
+//! [`PendingFacts`] instead, fulfilled by the stream relay when the stream ends.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::openai::usage::Usage;
+use crate::pricing::{ImageRequest, Micros};
+
+/// The call's identity, model, usage and cost, as far as they are known.
+#[derive(Debug, Clone, Default)]
+pub struct CallFacts {
+    /// `key`, `jwt` or `anonymous`.
+    pub caller: &'static str,
+    pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub model_requested: Option<String>,
+    pub model_used: Option<String>,
+    pub upstream: Option<&'static str>,
+    pub stream: bool,
+    pub usage: Usage,
+    pub images: Option<ImageRequest>,
+    pub cost_micros: Option<Micros>,
+    /// Usage counted by Tollgate because the upstream's never arrived.
+    pub estimated: bool,
+    pub upstream_ms: Option<i64>,
+    pub prompt_chars: Option<i64>,
+    pub completion_chars: Option<i64>,
+    /// How a stream ended (`stream_broken`, `client_left`), overriding the status's outcome.
+    pub outcome: Option<&'static str>,
+    pub prompt_text: Option<String>,
+    pub completion_text: Option<String>,
+}
+
+impl CallFacts {
+    /// What is known once the caller is: who, for whom, from where.
+    pub fn of(principal: &crate::pipeline::Principal) -> Self {
+        use crate::pipeline::Caller;
+        Self {
+            caller: match principal.caller {
+                Caller::Key(_) => "key",
+                Caller::Jwt { .. } => "jwt",
+                Caller::Anonymous => "anonymous",
+            },
+            key_id: principal.key_id().map(str::to_owned),
+            user_id: principal.user.clone(),
+            client_ip: Some(principal.client_ip),
+            ..Self::default()
+        }
+    }
+
+    /// Takes in the call's usage and cost.
+    pub fn apply(&mut self, accounting: crate::pipeline::account::Accounting) {
+        if accounting.model_used.is_some() {
+            self.model_used = accounting.model_used;
+        }
+        self.usage = accounting.usage;
+        self.images = accounting.images;
+        self.cost_micros = accounting.cost;
+        self.estimated = accounting.estimated;
+    }
+}
+
+/// The facts of a streamed response, delivered when the stream is over. Extensions must be
+/// `Clone`, hence the shared slot; the audit layer takes the receiver once.
+#[derive(Debug, Clone)]
+pub struct PendingFacts(Arc<Mutex<Option<oneshot::Receiver<CallFacts>>>>);
+
+impl PendingFacts {
+    /// A pending slot and the sender that fulfils it.
+    pub fn new() -> (Self, oneshot::Sender<CallFacts>) {
+        let (sender, receiver) = oneshot::channel();
+        (Self(Arc::new(Mutex::new(Some(receiver)))), sender)
+    }
+
+    /// The receiver, once.
+    pub fn take(&self) -> Option<oneshot::Receiver<CallFacts>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}

@@ -1,0 +1,310 @@
+//! The audit records' SQL, shared by both engines (`sql_record_store!`).
+//!
+//! Records are inserted many rows per statement inside one transaction, `ON CONFLICT (id) DO
+//! NOTHING RETURNING id`, so that a replayed spill file stores each record once; the hourly
+//! rollup is then updated with exactly the rows that were new, rows sorted by key so that
+//! replicas upserting the same hours cannot deadlock.
+
+use std::collections::BTreeMap;
+
+use crate::openai::usage::Usage;
+use crate::records::Record;
+use crate::store::StoreError;
+
+/// Rows per INSERT statement: 34 columns × 400 rows stays under SQLite's 32,766 bound
+/// parameters (PostgreSQL allows 65,535).
+pub(crate) const INSERT_CHUNK: usize = 400;
+
+/// The columns of `requests`, in the order [`bind_record!`] binds them.
+macro_rules! record_columns {
+    () => {
+        "id, created_at_ms, request_id, key_id, user_id, caller, method, route, model_requested, \
+         model_used, upstream, status, outcome, error_kind, stream, prompt_tokens, cached_tokens, \
+         completion_tokens, reasoning_tokens, image_input_tokens, images, image_size, image_quality, \
+         cost_micros, estimated, cache_status, latency_ms, upstream_ms, prompt_chars, \
+         completion_chars, rules_fired, client_ip, prompt_text, completion_text"
+    };
+}
+pub(crate) use record_columns;
+
+/// A whole number as the databases store it (BIGINT is signed).
+pub(crate) fn db_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// One row of `usage_hourly`: the sums of some records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RollupSums {
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub cached_tokens: i64,
+    pub completion_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub images: i64,
+    pub cost_micros: i64,
+    pub unpriced: i64,
+    pub estimated: i64,
+}
+
+/// `(hour_ms, caller, key_id, user_id, model)`; absent values are empty strings.
+pub(crate) type RollupKey = (i64, String, String, String, String);
+
+/// Sums `records` by hour, caller, key, user and model, in key order.
+pub(crate) fn rollup<'a>(
+    records: impl Iterator<Item = &'a Record>,
+) -> BTreeMap<RollupKey, RollupSums> {
+    let mut rows: BTreeMap<RollupKey, RollupSums> = BTreeMap::new();
+    for record in records {
+        let key = (
+            record.created_at_ms - record.created_at_ms.rem_euclid(3_600_000),
+            record.caller.clone(),
+            record.key_id.clone().unwrap_or_default(),
+            record.user_id.clone().unwrap_or_default(),
+            record
+                .model_used
+                .clone()
+                .or_else(|| record.model_requested.clone())
+                .unwrap_or_default(),
+        );
+        let sums = rows.entry(key).or_default();
+        sums.requests += 1;
+        sums.errors += i64::from(record.status >= 400);
+        sums.prompt_tokens += db_int(record.usage.prompt_tokens);
+        sums.cached_tokens += db_int(record.usage.cached_tokens);
+        sums.completion_tokens += db_int(record.usage.completion_tokens);
+        sums.reasoning_tokens += db_int(record.usage.reasoning_tokens);
+        sums.images += db_int(record.images);
+        match record.cost_micros {
+            Some(cost) => sums.cost_micros += cost,
+            // Refusals cost nothing and are not "unpriced"; an answered request without a
+            // price is.
+            None if record.status < 400 => sums.unpriced += 1,
+            None => {}
+        }
+        sums.estimated += i64::from(record.estimated);
+    }
+    rows
+}
+
+/// Reads one `requests` row (selected with [`record_columns!`]) of either engine.
+pub(crate) fn record_from_row<'r, R>(row: &'r R) -> Result<Record, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let count = |i: usize| -> Result<u64, StoreError> {
+        Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or(0))
+    };
+    let rules: String = row.try_get(30)?;
+    Ok(Record {
+        id: row.try_get(0)?,
+        created_at_ms: row.try_get(1)?,
+        request_id: row.try_get(2)?,
+        key_id: row.try_get(3)?,
+        user_id: row.try_get(4)?,
+        caller: row.try_get(5)?,
+        method: row.try_get(6)?,
+        route: row.try_get(7)?,
+        model_requested: row.try_get(8)?,
+        model_used: row.try_get(9)?,
+        upstream: row.try_get(10)?,
+        status: u16::try_from(row.try_get::<i32, _>(11)?).unwrap_or(0),
+        outcome: row.try_get(12)?,
+        error_kind: row.try_get(13)?,
+        stream: row.try_get(14)?,
+        usage: Usage {
+            prompt_tokens: count(15)?,
+            cached_tokens: count(16)?,
+            completion_tokens: count(17)?,
+            reasoning_tokens: count(18)?,
+            image_input_tokens: count(19)?,
+        },
+        images: count(20)?,
+        image_size: row.try_get(21)?,
+        image_quality: row.try_get(22)?,
+        cost_micros: row.try_get(23)?,
+        estimated: row.try_get(24)?,
+        cache_status: row.try_get(25)?,
+        latency_ms: row.try_get(26)?,
+        upstream_ms: row.try_get(27)?,
+        prompt_chars: row.try_get(28)?,
+        completion_chars: row.try_get(29)?,
+        rules_fired: serde_json::from_str(&rules)
+            .map_err(|e| StoreError::Corrupt(format!("requests.rules_fired: {e}")))?,
+        client_ip: row.try_get(31)?,
+        prompt_text: row.try_get(32)?,
+        completion_text: row.try_get(33)?,
+    })
+}
+
+/// Implements `RecordStore` for an engine struct with a `pool` field; the SQL is shared.
+macro_rules! sql_record_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::records::RecordStore for $store {
+            async fn insert(
+                &self,
+                records: &[$crate::records::Record],
+            ) -> Result<u64, $crate::store::StoreError> {
+                use $crate::store::records::{INSERT_CHUNK, db_int, record_columns, rollup};
+                let mut tx = self.pool.begin().await?;
+                let mut new_ids = std::collections::HashSet::new();
+                for chunk in records.chunks(INSERT_CHUNK) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
+                        "INSERT INTO requests (",
+                        record_columns!(),
+                        ") "
+                    ));
+                    query.push_values(chunk, |mut row, r| {
+                        row.push_bind(r.id.as_str())
+                            .push_bind(r.created_at_ms)
+                            .push_bind(r.request_id.as_str())
+                            .push_bind(r.key_id.as_deref())
+                            .push_bind(r.user_id.as_deref())
+                            .push_bind(r.caller.as_str())
+                            .push_bind(r.method.as_str())
+                            .push_bind(r.route.as_str())
+                            .push_bind(r.model_requested.as_deref())
+                            .push_bind(r.model_used.as_deref())
+                            .push_bind(r.upstream.as_deref())
+                            .push_bind(i32::from(r.status))
+                            .push_bind(r.outcome.as_str())
+                            .push_bind(r.error_kind.as_deref())
+                            .push_bind(r.stream)
+                            .push_bind(db_int(r.usage.prompt_tokens))
+                            .push_bind(db_int(r.usage.cached_tokens))
+                            .push_bind(db_int(r.usage.completion_tokens))
+                            .push_bind(db_int(r.usage.reasoning_tokens))
+                            .push_bind(db_int(r.usage.image_input_tokens))
+                            .push_bind(db_int(r.images))
+                            .push_bind(r.image_size.as_deref())
+                            .push_bind(r.image_quality.as_deref())
+                            .push_bind(r.cost_micros)
+                            .push_bind(r.estimated)
+                            .push_bind(r.cache_status.as_deref())
+                            .push_bind(r.latency_ms)
+                            .push_bind(r.upstream_ms)
+                            .push_bind(r.prompt_chars)
+                            .push_bind(r.completion_chars)
+                            .push_bind($crate::store::to_json(&r.rules_fired))
+                            .push_bind(r.client_ip.as_deref())
+                            .push_bind(r.prompt_text.as_deref())
+                            .push_bind(r.completion_text.as_deref());
+                    });
+                    query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+                    let ids: Vec<(String,)> = query.build_query_as().fetch_all(&mut *tx).await?;
+                    new_ids.extend(ids.into_iter().map(|(id,)| id));
+                }
+                let sums = rollup(records.iter().filter(|r| new_ids.contains(&r.id)));
+                let sums: Vec<_> = sums.into_iter().collect();
+                for chunk in sums.chunks(INSERT_CHUNK) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO usage_hourly (hour_ms, caller, key_id, user_id, model, requests, \
+                         errors, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, \
+                         images, cost_micros, unpriced, estimated) ",
+                    );
+                    query.push_values(chunk, |mut row, ((hour, caller, key, user, model), s)| {
+                        row.push_bind(*hour)
+                            .push_bind(caller.as_str())
+                            .push_bind(key.as_str())
+                            .push_bind(user.as_str())
+                            .push_bind(model.as_str())
+                            .push_bind(s.requests)
+                            .push_bind(s.errors)
+                            .push_bind(s.prompt_tokens)
+                            .push_bind(s.cached_tokens)
+                            .push_bind(s.completion_tokens)
+                            .push_bind(s.reasoning_tokens)
+                            .push_bind(s.images)
+                            .push_bind(s.cost_micros)
+                            .push_bind(s.unpriced)
+                            .push_bind(s.estimated);
+                    });
+                    query.push(
+                        " ON CONFLICT (hour_ms, caller, key_id, user_id, model) DO UPDATE SET \
+                         requests = usage_hourly.requests + excluded.requests, \
+                         errors = usage_hourly.errors + excluded.errors, \
+                         prompt_tokens = usage_hourly.prompt_tokens + excluded.prompt_tokens, \
+                         cached_tokens = usage_hourly.cached_tokens + excluded.cached_tokens, \
+                         completion_tokens = usage_hourly.completion_tokens + excluded.completion_tokens, \
+                         reasoning_tokens = usage_hourly.reasoning_tokens + excluded.reasoning_tokens, \
+                         images = usage_hourly.images + excluded.images, \
+                         cost_micros = usage_hourly.cost_micros + excluded.cost_micros, \
+                         unpriced = usage_hourly.unpriced + excluded.unpriced, \
+                         estimated = usage_hourly.estimated + excluded.estimated",
+                    );
+                    query.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(new_ids.len() as u64)
+            }
+
+            async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                let mut deleted = 0;
+                loop {
+                    // In slices, so a long backlog never holds one huge transaction.
+                    let done = sqlx::query(
+                        "DELETE FROM requests WHERE id IN \
+                         (SELECT id FROM requests WHERE created_at_ms < $1 LIMIT 10000)",
+                    )
+                    .bind(cutoff_ms)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    deleted += done;
+                    if done < 10_000 {
+                        break;
+                    }
+                }
+                sqlx::query("DELETE FROM usage_hourly WHERE hour_ms + 3600000 <= $1")
+                    .bind(cutoff_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(deleted)
+            }
+
+            async fn recent(
+                &self,
+                query: &$crate::records::RecentQuery,
+            ) -> Result<Vec<$crate::records::Record>, $crate::store::StoreError> {
+                use $crate::store::records::{record_columns, record_from_row};
+                let mut sql = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    record_columns!(),
+                    " FROM requests WHERE 1 = 1"
+                ));
+                if let Some(key_id) = &query.key_id {
+                    sql.push(" AND key_id = ").push_bind(key_id.as_str());
+                }
+                if let Some(user_id) = &query.user_id {
+                    sql.push(" AND user_id = ").push_bind(user_id.as_str());
+                }
+                if let Some(status) = query.status {
+                    sql.push(" AND status = ").push_bind(i32::from(status));
+                }
+                if let Some(before) = query.before_ms {
+                    sql.push(" AND created_at_ms < ").push_bind(before);
+                }
+                sql.push(" ORDER BY created_at_ms DESC, id DESC LIMIT ")
+                    .push_bind(i64::from(query.limit));
+                let rows = sql.build().fetch_all(&self.pool).await?;
+                rows.iter().map(record_from_row).collect()
+            }
+
+            async fn count(&self) -> Result<u64, $crate::store::StoreError> {
+                let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM requests")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+        }
+    };
+}
+pub(crate) use sql_record_store;
