@@ -56,6 +56,9 @@ pub enum GatewayError {
         retry_after_secs: u64,
         message: String,
     },
+    /// A budget would go over: the request's worst-case cost does not fit what is left.
+    #[error("budget exceeded")]
+    InsufficientQuota { message: String },
     /// The upstream refused the request itself (400, 404, 409, 422, ...): its own envelope is
     /// passed on with its status, since it describes the caller's input.
     #[error("upstream rejected the request with {status}")]
@@ -124,9 +127,9 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamRejected { status, .. } => *status,
             Self::UpstreamAuth { .. } | Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
-            Self::UpstreamRateLimited { .. } | Self::RateLimited { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::UpstreamRateLimited { .. }
+            | Self::RateLimited { .. }
+            | Self::InsufficientQuota { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamUnreachable | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -145,6 +148,7 @@ impl GatewayError {
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
+            Self::InsufficientQuota { .. } => "insufficient_quota",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::UpstreamAuth { .. } => "upstream_auth",
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
@@ -199,6 +203,9 @@ impl GatewayError {
             ),
             Self::RateLimited { message, .. } => {
                 (message.clone(), "rate_limit_error", None, Some("rate_limit_exceeded"))
+            }
+            Self::InsufficientQuota { message } => {
+                (message.clone(), "insufficient_quota", None, Some("insufficient_quota"))
             }
             Self::UpstreamRejected { status, .. } => (
                 format!("The upstream rejected the request ({}).", status.as_u16()),
@@ -324,6 +331,14 @@ impl IntoResponse for GatewayError {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
+            // Retrying cannot help until the budget's period starts over: tell the SDKs (which
+            // retry 429s by themselves) not to.
+            Self::InsufficientQuota { .. } => {
+                response.headers_mut().insert(
+                    axum::http::HeaderName::from_static("x-should-retry"),
+                    HeaderValue::from_static("false"),
+                );
+            }
             _ => {}
         }
         response.extensions_mut().insert(ErrorKind(kind));
@@ -388,6 +403,13 @@ mod tests {
                 GatewayError::UpstreamRateLimited { retry_after: None },
                 429,
                 "rate_limit_error",
+            ),
+            (
+                GatewayError::InsufficientQuota {
+                    message: "over".into(),
+                },
+                429,
+                "insufficient_quota",
             ),
             (
                 GatewayError::UpstreamFailed {

@@ -9,6 +9,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::BudgetSpec;
 use crate::limiter::rules::{Rule, RuleSpec};
 
 /// Every gateway key starts with this.
@@ -34,6 +35,9 @@ pub struct ApiKey {
     pub rules: Vec<RuleSpec>,
     /// Free-form JSON object for the operator.
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The key's budgets: for the key as a whole, and for each of its end users.
+    #[serde(default)]
+    pub budgets: KeyBudgets,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: i64,
     /// After this instant the key no longer authenticates.
@@ -58,6 +62,28 @@ impl ApiKey {
     }
 }
 
+/// A key's spending limits (DESIGN "Money"); both optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBudgets {
+    /// Spend of every request made with the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<BudgetSpec>,
+    /// Spend of each end user (`x-user-id` or the body's `user`) of the key, separately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<BudgetSpec>,
+}
+
+impl KeyBudgets {
+    /// Checks both budgets' ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        [&self.key, &self.user]
+            .into_iter()
+            .flatten()
+            .try_for_each(BudgetSpec::validate)
+    }
+}
+
 /// What an operator asks for when creating a key.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +98,8 @@ pub struct NewKey {
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
+    pub budgets: KeyBudgets,
+    #[serde(default)]
     pub expires_at_ms: Option<i64>,
 }
 
@@ -83,8 +111,20 @@ pub struct KeyPatch {
     pub models: Option<Vec<String>>,
     pub rules: Option<Vec<RuleSpec>>,
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    /// `Some(None)` removes the expiry.
+    /// Replaces both budgets (`{}` removes them).
+    pub budgets: Option<KeyBudgets>,
+    /// `Some(None)` (JSON `null`) removes the expiry.
+    #[serde(default, deserialize_with = "present")]
     pub expires_at_ms: Option<Option<i64>>,
+}
+
+/// A field that is present, even as `null`, is `Some`: `null` then means "remove".
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl KeyPatch {
@@ -101,6 +141,9 @@ impl KeyPatch {
         }
         if let Some(metadata) = &self.metadata {
             key.metadata.clone_from(metadata);
+        }
+        if let Some(budgets) = &self.budgets {
+            key.budgets.clone_from(budgets);
         }
         if let Some(expires_at_ms) = self.expires_at_ms {
             key.expires_at_ms = expires_at_ms;
@@ -131,6 +174,7 @@ pub fn issue(new: NewKey, now_ms: i64) -> IssuedKey {
         models: new.models,
         rules: new.rules,
         metadata: new.metadata,
+        budgets: new.budgets,
         created_at_ms: now_ms,
         expires_at_ms: new.expires_at_ms,
         revoked_at_ms: None,

@@ -17,6 +17,7 @@
 //! - [`openai`]: the few wire fields we read; SSE parsing; usage.
 //! - [`mock_upstream`]: the fake OpenAI used by tests, benchmarks and the demo.
 
+pub mod budget;
 pub mod cli;
 pub mod client_ip;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod openai;
 pub mod pipeline;
 pub mod pricing;
 pub mod records;
+pub mod redis_link;
 pub mod routes;
 pub mod server;
 pub mod state;

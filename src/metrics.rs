@@ -81,3 +81,18 @@ pub fn record_audit_spilled(records: usize, file_bytes: u64) {
 pub fn record_audit_failure(kind: &'static str) {
     metrics::counter!("tollgate_audit_write_failures_total", "kind" => kind).increment(1);
 }
+
+/// Counts budget alerts by scope (`key`, `key_user`, `jwt_user`, `anonymous_user`).
+pub fn record_budget_alert(scope: &'static str) {
+    metrics::counter!("tollgate_budget_alerts_total", "scope" => scope).increment(1);
+}
+
+/// Counts requests refused because a budget would go over.
+pub fn record_budget_refusal() {
+    metrics::counter!("tollgate_budget_refusals_total").increment(1);
+}
+
+/// Counts answered requests whose model has no price (their cost is unknown, not zero).
+pub fn record_unpriced(route: &'static str) {
+    metrics::counter!("tollgate_unpriced_requests_total", "route" => route).increment(1);
+}

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::alert::AlertSender;
+use crate::budget::{BudgetStore, Budgets, MemoryBudgets, RedisBudgets};
 use crate::config::Config;
 use crate::jwt::JwtVerifier;
 use crate::limiter::RateLimiter;
@@ -43,6 +45,10 @@ pub struct Inner {
     pub prices: Arc<PriceTable>,
     /// The audit queue's request-side handle.
     pub recorder: Recorder,
+    /// Budget counters (in Redis when `REDIS_URL` is set), seeded from the records.
+    pub budgets: Budgets,
+    /// Where budget alerts go.
+    pub alerts: AlertSender,
     /// Stored audit records (the admin API reads them).
     pub records: Arc<dyn RecordStore>,
     /// The audit writer, taken by [`AppState::finish_records`] at shutdown.
@@ -89,9 +95,27 @@ impl AppState {
         }
         let prices = Arc::new(PriceTable::with_overrides(&config.pricing));
         let (recorder, record_writer) = RecordWriter::start(&config.records, Arc::clone(&records));
+        let budget_store: Arc<dyn BudgetStore> = match &config.limits.redis_url {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                Arc::new(
+                    RedisBudgets::new(
+                        url.expose_secret(),
+                        &config.limits.redis_prefix,
+                        config.limits.backend_timeout,
+                    )
+                    .map_err(|e| StateError::Budgets(e.to_string()))?,
+                )
+            }
+            None => Arc::new(MemoryBudgets::new()),
+        };
+        let budgets = Budgets::new(budget_store, Arc::clone(&records));
+        let alerts = AlertSender::new(config.limits.alert_webhook.clone());
         Ok(Self(Arc::new(Inner {
             prices,
             recorder,
+            budgets,
+            alerts,
             records,
             record_writer: std::sync::Mutex::new(record_writer),
             config,
@@ -115,6 +139,8 @@ pub enum StateError {
     Limiter(#[from] crate::limiter::LimiterError),
     #[error("configuring JWT verification: {0}")]
     Jwt(String),
+    #[error("configuring budgets: {0}")]
+    Budgets(String),
 }
 
 impl AppState {

@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::config::{Config, Env};
-use crate::keys::{self, ApiKey, KeyPatch, NewKey};
+use crate::config::{BudgetPeriod, BudgetSpec, Config, Env};
+use crate::keys::{self, ApiKey, KeyBudgets, KeyPatch, NewKey};
 use crate::limiter::rules::RuleSpec;
 use crate::store;
 
@@ -44,6 +44,11 @@ pub struct UpdateArgs {
     /// Remove the key's own rules (the configured defaults apply again).
     #[arg(long, conflicts_with = "rules")]
     pub clear_rules: bool,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+    /// Remove the key's budgets.
+    #[arg(long, conflicts_with_all = ["budget_usd", "user_budget_usd"])]
+    pub clear_budgets: bool,
     /// A new lifetime from now, e.g. 30d.
     #[arg(long)]
     pub expires: Option<String>,
@@ -71,9 +76,54 @@ pub struct CreateArgs {
     /// It replaces the configured default of the same scope and route for this key.
     #[arg(long = "rule")]
     pub rules: Vec<String>,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
     /// Print JSON: {"id", "key", ...}.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Budget options shared by `keys create` and `keys update`.
+#[derive(Debug, Args)]
+pub struct BudgetArgs {
+    /// Spending limit of the whole key, in USD per period.
+    #[arg(long)]
+    pub budget_usd: Option<f64>,
+    /// Spending limit of each end user of the key, in USD per period.
+    #[arg(long)]
+    pub user_budget_usd: Option<f64>,
+    /// The budgets' period: day, month or total.
+    #[arg(long, default_value = "month")]
+    pub period: String,
+    /// Fraction of a budget at which the alert webhook is called.
+    #[arg(long, default_value_t = 0.8)]
+    pub alert_at: f64,
+}
+
+impl BudgetArgs {
+    /// The budgets asked for, validated; `None` when no budget option was given.
+    fn budgets(&self) -> anyhow::Result<Option<KeyBudgets>> {
+        if self.budget_usd.is_none() && self.user_budget_usd.is_none() {
+            return Ok(None);
+        }
+        let period = match self.period.as_str() {
+            "day" => BudgetPeriod::Day,
+            "month" => BudgetPeriod::Month,
+            "total" => BudgetPeriod::Total,
+            other => bail!("--period must be day, month or total, not {other:?}"),
+        };
+        let spec = |max_usd: f64| BudgetSpec {
+            max_usd,
+            period,
+            alert_at: self.alert_at,
+        };
+        let budgets = KeyBudgets {
+            key: self.budget_usd.map(spec),
+            user: self.user_budget_usd.map(spec),
+        };
+        budgets.validate().map_err(anyhow::Error::msg)?;
+        Ok(Some(budgets))
+    }
 }
 
 /// `keys list`
@@ -123,6 +173,7 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                 models,
                 rules: parse_rules(&args.rules)?,
                 metadata: Default::default(),
+                budgets: args.budget.budgets()?.unwrap_or_default(),
                 expires_at_ms,
             };
             let issued = keys::issue(new, keys::now_ms());
@@ -134,7 +185,7 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                 writeln!(
                     out,
                     "{}",
-                    json!({ "id": issued.key.id, "key": issued.secret, "name": issued.key.name, "prefix": issued.key.prefix, "models": issued.key.models, "expires_at_ms": issued.key.expires_at_ms })
+                    json!({ "id": issued.key.id, "key": issued.secret, "name": issued.key.name, "prefix": issued.key.prefix, "models": issued.key.models, "budgets": issued.key.budgets, "expires_at_ms": issued.key.expires_at_ms })
                 )?;
             } else {
                 writeln!(out, "Created key {} ({}).", issued.key.id, issued.key.name)?;
@@ -188,6 +239,11 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                     Some(parse_rules(&args.rules)?)
                 },
                 metadata: None,
+                budgets: if args.clear_budgets {
+                    Some(KeyBudgets::default())
+                } else {
+                    args.budget.budgets()?
+                },
                 expires_at_ms: match &args.expires {
                     Some(text) => Some(Some(keys::now_ms() + parse_lifetime_ms(text)?)),
                     None => None,

@@ -41,6 +41,9 @@ pub struct LimitsConfig {
     pub redis_prefix: String,
     /// Completion tokens reserved for a token rule when the request sets no maximum.
     pub default_completion_tokens: u64,
+    /// `TOLLGATE_ALERT_WEBHOOK` / `budgets.alert_webhook`: receives a JSON POST when a budget
+    /// crosses its `alert_at`. Budgets share the limits' Redis, timeout and failure policy.
+    pub alert_webhook: Option<Url>,
 }
 
 /// A budget as configured (`{ max_usd, period, alert_at }`). Parsed and validated here;
@@ -61,6 +64,19 @@ pub enum BudgetPeriod {
     Day,
     Month,
     Total,
+}
+
+impl BudgetSpec {
+    /// `max_usd` positive (at most a billion), `alert_at` within 0..=1.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.max_usd > 0.0 && self.max_usd <= 1e9) {
+            return Err("max_usd must be positive".to_owned());
+        }
+        if !(0.0..=1.0).contains(&self.alert_at) {
+            return Err("alert_at must be between 0 and 1".to_owned());
+        }
+        Ok(())
+    }
 }
 
 fn default_alert_at() -> f64 {
@@ -158,6 +174,7 @@ impl LimitsConfig {
             redis_url,
             redis_prefix: s.get("limits.redis_prefix", None, "tollgate".to_owned()),
             default_completion_tokens: s.get("limits.default_completion_tokens", None, 1024u64),
+            alert_webhook: s.optional("budgets.alert_webhook", Some("TOLLGATE_ALERT_WEBHOOK")),
         }
     }
 }
@@ -244,16 +261,13 @@ fn read_rules(s: &mut Sources<'_>, path: &str) -> Option<Vec<Rule>> {
 fn read_budget(s: &mut Sources<'_>, path: &str) -> Option<BudgetSpec> {
     let value = s.raw(path)?;
     match value.try_into::<BudgetSpec>() {
-        Ok(budget) if budget.max_usd > 0.0 && (0.0..=1.0).contains(&budget.alert_at) => {
-            Some(budget)
-        }
-        Ok(_) => {
-            s.invalid_in_file(
-                path,
-                "max_usd must be positive and alert_at between 0 and 1",
-            );
-            None
-        }
+        Ok(budget) => match budget.validate() {
+            Ok(()) => Some(budget),
+            Err(message) => {
+                s.invalid_in_file(path, message);
+                None
+            }
+        },
         Err(error) => {
             s.invalid_in_file(path, error.message().trim());
             None

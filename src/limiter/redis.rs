@@ -7,77 +7,31 @@
 //! restart or failover). A request whose buckets span two tags makes two calls at once; if one
 //! refuses, what the other took is given back, so a decision stays all-or-nothing.
 //!
-//! Outages: every call is bounded by `limits.backend_timeout_ms`. A failure opens a circuit
-//! breaker for `BREAKER_OPEN`: calls during that time fail at once (the pipeline then applies
-//! `limits.on_backend_error`) instead of each waiting out a timeout; the first call after it is
-//! a probe, and a success closes the breaker, so limits resume by themselves.
+//! Outages: every call is bounded by `limits.backend_timeout_ms` and goes through the
+//! [`RedisLink`]'s circuit breaker; while it is open the pipeline applies
+//! `limits.on_backend_error` at once, and limits resume by themselves when Redis is back.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
 
 use super::{Bucket, BucketState, Charge, Decision, LimiterError, RateLimiter};
-
-/// How long the breaker stays open after a failure before letting a probe through.
-const BREAKER_OPEN: Duration = Duration::from_millis(500);
+use crate::redis_link::{LinkError, RedisLink};
 
 /// Buckets in Redis.
 pub struct RedisRateLimiter {
-    client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    link: RedisLink,
     script: redis::Script,
     prefix: String,
-    timeout: Duration,
-    breaker: Breaker,
 }
 
-/// Opens after a failure; lets one probe through once `BREAKER_OPEN` has passed.
-#[derive(Default)]
-struct Breaker {
-    open_until_ms: AtomicU64,
-    probing: AtomicBool,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl Breaker {
-    /// Whether a call may go to Redis now.
-    fn admit(&self) -> bool {
-        let open_until = self.open_until_ms.load(Ordering::Acquire);
-        if open_until == 0 {
-            return true;
-        }
-        // Open: only one caller probes once the open period is over.
-        now_ms() >= open_until
-            && self
-                .probing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-    }
-
-    fn succeeded(&self) {
-        if self.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
-            tracing::info!("rate limit backend is back: limits are shared again");
-        }
-        self.probing.store(false, Ordering::Release);
-    }
-
-    fn failed(&self) {
-        let was = self
-            .open_until_ms
-            .swap(now_ms() + BREAKER_OPEN.as_millis() as u64, Ordering::AcqRel);
-        self.probing.store(false, Ordering::Release);
-        if was == 0 {
-            tracing::warn!("rate limit backend failed: circuit open, on_backend_error applies");
+impl From<LinkError> for LimiterError {
+    fn from(error: LinkError) -> Self {
+        match error {
+            LinkError::Backend(detail) => Self::Backend(detail),
+            LinkError::Timeout => Self::Timeout,
+            LinkError::CircuitOpen => Self::CircuitOpen,
         }
     }
 }
@@ -86,29 +40,11 @@ impl RedisRateLimiter {
     /// A limiter on `url` whose keys start with `prefix`. Connects lazily, so a Redis that is
     /// down at start does not stop the gateway from starting.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, LimiterError> {
-        let client = redis::Client::open(url).map_err(|e| LimiterError::Backend(e.to_string()))?;
         Ok(Self {
-            client,
-            connection: OnceCell::new(),
+            link: RedisLink::new(url, timeout, "limits")?,
             script: redis::Script::new(include_str!("gcra.lua")),
             prefix: prefix.to_owned(),
-            timeout,
-            breaker: Breaker::default(),
         })
-    }
-
-    async fn connection(&self) -> Result<ConnectionManager, LimiterError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(200))))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        self.connection
-            .get_or_try_init(|| async {
-                ConnectionManager::new_with_config(self.client.clone(), config).await
-            })
-            .await
-            .cloned()
-            .map_err(|e| LimiterError::Backend(e.to_string()))
     }
 
     /// Runs the script for one tag group, within the timeout and through the breaker.
@@ -117,34 +53,16 @@ impl RedisRateLimiter {
         mode: &str,
         group: &[(&Bucket, i64)],
     ) -> Result<Vec<Vec<i64>>, LimiterError> {
-        if !self.breaker.admit() {
-            return Err(LimiterError::CircuitOpen);
-        }
-        let call = async {
-            let mut connection = self.connection().await?;
-            let mut invocation = self.script.prepare_invoke();
-            invocation.arg(mode);
-            for (bucket, amount) in group {
-                invocation.key(format!("{}:{{{}}}:{}", self.prefix, bucket.tag, bucket.key));
-                invocation
-                    .arg(bucket.quota.limit)
-                    .arg(bucket.quota.period_us)
-                    .arg(*amount);
-            }
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(mode);
+        for (bucket, amount) in group {
+            invocation.key(format!("{}:{{{}}}:{}", self.prefix, bucket.tag, bucket.key));
             invocation
-                .invoke_async::<Vec<Vec<i64>>>(&mut connection)
-                .await
-                .map_err(|e| LimiterError::Backend(e.to_string()))
-        };
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(LimiterError::Timeout),
-        };
-        match &result {
-            Ok(_) => self.breaker.succeeded(),
-            Err(_) => self.breaker.failed(),
+                .arg(bucket.quota.limit)
+                .arg(bucket.quota.period_us)
+                .arg(*amount);
         }
-        result
+        Ok(self.link.invoke(&invocation).await?)
     }
 
     /// Runs `mode` over `items` grouped by tag, concurrently; states in the items' order, and

@@ -1,18 +1,23 @@
 //! The request pipeline: every stage of a model call, in order, in one place.
 //!
 //! ```text
-//! authenticate ─► validate ─► authorize ─► rate limits ─► forward ─► respond ─► settle
-//!   (layer)          (3)         (4)           (5)           (6)        (7)        (8)
+//! authenticate ─► validate ─► authorize ─► rate limits ─► budgets ─► forward ─► respond ─► account
+//!   (layer)          (3)         (4)           (5)           (6)        (7)        (8)        (9)
+//!                                                                                   │
+//!                                   audit layer: the record, from the response's CallFacts
 //! ```
 //!
 //! Authentication runs as a layer over every non-open route (`routes::router`), so a route
 //! cannot forget it; the handler receives the [`Principal`]. Each later stage is a plain
 //! function in its own file, called here top to bottom. Validation comes before the limits
-//! because token rules need the parsed prompt and the body's `user`. Budgets, the cache and
-//! audit records slot in as they are built (issues #5, #6).
+//! because token rules need the parsed prompt and the body's `user`. Accounting (usage, cost,
+//! settling token reservations and budget holds) happens when the answer is read, or for a
+//! stream when it ends. The audit record is written by the access-log layer from the
+//! [`CallFacts`] this pipeline leaves on the response. The cache slots in with issue #6.
 
 pub mod account;
 pub mod authenticate;
+pub mod budget;
 pub mod forward;
 pub mod rate_limit;
 pub mod respond;
@@ -117,7 +122,16 @@ async fn run(
     })
     .await?;
 
-    // 6. forward: pooled, retried, timed.
+    // 6. budgets: the worst case reserved on every budget that applies, or a 429.
+    let hold = match budget::reserve(state, principal, route, &request, raw.as_deref()).await {
+        Ok(hold) => hold,
+        Err(error) => {
+            settle_later(state, admission, None);
+            return Err(error);
+        }
+    };
+
+    // 7. forward: pooled, retried, timed.
     facts.upstream = Some("default");
     let sent = state
         .upstream
@@ -135,11 +149,12 @@ async fn run(
         Ok(upstream) => upstream,
         Err(error) => {
             settle_later(state, admission, None);
+            budget::settle_later(state, hold, None);
             return Err(error);
         }
     };
 
-    // 7. respond: relay a stream event by event, or read and return a JSON answer.
+    // 8. respond: relay a stream event by event, or read and return a JSON answer.
     let status = upstream.status();
     let headers = upstream.headers().clone();
     let mut response = if request.stream && respond::is_event_stream(&headers) {
@@ -155,14 +170,16 @@ async fn run(
         let on_done = {
             let state = state.clone();
             let admission = admission.clone();
+            let hold = hold.clone();
             let mut facts = facts.clone();
             let raw = raw.clone();
             move |outcome: stream::StreamOutcome| {
                 tracing::debug!(route = route.label(), end = ?outcome.end, events = outcome.events, "stream finished");
-                // 8. usage and cost: the stream's own, or an estimate of what it relayed.
+                // 9. usage and cost: the stream's own, or an estimate of what it relayed.
                 let accounting =
                     stream_accounting(&state, route, &request, raw.as_deref(), &outcome);
                 settle_later(&state, admission, Some(accounting.usage.total_tokens()));
+                budget::settle_later(&state, hold, accounting.cost);
                 facts.outcome = match outcome.end {
                     stream::StreamEnd::Completed => None,
                     stream::StreamEnd::ClientLeft => Some("client_left"),
@@ -189,17 +206,19 @@ async fn run(
     } else if route == ModelRoute::Passthrough && !respond::is_json(&headers) {
         // Files and audio: streamed back as they come.
         settle_later(state, admission.clone(), None);
+        budget::settle_later(state, hold, None);
         respond::from_upstream(status, &headers, Body::from_stream(upstream.bytes_stream()))
     } else {
         let body = match state.upstream.read_body(upstream, started).await {
             Ok(body) => body,
             Err(error) => {
                 settle_later(state, admission, None);
+                budget::settle_later(state, hold, None);
                 return Err(error);
             }
         };
         facts.upstream_ms = Some(elapsed_ms(started));
-        // 8. usage and cost: what the upstream reported.
+        // 9. usage and cost: what the upstream reported.
         let accounting = account::account(&state.prices, route, &request, usage::summarize(&body));
         settle_later(
             state,
@@ -207,6 +226,7 @@ async fn run(
             accounting.as_ref().map(|a| a.usage.total_tokens()),
         );
         let cost = accounting.as_ref().and_then(|a| a.cost);
+        budget::settle_later(state, hold, cost);
         if let Some(accounting) = accounting {
             facts.apply(accounting);
         }

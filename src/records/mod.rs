@@ -93,6 +93,39 @@ pub trait RecordStore: Send + Sync {
     async fn count(&self) -> Result<u64, crate::store::StoreError>;
     /// Records matching `query`, newest first.
     async fn recent(&self, query: &RecentQuery) -> Result<Vec<Record>, crate::store::StoreError>;
+    /// Total cost of `scope`'s records since `since_ms` (from the hourly rollup, so
+    /// `since_ms` should be on an hour boundary).
+    async fn spend(
+        &self,
+        scope: &SpendScope,
+        since_ms: i64,
+    ) -> Result<Micros, crate::store::StoreError>;
+}
+
+/// Whose spend a budget counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SpendScope {
+    /// Every request made with a key.
+    Key(String),
+    /// One end user's requests with a key.
+    KeyUser(String, String),
+    /// A JWT user (the token's subject).
+    Jwt(String),
+    /// An anonymous caller's `x-user-id`.
+    Anonymous(String),
+}
+
+impl SpendScope {
+    /// The scope's name in budget counters, with the Redis hash tag that keeps a key's lines
+    /// on one Cluster slot (`{b:key:ID}`, `{b:key:ID}:u:USER`, `{b:jwt:SUB}`, `{b:anon:USER}`).
+    pub fn tag(&self) -> String {
+        match self {
+            Self::Key(key) => format!("{{b:key:{key}}}"),
+            Self::KeyUser(key, user) => format!("{{b:key:{key}}}:u:{user}"),
+            Self::Jwt(subject) => format!("{{b:jwt:{subject}}}"),
+            Self::Anonymous(user) => format!("{{b:anon:{user}}}"),
+        }
+    }
 }
 
 /// A filter over recent records (`GET /admin/requests`).

@@ -43,6 +43,11 @@ pub fn sqlite() -> Migrator {
             "audit records",
             include_str!("../../migrations/sqlite/0003_records.sql"),
         ),
+        (
+            4,
+            "key budgets",
+            include_str!("../../migrations/sqlite/0004_key_budgets.sql"),
+        ),
     ])
 }
 
@@ -63,6 +68,11 @@ pub fn postgres() -> Migrator {
             3,
             "audit records",
             include_str!("../../migrations/postgres/0003_records.sql"),
+        ),
+        (
+            4,
+            "key budgets",
+            include_str!("../../migrations/postgres/0004_key_budgets.sql"),
         ),
     ])
 }

@@ -298,6 +298,46 @@ macro_rules! sql_record_store {
                 rows.iter().map(record_from_row).collect()
             }
 
+            async fn spend(
+                &self,
+                scope: &$crate::records::SpendScope,
+                since_ms: i64,
+            ) -> Result<i64, $crate::store::StoreError> {
+                use $crate::records::SpendScope;
+                macro_rules! sum_where {
+                    ($condition:literal) => {
+                        concat!(
+                            "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM usage_hourly \
+                             WHERE hour_ms >= $1 AND ",
+                            $condition
+                        )
+                    };
+                }
+                let query = match scope {
+                    SpendScope::Key(key) => sqlx::query_as(sum_where!("key_id = $2"))
+                        .bind(since_ms)
+                        .bind(key.as_str()),
+                    SpendScope::KeyUser(key, user) => {
+                        sqlx::query_as(sum_where!("key_id = $2 AND user_id = $3"))
+                            .bind(since_ms)
+                            .bind(key.as_str())
+                            .bind(user.as_str())
+                    }
+                    SpendScope::Jwt(user) => {
+                        sqlx::query_as(sum_where!("caller = 'jwt' AND user_id = $2"))
+                            .bind(since_ms)
+                            .bind(user.as_str())
+                    }
+                    SpendScope::Anonymous(user) => {
+                        sqlx::query_as(sum_where!("caller = 'anonymous' AND user_id = $2"))
+                            .bind(since_ms)
+                            .bind(user.as_str())
+                    }
+                };
+                let (spent,): (i64,) = query.fetch_one(&self.pool).await?;
+                Ok(spent)
+            }
+
             async fn count(&self) -> Result<u64, $crate::store::StoreError> {
                 let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM requests")
                     .fetch_one(&self.pool)

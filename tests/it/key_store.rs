@@ -25,6 +25,14 @@ async fn behaviour(store: Arc<dyn KeyStore>) {
                 .unwrap(),
             ],
             metadata: json!({ "n": i }).as_object().unwrap().clone(),
+            budgets: tollgate::keys::KeyBudgets {
+                key: Some(tollgate::config::BudgetSpec {
+                    max_usd: 12.5,
+                    period: tollgate::config::BudgetPeriod::Month,
+                    alert_at: 0.9,
+                }),
+                user: None,
+            },
             expires_at_ms: Some(4_000_000_000_000),
         };
         let key = keys::issue(new, keys::now_ms() + i);

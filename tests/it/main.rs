@@ -9,6 +9,7 @@
 
 mod support;
 
+mod budgets;
 mod cli;
 mod errors;
 mod hostile;

@@ -22,8 +22,18 @@ pub fn path() -> &'static str {
 
 /// Creates a key with `tollgate keys create --json` against `database_url`.
 pub async fn create_key(database_url: &str, dir: &std::path::Path) -> String {
+    create_key_with(database_url, dir, &[]).await.1
+}
+
+/// Creates a key with extra `keys create` options; returns its id and secret.
+pub async fn create_key_with(
+    database_url: &str,
+    dir: &std::path::Path,
+    options: &[&str],
+) -> (String, String) {
     let created = tokio::process::Command::new(path())
         .args(["keys", "create", "--name", "test", "--json"])
+        .args(options)
         .env("DATABASE_URL", database_url)
         .env_remove("TOLLGATE_CONFIG")
         .current_dir(dir)
@@ -36,7 +46,10 @@ pub async fn create_key(database_url: &str, dir: &std::path::Path) -> String {
         String::from_utf8_lossy(&created.stderr)
     );
     let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
-    created["key"].as_str().unwrap().to_owned()
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// Starts `tollgate serve` on a free port with `env`, and waits until it listens.

@@ -1,0 +1,163 @@
+//! Stage 6: budget reservation before the upstream call, settlement after it.
+//!
+//! The budgets that apply: the key's own and its per-user budget (when the request names a
+//! user), the `[jwt]` budget for a JWT user, the `[anonymous]` budget for an anonymous caller's
+//! user. The amount reserved is the request's worst case (prompt counted with the tokenizer at
+//! the input price, plus its maximum output at the output price; images at their price each).
+//! A model without a price reserves nothing and is counted as unpriced (documented in
+//! docs/MONEY.md): add a `[pricing]` entry to bring it under a budget.
+//!
+//! A backend failure follows `limits.on_backend_error`: `fail_open` serves the request
+//! unreserved (logged, counted), `fail_closed` refuses it with 503.
+
+use crate::budget::alert::BudgetAlert;
+use crate::budget::{BudgetLine, Exceeded};
+use crate::config::{BackendErrorPolicy, BudgetPeriod};
+use crate::error::GatewayError;
+use crate::openai::requests::RequestFacts;
+use crate::pipeline::{Caller, ModelRoute, Principal};
+use crate::pricing::{Micros, format_usd};
+use crate::records::SpendScope;
+use crate::state::AppState;
+
+/// A reservation to settle once the cost is known.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    lines: Vec<BudgetLine>,
+    reserved: Micros,
+}
+
+/// The budget lines that apply to `principal` now.
+pub fn lines_for(state: &AppState, principal: &Principal) -> Vec<BudgetLine> {
+    let now = crate::records::now_ms();
+    let mut lines = Vec::new();
+    match &principal.caller {
+        Caller::Key(key) => {
+            if let Some(spec) = &key.budgets.key {
+                lines.push(BudgetLine::new(SpendScope::Key(key.id.clone()), spec, now));
+            }
+            if let (Some(spec), Some(user)) = (&key.budgets.user, &principal.user) {
+                lines.push(BudgetLine::new(
+                    SpendScope::KeyUser(key.id.clone(), user.clone()),
+                    spec,
+                    now,
+                ));
+            }
+        }
+        Caller::Jwt { subject } => {
+            if let Some(spec) = &state.config.jwt.budget {
+                lines.push(BudgetLine::new(SpendScope::Jwt(subject.clone()), spec, now));
+            }
+        }
+        Caller::Anonymous => {
+            if let (Some(spec), Some(user)) = (&state.config.anonymous.budget, &principal.user) {
+                lines.push(BudgetLine::new(
+                    SpendScope::Anonymous(user.clone()),
+                    spec,
+                    now,
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// Reserves the request's worst-case cost on every budget that applies; `None` when no budget
+/// applies (or the model is unpriced, or the backend failed open).
+pub async fn reserve(
+    state: &AppState,
+    principal: &Principal,
+    route: ModelRoute,
+    request: &RequestFacts,
+    raw_body: Option<&[u8]>,
+) -> Result<Option<Hold>, GatewayError> {
+    let lines = lines_for(state, principal);
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let Some(model) = request.model.as_deref() else {
+        return Ok(None);
+    };
+    let estimate = raw_body.map(|body| crate::tokens::estimate_parts(route, body));
+    let worst = state.prices.worst_case(
+        model,
+        estimate.map_or(0, |e| e.prompt_tokens),
+        estimate.and_then(|e| e.max_completion_tokens),
+        state.config.limits.default_completion_tokens,
+        request.images.as_ref(),
+    );
+    let Some(worst) = worst else {
+        tracing::debug!(model, "unpriced model: no budget reservation");
+        return Ok(None);
+    };
+    match state.budgets.reserve(&lines, worst).await {
+        Ok(Ok(())) => Ok(Some(Hold {
+            lines,
+            reserved: worst,
+        })),
+        Ok(Err(exceeded)) => {
+            crate::metrics::record_budget_refusal();
+            Err(refusal(&lines, &exceeded, worst))
+        }
+        Err(error) => match state.config.limits.on_backend_error {
+            BackendErrorPolicy::FailOpen => {
+                tracing::warn!(%error, "budget backend failed; serving unreserved (fail_open)");
+                Ok(None)
+            }
+            BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {
+                what: "budget backend",
+            }),
+        },
+    }
+}
+
+/// Settles `hold` to `actual` (the call's cost; 0 when it failed or is unknown) off the request
+/// path, and sends the alerts the settlement crossed.
+pub fn settle_later(state: &AppState, hold: Option<Hold>, actual: Option<Micros>) {
+    let Some(hold) = hold else {
+        return;
+    };
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
+        let actual = actual.unwrap_or(0);
+        match task_state
+            .budgets
+            .settle(&hold.lines, hold.reserved, actual)
+            .await
+        {
+            Ok(crossed) => {
+                for index in crossed {
+                    let line = &hold.lines[index];
+                    let spent = task_state.budgets.spent(line).await.unwrap_or(actual);
+                    task_state
+                        .alerts
+                        .send(&task_state.tasks, BudgetAlert::new(line, spent));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "settling a budget reservation failed"),
+        }
+    });
+}
+
+fn refusal(lines: &[BudgetLine], exceeded: &Exceeded, worst: Micros) -> GatewayError {
+    let line = &lines[exceeded.line];
+    let whose = match &line.scope {
+        SpendScope::Key(_) => "this key's",
+        SpendScope::KeyUser(..) => "this user's",
+        SpendScope::Jwt(_) | SpendScope::Anonymous(_) => "your",
+    };
+    let left = (line.limit - exceeded.spent - exceeded.reserved).max(0);
+    let period = match line.period {
+        BudgetPeriod::Day => "per day",
+        BudgetPeriod::Month => "per month",
+        BudgetPeriod::Total => "in total",
+    };
+    GatewayError::InsufficientQuota {
+        message: format!(
+            "This request could cost up to ${} and {whose} budget of ${} {period} has ${} left.",
+            format_usd(worst),
+            format_usd(line.limit),
+            format_usd(left),
+        ),
+    }
+}
