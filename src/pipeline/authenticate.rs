@@ -64,7 +64,14 @@ pub struct KeyEntry {
 #[derive(Clone)]
 pub struct KeyCache {
     entries: moka::future::Cache<String, Option<Arc<KeyEntry>>>,
+    /// The last answer the database gave for each hash, kept longer: used only while the
+    /// database cannot answer, so an outage does not lock out every caller whose key was seen
+    /// in the last `LAST_KNOWN_TTL` (a key revoked during the outage is refused once it ends).
+    last_known: moka::future::Cache<String, Option<Arc<KeyEntry>>>,
 }
+
+/// How long a key's last known state may stand in for the database during an outage.
+const LAST_KNOWN_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl KeyCache {
     /// A cache whose entries live `ttl`.
@@ -73,6 +80,10 @@ impl KeyCache {
             entries: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
+                .build(),
+            last_known: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(LAST_KNOWN_TTL)
                 .build(),
         }
     }
@@ -191,25 +202,38 @@ async fn find_key(state: &AppState, secret: &str) -> Result<Arc<KeyEntry>, Gatew
     let hash = keys::hash_secret(secret);
     let store = state.keys.clone();
     let defaults = state.config.limits.rules.clone();
-    let found = state
+    let last_known = state.key_cache.last_known.clone();
+    let lookup_hash = hash.clone();
+    let looked_up = state
         .key_cache
         .entries
         .try_get_with(hash.clone(), async move {
-            let key = store.find_by_hash(&hash).await?;
-            Ok::<_, crate::store::StoreError>(key.map(|key| {
+            let key = store.find_by_hash(&lookup_hash).await?;
+            let entry = key.map(|key| {
                 let rules = rules::merge(&defaults, &key.own_rules());
                 Arc::new(KeyEntry {
                     models: key.models.clone().into(),
                     rules: rules.into(),
                     key: Arc::new(key),
                 })
-            }))
+            });
+            last_known.insert(lookup_hash, entry.clone()).await;
+            Ok::<_, crate::store::StoreError>(entry)
         })
-        .await
-        .map_err(|error| {
-            tracing::error!(error = %error, "key lookup failed");
-            GatewayError::Unavailable { what: "key store" }
-        })?;
+        .await;
+    let found = match looked_up {
+        Ok(found) => found,
+        Err(error) => match state.key_cache.last_known.get(&hash).await {
+            Some(known) => {
+                tracing::warn!(error = %error, "key store unavailable: using the key's last known state");
+                known
+            }
+            None => {
+                tracing::error!(error = %error, "key lookup failed");
+                return Err(GatewayError::Unavailable { what: "key store" });
+            }
+        },
+    };
     found.ok_or(GatewayError::Unauthenticated {
         reason: "the key is not known",
     })

@@ -11,6 +11,7 @@ mod support;
 
 mod budgets;
 mod cli;
+mod durability;
 mod errors;
 mod hostile;
 mod jwt;

@@ -6,6 +6,7 @@
 //! or its own PostgreSQL schema, so tests run in parallel.
 
 pub mod binary;
+pub mod chaos_proxy;
 pub mod engines;
 pub mod redis_server;
 
