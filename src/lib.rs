@@ -17,6 +17,7 @@
 //! - [`openai`]: the few wire fields we read; SSE parsing; usage.
 //! - [`mock_upstream`]: the fake OpenAI used by tests, benchmarks and the demo.
 
+pub mod admin;
 pub mod budget;
 pub mod cli;
 pub mod client_ip;

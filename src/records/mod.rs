@@ -100,6 +100,75 @@ pub trait RecordStore: Send + Sync {
         scope: &SpendScope,
         since_ms: i64,
     ) -> Result<Micros, crate::store::StoreError>;
+    /// Usage between two instants, grouped (from the hourly rollup: `from_ms` and `to_ms` are
+    /// rounded down to the hour).
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, crate::store::StoreError>;
+}
+
+/// What to group usage by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Key,
+    User,
+    Model,
+    Day,
+}
+
+impl GroupBy {
+    /// The rollup's column (or expression) for this grouping; a closed set, so safe in SQL.
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::Key => "key_id",
+            Self::User => "user_id",
+            Self::Model => "model",
+            Self::Day => "(hour_ms / 86400000)",
+        }
+    }
+
+    /// Parses `key`, `user`, `model` or `day`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim() {
+            "key" => Some(Self::Key),
+            "user" => Some(Self::User),
+            "model" => Some(Self::Model),
+            "day" => Some(Self::Day),
+            _ => None,
+        }
+    }
+}
+
+/// `GET /admin/usage` and `tollgate usage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageQuery {
+    pub group_by: Vec<GroupBy>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// One group's totals. Grouping fields not asked for are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `YYYY-MM-DD` (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub cached_tokens: i64,
+    pub completion_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub images: i64,
+    pub cost_micros: i64,
+    /// Answered requests whose model has no price: their cost is not in `cost_micros`.
+    pub unpriced: i64,
+    pub estimated: i64,
 }
 
 /// Whose spend a budget counts.

@@ -144,6 +144,13 @@ where
     })
 }
 
+/// Days since the Unix epoch as `YYYY-MM-DD`.
+pub(crate) fn day_name(days: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(days * 86_400)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default()
+}
+
 /// Implements `RecordStore` for an engine struct with a `pool` field; the SQL is shared.
 macro_rules! sql_record_store {
     ($store:ty, $db:ty) => {
@@ -336,6 +343,65 @@ macro_rules! sql_record_store {
                 };
                 let (spent,): (i64,) = query.fetch_one(&self.pool).await?;
                 Ok(spent)
+            }
+
+            async fn usage(
+                &self,
+                query: &$crate::records::UsageQuery,
+            ) -> Result<Vec<$crate::records::UsageRow>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let groups: Vec<&str> = query.group_by.iter().map(|g| g.column()).collect();
+                let mut sql = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                for column in &groups {
+                    sql.push(*column).push(", ");
+                }
+                sql.push(
+                    "CAST(SUM(requests) AS BIGINT), CAST(SUM(errors) AS BIGINT), \
+                     CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(cached_tokens) AS BIGINT), \
+                     CAST(SUM(completion_tokens) AS BIGINT), CAST(SUM(reasoning_tokens) AS BIGINT), \
+                     CAST(SUM(images) AS BIGINT), CAST(SUM(cost_micros) AS BIGINT), \
+                     CAST(SUM(unpriced) AS BIGINT), CAST(SUM(estimated) AS BIGINT) \
+                     FROM usage_hourly WHERE hour_ms >= ",
+                )
+                .push_bind(query.from_ms - query.from_ms.rem_euclid(3_600_000))
+                .push(" AND hour_ms < ")
+                .push_bind(query.to_ms - query.to_ms.rem_euclid(3_600_000));
+                if !groups.is_empty() {
+                    let list = groups.join(", ");
+                    sql.push(" GROUP BY ").push(&list).push(" ORDER BY ").push(&list);
+                }
+                let rows = sql.build().fetch_all(&self.pool).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let mut usage = $crate::records::UsageRow::default();
+                    for (i, group) in query.group_by.iter().enumerate() {
+                        use $crate::records::GroupBy;
+                        match group {
+                            GroupBy::Key => usage.key_id = Some(row.try_get(i)?),
+                            GroupBy::User => usage.user_id = Some(row.try_get(i)?),
+                            GroupBy::Model => usage.model = Some(row.try_get(i)?),
+                            GroupBy::Day => {
+                                usage.day = Some($crate::store::records::day_name(row.try_get(i)?))
+                            }
+                        }
+                    }
+                    let at = groups.len();
+                    let sum = |j: usize| row.try_get::<Option<i64>, _>(at + j).map(Option::unwrap_or_default);
+                    usage.requests = sum(0)?;
+                    usage.errors = sum(1)?;
+                    usage.prompt_tokens = sum(2)?;
+                    usage.cached_tokens = sum(3)?;
+                    usage.completion_tokens = sum(4)?;
+                    usage.reasoning_tokens = sum(5)?;
+                    usage.images = sum(6)?;
+                    usage.cost_micros = sum(7)?;
+                    usage.unpriced = sum(8)?;
+                    usage.estimated = sum(9)?;
+                    if usage.requests > 0 {
+                        out.push(usage);
+                    }
+                }
+                Ok(out)
             }
 
             async fn count(&self) -> Result<u64, $crate::store::StoreError> {

@@ -1,0 +1,98 @@
+//! The admin API: keys, usage and recent requests, behind `TOLLGATE_ADMIN_TOKEN`.
+//!
+//! Off (404, as if absent) when no token is configured. The token is compared by SHA-256
+//! digest, so the comparison's timing says nothing about the token. Every answer is JSON; lists
+//! are paginated with a cursor (`after` for keys, `before` for requests) and say whether more
+//! remain. The routes are described in `GET /admin/openapi.json`.
+
+mod keys;
+mod usage;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use crate::error::GatewayError;
+use crate::state::AppState;
+
+/// The admin routes, or none when no admin token is set.
+pub fn router(state: &AppState) -> Router<AppState> {
+    if state.config.keys.admin_token.is_none() {
+        return Router::new();
+    }
+    Router::new()
+        .route("/admin/openapi.json", get(openapi))
+        .route("/admin/keys", get(keys::list).post(keys::create))
+        .route(
+            "/admin/keys/{id}",
+            get(keys::show).patch(keys::update).delete(keys::revoke),
+        )
+        .route("/admin/usage", get(usage::usage))
+        .route("/admin/requests", get(usage::requests))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin,
+        ))
+}
+
+/// Refuses requests without the admin token.
+async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.config.keys.admin_token else {
+        return GatewayError::NotFound {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+        }
+        .into_response();
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let matches = presented.is_some_and(|presented| {
+        Sha256::digest(presented.as_bytes()) == Sha256::digest(token.expose_secret().as_bytes())
+    });
+    if !matches {
+        return GatewayError::Unauthenticated {
+            reason: "the admin API needs Authorization: Bearer $TOLLGATE_ADMIN_TOKEN",
+        }
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// `GET /admin/openapi.json`.
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+/// The query string, or a 400 in the envelope (axum's own rejection is plain text).
+fn query<T>(
+    parsed: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, GatewayError> {
+    parsed
+        .map(|axum::extract::Query(value)| value)
+        .map_err(|rejection| GatewayError::invalid(rejection.body_text(), None))
+}
+
+/// A query-string problem, as a 400 naming the parameter.
+fn bad_param(param: &str, message: impl Into<String>) -> GatewayError {
+    GatewayError::invalid(message, Some(param.to_owned()))
+}
+
+/// A store failure, logged and shown as 503.
+fn unavailable(error: impl std::fmt::Display) -> GatewayError {
+    tracing::error!(%error, "admin API: database call failed");
+    GatewayError::Unavailable { what: "database" }
+}

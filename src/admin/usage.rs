@@ -1,0 +1,144 @@
+//! `/admin/usage` and `/admin/requests`: what was spent, and the audit log itself.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{bad_param, unavailable};
+use crate::error::GatewayError;
+use crate::pricing::format_usd;
+use crate::records::{GroupBy, RecentQuery, UsageQuery};
+use crate::state::AppState;
+
+/// `GET /admin/usage?group_by=key,user,model,day&from=&to=`.
+#[derive(Deserialize)]
+pub struct UsageParams {
+    group_by: Option<String>,
+    /// Unix ms or RFC 3339; default 30 days before `to`.
+    from: Option<String>,
+    /// Unix ms or RFC 3339; default now.
+    to: Option<String>,
+}
+
+/// Parses a time given as Unix milliseconds or RFC 3339.
+pub(crate) fn parse_time(param: &str, text: &str) -> Result<i64, GatewayError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
+        .map_err(|_| {
+            bad_param(
+                param,
+                format!("'{param}' must be Unix milliseconds or an RFC 3339 time."),
+            )
+        })
+}
+
+/// Parses `key,user,model,day` (any subset, in any order).
+pub(crate) fn parse_group_by(text: Option<&str>) -> Result<Vec<GroupBy>, GatewayError> {
+    let mut groups = Vec::new();
+    for part in text
+        .unwrap_or("")
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+    {
+        let group = GroupBy::parse(part).ok_or_else(|| {
+            bad_param(
+                "group_by",
+                "'group_by' takes key, user, model and day, comma-separated.",
+            )
+        })?;
+        if !groups.contains(&group) {
+            groups.push(group);
+        }
+    }
+    Ok(groups)
+}
+
+pub async fn usage(
+    State(state): State<AppState>,
+    parsed: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, GatewayError> {
+    let params = super::query(parsed)?;
+    let to_ms = match &params.to {
+        Some(text) => parse_time("to", text)?,
+        None => crate::records::now_ms() + 3_600_000,
+    };
+    let from_ms = match &params.from {
+        Some(text) => parse_time("from", text)?,
+        None => to_ms - 30 * 86_400_000,
+    };
+    if from_ms >= to_ms {
+        return Err(bad_param("from", "'from' must be before 'to'."));
+    }
+    let query = UsageQuery {
+        group_by: parse_group_by(params.group_by.as_deref())?,
+        from_ms,
+        to_ms,
+    };
+    let rows = state.records.usage(&query).await.map_err(unavailable)?;
+    let data: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|row| {
+            let cost = format_usd(row.cost_micros);
+            let mut value = serde_json::to_value(row).unwrap_or_default();
+            value["cost_usd"] = serde_json::Value::String(cost);
+            value
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "object": "list",
+        "from_ms": from_ms,
+        "to_ms": to_ms,
+        "group_by": query.group_by,
+        "data": data,
+    }))
+    .into_response())
+}
+
+/// `GET /admin/requests?key=&user=&status=&limit=&before=`.
+#[derive(Deserialize)]
+pub struct RequestsParams {
+    key: Option<String>,
+    user: Option<String>,
+    status: Option<u16>,
+    limit: Option<u32>,
+    /// Unix ms: records created before this (the previous page's `next_before`).
+    before: Option<i64>,
+}
+
+pub async fn requests(
+    State(state): State<AppState>,
+    parsed: Result<Query<RequestsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, GatewayError> {
+    let params = super::query(parsed)?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(bad_param("limit", "'limit' must be from 1 to 500."));
+    }
+    let records = state
+        .records
+        .recent(&RecentQuery {
+            key_id: params.key,
+            user_id: params.user,
+            status: params.status,
+            before_ms: params.before,
+            limit: limit + 1,
+        })
+        .await
+        .map_err(unavailable)?;
+    let has_more = records.len() > limit as usize;
+    let records: Vec<_> = records.into_iter().take(limit as usize).collect();
+    let next_before = has_more
+        .then(|| records.last().map(|r| r.created_at_ms))
+        .flatten();
+    Ok(Json(serde_json::json!({
+        "object": "list",
+        "data": records,
+        "has_more": has_more,
+        "next_before": next_before,
+    }))
+    .into_response())
+}

@@ -1,0 +1,253 @@
+//! The admin API: token, keys with budgets and spend, usage, recent requests, its OpenAPI
+//! document; on SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Database, TestGateway, error_of, eventually};
+
+const ADMIN: &str = "admin-token-for-tests-0123456789";
+
+async fn gateway(database: Database) -> Option<TestGateway> {
+    TestGateway::builder()
+        .database(database)
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
+        .start()
+        .await
+}
+
+fn admin(gw: &TestGateway, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    gw.client.request(method, gw.url(path)).bearer_auth(ADMIN)
+}
+
+#[tokio::test]
+async fn the_admin_api_is_absent_without_a_token_and_refuses_a_wrong_one() {
+    let gw = TestGateway::start().await;
+    let response = gw
+        .client
+        .get(gw.url("/admin/keys"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(response).await.0, 404);
+    gw.stop().await;
+
+    let gw = gateway(Database::Sqlite).await.unwrap();
+    for token in ["wrong", &gw.key] {
+        let response = gw
+            .client
+            .get(gw.url("/admin/keys"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(response).await.0, 401, "token {token}");
+    }
+    let response = gw.client.get(gw.url("/admin/keys")).send().await.unwrap();
+    assert_eq!(error_of(response).await.0, 401);
+    let openapi: Value = admin(&gw, reqwest::Method::GET, "/admin/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/admin/keys",
+        "/admin/keys/{id}",
+        "/admin/usage",
+        "/admin/requests",
+    ] {
+        assert!(openapi["paths"][path].is_object(), "{path} is documented");
+    }
+    gw.stop().await;
+}
+
+async fn keys_usage_and_requests(database: Database) {
+    let Some(gw) = gateway(database).await else {
+        return;
+    };
+    // Create a key with a budget; its secret comes back once.
+    let created = admin(&gw, reqwest::Method::POST, "/admin/keys")
+        .json(&json!({
+            "name": "team-a",
+            "models": ["gpt-4o-mini"],
+            "budgets": { "key": { "max_usd": 5, "period": "month" } }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let secret = created["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("tg-"));
+
+    // Spend with it, as two users.
+    for user in ["ann", "bob", "ann"] {
+        let response = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&secret)
+            .header("x-user-id", user)
+            .json(&json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "echo: spend some money please" }] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let stored = eventually(Duration::from_secs(5), || async {
+        gw.state.records.count().await.unwrap() >= 3
+    })
+    .await;
+    assert!(stored);
+
+    // The key shows its spend; it is the sum of its records.
+    let shown: Value = admin(&gw, reqwest::Method::GET, &format!("/admin/keys/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records: Value = admin(
+        &gw,
+        reqwest::Method::GET,
+        &format!("/admin/requests?key={id}&limit=2"),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(records["data"].as_array().unwrap().len(), 2);
+    assert_eq!(records["has_more"], true);
+    let before = records["next_before"].as_i64().unwrap();
+    let rest: Value = admin(
+        &gw,
+        reqwest::Method::GET,
+        &format!("/admin/requests?key={id}&before={before}"),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let all: Vec<&Value> = records["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["data"].as_array().unwrap())
+        .collect();
+    assert_eq!(all.len(), 3, "{rest}");
+    let total: i64 = all.iter().map(|r| r["cost_micros"].as_i64().unwrap()).sum();
+    assert!(total > 0);
+    assert_eq!(
+        shown["spend"]["spent_micros"].as_i64(),
+        Some(total),
+        "{shown}"
+    );
+    assert_eq!(shown["budgets"]["key"]["max_usd"], 5.0);
+
+    // Usage by user: ann 2 requests, bob 1, costs adding up to the total.
+    let usage: Value = admin(
+        &gw,
+        reqwest::Method::GET,
+        "/admin/usage?group_by=user,model,day",
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let rows = usage["data"].as_array().unwrap();
+    let ann = rows.iter().find(|r| r["user_id"] == "ann").unwrap();
+    let bob = rows.iter().find(|r| r["user_id"] == "bob").unwrap();
+    assert_eq!(
+        (ann["requests"].as_i64(), bob["requests"].as_i64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(ann["model"], "gpt-4o-mini");
+    assert!(ann["day"].as_str().unwrap().starts_with("20"));
+    assert_eq!(
+        ann["cost_micros"].as_i64().unwrap() + bob["cost_micros"].as_i64().unwrap(),
+        total
+    );
+    let bad = admin(&gw, reqwest::Method::GET, "/admin/usage?group_by=planet")
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = error_of(bad).await;
+    assert_eq!((status, error["param"].as_str()), (400, Some("group_by")));
+
+    // Change it, list it, revoke it.
+    let patched: Value = admin(&gw, reqwest::Method::PATCH, &format!("/admin/keys/{id}"))
+        .json(&json!({ "name": "team-a2", "budgets": {} }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["name"], "team-a2");
+    assert!(patched["budgets"].as_object().unwrap().is_empty());
+    let listed: Value = admin(&gw, reqwest::Method::GET, "/admin/keys?limit=500")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == id.as_str())
+    );
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k.get("key_hash").is_none())
+    );
+    let revoked = admin(&gw, reqwest::Method::DELETE, &format!("/admin/keys/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let refused = eventually(Duration::from_millis(1500), || async {
+        gw.client
+            .get(gw.url("/v1/models"))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 401
+    })
+    .await;
+    assert!(refused, "a revoked key stops within a second");
+    let missing = admin(&gw, reqwest::Method::GET, "/admin/keys/key_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(missing).await.0, 404);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn keys_usage_and_requests_on_sqlite() {
+    keys_usage_and_requests(Database::Sqlite).await;
+}
+
+#[tokio::test]
+async fn keys_usage_and_requests_on_postgres() {
+    keys_usage_and_requests(Database::Postgres).await;
+}
