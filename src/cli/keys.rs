@@ -158,7 +158,7 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
     match command {
         KeysCommand::Create(args) => {
             let expires_at_ms = match &args.expires {
-                Some(text) => Some(keys::now_ms() + parse_lifetime_ms(text)?),
+                Some(text) => Some(keys::now_ms() + parse_lifetime_ms("--expires", text)?),
                 None => None,
             };
             let models = args
@@ -245,7 +245,9 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                     args.budget.budgets()?
                 },
                 expires_at_ms: match &args.expires {
-                    Some(text) => Some(Some(keys::now_ms() + parse_lifetime_ms(text)?)),
+                    Some(text) => {
+                        Some(Some(keys::now_ms() + parse_lifetime_ms("--expires", text)?))
+                    }
                     None => None,
                 },
             };
@@ -326,24 +328,26 @@ fn parse_rules(texts: &[String]) -> anyhow::Result<Vec<RuleSpec>> {
 }
 
 /// `30d`, `12h`, `90m`, `45s` in milliseconds.
-fn parse_lifetime_ms(text: &str) -> anyhow::Result<i64> {
+pub(super) fn parse_lifetime_ms(flag: &str, text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
     let split = text.len().saturating_sub(1);
     let (number, unit) = text.split_at(split);
     let number: i64 = number
         .parse()
-        .with_context(|| format!("--expires: expected e.g. 30d, got {text:?}"))?;
+        .with_context(|| format!("{flag}: expected e.g. 30d, got {text:?}"))?;
     let unit_ms = match unit {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => bail!("--expires: unit must be s, m, h or d, got {text:?}"),
+        _ => bail!("{flag}: unit must be s, m, h or d, got {text:?}"),
     };
     if number <= 0 {
-        bail!("--expires: must be positive, got {text:?}");
+        bail!("{flag}: must be positive, got {text:?}");
     }
-    number.checked_mul(unit_ms).context("--expires: too large")
+    number
+        .checked_mul(unit_ms)
+        .with_context(|| format!("{flag}: too large"))
 }
 
 #[cfg(test)]
@@ -352,10 +356,13 @@ mod tests {
 
     #[test]
     fn lifetimes() {
-        assert_eq!(parse_lifetime_ms("30d").unwrap(), 30 * 86_400_000);
-        assert_eq!(parse_lifetime_ms("90m").unwrap(), 90 * 60_000);
-        assert!(parse_lifetime_ms("soon").is_err());
-        assert!(parse_lifetime_ms("0d").is_err());
-        assert!(parse_lifetime_ms("5y").is_err());
+        assert_eq!(
+            parse_lifetime_ms("--expires", "30d").unwrap(),
+            30 * 86_400_000
+        );
+        assert_eq!(parse_lifetime_ms("--expires", "90m").unwrap(), 90 * 60_000);
+        assert!(parse_lifetime_ms("--expires", "soon").is_err());
+        assert!(parse_lifetime_ms("--expires", "0d").is_err());
+        assert!(parse_lifetime_ms("--expires", "5y").is_err());
     }
 }

@@ -5,6 +5,7 @@ mod demo;
 mod keys;
 mod mock_upstream;
 mod serve;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ pub enum Command {
     /// Create, list and revoke gateway keys in the configured database.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Requests, tokens and cost from the audit records (--by key,user,model,day --since 7d).
+    Usage(usage::UsageArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -54,6 +57,7 @@ pub async fn run(cli: Cli, env: Env) -> anyhow::Result<ExitCode> {
         Command::Serve => serve::run(load(cli.config.as_deref(), &env)?).await,
         Command::Demo(args) => demo::run(args, cli.config.as_deref(), env).await,
         Command::Keys(command) => keys::run(command, cli.config.as_deref(), &env).await,
+        Command::Usage(args) => usage::run(args, cli.config.as_deref(), &env).await,
         Command::Config(ConfigCommand::Check) => Ok(config_check::run(cli.config.as_deref(), &env)),
         Command::MockUpstream(args) => mock_upstream::run(args).await,
     }

@@ -301,13 +301,14 @@ fn settle_later(state: &AppState, admission: Option<Admission>, used_tokens: Opt
 }
 
 /// A non-streaming chat completion for routes that reshape the answer (`/api/ai/generate`):
-/// the same stages, returning the response headers (rate limits) and the upstream's JSON.
+/// the same stages, returning the response headers (rate limits, cost), the upstream's JSON,
+/// and the facts for the audit record.
 pub async fn complete_chat(
     state: &AppState,
     principal: &Principal,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(HeaderMap, Bytes), GatewayError> {
+) -> Result<(HeaderMap, Bytes, CallFacts), GatewayError> {
     let call = ModelCall {
         route: ModelRoute::Chat,
         method: Method::POST,
@@ -325,7 +326,7 @@ pub async fn complete_chat(
             .map_err(|e| GatewayError::UpstreamFailed {
                 detail: format!("reading the completion: {e}"),
             })?;
-    Ok((parts.headers, bytes))
+    Ok((parts.headers, bytes, facts))
 }
 
 impl ModelRoute {

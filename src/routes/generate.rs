@@ -9,6 +9,7 @@
 //! model the key allows is accepted (the seed pinned two retired models), and an explicit
 //! `temperature: 0` stays 0 (the seed's `|| 0.1` turned it into 0.1).
 
+use crate::records::CallFacts;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -84,7 +85,7 @@ pub async fn generate(
 ) -> Response {
     let started = Instant::now();
     match answer(&state, &principal, headers, body).await {
-        Ok((content, model, usage, limit_headers)) => {
+        Ok((content, model, usage, limit_headers, facts)) => {
             let mut response = Json(json!({
             "success": true,
             "data": {
@@ -99,12 +100,13 @@ pub async fn generate(
             },
             }))
             .into_response();
-            // The rate-limit headers of the chat call are this route's too.
+            // The rate-limit and cost headers of the chat call are this route's too.
             for (name, value) in &limit_headers {
-                if name.as_str().starts_with("x-ratelimit-") {
+                if name.as_str().starts_with("x-ratelimit-") || name == "x-tollgate-cost-usd" {
                     response.headers_mut().insert(name.clone(), value.clone());
                 }
             }
+            response.extensions_mut().insert(facts);
             response
         }
         Err(error) => error.into_response(),
@@ -116,7 +118,7 @@ async fn answer(
     principal: &Principal,
     headers: HeaderMap,
     body: JsonBody,
-) -> Result<(String, String, Value, HeaderMap), GatewayError> {
+) -> Result<(String, String, Value, HeaderMap, CallFacts), GatewayError> {
     let request: GenerateRequest = decode(&body.0)?;
     request.validate()?;
     let defaults = &state.config.generate;
@@ -127,7 +129,7 @@ async fn answer(
         "temperature": request.temperature.unwrap_or(defaults.default_temperature),
     });
     let chat = serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let (limit_headers, upstream) =
+    let (limit_headers, upstream, facts) =
         pipeline::complete_chat(state, principal, headers, chat.into()).await?;
 
     #[derive(Deserialize)]
@@ -172,6 +174,7 @@ async fn answer(
             "totalTokens": usage.total_tokens,
         }),
         limit_headers,
+        facts,
     ))
 }
 

@@ -155,6 +155,121 @@ async fn keys_lifecycle(database: Database) {
     );
     let all = tollgate(&["keys", "list", "--all", "--json"], &env, dir.path()).await;
     assert!(serde_json::from_slice::<Value>(&all.stdout).unwrap()[0]["revoked_at_ms"].is_i64());
+
+    // Budgets from the command line.
+    let budgeted = tollgate(
+        &[
+            "keys",
+            "create",
+            "--name",
+            "capped",
+            "--budget-usd",
+            "25",
+            "--user-budget-usd",
+            "2.5",
+            "--period",
+            "day",
+            "--json",
+        ],
+        &env,
+        dir.path(),
+    )
+    .await;
+    let budgeted: Value = serde_json::from_slice(&budgeted.stdout).unwrap();
+    assert_eq!(
+        budgeted["budgets"]["key"],
+        serde_json::json!({ "max_usd": 25.0, "period": "day", "alert_at": 0.8 })
+    );
+    assert_eq!(budgeted["budgets"]["user"]["max_usd"], 2.5);
+    let refused = tollgate(
+        &["keys", "create", "--name", "x", "--budget-usd=-1"],
+        &env,
+        dir.path(),
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1));
+    let cleared = tollgate(
+        &[
+            "keys",
+            "update",
+            budgeted["id"].as_str().unwrap(),
+            "--clear-budgets",
+            "--json",
+        ],
+        &env,
+        dir.path(),
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&cleared.stdout).unwrap()["budgets"],
+        serde_json::json!({})
+    );
+
+    // Usage from records.
+    let config = tollgate::config::Config::from_toml_str(
+        "t",
+        "",
+        &[
+            ("OPENAI_API_KEY", "sk-x"),
+            ("DATABASE_URL", db.url.as_str()),
+        ]
+        .into_iter()
+        .collect(),
+    )
+    .unwrap();
+    let stores = tollgate::store::connect(&config.database).await.unwrap();
+    let now = tollgate::records::now_ms();
+    let record = |n: u8, user: &str, cost: i64| tollgate::records::Record {
+        id: format!("rec-{n}"),
+        created_at_ms: now - i64::from(n) * 1000,
+        request_id: format!("req-{n}"),
+        key_id: Some(id.to_owned()),
+        user_id: Some(user.to_owned()),
+        caller: "key".into(),
+        method: "POST".into(),
+        route: "/v1/chat/completions".into(),
+        model_requested: Some("gpt-4o-mini".into()),
+        status: 200,
+        outcome: "ok".into(),
+        cost_micros: Some(cost),
+        ..tollgate::records::Record::default()
+    };
+    let records = [
+        record(1, "ann", 1_500),
+        record(2, "ann", 500),
+        record(3, "bob", 250_000),
+    ];
+    assert_eq!(stores.records.insert(&records).await.unwrap(), 3);
+    assert_eq!(
+        stores.records.insert(&records).await.unwrap(),
+        0,
+        "ids already stored are skipped"
+    );
+    let usage = tollgate(
+        &["usage", "--by", "user", "--since", "1d", "--json"],
+        &env,
+        dir.path(),
+    )
+    .await;
+    assert!(
+        usage.status.success(),
+        "{}",
+        String::from_utf8_lossy(&usage.stderr)
+    );
+    let usage: Value = serde_json::from_slice(&usage.stdout).unwrap();
+    assert_eq!(
+        usage,
+        serde_json::json!([
+            { "user_id": "ann", "requests": 2, "errors": 0, "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "images": 0, "cost_micros": 2000, "unpriced": 0, "estimated": 0 },
+            { "user_id": "bob", "requests": 1, "errors": 0, "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "images": 0, "cost_micros": 250000, "unpriced": 0, "estimated": 0 },
+        ])
+    );
+    let table = tollgate(&["usage", "--by", "key,day"], &env, dir.path()).await;
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("COST_USD") && table.contains("0.252000"),
+        "{table}"
+    );
     db.drop_schema().await;
 }
 

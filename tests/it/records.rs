@@ -337,3 +337,26 @@ async fn pricing_overrides_apply() {
     assert_eq!(answer.cost_header, Some(format_usd(cost)));
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn the_seeds_generate_route_is_recorded_and_priced() {
+    let gw = TestGateway::start().await;
+    let response = gw
+        .post(
+            "/api/ai/generate",
+            &json!({ "prompt": "echo: generate something", "model": "gpt-4o-mini" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = header(&response, "x-request-id").unwrap();
+    let cost = header(&response, "x-tollgate-cost-usd").expect("cost header");
+    let stored = records(&gw, 1).await;
+    let record = by_request_id(&stored, &request_id);
+    assert_eq!(record.route, "/api/ai/generate");
+    assert_eq!(record.model_requested.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(record.cost_micros.map(format_usd), Some(cost));
+    assert!(record.usage.total_tokens() > 0);
+    gw.stop().await;
+}
