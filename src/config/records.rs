@@ -38,7 +38,7 @@ impl RecordsConfig {
         if flush_interval.is_zero() || flush_interval > Duration::from_secs(60) {
             s.invalid("records.flush_ms", None, "must be from 1 to 60000");
         }
-        let batch_size = s.get("records.batch_size", None, 1000usize);
+        let batch_size = s.get("records.batch_size", None, 4000usize);
         if !(1..=10_000).contains(&batch_size) {
             s.invalid("records.batch_size", None, "must be from 1 to 10000");
         }

@@ -30,4 +30,4 @@ impl PostgresStore {
 }
 
 sql_key_store!(PostgresStore);
-sql_record_store!(PostgresStore, sqlx::Postgres);
+sql_record_store!(PostgresStore, sqlx::Postgres, insert_with_rollup_in_sql);

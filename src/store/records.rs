@@ -15,6 +15,13 @@ use crate::store::StoreError;
 /// parameters (PostgreSQL allows 65,535).
 pub(crate) const INSERT_CHUNK: usize = 400;
 
+/// Rows per PostgreSQL statement at most: 34 columns × 1,900 rows stays under its 65,535
+/// parameters.
+pub(crate) const PG_INSERT_CHUNK: usize = 1900;
+
+/// Statements a PostgreSQL batch is split into, sent at once (see `insert_with_rollup_in_sql!`).
+pub(crate) const PG_PARALLEL: usize = 4;
+
 /// The columns of `requests`, in the order [`bind_record!`] binds them.
 macro_rules! record_columns {
     () => {
@@ -151,106 +158,183 @@ pub(crate) fn day_name(days: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The rollup's upsert: a row already there for the hour, caller, key, user and model gets the
+/// new sums added.
+macro_rules! rollup_upsert {
+    () => {
+        " ON CONFLICT (hour_ms, caller, key_id, user_id, model) DO UPDATE SET \
+         requests = usage_hourly.requests + excluded.requests, \
+         errors = usage_hourly.errors + excluded.errors, \
+         prompt_tokens = usage_hourly.prompt_tokens + excluded.prompt_tokens, \
+         cached_tokens = usage_hourly.cached_tokens + excluded.cached_tokens, \
+         completion_tokens = usage_hourly.completion_tokens + excluded.completion_tokens, \
+         reasoning_tokens = usage_hourly.reasoning_tokens + excluded.reasoning_tokens, \
+         images = usage_hourly.images + excluded.images, \
+         cost_micros = usage_hourly.cost_micros + excluded.cost_micros, \
+         unpriced = usage_hourly.unpriced + excluded.unpriced, \
+         estimated = usage_hourly.estimated + excluded.estimated"
+    };
+}
+pub(crate) use rollup_upsert;
+
+/// Pushes `VALUES (...), (...)` for `chunk` in [`record_columns!`] order onto `query`.
+macro_rules! push_record_values {
+    ($query:ident, $chunk:expr) => {
+        use $crate::store::records::db_int;
+        $query.push_values($chunk, |mut row, r| {
+            row.push_bind(r.id.as_str())
+                .push_bind(r.created_at_ms)
+                .push_bind(r.request_id.as_str())
+                .push_bind(r.key_id.as_deref())
+                .push_bind(r.user_id.as_deref())
+                .push_bind(r.caller.as_str())
+                .push_bind(r.method.as_str())
+                .push_bind(r.route.as_str())
+                .push_bind(r.model_requested.as_deref())
+                .push_bind(r.model_used.as_deref())
+                .push_bind(r.upstream.as_deref())
+                .push_bind(i32::from(r.status))
+                .push_bind(r.outcome.as_str())
+                .push_bind(r.error_kind.as_deref())
+                .push_bind(r.stream)
+                .push_bind(db_int(r.usage.prompt_tokens))
+                .push_bind(db_int(r.usage.cached_tokens))
+                .push_bind(db_int(r.usage.completion_tokens))
+                .push_bind(db_int(r.usage.reasoning_tokens))
+                .push_bind(db_int(r.usage.image_input_tokens))
+                .push_bind(db_int(r.images))
+                .push_bind(r.image_size.as_deref())
+                .push_bind(r.image_quality.as_deref())
+                .push_bind(r.cost_micros)
+                .push_bind(r.estimated)
+                .push_bind(r.cache_status.as_deref())
+                .push_bind(r.latency_ms)
+                .push_bind(r.upstream_ms)
+                .push_bind(r.prompt_chars)
+                .push_bind(r.completion_chars)
+                .push_bind($crate::store::to_json(&r.rules_fired))
+                .push_bind(r.client_ip.as_deref())
+                .push_bind(r.prompt_text.as_deref())
+                .push_bind(r.completion_text.as_deref());
+        });
+    };
+}
+pub(crate) use push_record_values;
+
+/// SQLite's insert: rows in chunks of [`INSERT_CHUNK`] with `RETURNING id`, then the rollup of
+/// the rows that were new, summed here and upserted in key order, all in one transaction.
+macro_rules! insert_with_rollup_in_rust {
+    ($store:ident, $records:ident, $db:ty) => {{
+        use $crate::store::records::{
+            INSERT_CHUNK, push_record_values, record_columns, rollup, rollup_upsert,
+        };
+        let mut tx = $store.pool.begin().await?;
+        let mut new_ids = std::collections::HashSet::new();
+        for chunk in $records.chunks(INSERT_CHUNK) {
+            let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
+                "INSERT INTO requests (",
+                record_columns!(),
+                ") "
+            ));
+            push_record_values!(query, chunk);
+            query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            let ids: Vec<(String,)> = query.build_query_as().fetch_all(&mut *tx).await?;
+            new_ids.extend(ids.into_iter().map(|(id,)| id));
+        }
+        let sums = rollup($records.iter().filter(|r| new_ids.contains(&r.id)));
+        let sums: Vec<_> = sums.into_iter().collect();
+        for chunk in sums.chunks(INSERT_CHUNK) {
+            let mut query = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO usage_hourly (hour_ms, caller, key_id, user_id, model, requests, \
+                 errors, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, \
+                 images, cost_micros, unpriced, estimated) ",
+            );
+            query.push_values(chunk, |mut row, ((hour, caller, key, user, model), s)| {
+                row.push_bind(*hour)
+                    .push_bind(caller.as_str())
+                    .push_bind(key.as_str())
+                    .push_bind(user.as_str())
+                    .push_bind(model.as_str())
+                    .push_bind(s.requests)
+                    .push_bind(s.errors)
+                    .push_bind(s.prompt_tokens)
+                    .push_bind(s.cached_tokens)
+                    .push_bind(s.completion_tokens)
+                    .push_bind(s.reasoning_tokens)
+                    .push_bind(s.images)
+                    .push_bind(s.cost_micros)
+                    .push_bind(s.unpriced)
+                    .push_bind(s.estimated);
+            });
+            query.push(rollup_upsert!());
+            query.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(new_ids.len() as u64)
+    }};
+}
+pub(crate) use insert_with_rollup_in_rust;
+
+/// PostgreSQL's insert: the batch in [`PG_PARALLEL`] slices, each one statement (one round
+/// trip) whose data-modifying CTE inserts the records and upserts the rollup of exactly the rows
+/// that were new, summed by PostgreSQL in key order. The slices go out at once on separate pool
+/// connections: sqlx 0.9.0 does not set `TCP_NODELAY` (sqlx issue #4335, fixed upstream but
+/// not released), so every large statement waits out a ~40 ms delayed ACK, and statements in
+/// parallel wait it out together. Each statement is atomic; if one fails the writer spills the
+/// whole batch, and the replay skips the rows that did get in.
+macro_rules! insert_with_rollup_in_sql {
+    ($store:ident, $records:ident, $db:ty) => {{
+        use $crate::store::records::{
+            PG_INSERT_CHUNK, PG_PARALLEL, push_record_values, record_columns, rollup_upsert,
+        };
+        let slice = $records
+            .len()
+            .div_ceil(PG_PARALLEL)
+            .clamp(1, PG_INSERT_CHUNK);
+        let statements = $records.chunks(slice).map(|chunk| async move {
+            let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
+                "WITH new AS (INSERT INTO requests (",
+                record_columns!(),
+                ") "
+            ));
+            push_record_values!(query, chunk);
+            query.push(
+                " ON CONFLICT (id) DO NOTHING RETURNING created_at_ms, caller, key_id, user_id, \
+                 model_used, model_requested, status, prompt_tokens, cached_tokens, \
+                 completion_tokens, reasoning_tokens, images, cost_micros, estimated), \
+                 rolled AS (INSERT INTO usage_hourly (hour_ms, caller, key_id, user_id, model, \
+                 requests, errors, prompt_tokens, cached_tokens, completion_tokens, \
+                 reasoning_tokens, images, cost_micros, unpriced, estimated) \
+                 SELECT created_at_ms - created_at_ms % 3600000, caller, COALESCE(key_id, ''), \
+                 COALESCE(user_id, ''), COALESCE(model_used, model_requested, ''), COUNT(*), \
+                 COUNT(*) FILTER (WHERE status >= 400), SUM(prompt_tokens), SUM(cached_tokens), \
+                 SUM(completion_tokens), SUM(reasoning_tokens), SUM(images), \
+                 COALESCE(SUM(cost_micros), 0), \
+                 COUNT(*) FILTER (WHERE cost_micros IS NULL AND status < 400), \
+                 COUNT(*) FILTER (WHERE estimated) \
+                 FROM new GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+            );
+            query.push(rollup_upsert!());
+            query.push(" RETURNING 1) SELECT COUNT(*) FROM new");
+            let (inserted,): (i64,) = query.build_query_as().fetch_one(&$store.pool).await?;
+            Ok::<u64, $crate::store::StoreError>(u64::try_from(inserted).unwrap_or(0))
+        });
+        let inserted = futures_util::future::try_join_all(statements).await?;
+        Ok(inserted.into_iter().sum())
+    }};
+}
+pub(crate) use insert_with_rollup_in_sql;
+
 /// Implements `RecordStore` for an engine struct with a `pool` field; the SQL is shared.
 macro_rules! sql_record_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $insert:ident) => {
         #[async_trait::async_trait]
         impl $crate::records::RecordStore for $store {
             async fn insert(
                 &self,
                 records: &[$crate::records::Record],
             ) -> Result<u64, $crate::store::StoreError> {
-                use $crate::store::records::{INSERT_CHUNK, db_int, record_columns, rollup};
-                let mut tx = self.pool.begin().await?;
-                let mut new_ids = std::collections::HashSet::new();
-                for chunk in records.chunks(INSERT_CHUNK) {
-                    let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
-                        "INSERT INTO requests (",
-                        record_columns!(),
-                        ") "
-                    ));
-                    query.push_values(chunk, |mut row, r| {
-                        row.push_bind(r.id.as_str())
-                            .push_bind(r.created_at_ms)
-                            .push_bind(r.request_id.as_str())
-                            .push_bind(r.key_id.as_deref())
-                            .push_bind(r.user_id.as_deref())
-                            .push_bind(r.caller.as_str())
-                            .push_bind(r.method.as_str())
-                            .push_bind(r.route.as_str())
-                            .push_bind(r.model_requested.as_deref())
-                            .push_bind(r.model_used.as_deref())
-                            .push_bind(r.upstream.as_deref())
-                            .push_bind(i32::from(r.status))
-                            .push_bind(r.outcome.as_str())
-                            .push_bind(r.error_kind.as_deref())
-                            .push_bind(r.stream)
-                            .push_bind(db_int(r.usage.prompt_tokens))
-                            .push_bind(db_int(r.usage.cached_tokens))
-                            .push_bind(db_int(r.usage.completion_tokens))
-                            .push_bind(db_int(r.usage.reasoning_tokens))
-                            .push_bind(db_int(r.usage.image_input_tokens))
-                            .push_bind(db_int(r.images))
-                            .push_bind(r.image_size.as_deref())
-                            .push_bind(r.image_quality.as_deref())
-                            .push_bind(r.cost_micros)
-                            .push_bind(r.estimated)
-                            .push_bind(r.cache_status.as_deref())
-                            .push_bind(r.latency_ms)
-                            .push_bind(r.upstream_ms)
-                            .push_bind(r.prompt_chars)
-                            .push_bind(r.completion_chars)
-                            .push_bind($crate::store::to_json(&r.rules_fired))
-                            .push_bind(r.client_ip.as_deref())
-                            .push_bind(r.prompt_text.as_deref())
-                            .push_bind(r.completion_text.as_deref());
-                    });
-                    query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-                    let ids: Vec<(String,)> = query.build_query_as().fetch_all(&mut *tx).await?;
-                    new_ids.extend(ids.into_iter().map(|(id,)| id));
-                }
-                let sums = rollup(records.iter().filter(|r| new_ids.contains(&r.id)));
-                let sums: Vec<_> = sums.into_iter().collect();
-                for chunk in sums.chunks(INSERT_CHUNK) {
-                    let mut query = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO usage_hourly (hour_ms, caller, key_id, user_id, model, requests, \
-                         errors, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, \
-                         images, cost_micros, unpriced, estimated) ",
-                    );
-                    query.push_values(chunk, |mut row, ((hour, caller, key, user, model), s)| {
-                        row.push_bind(*hour)
-                            .push_bind(caller.as_str())
-                            .push_bind(key.as_str())
-                            .push_bind(user.as_str())
-                            .push_bind(model.as_str())
-                            .push_bind(s.requests)
-                            .push_bind(s.errors)
-                            .push_bind(s.prompt_tokens)
-                            .push_bind(s.cached_tokens)
-                            .push_bind(s.completion_tokens)
-                            .push_bind(s.reasoning_tokens)
-                            .push_bind(s.images)
-                            .push_bind(s.cost_micros)
-                            .push_bind(s.unpriced)
-                            .push_bind(s.estimated);
-                    });
-                    query.push(
-                        " ON CONFLICT (hour_ms, caller, key_id, user_id, model) DO UPDATE SET \
-                         requests = usage_hourly.requests + excluded.requests, \
-                         errors = usage_hourly.errors + excluded.errors, \
-                         prompt_tokens = usage_hourly.prompt_tokens + excluded.prompt_tokens, \
-                         cached_tokens = usage_hourly.cached_tokens + excluded.cached_tokens, \
-                         completion_tokens = usage_hourly.completion_tokens + excluded.completion_tokens, \
-                         reasoning_tokens = usage_hourly.reasoning_tokens + excluded.reasoning_tokens, \
-                         images = usage_hourly.images + excluded.images, \
-                         cost_micros = usage_hourly.cost_micros + excluded.cost_micros, \
-                         unpriced = usage_hourly.unpriced + excluded.unpriced, \
-                         estimated = usage_hourly.estimated + excluded.estimated",
-                    );
-                    query.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(new_ids.len() as u64)
+                $crate::store::records::$insert!(self, records, $db)
             }
 
             async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, $crate::store::StoreError> {

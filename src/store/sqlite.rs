@@ -36,4 +36,4 @@ impl SqliteStore {
 }
 
 sql_key_store!(SqliteStore);
-sql_record_store!(SqliteStore, sqlx::Sqlite);
+sql_record_store!(SqliteStore, sqlx::Sqlite, insert_with_rollup_in_rust);
