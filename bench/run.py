@@ -92,6 +92,7 @@ class Stack:
         wait_ready(f"http://127.0.0.1:{self.mock_port}/_mock/faults")
         db = os.path.join(workdir, f"bench-{self.port}.db")
         env = dict(os.environ, DATABASE_URL=f"sqlite://{db}")
+        env.update(env_extra or {})  # a DATABASE_URL given holds the key too
         created = subprocess.run([BIN, "keys", "create", "--name", "bench", "--json"], env=env, check=True,
                                  capture_output=True, text=True)
         self.key = json.loads(created.stdout)["key"]
@@ -163,14 +164,17 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="short runs, to try the harness")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.json"))
-    parser.add_argument("--only", choices=["core", "limits", "ips"], help="run one group of scenarios")
+    parser.add_argument("--only", choices=["core", "limits", "ips", "records", "usage"], help="run one group of scenarios")
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/test",
+                        help="PostgreSQL for the records scenario (a schema is created and dropped)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis for the limits scenario")
     args = parser.parse_args()
     seconds = 3 if args.quick else 10
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed (apt-get install wrk util-linux)")
-    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "tollgate", "--example", "loadgen"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "tollgate", "--example", "loadgen",
+                    "--example", "records_writer"], cwd=ROOT, check=True)
     workdir = tempfile.mkdtemp(prefix="tollgate-bench-")
     report = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "rounds": args.rounds}
     if args.only in (None, "core"):
@@ -179,6 +183,10 @@ def main():
         limits(args, seconds, workdir, report)
     if args.only in (None, "limits", "ips"):
         distinct_ips(workdir, report)
+    if args.only in (None, "records"):
+        records(args, seconds, workdir, report)
+    if args.only in (None, "usage"):
+        usage(args, workdir, report)
     shutil.rmtree(workdir, ignore_errors=True)
     failed = [name for name, errors in errors_by_scenario(report) if errors]
     if failed:
@@ -197,9 +205,9 @@ def errors_by_scenario(report):
     for name, value in report.items():
         if isinstance(value, dict) and "errors" in value:
             yield name, value["errors"]
-        elif name == "limits":
+        elif name in ("limits", "records"):
             for variant, figures in value.items():
-                yield f"limits.{variant}", figures["errors"]
+                yield f"{name}.{variant}", figures["errors"]
 
 
 def limits(args, seconds, workdir, report):
@@ -229,6 +237,116 @@ def limits(args, seconds, workdir, report):
     }
     for stack in stacks.values():
         stack.stop()
+
+
+def postgres_schema(base):
+    """A fresh schema in `base` and the URL that uses it; drop it with drop_schema."""
+    schema = f"tg_bench_{os.getpid()}_{int(time.time() * 1000)}"
+    subprocess.run(["psql", base, "-qc", f"CREATE SCHEMA {schema}"], check=True)
+    return schema, f"{base}?options=-c%20search_path%3D{schema}"
+
+
+def drop_schema(base, schema):
+    subprocess.run(["psql", base, "-qc", f"DROP SCHEMA {schema} CASCADE"], check=True, capture_output=True)
+
+
+def records(args, seconds, workdir, report):
+    """Issue #5: audit records off vs on (SQLite, PostgreSQL) at 2,000 req/s, upstream +50 ms;
+    and how many records per second the writer stores into each engine."""
+    schema, pg_url = postgres_schema(args.postgres)
+    variants = {
+        "off": ("[records]\nenabled = false\n\n" + ROOMY_LIMITS, {}),
+        "sqlite": (ROOMY_LIMITS, {}),
+        "postgres": (ROOMY_LIMITS, {"DATABASE_URL": pg_url}),
+    }
+    stacks = {name: Stack(50, workdir, toml, dict(env, TOLLGATE_DATA_DIR=workdir)) for name, (toml, env) in variants.items()}
+    rows = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, stack in stacks.items():
+            rows[name].append(measured(stack, lambda: loadgen(*stack.via("/v1/chat/completions"), 2000, seconds, CHAT)))
+    off_p99 = [r["p99_us"] for r in rows["off"]]
+    off_p50 = [r["p50_us"] for r in rows["off"]]
+    report["records"] = {
+        name: {
+            "p50_us": median(r, "p50_us"),
+            "p99_us": median(r, "p99_us"),
+            "added_p50_us_vs_off": statistics.median(v["p50_us"] - o for v, o in zip(r, off_p50)),
+            "added_p99_us_vs_off": statistics.median(v["p99_us"] - o for v, o in zip(r, off_p99)),
+            "gateway_cpu_us_per_request": statistics.median(x["gateway_cpu_s"] / max(x["ok"], 1) * 1e6 for x in r),
+            "errors": sum(x["errors"] for x in r),
+            "rounds": [{"p50_us": x["p50_us"], "p99_us": x["p99_us"]} for x in r],
+        }
+        for name, r in rows.items()
+    }
+    for stack in stacks.values():
+        stack.stop()
+    drop_schema(args.postgres, schema)
+    writer = os.path.join(ROOT, "target", "release", "examples", "records_writer")
+    report["records_writer"] = {}
+    for engine in ("sqlite", "postgres"):
+        runs = []
+        for _ in range(args.rounds):
+            if engine == "sqlite":
+                url = f"sqlite://{os.path.join(workdir, f'writer-{len(runs)}.db')}"
+            else:
+                schema, url = postgres_schema(args.postgres)
+            out = subprocess.run([writer, "--database", url, "--records", "200000"], check=True,
+                                 capture_output=True, text=True, cwd=workdir).stdout
+            runs.append(json.loads(out)["records_per_s"])
+            if engine == "postgres":
+                drop_schema(args.postgres, schema)
+        report["records_writer"][engine] = {"records_per_s": statistics.median(runs), "rounds": runs}
+    r, w = report["records"], report["records_writer"]
+    print(f"""
+| measure | off | SQLite | PostgreSQL | target |
+| --- | --- | --- | --- | --- |
+| p50 / p99 at 2,000 req/s (ms) | {r['off']['p50_us']/1000:.2f} / {r['off']['p99_us']/1000:.2f} | {r['sqlite']['p50_us']/1000:.2f} / {r['sqlite']['p99_us']/1000:.2f} | {r['postgres']['p50_us']/1000:.2f} / {r['postgres']['p99_us']/1000:.2f} | |
+| added p50 / p99 vs off (ms) | - | {r['sqlite']['added_p50_us_vs_off']/1000:+.2f} / {r['sqlite']['added_p99_us_vs_off']/1000:+.2f} | {r['postgres']['added_p50_us_vs_off']/1000:+.2f} / {r['postgres']['added_p99_us_vs_off']/1000:+.2f} | p99 <= +0.2 |
+| Tollgate CPU per request | {r['off']['gateway_cpu_us_per_request']:.0f} us | {r['sqlite']['gateway_cpu_us_per_request']:.0f} us | {r['postgres']['gateway_cpu_us_per_request']:.0f} us | |
+| writer, records/s | - | {w['sqlite']['records_per_s']:.0f} | {w['postgres']['records_per_s']:.0f} | >= 20,000 |
+""")
+
+
+def usage(args, workdir, report):
+    """Issue #5: the usage API's 30-day group-by over 10,000,000 records in PostgreSQL."""
+    schema, url = postgres_schema(args.postgres)
+    env = dict(os.environ, DATABASE_URL=url)
+    subprocess.run([BIN, "keys", "list", "--json"], env=env, check=True, capture_output=True)  # migrates
+    started = time.monotonic()
+    subprocess.run(["psql", f"{args.postgres}?options=-c%20search_path%3D{schema}", "-q", "-f",
+                    os.path.join(ROOT, "bench", "usage_data.sql")], check=True)
+    load_s = time.monotonic() - started
+    rollup_rows = int(subprocess.run(["psql", args.postgres, "-tAc", f"SELECT COUNT(*) FROM {schema}.usage_hourly"],
+                                     check=True, capture_output=True, text=True).stdout)
+    token = "bench-admin-token-0123456789"
+    stack = Stack(0, workdir, ROOMY_LIMITS, {"DATABASE_URL": url, "TOLLGATE_ADMIN_TOKEN": token})
+    figures = {}
+    for group_by in ("key,model,day", "model", "user"):
+        times = []
+        for _ in range(5):
+            request = urllib.request.Request(f"http://127.0.0.1:{stack.port}/admin/usage?group_by={group_by}",
+                                             headers={"Authorization": f"Bearer {token}"})
+            started = time.monotonic()
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                body = json.load(answer)
+            times.append((time.monotonic() - started) * 1000)
+        figures[group_by] = {"median_ms": statistics.median(times), "ms": times, "groups": len(body["data"]),
+                             "requests": sum(row["requests"] for row in body["data"])}
+    stack.stop()
+    now_ms = int(time.time() * 1000)
+    plan = subprocess.run(["psql", f"{args.postgres}?options=-c%20search_path%3D{schema}", "-tAc",
+                           "EXPLAIN (ANALYZE, BUFFERS) SELECT key_id, model, (hour_ms / 86400000), CAST(SUM(requests) AS BIGINT), "
+                           "CAST(SUM(cost_micros) AS BIGINT) FROM usage_hourly "
+                           f"WHERE hour_ms >= {now_ms - 30 * 86400000} AND hour_ms < {now_ms + 3600000} "
+                           "GROUP BY key_id, model, (hour_ms / 86400000) ORDER BY key_id, model, (hour_ms / 86400000)"],
+                          check=True, capture_output=True, text=True).stdout
+    drop_schema(args.postgres, schema)
+    report["usage"] = {"records": 10_000_000, "rollup_rows": rollup_rows, "load_s": load_s, "queries": figures,
+                       "plan": plan}
+    print(f"rollup rows: {rollup_rows}; data loaded in {load_s:.0f} s")
+    for group_by, f in figures.items():
+        print(f"GET /admin/usage?group_by={group_by} (30 days): median {f['median_ms']:.0f} ms, {f['groups']} groups, {f['requests']} requests")
+    print(plan)
 
 
 def distinct_ips(workdir, report):
