@@ -48,6 +48,11 @@ pub fn sqlite() -> Migrator {
             "key budgets",
             include_str!("../../migrations/sqlite/0004_key_budgets.sql"),
         ),
+        (
+            5,
+            "usage indexes",
+            include_str!("../../migrations/sqlite/0005_usage_indexes.sql"),
+        ),
     ])
 }
 
@@ -73,6 +78,11 @@ pub fn postgres() -> Migrator {
             4,
             "key budgets",
             include_str!("../../migrations/postgres/0004_key_budgets.sql"),
+        ),
+        (
+            5,
+            "usage indexes",
+            include_str!("../../migrations/postgres/0005_usage_indexes.sql"),
         ),
     ])
 }

@@ -18,7 +18,9 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to `url` and migrates.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)?;
+        // JIT compilation costs more than it saves on the usage API's aggregates (measured: 1.6 s
+        // of a 3.1 s group-by over 4 million rollup rows); Tollgate's queries are short.
+        let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
