@@ -116,13 +116,14 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
-    /// The rollup's column (or expression) for this grouping; a closed set, so safe in SQL.
-    pub fn column(self) -> &'static str {
+    /// The rollup's column (or expression) for this grouping, given the rollup's time column;
+    /// a closed set, so safe in SQL.
+    pub fn column(self, time_column: &str) -> String {
         match self {
-            Self::Key => "key_id",
-            Self::User => "user_id",
-            Self::Model => "model",
-            Self::Day => "(hour_ms / 86400000)",
+            Self::Key => "key_id".to_owned(),
+            Self::User => "user_id".to_owned(),
+            Self::Model => "model".to_owned(),
+            Self::Day => format!("({time_column} / 86400000)"),
         }
     }
 

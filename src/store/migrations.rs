@@ -53,6 +53,11 @@ pub fn sqlite() -> Migrator {
             "usage indexes",
             include_str!("../../migrations/sqlite/0005_usage_indexes.sql"),
         ),
+        (
+            6,
+            "daily usage",
+            include_str!("../../migrations/sqlite/0006_usage_daily.sql"),
+        ),
     ])
 }
 
@@ -83,6 +88,11 @@ pub fn postgres() -> Migrator {
             5,
             "usage indexes",
             include_str!("../../migrations/postgres/0005_usage_indexes.sql"),
+        ),
+        (
+            6,
+            "daily usage",
+            include_str!("../../migrations/postgres/0006_usage_daily.sql"),
         ),
     ])
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::openai::usage::Usage;
-use crate::records::Record;
+use crate::records::{GroupBy, Record, UsageQuery, UsageRow};
 use crate::store::StoreError;
 
 /// Rows per INSERT statement: 34 columns × 400 rows stays under SQLite's 32,766 bound
@@ -54,20 +54,30 @@ pub(crate) struct RollupSums {
     pub estimated: i64,
 }
 
-/// `(hour_ms, caller, key_id, user_id, model)`; absent values are empty strings.
+/// `(bucket start, caller, key_id, user_id, model)`; absent values are empty strings.
 pub(crate) type RollupKey = (i64, String, String, String, String);
 
-/// Sums `records` by hour, caller, key, user and model, in key order.
+/// An hour and a day in milliseconds: the rollups' buckets.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
+/// Sums `records` by `bucket_ms`, caller, key, user (or not) and model, in key order.
 pub(crate) fn rollup<'a>(
     records: impl Iterator<Item = &'a Record>,
+    bucket_ms: i64,
+    by_user: bool,
 ) -> BTreeMap<RollupKey, RollupSums> {
     let mut rows: BTreeMap<RollupKey, RollupSums> = BTreeMap::new();
     for record in records {
         let key = (
-            record.created_at_ms - record.created_at_ms.rem_euclid(3_600_000),
+            record.created_at_ms - record.created_at_ms.rem_euclid(bucket_ms),
             record.caller.clone(),
             record.key_id.clone().unwrap_or_default(),
-            record.user_id.clone().unwrap_or_default(),
+            if by_user {
+                record.user_id.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
             record
                 .model_used
                 .clone()
@@ -151,6 +161,90 @@ where
     })
 }
 
+/// One part of a usage query's range and the rollup that answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UsagePiece {
+    pub table: &'static str,
+    pub time: &'static str,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// Splits a usage query's range (rounded down to hours) into the pieces each rollup answers:
+/// whole days from `usage_daily` unless the query groups by user, the partial days at either
+/// end (or everything, when grouping by user) from `usage_hourly`.
+pub(crate) fn usage_pieces(query: &UsageQuery) -> Vec<UsagePiece> {
+    let from = query.from_ms - query.from_ms.rem_euclid(HOUR_MS);
+    let to = query.to_ms - query.to_ms.rem_euclid(HOUR_MS);
+    let hourly = |from_ms, to_ms| UsagePiece {
+        table: "usage_hourly",
+        time: "hour_ms",
+        from_ms,
+        to_ms,
+    };
+    let first_day = from + (DAY_MS - from.rem_euclid(DAY_MS)) % DAY_MS;
+    let last_day = to - to.rem_euclid(DAY_MS);
+    if query.group_by.contains(&GroupBy::User) || first_day >= last_day {
+        return vec![hourly(from, to)];
+    }
+    let mut pieces = Vec::with_capacity(3);
+    if from < first_day {
+        pieces.push(hourly(from, first_day));
+    }
+    pieces.push(UsagePiece {
+        table: "usage_daily",
+        time: "day_ms",
+        from_ms: first_day,
+        to_ms: last_day,
+    });
+    if last_day < to {
+        pieces.push(hourly(last_day, to));
+    }
+    pieces
+}
+
+/// Adds up the pieces' rows that belong to the same group, in group order.
+pub(crate) fn merge_usage(pieces: Vec<Vec<UsageRow>>) -> Vec<UsageRow> {
+    if pieces.len() == 1 {
+        return pieces.into_iter().next().unwrap_or_default();
+    }
+    let mut merged: BTreeMap<
+        (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ),
+        UsageRow,
+    > = BTreeMap::new();
+    for row in pieces.into_iter().flatten() {
+        let key = (
+            row.key_id.clone(),
+            row.user_id.clone(),
+            row.model.clone(),
+            row.day.clone(),
+        );
+        let into = merged.entry(key).or_insert_with(|| UsageRow {
+            key_id: row.key_id.clone(),
+            user_id: row.user_id.clone(),
+            model: row.model.clone(),
+            day: row.day.clone(),
+            ..UsageRow::default()
+        });
+        into.requests += row.requests;
+        into.errors += row.errors;
+        into.prompt_tokens += row.prompt_tokens;
+        into.cached_tokens += row.cached_tokens;
+        into.completion_tokens += row.completion_tokens;
+        into.reasoning_tokens += row.reasoning_tokens;
+        into.images += row.images;
+        into.cost_micros += row.cost_micros;
+        into.unpriced += row.unpriced;
+        into.estimated += row.estimated;
+    }
+    merged.into_values().collect()
+}
+
 /// Days since the Unix epoch as `YYYY-MM-DD`.
 pub(crate) fn day_name(days: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(days * 86_400)
@@ -161,20 +255,55 @@ pub(crate) fn day_name(days: i64) -> String {
 /// The rollup's upsert: a row already there for the hour, caller, key, user and model gets the
 /// new sums added.
 macro_rules! rollup_upsert {
-    () => {
-        " ON CONFLICT (hour_ms, caller, key_id, user_id, model) DO UPDATE SET \
-         requests = usage_hourly.requests + excluded.requests, \
-         errors = usage_hourly.errors + excluded.errors, \
-         prompt_tokens = usage_hourly.prompt_tokens + excluded.prompt_tokens, \
-         cached_tokens = usage_hourly.cached_tokens + excluded.cached_tokens, \
-         completion_tokens = usage_hourly.completion_tokens + excluded.completion_tokens, \
-         reasoning_tokens = usage_hourly.reasoning_tokens + excluded.reasoning_tokens, \
-         images = usage_hourly.images + excluded.images, \
-         cost_micros = usage_hourly.cost_micros + excluded.cost_micros, \
-         unpriced = usage_hourly.unpriced + excluded.unpriced, \
-         estimated = usage_hourly.estimated + excluded.estimated"
+    ($table:literal, $key:literal) => {
+        concat!(
+            " ON CONFLICT ",
+            $key,
+            " DO UPDATE SET ",
+            "requests = ",
+            $table,
+            ".requests + excluded.requests, ",
+            "errors = ",
+            $table,
+            ".errors + excluded.errors, ",
+            "prompt_tokens = ",
+            $table,
+            ".prompt_tokens + excluded.prompt_tokens, ",
+            "cached_tokens = ",
+            $table,
+            ".cached_tokens + excluded.cached_tokens, ",
+            "completion_tokens = ",
+            $table,
+            ".completion_tokens + excluded.completion_tokens, ",
+            "reasoning_tokens = ",
+            $table,
+            ".reasoning_tokens + excluded.reasoning_tokens, ",
+            "images = ",
+            $table,
+            ".images + excluded.images, ",
+            "cost_micros = ",
+            $table,
+            ".cost_micros + excluded.cost_micros, ",
+            "unpriced = ",
+            $table,
+            ".unpriced + excluded.unpriced, ",
+            "estimated = ",
+            $table,
+            ".estimated + excluded.estimated"
+        )
     };
 }
+
+/// The sums of a rollup row over records (PostgreSQL's insert computes them in SQL).
+macro_rules! rollup_sums {
+    () => {
+        "COUNT(*), COUNT(*) FILTER (WHERE status >= 400), SUM(prompt_tokens), SUM(cached_tokens), \
+         SUM(completion_tokens), SUM(reasoning_tokens), SUM(images), COALESCE(SUM(cost_micros), 0), \
+         COUNT(*) FILTER (WHERE cost_micros IS NULL AND status < 400), \
+         COUNT(*) FILTER (WHERE estimated)"
+    };
+}
+pub(crate) use rollup_sums;
 pub(crate) use rollup_upsert;
 
 /// Pushes `VALUES (...), (...)` for `chunk` in [`record_columns!`] order onto `query`.
@@ -226,7 +355,8 @@ pub(crate) use push_record_values;
 macro_rules! insert_with_rollup_in_rust {
     ($store:ident, $records:ident, $db:ty) => {{
         use $crate::store::records::{
-            INSERT_CHUNK, push_record_values, record_columns, rollup, rollup_upsert,
+            DAY_MS, HOUR_MS, INSERT_CHUNK, push_record_values, record_columns, rollup,
+            rollup_upsert,
         };
         let mut tx = $store.pool.begin().await?;
         let mut new_ids = std::collections::HashSet::new();
@@ -241,7 +371,18 @@ macro_rules! insert_with_rollup_in_rust {
             let ids: Vec<(String,)> = query.build_query_as().fetch_all(&mut *tx).await?;
             new_ids.extend(ids.into_iter().map(|(id,)| id));
         }
-        let sums = rollup($records.iter().filter(|r| new_ids.contains(&r.id)));
+        let daily: Vec<_> = rollup(
+            $records.iter().filter(|r| new_ids.contains(&r.id)),
+            DAY_MS,
+            false,
+        )
+        .into_iter()
+        .collect();
+        let sums = rollup(
+            $records.iter().filter(|r| new_ids.contains(&r.id)),
+            HOUR_MS,
+            true,
+        );
         let sums: Vec<_> = sums.into_iter().collect();
         for chunk in sums.chunks(INSERT_CHUNK) {
             let mut query = sqlx::QueryBuilder::<$db>::new(
@@ -266,7 +407,38 @@ macro_rules! insert_with_rollup_in_rust {
                     .push_bind(s.unpriced)
                     .push_bind(s.estimated);
             });
-            query.push(rollup_upsert!());
+            query.push(rollup_upsert!(
+                "usage_hourly",
+                "(hour_ms, caller, key_id, user_id, model)"
+            ));
+            query.build().execute(&mut *tx).await?;
+        }
+        for chunk in daily.chunks(INSERT_CHUNK) {
+            let mut query = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO usage_daily (day_ms, caller, key_id, model, requests, errors, \
+                 prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, images, \
+                 cost_micros, unpriced, estimated) ",
+            );
+            query.push_values(chunk, |mut row, ((day, caller, key, _, model), s)| {
+                row.push_bind(*day)
+                    .push_bind(caller.as_str())
+                    .push_bind(key.as_str())
+                    .push_bind(model.as_str())
+                    .push_bind(s.requests)
+                    .push_bind(s.errors)
+                    .push_bind(s.prompt_tokens)
+                    .push_bind(s.cached_tokens)
+                    .push_bind(s.completion_tokens)
+                    .push_bind(s.reasoning_tokens)
+                    .push_bind(s.images)
+                    .push_bind(s.cost_micros)
+                    .push_bind(s.unpriced)
+                    .push_bind(s.estimated);
+            });
+            query.push(rollup_upsert!(
+                "usage_daily",
+                "(day_ms, caller, key_id, model)"
+            ));
             query.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -285,7 +457,8 @@ pub(crate) use insert_with_rollup_in_rust;
 macro_rules! insert_with_rollup_in_sql {
     ($store:ident, $records:ident, $db:ty) => {{
         use $crate::store::records::{
-            PG_INSERT_CHUNK, PG_PARALLEL, push_record_values, record_columns, rollup_upsert,
+            PG_INSERT_CHUNK, PG_PARALLEL, push_record_values, record_columns, rollup_sums,
+            rollup_upsert,
         };
         let slice = $records
             .len()
@@ -306,16 +479,22 @@ macro_rules! insert_with_rollup_in_sql {
                  requests, errors, prompt_tokens, cached_tokens, completion_tokens, \
                  reasoning_tokens, images, cost_micros, unpriced, estimated) \
                  SELECT created_at_ms - created_at_ms % 3600000, caller, COALESCE(key_id, ''), \
-                 COALESCE(user_id, ''), COALESCE(model_used, model_requested, ''), COUNT(*), \
-                 COUNT(*) FILTER (WHERE status >= 400), SUM(prompt_tokens), SUM(cached_tokens), \
-                 SUM(completion_tokens), SUM(reasoning_tokens), SUM(images), \
-                 COALESCE(SUM(cost_micros), 0), \
-                 COUNT(*) FILTER (WHERE cost_micros IS NULL AND status < 400), \
-                 COUNT(*) FILTER (WHERE estimated) \
-                 FROM new GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+                 COALESCE(user_id, ''), COALESCE(model_used, model_requested, ''), ",
             );
-            query.push(rollup_upsert!());
-            query.push(" RETURNING 1) SELECT COUNT(*) FROM new");
+            query.push(concat!(
+                rollup_sums!(),
+                " FROM new GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+                rollup_upsert!("usage_hourly", "(hour_ms, caller, key_id, user_id, model)"),
+                " RETURNING 1), daily AS (INSERT INTO usage_daily (day_ms, caller, key_id, model, \
+                 requests, errors, prompt_tokens, cached_tokens, completion_tokens, \
+                 reasoning_tokens, images, cost_micros, unpriced, estimated) \
+                 SELECT created_at_ms - created_at_ms % 86400000, caller, COALESCE(key_id, ''), \
+                 COALESCE(model_used, model_requested, ''), ",
+                rollup_sums!(),
+                " FROM new GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+                rollup_upsert!("usage_daily", "(day_ms, caller, key_id, model)"),
+                " RETURNING 1) SELECT COUNT(*) FROM new"
+            ));
             let (inserted,): (i64,) = query.build_query_as().fetch_one(&$store.pool).await?;
             Ok::<u64, $crate::store::StoreError>(u64::try_from(inserted).unwrap_or(0))
         });
@@ -355,6 +534,10 @@ macro_rules! sql_record_store {
                     }
                 }
                 sqlx::query("DELETE FROM usage_hourly WHERE hour_ms + 3600000 <= $1")
+                    .bind(cutoff_ms)
+                    .execute(&self.pool)
+                    .await?;
+                sqlx::query("DELETE FROM usage_daily WHERE day_ms + 86400000 <= $1")
                     .bind(cutoff_ms)
                     .execute(&self.pool)
                     .await?;
@@ -434,22 +617,29 @@ macro_rules! sql_record_store {
                 query: &$crate::records::UsageQuery,
             ) -> Result<Vec<$crate::records::UsageRow>, $crate::store::StoreError> {
                 use sqlx::Row;
-                let groups: Vec<&str> = query.group_by.iter().map(|g| g.column()).collect();
+                let mut pieces = Vec::new();
+                for piece in $crate::store::records::usage_pieces(query) {
+                let groups: Vec<String> = query.group_by.iter().map(|g| g.column(piece.time)).collect();
                 let mut sql = sqlx::QueryBuilder::<$db>::new("SELECT ");
                 for column in &groups {
-                    sql.push(*column).push(", ");
+                    sql.push(column).push(", ");
                 }
                 sql.push(
                     "CAST(SUM(requests) AS BIGINT), CAST(SUM(errors) AS BIGINT), \
                      CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(cached_tokens) AS BIGINT), \
                      CAST(SUM(completion_tokens) AS BIGINT), CAST(SUM(reasoning_tokens) AS BIGINT), \
                      CAST(SUM(images) AS BIGINT), CAST(SUM(cost_micros) AS BIGINT), \
-                     CAST(SUM(unpriced) AS BIGINT), CAST(SUM(estimated) AS BIGINT) \
-                     FROM usage_hourly WHERE hour_ms >= ",
+                     CAST(SUM(unpriced) AS BIGINT), CAST(SUM(estimated) AS BIGINT) FROM ",
                 )
-                .push_bind(query.from_ms - query.from_ms.rem_euclid(3_600_000))
-                .push(" AND hour_ms < ")
-                .push_bind(query.to_ms - query.to_ms.rem_euclid(3_600_000));
+                .push(piece.table)
+                .push(" WHERE ")
+                .push(piece.time)
+                .push(" >= ")
+                .push_bind(piece.from_ms)
+                .push(" AND ")
+                .push(piece.time)
+                .push(" < ")
+                .push_bind(piece.to_ms);
                 if !groups.is_empty() {
                     let list = groups.join(", ");
                     sql.push(" GROUP BY ").push(&list).push(" ORDER BY ").push(&list);
@@ -485,7 +675,9 @@ macro_rules! sql_record_store {
                         out.push(usage);
                     }
                 }
-                Ok(out)
+                pieces.push(out);
+                }
+                Ok($crate::store::records::merge_usage(pieces))
             }
 
             async fn count(&self) -> Result<u64, $crate::store::StoreError> {
@@ -498,3 +690,64 @@ macro_rules! sql_record_store {
     };
 }
 pub(crate) use sql_record_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(from_ms: i64, to_ms: i64, group_by: Vec<GroupBy>) -> UsageQuery {
+        UsageQuery {
+            group_by,
+            from_ms,
+            to_ms,
+        }
+    }
+
+    #[test]
+    fn whole_days_come_from_the_daily_rollup_and_the_ends_from_the_hourly_one() {
+        let day = DAY_MS;
+        // 10:30 on day 1 to 05:10 on day 4: hours 10..24 of day 1, days 2 and 3, hours 0..5 of day 4.
+        let pieces = usage_pieces(&query(
+            day + 10 * HOUR_MS + 1_800_000,
+            4 * day + 5 * HOUR_MS + 600_000,
+            vec![GroupBy::Key],
+        ));
+        assert_eq!(
+            pieces
+                .iter()
+                .map(|p| (p.table, p.from_ms, p.to_ms))
+                .collect::<Vec<_>>(),
+            [
+                ("usage_hourly", day + 10 * HOUR_MS, 2 * day),
+                ("usage_daily", 2 * day, 4 * day),
+                ("usage_hourly", 4 * day, 4 * day + 5 * HOUR_MS),
+            ]
+        );
+        // Day-aligned ends: the daily rollup alone.
+        assert_eq!(usage_pieces(&query(day, 3 * day, vec![])).len(), 1);
+        assert_eq!(
+            usage_pieces(&query(day, 3 * day, vec![]))[0].table,
+            "usage_daily"
+        );
+        // Grouping by user, or a range within one day: the hourly rollup.
+        for pieces in [
+            usage_pieces(&query(day, 3 * day, vec![GroupBy::User])),
+            usage_pieces(&query(day + HOUR_MS, day + 5 * HOUR_MS, vec![])),
+        ] {
+            assert_eq!(pieces.len(), 1);
+            assert_eq!(pieces[0].table, "usage_hourly");
+        }
+    }
+
+    #[test]
+    fn pieces_of_one_group_are_added_up() {
+        let row = |model: &str, requests| UsageRow {
+            model: Some(model.to_owned()),
+            requests,
+            cost_micros: requests * 10,
+            ..UsageRow::default()
+        };
+        let merged = merge_usage(vec![vec![row("b", 1), row("a", 2)], vec![row("a", 3)]]);
+        assert_eq!(merged, [row("a", 5), row("b", 1)]);
+    }
+}

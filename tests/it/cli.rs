@@ -264,6 +264,20 @@ async fn keys_lifecycle(database: Database) {
             { "user_id": "bob", "requests": 1, "errors": 0, "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "images": 0, "cost_micros": 250000, "unpriced": 0, "estimated": 0 },
         ])
     );
+    // A record three days old is read from the daily rollup (whole days), the rest from the
+    // hourly one (today's partial day): together, by key.
+    let mut old = record(4, "cy", 7);
+    old.created_at_ms = now - 3 * 86_400_000;
+    stores.records.insert(&[old]).await.unwrap();
+    let by_key = tollgate(
+        &["usage", "--by", "key", "--since", "7d", "--json"],
+        &env,
+        dir.path(),
+    )
+    .await;
+    let by_key: Value = serde_json::from_slice(&by_key.stdout).unwrap();
+    assert_eq!(by_key[0]["requests"], 4, "{by_key}");
+    assert_eq!(by_key[0]["cost_micros"], 252_007, "{by_key}");
     let table = tollgate(&["usage", "--by", "key,day"], &env, dir.path()).await;
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(
