@@ -203,20 +203,20 @@ pub(crate) fn usage_pieces(query: &UsageQuery) -> Vec<UsagePiece> {
     pieces
 }
 
+/// A usage row's group: key, user, model and day, as far as grouped by.
+type UsageGroup = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// Adds up the pieces' rows that belong to the same group, in group order.
 pub(crate) fn merge_usage(pieces: Vec<Vec<UsageRow>>) -> Vec<UsageRow> {
     if pieces.len() == 1 {
         return pieces.into_iter().next().unwrap_or_default();
     }
-    let mut merged: BTreeMap<
-        (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ),
-        UsageRow,
-    > = BTreeMap::new();
+    let mut merged: BTreeMap<UsageGroup, UsageRow> = BTreeMap::new();
     for row in pieces.into_iter().flatten() {
         let key = (
             row.key_id.clone(),
