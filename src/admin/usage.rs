@@ -98,6 +98,14 @@ pub async fn usage(
     .into_response())
 }
 
+/// `MS_ID` (a page cursor) or `MS` (everything before that millisecond).
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    match cursor.split_once('_') {
+        Some((ms, id)) => Some((ms.parse().ok()?, id.to_owned())),
+        None => Some((cursor.parse().ok()?, String::new())),
+    }
+}
+
 /// `GET /admin/requests?key=&user=&status=&limit=&before=`.
 #[derive(Deserialize)]
 pub struct RequestsParams {
@@ -105,8 +113,8 @@ pub struct RequestsParams {
     user: Option<String>,
     status: Option<u16>,
     limit: Option<u32>,
-    /// Unix ms: records created before this (the previous page's `next_before`).
-    before: Option<i64>,
+    /// The previous page's `next_before` (`MS_ID`; a bare Unix-ms time also works).
+    before: Option<String>,
 }
 
 pub async fn requests(
@@ -118,13 +126,22 @@ pub async fn requests(
     if !(1..=500).contains(&limit) {
         return Err(bad_param("limit", "'limit' must be from 1 to 500."));
     }
+    let before = match params.before.as_deref() {
+        None => None,
+        Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| {
+            bad_param(
+                "before",
+                "'before' must be a next_before value or Unix milliseconds.",
+            )
+        })?),
+    };
     let records = state
         .records
         .recent(&RecentQuery {
             key_id: params.key,
             user_id: params.user,
             status: params.status,
-            before_ms: params.before,
+            before,
             limit: limit + 1,
         })
         .await
@@ -132,7 +149,11 @@ pub async fn requests(
     let has_more = records.len() > limit as usize;
     let records: Vec<_> = records.into_iter().take(limit as usize).collect();
     let next_before = has_more
-        .then(|| records.last().map(|r| r.created_at_ms))
+        .then(|| {
+            records
+                .last()
+                .map(|r| format!("{}_{}", r.created_at_ms, r.id))
+        })
         .flatten();
     Ok(Json(serde_json::json!({
         "object": "list",

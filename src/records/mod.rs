@@ -204,8 +204,9 @@ pub struct RecentQuery {
     pub key_id: Option<String>,
     pub user_id: Option<String>,
     pub status: Option<u16>,
-    /// Only records created before this (Unix ms): the page cursor.
-    pub before_ms: Option<i64>,
+    /// Only records after this one in newest-first order: `(created_at_ms, id)` of the
+    /// previous page's last record (ids break ties between records of the same millisecond).
+    pub before: Option<(i64, String)>,
     pub limit: u32,
 }
 

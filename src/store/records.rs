@@ -563,8 +563,14 @@ macro_rules! sql_record_store {
                 if let Some(status) = query.status {
                     sql.push(" AND status = ").push_bind(i32::from(status));
                 }
-                if let Some(before) = query.before_ms {
-                    sql.push(" AND created_at_ms < ").push_bind(before);
+                if let Some((before_ms, before_id)) = &query.before {
+                    sql.push(" AND (created_at_ms < ")
+                        .push_bind(*before_ms)
+                        .push(" OR (created_at_ms = ")
+                        .push_bind(*before_ms)
+                        .push(" AND id < ")
+                        .push_bind(before_id.as_str())
+                        .push("))");
                 }
                 sql.push(" ORDER BY created_at_ms DESC, id DESC LIMIT ")
                     .push_bind(i64::from(query.limit));

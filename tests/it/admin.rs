@@ -125,7 +125,7 @@ async fn keys_usage_and_requests(database: Database) {
     .unwrap();
     assert_eq!(records["data"].as_array().unwrap().len(), 2);
     assert_eq!(records["has_more"], true);
-    let before = records["next_before"].as_i64().unwrap();
+    let before = records["next_before"].as_str().unwrap();
     let rest: Value = admin(
         &gw,
         reqwest::Method::GET,
@@ -234,6 +234,51 @@ async fn keys_usage_and_requests(database: Database) {
     })
     .await;
     assert!(refused, "a revoked key stops within a second");
+    // Pages never skip records that share a millisecond.
+    let same_ms = tollgate::records::now_ms();
+    let burst: Vec<tollgate::records::Record> = (0..3)
+        .map(|i| tollgate::records::Record {
+            id: format!("burst-{i}"),
+            created_at_ms: same_ms,
+            request_id: format!("burst-{i}"),
+            key_id: Some("key_burst".into()),
+            caller: "key".into(),
+            method: "POST".into(),
+            route: "/v1/embeddings".into(),
+            status: 200,
+            outcome: "ok".into(),
+            ..tollgate::records::Record::default()
+        })
+        .collect();
+    gw.state.records.insert(&burst).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(before) => format!("/admin/requests?key=key_burst&limit=1&before={before}"),
+            None => "/admin/requests?key=key_burst&limit=1".to_owned(),
+        };
+        let page: Value = admin(&gw, reqwest::Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_before"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["burst-2", "burst-1", "burst-0"]);
+
     let missing = admin(&gw, reqwest::Method::GET, "/admin/keys/key_nope")
         .send()
         .await
