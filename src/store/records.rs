@@ -294,6 +294,23 @@ macro_rules! rollup_upsert {
     };
 }
 
+/// Binds a rollup row's sums (`s`, a [`RollupSums`]) onto `row`, in the rollups' column order.
+macro_rules! push_sums {
+    ($row:ident, $s:ident) => {
+        $row.push_bind($s.requests)
+            .push_bind($s.errors)
+            .push_bind($s.prompt_tokens)
+            .push_bind($s.cached_tokens)
+            .push_bind($s.completion_tokens)
+            .push_bind($s.reasoning_tokens)
+            .push_bind($s.images)
+            .push_bind($s.cost_micros)
+            .push_bind($s.unpriced)
+            .push_bind($s.estimated)
+    };
+}
+pub(crate) use push_sums;
+
 /// The sums of a rollup row over records (PostgreSQL's insert computes them in SQL).
 macro_rules! rollup_sums {
     () => {
@@ -355,7 +372,7 @@ pub(crate) use push_record_values;
 macro_rules! insert_with_rollup_in_rust {
     ($store:ident, $records:ident, $db:ty) => {{
         use $crate::store::records::{
-            DAY_MS, HOUR_MS, INSERT_CHUNK, push_record_values, record_columns, rollup,
+            DAY_MS, HOUR_MS, INSERT_CHUNK, push_record_values, push_sums, record_columns, rollup,
             rollup_upsert,
         };
         let mut tx = $store.pool.begin().await?;
@@ -395,17 +412,8 @@ macro_rules! insert_with_rollup_in_rust {
                     .push_bind(caller.as_str())
                     .push_bind(key.as_str())
                     .push_bind(user.as_str())
-                    .push_bind(model.as_str())
-                    .push_bind(s.requests)
-                    .push_bind(s.errors)
-                    .push_bind(s.prompt_tokens)
-                    .push_bind(s.cached_tokens)
-                    .push_bind(s.completion_tokens)
-                    .push_bind(s.reasoning_tokens)
-                    .push_bind(s.images)
-                    .push_bind(s.cost_micros)
-                    .push_bind(s.unpriced)
-                    .push_bind(s.estimated);
+                    .push_bind(model.as_str());
+                push_sums!(row, s);
             });
             query.push(rollup_upsert!(
                 "usage_hourly",
@@ -423,17 +431,8 @@ macro_rules! insert_with_rollup_in_rust {
                 row.push_bind(*day)
                     .push_bind(caller.as_str())
                     .push_bind(key.as_str())
-                    .push_bind(model.as_str())
-                    .push_bind(s.requests)
-                    .push_bind(s.errors)
-                    .push_bind(s.prompt_tokens)
-                    .push_bind(s.cached_tokens)
-                    .push_bind(s.completion_tokens)
-                    .push_bind(s.reasoning_tokens)
-                    .push_bind(s.images)
-                    .push_bind(s.cost_micros)
-                    .push_bind(s.unpriced)
-                    .push_bind(s.estimated);
+                    .push_bind(model.as_str());
+                push_sums!(row, s);
             });
             query.push(rollup_upsert!(
                 "usage_daily",
