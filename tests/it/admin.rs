@@ -21,6 +21,17 @@ fn admin(gw: &TestGateway, method: reqwest::Method, path: &str) -> reqwest::Requ
     gw.client.request(method, gw.url(path)).bearer_auth(ADMIN)
 }
 
+/// GET `path` with the admin token; the JSON answer.
+async fn admin_get(gw: &TestGateway, path: &str) -> Value {
+    admin(gw, reqwest::Method::GET, path)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_admin_api_is_absent_without_a_token_and_refuses_a_wrong_one() {
     let gw = TestGateway::start().await;
@@ -47,13 +58,7 @@ async fn the_admin_api_is_absent_without_a_token_and_refuses_a_wrong_one() {
     }
     let response = gw.client.get(gw.url("/admin/keys")).send().await.unwrap();
     assert_eq!(error_of(response).await.0, 401);
-    let openapi: Value = admin(&gw, reqwest::Method::GET, "/admin/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi: Value = admin_get(&gw, "/admin/openapi.json").await;
     for path in [
         "/admin/keys",
         "/admin/keys/{id}",
@@ -105,13 +110,7 @@ async fn keys_usage_and_requests(database: Database) {
     assert!(stored);
 
     // The key shows its spend; it is the sum of its records.
-    let shown: Value = admin(&gw, reqwest::Method::GET, &format!("/admin/keys/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = admin_get(&gw, &format!("/admin/keys/{id}")).await;
     let records: Value = admin(
         &gw,
         reqwest::Method::GET,
@@ -196,13 +195,7 @@ async fn keys_usage_and_requests(database: Database) {
         .unwrap();
     assert_eq!(patched["name"], "team-a2");
     assert!(patched["budgets"].as_object().unwrap().is_empty());
-    let listed: Value = admin(&gw, reqwest::Method::GET, "/admin/keys?limit=500")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = admin_get(&gw, "/admin/keys?limit=500").await;
     assert!(
         listed["data"]
             .as_array()
@@ -258,13 +251,7 @@ async fn keys_usage_and_requests(database: Database) {
             Some(before) => format!("/admin/requests?key=key_burst&limit=1&before={before}"),
             None => "/admin/requests?key=key_burst&limit=1".to_owned(),
         };
-        let page: Value = admin(&gw, reqwest::Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = admin_get(&gw, &path).await;
         seen.extend(
             page["data"]
                 .as_array()
