@@ -11,6 +11,7 @@
 //! - [`pipeline`]: a model call's stages, in order: authenticate, validate, forward, respond.
 //! - [`store`]: the `KeyStore` trait with SQLite and PostgreSQL engines.
 //! - [`limiter`]: the `RateLimiter` trait (GCRA), memory and Redis engines, limit rules.
+//! - [`cache`]: the response cache (`CacheStore`: memory and Redis engines; single-flight misses).
 //! - [`client_ip`]: the client address behind trusted proxies.
 //! - [`jwt`]: user JWT verification (HS256, RS256/ES256 by PEM or JWKS).
 //! - [`keys`]: key generation and hashing. [`extract`]: body reading. [`error`]: the error table.
@@ -19,6 +20,7 @@
 
 pub mod admin;
 pub mod budget;
+pub mod cache;
 pub mod cli;
 pub mod client_ip;
 pub mod config;

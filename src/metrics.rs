@@ -96,3 +96,9 @@ pub fn record_budget_refusal() {
 pub fn record_unpriced(route: &'static str) {
     metrics::counter!("tollgate_unpriced_requests_total", "route" => route).increment(1);
 }
+
+/// Counts failures of a shared backend (`cache`, `limiter`, `budgets`); the request went on
+/// without it or applied its failure policy.
+pub fn record_backend_error(backend: &'static str) {
+    metrics::counter!("tollgate_backend_errors_total", "backend" => backend).increment(1);
+}

@@ -1,4 +1,4 @@
-//! One Redis connection for the shared backends (limits, budgets), bounded and breakered.
+//! One Redis connection for the shared backends (limits, budgets, cache), bounded and breakered.
 //!
 //! Every call is bounded by a timeout. A failure opens a circuit breaker for `BREAKER_OPEN`:
 //! calls during that time fail at once (each backend then applies its failure policy) instead
@@ -119,13 +119,29 @@ impl RedisLink {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, LinkError> {
+        self.guarded(async |mut connection| invocation.invoke_async::<T>(&mut connection).await)
+            .await
+    }
+
+    /// Runs one command within the timeout and through the breaker.
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, LinkError> {
+        self.guarded(async |mut connection| command.query_async::<T>(&mut connection).await)
+            .await
+    }
+
+    async fn guarded<T>(
+        &self,
+        call: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, LinkError> {
         if !self.breaker.admit() {
             return Err(LinkError::CircuitOpen);
         }
         let call = async {
-            let mut connection = self.connection().await?;
-            invocation
-                .invoke_async::<T>(&mut connection)
+            let connection = self.connection().await?;
+            call(connection)
                 .await
                 .map_err(|e| LinkError::Backend(e.to_string()))
         };

@@ -7,6 +7,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::budget::alert::AlertSender;
 use crate::budget::{BudgetStore, Budgets, MemoryBudgets, RedisBudgets};
+use crate::cache::{MemoryCache, RedisCache, ResponseCache};
 use crate::config::Config;
 use crate::jwt::JwtVerifier;
 use crate::limiter::RateLimiter;
@@ -51,6 +52,8 @@ pub struct Inner {
     pub alerts: AlertSender,
     /// Stored audit records (the admin API reads them).
     pub records: Arc<dyn RecordStore>,
+    /// Cached answers (in Redis when `REDIS_URL` is set, else in memory).
+    pub cache: ResponseCache,
     /// The audit writer, taken by [`AppState::finish_records`] at shutdown.
     record_writer: std::sync::Mutex<Option<RecordWriter>>,
 }
@@ -111,12 +114,30 @@ impl AppState {
         };
         let budgets = Budgets::new(budget_store, Arc::clone(&records));
         let alerts = AlertSender::new(config.limits.alert_webhook.clone());
+        let cache = match &config.limits.redis_url {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                let store = RedisCache::new(
+                    url.expose_secret(),
+                    &config.limits.redis_prefix,
+                    config.limits.backend_timeout,
+                )
+                .map_err(|e| StateError::Cache(e.to_string()))?;
+                ResponseCache::new(Arc::new(store), config.cache.ttl, "redis")
+            }
+            None => ResponseCache::new(
+                Arc::new(MemoryCache::new(config.cache.max_bytes, config.cache.ttl)),
+                config.cache.ttl,
+                "memory",
+            ),
+        };
         Ok(Self(Arc::new(Inner {
             prices,
             recorder,
             budgets,
             alerts,
             records,
+            cache,
             record_writer: std::sync::Mutex::new(record_writer),
             config,
             upstream,
@@ -141,6 +162,8 @@ pub enum StateError {
     Jwt(String),
     #[error("configuring budgets: {0}")]
     Budgets(String),
+    #[error("configuring the cache: {0}")]
+    Cache(String),
 }
 
 impl AppState {

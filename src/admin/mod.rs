@@ -1,4 +1,4 @@
-//! The admin API: keys, usage and recent requests, behind `TOLLGATE_ADMIN_TOKEN`.
+//! The admin API: keys, usage, recent requests and the cache, behind `TOLLGATE_ADMIN_TOKEN`.
 //!
 //! Off (404, as if absent) when no token is configured. The token is compared by SHA-256
 //! digest, so the comparison's timing says nothing about the token. Every answer is JSON; lists
@@ -34,6 +34,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/admin/usage", get(usage::usage))
         .route("/admin/requests", get(usage::requests))
+        .route("/admin/cache", axum::routing::delete(purge_cache))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_admin,
@@ -75,6 +76,24 @@ async fn openapi() -> Response {
         include_str!("openapi.json"),
     )
         .into_response()
+}
+
+/// `DELETE /admin/cache`: empties the response cache (every replica's, when it is in Redis).
+async fn purge_cache(State(state): State<AppState>) -> Result<Response, GatewayError> {
+    let purged = state.cache.purge().await.map_err(|error| {
+        tracing::error!(%error, "admin API: purging the cache failed");
+        GatewayError::Unavailable { what: "cache" }
+    })?;
+    tracing::info!(
+        purged,
+        engine = state.cache.engine(),
+        "response cache purged"
+    );
+    Ok(axum::Json(serde_json::json!({
+        "purged": purged,
+        "engine": state.cache.engine(),
+    }))
+    .into_response())
 }
 
 /// The query string, or a 400 in the envelope (axum's own rejection is plain text).

@@ -6,6 +6,7 @@
 //! `tollgate config check` run the same loader. Tests build an `Env` from a map and never touch
 //! the process environment.
 
+mod cache;
 mod generate;
 mod limits;
 mod log;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Serialize;
 
+pub use cache::{CacheConfig, ChatCachePolicy};
 pub use generate::GenerateConfig;
 pub use limits::{
     AnonymousConfig, BackendErrorPolicy, BudgetPeriod, BudgetSpec, JwtConfig, LimitsConfig,
@@ -49,6 +51,7 @@ pub struct Config {
     /// `[pricing."MODEL"]`: overrides of and additions to the built-in price table.
     pub pricing: std::collections::HashMap<String, crate::pricing::ModelPrice>,
     pub records: RecordsConfig,
+    pub cache: CacheConfig,
 }
 
 /// Every problem found, one line each.
@@ -92,6 +95,7 @@ impl Config {
             anonymous: AnonymousConfig::read(&mut sources),
             pricing: crate::pricing::config::read(&mut sources),
             records: RecordsConfig::read(&mut sources),
+            cache: CacheConfig::read(&mut sources),
         };
         let errors = sources.finish();
         if errors.is_empty() {

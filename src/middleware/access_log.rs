@@ -115,7 +115,9 @@ fn apply(record: &mut Record, facts: CallFacts, recorder: &Recorder) {
     }
     record.model_requested = facts.model_requested;
     record.model_used = facts.model_used;
-    record.upstream = facts.upstream.map(str::to_owned);
+    record.upstream = facts.upstream.as_deref().map(str::to_owned);
+    record.cache_status = facts.cache_status.map(str::to_owned);
+    record.rules_fired = facts.rules_fired;
     record.stream = facts.stream;
     record.usage = facts.usage;
     if let Some(images) = facts.images {

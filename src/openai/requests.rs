@@ -18,6 +18,9 @@ pub struct RequestFacts {
     pub user: Option<String>,
     /// An images request: how many, what size and quality (to price per-image models).
     pub images: Option<crate::pricing::ImageRequest>,
+    /// A chat request that asks for a deterministic answer (`temperature: 0`), which the
+    /// cache keeps under its default policy.
+    pub deterministic: bool,
 }
 
 /// `stream_options` of a chat request.
@@ -186,6 +189,7 @@ impl ChatRequest {
         Ok(RequestFacts {
             model: Some(self.model.clone()),
             stream,
+            deterministic: self.temperature == Some(0.0),
             include_usage: self
                 .stream_options
                 .as_ref()
@@ -244,6 +248,7 @@ impl EmbeddingsRequest {
             include_usage: false,
             user: check_user(self.user.as_ref())?,
             images: None,
+            deterministic: false,
         })
     }
 }
@@ -273,6 +278,7 @@ impl ImagesRequest {
                 size: self.size.clone(),
                 quality: self.quality.clone(),
             }),
+            deterministic: false,
         })
     }
 }
@@ -287,6 +293,7 @@ impl ResponsesRequest {
             include_usage: false,
             user: check_user(self.user.as_ref())?,
             images: None,
+            deterministic: false,
         })
     }
 }
@@ -318,6 +325,7 @@ impl PassthroughRequest {
             include_usage: false,
             user,
             images: None,
+            deterministic: false,
         })
     }
 }

@@ -1,8 +1,8 @@
 //! The request pipeline: every stage of a model call, in order, in one place.
 //!
 //! ```text
-//! authenticate ─► validate ─► authorize ─► rate limits ─► budgets ─► forward ─► respond ─► account
-//!   (layer)          (3)         (4)           (5)           (6)        (7)        (8)        (9)
+//! authenticate ─► validate ─► authorize ─► rate limits ─► budgets ─► cache ─► forward ─► respond ─► account
+//!   (layer)          (3)         (4)           (5)           (6)       (7)       (8)        (9)        (10)
 //!                                                                                   │
 //!                                   audit layer: the record, from the response's CallFacts
 //! ```
@@ -13,11 +13,13 @@
 //! because token rules need the parsed prompt and the body's `user`. Accounting (usage, cost,
 //! settling token reservations and budget holds) happens when the answer is read, or for a
 //! stream when it ends. The audit record is written by the access-log layer from the
-//! [`CallFacts`] this pipeline leaves on the response. The cache slots in with issue #6.
+//! [`CallFacts`] this pipeline leaves on the response. A cache hit skips forward and respond
+//! and is accounted at zero cost.
 
 pub mod account;
 pub mod authenticate;
 pub mod budget;
+pub mod cache;
 pub mod forward;
 pub mod rate_limit;
 pub mod respond;
@@ -32,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::cache::{CachedAnswer, Lookup, ResponseCache};
 use crate::error::GatewayError;
 use crate::limiter::rules::RouteClass;
 use crate::openai::requests::RequestFacts;
@@ -39,6 +42,7 @@ use crate::openai::usage;
 use crate::records::{CallFacts, PendingFacts};
 use crate::state::AppState;
 pub use authenticate::{Caller, Principal};
+use cache::CacheStatus;
 use forward::{OutgoingBody, UpstreamRequest};
 use rate_limit::Admission;
 pub use validate::ModelRoute;
@@ -131,8 +135,48 @@ async fn run(
         }
     };
 
-    // 7. forward: pooled, retried, timed.
-    facts.upstream = Some("default");
+    // 7. cache: answer from it, or from an identical call in flight, or claim the miss.
+    let cache_plan = cache::plan(
+        &state.config.cache,
+        principal,
+        route,
+        &request,
+        &call.headers,
+        raw.as_deref(),
+    );
+    let mut cache_status = CacheStatus::Bypass;
+    let mut flight = None;
+    if let Some(plan) = cache_plan.as_ref().filter(|plan| plan.lookup) {
+        cache_status = CacheStatus::Miss;
+        let found = match state.cache.lookup(plan.key.clone()).await {
+            Lookup::Hit(answer) => Some(answer),
+            Lookup::Wait(leader) => ResponseCache::wait(leader, state.upstream.timeout).await,
+            Lookup::Miss(claimed) => {
+                flight = Some(claimed);
+                None
+            }
+        };
+        if let Some(answer) = found {
+            settle_later(state, admission.clone(), Some(0));
+            budget::settle_later(state, hold, Some(0));
+            facts.cache_status = Some(CacheStatus::Hit.as_str());
+            facts.model_used = answer.model;
+            facts.cost_micros = Some(0);
+            let mut response = respond::json(StatusCode::OK, &HeaderMap::new(), answer.body);
+            respond::set_cost(&mut response, 0);
+            CacheStatus::Hit.write_header(&mut response);
+            if let Some(admission) = &admission {
+                admission.write_headers(response.headers_mut());
+            }
+            return Ok(response);
+        }
+    }
+    if matches!(route, ModelRoute::Chat | ModelRoute::Embeddings) {
+        facts.cache_status = Some(cache_status.as_str());
+    }
+
+    // 8. forward: pooled, retried, timed.
+    facts.upstream = Some(std::sync::Arc::from("default"));
     let sent = state
         .upstream
         .send(UpstreamRequest {
@@ -154,7 +198,7 @@ async fn run(
         }
     };
 
-    // 8. respond: relay a stream event by event, or read and return a JSON answer.
+    // 9. respond: relay a stream event by event, or read and return a JSON answer.
     let status = upstream.status();
     let headers = upstream.headers().clone();
     let mut response = if request.stream && respond::is_event_stream(&headers) {
@@ -175,7 +219,7 @@ async fn run(
             let raw = raw.clone();
             move |outcome: stream::StreamOutcome| {
                 tracing::debug!(route = route.label(), end = ?outcome.end, events = outcome.events, "stream finished");
-                // 9. usage and cost: the stream's own, or an estimate of what it relayed.
+                // 10. usage and cost: the stream's own, or an estimate of what it relayed.
                 let accounting =
                     stream_accounting(&state, route, &request, raw.as_deref(), &outcome);
                 settle_later(&state, admission, Some(accounting.usage.total_tokens()));
@@ -218,7 +262,7 @@ async fn run(
             }
         };
         facts.upstream_ms = Some(elapsed_ms(started));
-        // 9. usage and cost: what the upstream reported.
+        // 10. usage and cost: what the upstream reported.
         let accounting = account::account(&state.prices, route, &request, usage::summarize(&body));
         settle_later(
             state,
@@ -230,12 +274,28 @@ async fn run(
         if let Some(accounting) = accounting {
             facts.apply(accounting);
         }
+        if let Some(plan) = cache_plan.filter(|_| status == StatusCode::OK) {
+            let answer = CachedAnswer {
+                model: facts.model_used.clone(),
+                body: body.clone(),
+            };
+            match flight.take() {
+                Some(flight) => state
+                    .cache
+                    .complete(flight, answer, plan.store, &state.tasks),
+                None if plan.store => state.cache.store(plan.key, answer, &state.tasks),
+                None => {}
+            }
+        }
         let mut response = respond::json(status, &headers, body);
         if let Some(cost) = cost {
             respond::set_cost(&mut response, cost);
         }
         response
     };
+    if matches!(route, ModelRoute::Chat | ModelRoute::Embeddings) {
+        cache_status.write_header(&mut response);
+    }
     if let Some(admission) = &admission {
         admission.write_headers(response.headers_mut());
     }

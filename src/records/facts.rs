@@ -22,7 +22,12 @@ pub struct CallFacts {
     pub client_ip: Option<std::net::IpAddr>,
     pub model_requested: Option<String>,
     pub model_used: Option<String>,
-    pub upstream: Option<&'static str>,
+    /// The upstream that answered (`default` or an `[[upstreams]]` name).
+    pub upstream: Option<std::sync::Arc<str>>,
+    /// `HIT`, `MISS` or `BYPASS` on the routes the cache serves.
+    pub cache_status: Option<&'static str>,
+    /// Content rules that fired (`redact:email`, `deny:0`, ...): their names, never the text.
+    pub rules_fired: Vec<String>,
     pub stream: bool,
     pub usage: Usage,
     pub images: Option<ImageRequest>,

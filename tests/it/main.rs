@@ -11,6 +11,7 @@ mod support;
 
 mod admin;
 mod budgets;
+mod cache;
 mod cli;
 mod durability;
 mod errors;

@@ -1,0 +1,95 @@
+//! The shared cache engine: answers in Redis under `{prefix}cache:{digest}`, with a TTL, so
+//! every replica answers from what any replica fetched.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{CacheError, CacheKey, CacheStore};
+use crate::redis_link::RedisLink;
+
+/// Keys deleted per `SCAN` step when purging.
+const PURGE_BATCH: usize = 500;
+
+/// Cached answers in Redis.
+pub struct RedisCache {
+    link: RedisLink,
+    prefix: String,
+}
+
+impl RedisCache {
+    /// A cache in the Redis at `url`, its keys under `prefix`, each call bounded by `timeout`.
+    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, CacheError> {
+        let link = RedisLink::new(url, timeout, "cache").map_err(|e| CacheError(e.to_string()))?;
+        Ok(Self {
+            link,
+            prefix: format!("{prefix}cache:"),
+        })
+    }
+
+    fn name(&self, key: &CacheKey) -> String {
+        format!("{}{}", self.prefix, key.as_str())
+    }
+}
+
+fn failed(error: crate::redis_link::LinkError) -> CacheError {
+    CacheError(error.to_string())
+}
+
+#[async_trait::async_trait]
+impl CacheStore for RedisCache {
+    async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>, CacheError> {
+        let value: Option<Vec<u8>> = self
+            .link
+            .query(redis::cmd("GET").arg(self.name(key)))
+            .await
+            .map_err(failed)?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn put(&self, key: &CacheKey, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
+        let seconds = ttl.as_secs().max(1);
+        self.link
+            .query::<()>(
+                redis::cmd("SET")
+                    .arg(self.name(key))
+                    .arg(value.as_ref())
+                    .arg("EX")
+                    .arg(seconds),
+            )
+            .await
+            .map_err(failed)
+    }
+
+    async fn purge(&self) -> Result<u64, CacheError> {
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut purged = 0u64;
+        loop {
+            let (next, names): (u64, Vec<String>) = self
+                .link
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(PURGE_BATCH),
+                )
+                .await
+                .map_err(failed)?;
+            if !names.is_empty() {
+                let removed: u64 = self
+                    .link
+                    .query(redis::cmd("UNLINK").arg(&names))
+                    .await
+                    .map_err(failed)?;
+                purged += removed;
+            }
+            if next == 0 {
+                return Ok(purged);
+            }
+            cursor = next;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Stage 7: the response cache, between the budget reservation and the upstream call.
+//!
+//! [`plan`] decides what the cache may do for a call: non-streaming chat under `cache.chat`
+//! (`deterministic` keeps only `temperature: 0` requests), embeddings under
+//! `cache.embeddings`; `Cache-Control: no-cache` skips the lookup and `no-store` the write.
+//! The tenant in the key is the key id, else the JWT subject, else (anonymous mode) the end
+//! user or the client address: answers never cross tenants.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::Response;
+
+use super::{ModelRoute, Principal};
+use crate::cache::CacheKey;
+use crate::config::{CacheConfig, ChatCachePolicy};
+use crate::openai::requests::RequestFacts;
+
+/// What the cache did for a response (`x-tollgate-cache` and the record's `cache_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Answered from the cache (or from an identical request in flight).
+    Hit,
+    /// Looked up, not found: the upstream answered.
+    Miss,
+    /// Not looked up: not cacheable, turned off, or the caller said `no-cache`.
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Bypass => "BYPASS",
+        }
+    }
+
+    /// Sets `x-tollgate-cache`.
+    pub fn write_header(self, response: &mut Response) {
+        response.headers_mut().insert(
+            HeaderName::from_static("x-tollgate-cache"),
+            HeaderValue::from_static(self.as_str()),
+        );
+    }
+}
+
+/// What the cache may do for one call.
+#[derive(Debug)]
+pub struct CachePlan {
+    pub key: CacheKey,
+    /// Look the answer up (false under `no-cache`).
+    pub lookup: bool,
+    /// Store the upstream's answer (false under `no-store`).
+    pub store: bool,
+}
+
+/// The plan for a call, or `None` when the cache has no part in it.
+pub fn plan(
+    config: &CacheConfig,
+    principal: &Principal,
+    route: ModelRoute,
+    request: &RequestFacts,
+    headers: &HeaderMap,
+    body: Option<&[u8]>,
+) -> Option<CachePlan> {
+    let cacheable = match route {
+        ModelRoute::Chat => match config.chat {
+            ChatCachePolicy::Always => !request.stream,
+            ChatCachePolicy::Deterministic => !request.stream && request.deterministic,
+            ChatCachePolicy::Off => false,
+        },
+        ModelRoute::Embeddings => config.embeddings,
+        _ => false,
+    };
+    if !cacheable {
+        return None;
+    }
+    let (no_cache, no_store) = cache_control(headers);
+    if no_cache && no_store {
+        return None;
+    }
+    let key = CacheKey::new(&tenant(principal), route.label(), body?)?;
+    Some(CachePlan {
+        key,
+        lookup: !no_cache,
+        store: !no_store,
+    })
+}
+
+/// The caller's `Cache-Control` directives that concern us: `(no-cache, no-store)`.
+fn cache_control(headers: &HeaderMap) -> (bool, bool) {
+    let mut no_cache = false;
+    let mut no_store = false;
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        for directive in value.to_str().unwrap_or("").split(',') {
+            let directive = directive.trim();
+            no_cache |= directive.eq_ignore_ascii_case("no-cache");
+            no_store |= directive.eq_ignore_ascii_case("no-store");
+        }
+    }
+    (no_cache, no_store)
+}
+
+/// Whose answers these are.
+fn tenant(principal: &Principal) -> String {
+    use super::Caller;
+    match &principal.caller {
+        Caller::Key(key) => format!("key:{}", key.id),
+        Caller::Jwt { subject } => format!("jwt:{subject}"),
+        Caller::Anonymous => match &principal.user {
+            Some(user) => format!("anonymous-user:{user}"),
+            None => format!("anonymous-ip:{}", principal.client_ip),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_directives_are_read_from_every_header_value() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(cache_control(&headers), (false, false));
+        headers.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=0, No-Cache"),
+        );
+        assert_eq!(cache_control(&headers), (true, false));
+        headers.append(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        assert_eq!(cache_control(&headers), (true, true));
+    }
+}
