@@ -107,6 +107,20 @@ struct Envelope<'a> {
 }
 
 impl GatewayError {
+    /// Whether the next upstream target may be tried after this error: 5xx, 429, timeouts and
+    /// connect errors; never a request the upstream rejected on its merits.
+    pub fn allows_fallback(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamFailed { .. }
+                | Self::UpstreamRateLimited { .. }
+                | Self::UpstreamTimeout
+                | Self::UpstreamUnreachable
+        )
+    }
+}
+
+impl GatewayError {
     /// Shorthand for a 400 naming the field at fault.
     pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
         Self::InvalidRequest {

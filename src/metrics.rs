@@ -102,3 +102,10 @@ pub fn record_unpriced(route: &'static str) {
 pub fn record_backend_error(backend: &'static str) {
     metrics::counter!("tollgate_backend_errors_total", "backend" => backend).increment(1);
 }
+
+/// Counts answers given up on one upstream to try the next target (`upstream` is a configured
+/// name, so the label stays bounded).
+pub fn record_fallback(upstream: &str) {
+    metrics::counter!("tollgate_upstream_fallbacks_total", "upstream" => upstream.to_owned())
+        .increment(1);
+}

@@ -63,7 +63,7 @@ impl AppState {
     /// audit writer (so it must run inside the Tokio runtime).
     pub fn new(config: Config, stores: Stores) -> Result<Self, StateError> {
         let Stores { keys, records } = stores;
-        let upstream = Upstream::new(&config.upstream)?;
+        let upstream = Upstream::new(&config)?;
         let key_cache = KeyCache::new(config.keys.cache_ttl);
         let limiter: Arc<dyn RateLimiter> = match &config.limits.redis_url {
             Some(url) => {

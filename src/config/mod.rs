@@ -11,6 +11,7 @@ mod generate;
 mod limits;
 mod log;
 mod records;
+mod routing;
 mod server;
 pub mod source;
 mod store;
@@ -29,6 +30,7 @@ pub use limits::{
 };
 pub use log::{LogConfig, LogFormat};
 pub use records::RecordsConfig;
+pub use routing::{AliasTarget, DEFAULT_UPSTREAM, ModelAlias, UpstreamEntry};
 pub use server::ServerConfig;
 pub use source::Env;
 pub use store::{DatabaseConfig, DatabaseEngine, KeysConfig, mask_database_url};
@@ -52,6 +54,10 @@ pub struct Config {
     pub pricing: std::collections::HashMap<String, crate::pricing::ModelPrice>,
     pub records: RecordsConfig,
     pub cache: CacheConfig,
+    /// `[[upstreams]]`: providers besides the default one.
+    pub upstreams: Vec<UpstreamEntry>,
+    /// `[models.ALIAS]`: public model names, their targets and fallbacks.
+    pub models: std::collections::BTreeMap<String, ModelAlias>,
 }
 
 /// Every problem found, one line each.
@@ -83,6 +89,7 @@ impl Config {
             ConfigError(vec![format!("{label}: {}", e.message().trim())])
         })?;
         let mut sources = Sources::new(label, table, env);
+        let (upstreams, models) = routing::read(&mut sources);
         let config = Self {
             server: ServerConfig::read(&mut sources),
             upstream: UpstreamConfig::read(&mut sources),
@@ -96,6 +103,8 @@ impl Config {
             pricing: crate::pricing::config::read(&mut sources),
             records: RecordsConfig::read(&mut sources),
             cache: CacheConfig::read(&mut sources),
+            upstreams,
+            models,
         };
         let errors = sources.finish();
         if errors.is_empty() {

@@ -10,6 +10,7 @@
 //! A backend failure follows `limits.on_backend_error`: `fail_open` serves the request
 //! unreserved (logged, counted), `fail_closed` refuses it with 503.
 
+use super::forward::Target;
 use crate::budget::alert::BudgetAlert;
 use crate::budget::{BudgetLine, Exceeded};
 use crate::config::{BackendErrorPolicy, BudgetPeriod};
@@ -69,6 +70,7 @@ pub async fn reserve(
     principal: &Principal,
     route: ModelRoute,
     request: &RequestFacts,
+    targets: &[Target],
     raw_body: Option<&[u8]>,
 ) -> Result<Option<Hold>, GatewayError> {
     let lines = lines_for(state, principal);
@@ -79,13 +81,19 @@ pub async fn reserve(
         return Ok(None);
     };
     let estimate = raw_body.map(|body| crate::tokens::estimate_parts(route, body));
-    let worst = state.prices.worst_case(
-        model,
-        estimate.map_or(0, |e| e.prompt_tokens),
-        estimate.and_then(|e| e.max_completion_tokens),
-        state.config.limits.default_completion_tokens,
-        request.images.as_ref(),
-    );
+    // A fallback may cost more than the primary: reserve the dearest priced target.
+    let worst = targets
+        .iter()
+        .filter_map(|target| {
+            state.prices.worst_case(
+                target.model.as_deref().unwrap_or(model),
+                estimate.map_or(0, |e| e.prompt_tokens),
+                estimate.and_then(|e| e.max_completion_tokens),
+                state.config.limits.default_completion_tokens,
+                request.images.as_ref(),
+            )
+        })
+        .max();
     let Some(worst) = worst else {
         tracing::debug!(model, "unpriced model: no budget reservation");
         return Ok(None);

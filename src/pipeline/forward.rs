@@ -10,7 +10,14 @@
 //!
 //! Headers: the caller's `Authorization`, cookies, hop-by-hop headers and our own control
 //! headers never go upstream; the upstream key is set here from a redacted type.
+//!
+//! There is one pooled client for every upstream: the default (`OPENAI_BASE_URL`) and each of
+//! `[[upstreams]]`, each an [`Endpoint`] with its own URL and key. [`Upstream::targets`] says
+//! where a model goes: an alias's targets in order (the pipeline falls back along them), a
+//! model an extra upstream serves, or the default.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -20,12 +27,13 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::config::UpstreamConfig;
+use crate::config::{Config, DEFAULT_UPSTREAM, UpstreamConfig};
 use crate::error::GatewayError;
 
 /// The upstream key as a ready header, wrapped so it never prints.
 struct UpstreamCredentials {
-    authorization: HeaderValue,
+    /// `None` for an upstream configured without a key (a local model server).
+    authorization: Option<HeaderValue>,
     organization: Option<HeaderValue>,
     project: Option<HeaderValue>,
 }
@@ -45,15 +53,39 @@ pub struct RetryPolicy {
     pub retry_after_cap: Duration,
 }
 
-/// The default upstream: where it is, how to authenticate, how to call it.
+/// One provider: where it is and how to authenticate.
 #[derive(Debug)]
-pub struct Upstream {
-    client: reqwest::Client,
+pub struct Endpoint {
+    /// `default` or the `[[upstreams]]` name (records and metrics say it).
+    pub name: Arc<str>,
     base_url: Url,
     /// The model routes' URLs, joined once: URL parsing (with IDNA) per request showed in
     /// profiles.
     fixed_urls: Vec<(&'static str, Url)>,
     credentials: UpstreamCredentials,
+}
+
+/// Where one attempt goes: an endpoint and, when an alias renames it, the model to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Index into the endpoints; 0 is the default upstream.
+    pub endpoint: usize,
+    /// The model name sent upstream when it differs from the caller's.
+    pub model: Option<Arc<str>>,
+}
+
+/// The index of the default upstream.
+pub const DEFAULT_ENDPOINT: usize = 0;
+
+/// Every upstream, the model routing between them, and how to call them.
+#[derive(Debug)]
+pub struct Upstream {
+    client: reqwest::Client,
+    endpoints: Vec<Endpoint>,
+    /// Aliases and models served by an extra upstream, with their targets in order.
+    routes: HashMap<String, Arc<[Target]>>,
+    /// Everything else goes to the default upstream.
+    default_route: Arc<[Target]>,
     policy: RetryPolicy,
     /// Whole non-streaming call, retries included.
     pub timeout: Duration,
@@ -72,6 +104,8 @@ pub enum OutgoingBody {
 
 /// One call to make.
 pub struct UpstreamRequest {
+    /// Which endpoint ([`DEFAULT_ENDPOINT`] unless routing chose another).
+    pub endpoint: usize,
     pub method: Method,
     /// Path under the base URL, without a leading slash (`chat/completions`).
     pub path: String,
@@ -122,8 +156,76 @@ const DROPPED_REQUEST_HEADERS: [&str; 22] = [
 ];
 
 impl Upstream {
-    /// Builds the pooled client.
-    pub fn new(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
+    /// Builds the pooled client, the endpoints and the model routes.
+    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let mut upstream = Self::single(&config.upstream)?;
+        for entry in &config.upstreams {
+            upstream.endpoints.push(Endpoint::new(
+                &entry.name,
+                &entry.base_url,
+                entry
+                    .api_key
+                    .as_ref()
+                    .map(|key| format!("Bearer {}", key.expose_secret())),
+                None,
+                None,
+            ));
+        }
+        let index_of = |name: &str| {
+            upstream
+                .endpoints
+                .iter()
+                .position(|e| &*e.name == name)
+                .unwrap_or(DEFAULT_ENDPOINT)
+        };
+        let mut routes = HashMap::new();
+        for (index, entry) in config.upstreams.iter().enumerate() {
+            for model in &entry.models {
+                let target = Target {
+                    endpoint: index + 1,
+                    model: None,
+                };
+                routes
+                    .entry(model.clone())
+                    .or_insert_with(|| Arc::from(vec![target]));
+            }
+        }
+        for (alias, entry) in &config.models {
+            let targets: Vec<Target> = entry
+                .targets
+                .iter()
+                .map(|t| Target {
+                    endpoint: index_of(&t.upstream),
+                    model: (t.target != *alias).then(|| Arc::from(t.target.as_str())),
+                })
+                .collect();
+            routes.insert(alias.clone(), Arc::from(targets));
+        }
+        upstream.routes = routes;
+        Ok(upstream)
+    }
+
+    /// Where requests for `model` go, in fallback order.
+    pub fn targets(&self, model: Option<&str>) -> Arc<[Target]> {
+        model
+            .and_then(|model| self.routes.get(model))
+            .unwrap_or(&self.default_route)
+            .clone()
+    }
+
+    /// The endpoint's name, for records.
+    pub fn name_of(&self, endpoint: usize) -> Arc<str> {
+        self.endpoint(endpoint).name.clone()
+    }
+
+    fn endpoint(&self, index: usize) -> &Endpoint {
+        self.endpoints
+            .get(index)
+            .unwrap_or(&self.endpoints[DEFAULT_ENDPOINT])
+    }
+
+    /// The default upstream alone, from `[upstream]`.
+    fn single(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -131,32 +233,27 @@ impl Upstream {
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let secret_header = |value: &str| {
-            let mut header =
-                HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
-            header.set_sensitive(true);
-            header
-        };
-        let credentials = UpstreamCredentials {
-            authorization: secret_header(&format!("Bearer {}", config.api_key.expose_secret())),
-            organization: config
+        let default = Endpoint::new(
+            DEFAULT_UPSTREAM,
+            &config.base_url,
+            Some(format!("Bearer {}", config.api_key.expose_secret())),
+            config
                 .organization
                 .as_ref()
-                .map(|o| secret_header(o.expose_secret())),
-            project: config
+                .map(|o| o.expose_secret().to_owned()),
+            config
                 .project
                 .as_ref()
-                .map(|p| secret_header(p.expose_secret())),
-        };
-        let fixed_urls = FIXED_PATHS
-            .iter()
-            .filter_map(|path| config.base_url.join(path).ok().map(|url| (*path, url)))
-            .collect();
+                .map(|p| p.expose_secret().to_owned()),
+        );
         Ok(Self {
             client,
-            base_url: config.base_url.clone(),
-            fixed_urls,
-            credentials,
+            endpoints: vec![default],
+            routes: HashMap::new(),
+            default_route: Arc::from(vec![Target {
+                endpoint: DEFAULT_ENDPOINT,
+                model: None,
+            }]),
             policy: RetryPolicy {
                 max_retries: config.max_retries,
                 base_delay: config.retry_base_delay,
@@ -167,6 +264,68 @@ impl Upstream {
             first_byte_timeout: config.stream_first_byte_timeout,
             idle_timeout: config.stream_idle_timeout,
         })
+    }
+
+    /// Sends `request` to each of `targets` in turn (each with its own retries and deadline)
+    /// until one answers; the next is tried only after a 5xx, a 429, a timeout or a connect
+    /// error. Returns the answer and the target that gave it.
+    pub async fn send_routed(
+        &self,
+        targets: &[Target],
+        request: UpstreamRequest,
+    ) -> Result<(reqwest::Response, Target), GatewayError> {
+        let UpstreamRequest {
+            method,
+            path,
+            query,
+            mut headers,
+            body,
+            stream,
+            ..
+        } = request;
+        let (buffered, mut streamed) = match body {
+            OutgoingBody::Empty => (None, None),
+            OutgoingBody::Buffered(bytes) => (Some(bytes), None),
+            OutgoingBody::Streamed(body) => (None, Some(body)),
+        };
+        let last = targets.len().saturating_sub(1);
+        let mut outcome = Err(GatewayError::Internal("no upstream target".to_owned()));
+        for (index, target) in targets.iter().enumerate() {
+            let body = match (&buffered, streamed.take(), &target.model) {
+                (Some(bytes), _, Some(model)) => {
+                    OutgoingBody::Buffered(super::validate::with_model(bytes, model)?)
+                }
+                (Some(bytes), _, None) => OutgoingBody::Buffered(bytes.clone()),
+                (None, Some(body), _) => OutgoingBody::Streamed(body),
+                (None, None, _) => OutgoingBody::Empty,
+            };
+            let headers = if index == last {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
+            outcome = self
+                .send(UpstreamRequest {
+                    endpoint: target.endpoint,
+                    method: method.clone(),
+                    path: path.clone(),
+                    query: query.clone(),
+                    headers,
+                    body,
+                    stream,
+                })
+                .await
+                .map(|response| (response, target.clone()));
+            match &outcome {
+                Err(error) if index < last && error.allows_fallback() && buffered.is_some() => {
+                    let from = self.name_of(target.endpoint);
+                    tracing::warn!(upstream = %from, error = %error, "upstream failed; trying the next target");
+                    crate::metrics::record_fallback(&from);
+                }
+                _ => break,
+            }
+        }
+        outcome
     }
 
     /// Sends `request`, retrying as the policy says, and returns the first successful (2xx)
@@ -180,8 +339,9 @@ impl Upstream {
             } else {
                 self.timeout
             };
-        let url = self.url_for(&request.path, request.query.as_deref())?;
-        let headers = self.outgoing_headers(&request.headers);
+        let endpoint = self.endpoint(request.endpoint);
+        let url = endpoint.url_for(&request.path, request.query.as_deref())?;
+        let headers = endpoint.outgoing_headers(&request.headers);
         // A streamed body can be sent once only.
         let max_retries = if matches!(request.body, OutgoingBody::Streamed(_)) {
             0
@@ -276,6 +436,72 @@ impl Upstream {
         }
     }
 
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .policy
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt))
+            .min(self.policy.max_delay);
+        // Full jitter: spreads retries of many callers hit by the same upstream failure.
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(millis / 2..=millis.max(1)))
+    }
+
+    /// Maps a final non-2xx answer to the error table.
+    async fn final_error(&self, response: reqwest::Response, deadline: Instant) -> GatewayError {
+        let status = response.status();
+        match status.as_u16() {
+            401 | 403 => GatewayError::UpstreamAuth { status },
+            429 => GatewayError::UpstreamRateLimited {
+                retry_after: client_retry_after(response.headers()),
+            },
+            500..=599 => GatewayError::UpstreamFailed {
+                detail: format!("status {status}"),
+            },
+            _ => {
+                let body = tokio::time::timeout_at(deadline, response.bytes())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                GatewayError::UpstreamRejected {
+                    status,
+                    body: body.unwrap_or_default(),
+                }
+            }
+        }
+    }
+}
+
+impl Endpoint {
+    fn new(
+        name: &str,
+        base_url: &Url,
+        authorization: Option<String>,
+        organization: Option<String>,
+        project: Option<String>,
+    ) -> Self {
+        let secret_header = |value: String| {
+            let mut header =
+                HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""));
+            header.set_sensitive(true);
+            header
+        };
+        let fixed_urls = FIXED_PATHS
+            .iter()
+            .filter_map(|path| base_url.join(path).ok().map(|url| (*path, url)))
+            .collect();
+        Self {
+            name: Arc::from(name),
+            base_url: base_url.clone(),
+            fixed_urls,
+            credentials: UpstreamCredentials {
+                authorization: authorization.map(secret_header),
+                organization: organization.map(secret_header),
+                project: project.map(secret_header),
+            },
+        }
+    }
+
     fn url_for(&self, path: &str, query: Option<&str>) -> Result<Url, GatewayError> {
         if query.is_none()
             && let Some((_, url)) = self.fixed_urls.iter().find(|(fixed, _)| *fixed == path)
@@ -313,10 +539,9 @@ impl Upstream {
             // Our id travels upstream under OpenAI's name for a client-chosen id.
             headers.insert(HeaderName::from_static("x-client-request-id"), id.clone());
         }
-        headers.insert(
-            header::AUTHORIZATION,
-            self.credentials.authorization.clone(),
-        );
+        if let Some(authorization) = &self.credentials.authorization {
+            headers.insert(header::AUTHORIZATION, authorization.clone());
+        }
         if let Some(organization) = &self.credentials.organization {
             headers.insert(
                 HeaderName::from_static("openai-organization"),
@@ -327,41 +552,6 @@ impl Upstream {
             headers.insert(HeaderName::from_static("openai-project"), project.clone());
         }
         headers
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .policy
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(attempt))
-            .min(self.policy.max_delay);
-        // Full jitter: spreads retries of many callers hit by the same upstream failure.
-        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::rng().random_range(millis / 2..=millis.max(1)))
-    }
-
-    /// Maps a final non-2xx answer to the error table.
-    async fn final_error(&self, response: reqwest::Response, deadline: Instant) -> GatewayError {
-        let status = response.status();
-        match status.as_u16() {
-            401 | 403 => GatewayError::UpstreamAuth { status },
-            429 => GatewayError::UpstreamRateLimited {
-                retry_after: client_retry_after(response.headers()),
-            },
-            500..=599 => GatewayError::UpstreamFailed {
-                detail: format!("status {status}"),
-            },
-            _ => {
-                let body = tokio::time::timeout_at(deadline, response.bytes())
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-                GatewayError::UpstreamRejected {
-                    status,
-                    body: body.unwrap_or_default(),
-                }
-            }
-        }
     }
 }
 

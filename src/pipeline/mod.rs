@@ -90,7 +90,7 @@ async fn run(
     let started = Instant::now();
 
     // 3. validate: read the fields we need, check them, prepare the upstream body.
-    let (request, body, raw) = match call.body {
+    let (mut request, body, raw) = match call.body {
         CallBody::Json(bytes) => {
             let request = validate::facts(call.route, &bytes)?;
             let body = validate::upstream_body(call.route, &request, bytes.clone())?;
@@ -126,14 +126,17 @@ async fn run(
     })
     .await?;
 
-    // 6. budgets: the worst case reserved on every budget that applies, or a 429.
-    let hold = match budget::reserve(state, principal, route, &request, raw.as_deref()).await {
-        Ok(hold) => hold,
-        Err(error) => {
-            settle_later(state, admission, None);
-            return Err(error);
-        }
-    };
+    // 6. budgets: the worst case (over the model's targets) reserved on every budget that
+    // applies, or a 429.
+    let targets = state.upstream.targets(request.model.as_deref());
+    let hold =
+        match budget::reserve(state, principal, route, &request, &targets, raw.as_deref()).await {
+            Ok(hold) => hold,
+            Err(error) => {
+                settle_later(state, admission, None);
+                return Err(error);
+            }
+        };
 
     // 7. cache: answer from it, or from an identical call in flight, or claim the miss.
     let cache_plan = cache::plan(
@@ -175,22 +178,33 @@ async fn run(
         facts.cache_status = Some(cache_status.as_str());
     }
 
-    // 8. forward: pooled, retried, timed.
-    facts.upstream = Some(std::sync::Arc::from("default"));
+    // 8. forward: pooled, retried, timed; an alias falls back along its targets.
     let sent = state
         .upstream
-        .send(UpstreamRequest {
-            method: call.method,
-            path: call.upstream_path,
-            query: call.query,
-            headers: call.headers,
-            body,
-            stream: request.stream,
-        })
+        .send_routed(
+            &targets,
+            UpstreamRequest {
+                endpoint: forward::DEFAULT_ENDPOINT,
+                method: call.method,
+                path: call.upstream_path,
+                query: call.query,
+                headers: call.headers,
+                body,
+                stream: request.stream,
+            },
+        )
         .await;
     facts.upstream_ms = Some(elapsed_ms(started));
     let upstream = match sent {
-        Ok(upstream) => upstream,
+        Ok((upstream, target)) => {
+            facts.upstream = Some(state.upstream.name_of(target.endpoint));
+            // An alias is priced (and its answer recorded) as the model that served it.
+            if let Some(model) = target.model {
+                facts.model_used = Some(model.to_string());
+                request.model = Some(model.to_string());
+            }
+            upstream
+        }
         Err(error) => {
             settle_later(state, admission, None);
             budget::settle_later(state, hold, None);
@@ -402,7 +416,18 @@ impl ModelRoute {
     }
 }
 
-/// `GET /v1/models`: the upstream's list, narrowed to the models the key may use.
+/// How an alias appears in `/v1/models`: OpenAI's model object, owned by Tollgate.
+pub fn alias_object(alias: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut object = serde_json::Map::new();
+    object.insert("id".to_owned(), alias.into());
+    object.insert("object".to_owned(), "model".into());
+    object.insert("created".to_owned(), 0.into());
+    object.insert("owned_by".to_owned(), "tollgate".into());
+    object
+}
+
+/// `GET /v1/models`: the upstream's list, narrowed to the models the key may use, with the
+/// configured aliases.
 pub async fn list_models(
     state: &AppState,
     principal: &Principal,
@@ -417,6 +442,7 @@ pub async fn list_models(
     let upstream = state
         .upstream
         .send(UpstreamRequest {
+            endpoint: forward::DEFAULT_ENDPOINT,
             method: Method::GET,
             path: "models".to_owned(),
             query: None,
@@ -435,8 +461,17 @@ pub async fn list_models(
         model
             .get("id")
             .and_then(|id| id.as_str())
-            .is_some_and(|id| principal.may_use(id))
+            .is_some_and(|id| principal.may_use(id) && !state.config.models.contains_key(id))
     });
+    // Aliases are models too, as far as callers can tell.
+    list.data.extend(
+        state
+            .config
+            .models
+            .keys()
+            .filter(|alias| principal.may_use(alias))
+            .map(|alias| alias_object(alias)),
+    );
     let body = serde_json::to_vec(&list).map_err(|e| GatewayError::Internal(e.to_string()))?;
     Ok(respond::json(
         StatusCode::OK,

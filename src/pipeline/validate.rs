@@ -80,6 +80,16 @@ fn with_include_usage(body: &[u8]) -> Result<Bytes, GatewayError> {
         .map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
+/// The same JSON with `model` replaced (an alias's target); every other value kept as sent.
+pub fn with_model(body: &[u8], model: &str) -> Result<Bytes, GatewayError> {
+    let mut fields: BTreeMap<String, Box<RawValue>> = decode(body)?;
+    let name = serde_json::to_string(model).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    fields.insert("model".to_owned(), raw(&name)?);
+    serde_json::to_vec(&fields)
+        .map(Bytes::from)
+        .map_err(|e| GatewayError::Internal(e.to_string()))
+}
+
 fn raw(json: &str) -> Result<Box<RawValue>, GatewayError> {
     RawValue::from_string(json.to_owned()).map_err(|e| GatewayError::Internal(e.to_string()))
 }

@@ -1,4 +1,5 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`: only the models the key may use.
+//! `GET /v1/models` and `GET /v1/models/{id}`: only the models the key may use, aliases
+//! included (answered by Tollgate itself).
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -28,6 +29,9 @@ pub async fn show(
 ) -> Response {
     if let Err(error) = principal.authorize_model(&id) {
         return error.into_response();
+    }
+    if state.config.models.contains_key(&id) {
+        return axum::Json(pipeline::alias_object(&id)).into_response();
     }
     let call = ModelCall {
         route: ModelRoute::Passthrough,

@@ -366,7 +366,7 @@ async fn two_processes_sharing_redis_admit_exactly_the_limit() {
     std::fs::write(
         dir.path().join("tollgate.toml"),
         format!(
-            "[limits]\nredis_prefix = \"{prefix}\"\n\n[[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 20\nper = \"1h\"\n\n\
+            "[cache]\nembeddings = \"off\"\n\n[limits]\nredis_prefix = \"{prefix}\"\n\n[[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 20\nper = \"1h\"\n\n\
              [[limits.rules]]\nscope = \"key\"\nroute = \"embeddings\"\ntokens = 100\nper = \"1h\"\n"
         ),
     )
@@ -417,7 +417,8 @@ async fn two_processes_sharing_redis_admit_exactly_the_limit() {
         (20, 40),
         "20 requests per hour across both replicas"
     );
-    // "hello world" costs 2 tokens to embed: 100 tokens admit exactly 50 of 60.
+    // "hello world" costs 2 tokens to embed: 100 tokens admit exactly 50 of 60 (the cache is
+    // off: a hit uses no upstream tokens and is settled at zero).
     let embed = json!({ "model": "text-embedding-3-small", "input": "hello world" });
     assert_eq!(
         fire(embed, "/v1/embeddings").await,

@@ -22,6 +22,7 @@ mod limiter;
 mod limits;
 mod records;
 mod routes;
+mod routing;
 mod sdk;
 mod server;
 mod signals;

@@ -373,4 +373,9 @@ impl MockServer {
     pub fn url(&self) -> String {
         format!("http://{}/v1", self.address)
     }
+
+    /// A control route (`/_mock/requests`, `/_mock/faults`) of this mock.
+    pub fn control(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
 }
