@@ -57,6 +57,12 @@ pub enum GatewayError {
         message: String,
     },
     /// A budget would go over: the request's worst-case cost does not fit what is left.
+    /// A content rule refused the prompt (`deny`, `max_prompt_chars`, moderation).
+    #[error("{message}")]
+    ContentPolicy {
+        message: String,
+        param: Option<String>,
+    },
     #[error("budget exceeded")]
     InsufficientQuota { message: String },
     /// The upstream refused the request itself (400, 404, 409, 422, ...): its own envelope is
@@ -138,6 +144,7 @@ impl GatewayError {
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed { .. } | Self::PermissionDenied { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::ContentPolicy { .. } => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamRejected { status, .. } => *status,
             Self::UpstreamAuth { .. } | Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -163,6 +170,7 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
             Self::InsufficientQuota { .. } => "insufficient_quota",
+            Self::ContentPolicy { .. } => "content_policy",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::UpstreamAuth { .. } => "upstream_auth",
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
@@ -218,6 +226,12 @@ impl GatewayError {
             Self::RateLimited { message, .. } => {
                 (message.clone(), "rate_limit_error", None, Some("rate_limit_exceeded"))
             }
+            Self::ContentPolicy { message, param } => (
+                message.clone(),
+                "invalid_request_error",
+                param.clone(),
+                Some("content_policy_violation"),
+            ),
             Self::InsufficientQuota { message } => {
                 (message.clone(), "insufficient_quota", None, Some("insufficient_quota"))
             }

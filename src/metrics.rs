@@ -109,3 +109,8 @@ pub fn record_fallback(upstream: &str) {
     metrics::counter!("tollgate_upstream_fallbacks_total", "upstream" => upstream.to_owned())
         .increment(1);
 }
+
+/// Counts requests refused by a content rule (deny, length, moderation).
+pub fn record_content_refusal() {
+    metrics::counter!("tollgate_content_refusals_total").increment(1);
+}

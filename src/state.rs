@@ -9,6 +9,7 @@ use crate::budget::alert::AlertSender;
 use crate::budget::{BudgetStore, Budgets, MemoryBudgets, RedisBudgets};
 use crate::cache::{MemoryCache, RedisCache, ResponseCache};
 use crate::config::Config;
+use crate::content::ContentRules;
 use crate::jwt::JwtVerifier;
 use crate::limiter::RateLimiter;
 use crate::limiter::memory::MemoryRateLimiter;
@@ -54,6 +55,8 @@ pub struct Inner {
     pub records: Arc<dyn RecordStore>,
     /// Cached answers (in Redis when `REDIS_URL` is set, else in memory).
     pub cache: ResponseCache,
+    /// `[content]` rules, compiled.
+    pub content: ContentRules,
     /// The audit writer, taken by [`AppState::finish_records`] at shutdown.
     record_writer: std::sync::Mutex<Option<RecordWriter>>,
 }
@@ -138,6 +141,7 @@ impl AppState {
             alerts,
             records,
             cache,
+            content: ContentRules::new(&config.content),
             record_writer: std::sync::Mutex::new(record_writer),
             config,
             upstream,

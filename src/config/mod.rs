@@ -7,6 +7,7 @@
 //! the process environment.
 
 mod cache;
+mod content;
 mod generate;
 mod limits;
 mod log;
@@ -24,6 +25,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 pub use cache::{CacheConfig, ChatCachePolicy};
+pub use content::{ContentConfig, Detector};
 pub use generate::GenerateConfig;
 pub use limits::{
     AnonymousConfig, BackendErrorPolicy, BudgetPeriod, BudgetSpec, JwtConfig, LimitsConfig,
@@ -54,6 +56,7 @@ pub struct Config {
     pub pricing: std::collections::HashMap<String, crate::pricing::ModelPrice>,
     pub records: RecordsConfig,
     pub cache: CacheConfig,
+    pub content: ContentConfig,
     /// `[[upstreams]]`: providers besides the default one.
     pub upstreams: Vec<UpstreamEntry>,
     /// `[models.ALIAS]`: public model names, their targets and fallbacks.
@@ -103,6 +106,7 @@ impl Config {
             pricing: crate::pricing::config::read(&mut sources),
             records: RecordsConfig::read(&mut sources),
             cache: CacheConfig::read(&mut sources),
+            content: ContentConfig::read(&mut sources),
             upstreams,
             models,
         };

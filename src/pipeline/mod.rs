@@ -1,8 +1,8 @@
 //! The request pipeline: every stage of a model call, in order, in one place.
 //!
 //! ```text
-//! authenticate ─► validate ─► authorize ─► rate limits ─► budgets ─► cache ─► forward ─► respond ─► account
-//!   (layer)          (3)         (4)           (5)           (6)       (7)       (8)        (9)        (10)
+//! authenticate ─► validate ─► authorize ─► rate limits ─► content ─► budgets ─► cache ─► forward ─► respond ─► account
+//!   (layer)          (3)         (4)           (5)           (6)        (7)       (8)       (9)        (10)       (11)
 //!                                                                                   │
 //!                                   audit layer: the record, from the response's CallFacts
 //! ```
@@ -20,6 +20,7 @@ pub mod account;
 pub mod authenticate;
 pub mod budget;
 pub mod cache;
+pub mod content;
 pub mod forward;
 pub mod rate_limit;
 pub mod respond;
@@ -90,7 +91,7 @@ async fn run(
     let started = Instant::now();
 
     // 3. validate: read the fields we need, check them, prepare the upstream body.
-    let (mut request, body, raw) = match call.body {
+    let (mut request, mut body, raw) = match call.body {
         CallBody::Json(bytes) => {
             let request = validate::facts(call.route, &bytes)?;
             let body = validate::upstream_body(call.route, &request, bytes.clone())?;
@@ -126,7 +127,15 @@ async fn run(
     })
     .await?;
 
-    // 6. budgets: the worst case (over the model's targets) reserved on every budget that
+    // 6. content rules: length, deny list, redaction, moderation (when configured).
+    if state.content.enabled()
+        && let Err(error) = content::apply(state, route, &mut body, facts).await
+    {
+        settle_later(state, admission, None);
+        return Err(error);
+    }
+
+    // 7. budgets: the worst case (over the model's targets) reserved on every budget that
     // applies, or a 429.
     let targets = state.upstream.targets(request.model.as_deref());
     let hold =
@@ -138,7 +147,7 @@ async fn run(
             }
         };
 
-    // 7. cache: answer from it, or from an identical call in flight, or claim the miss.
+    // 8. cache: answer from it, or from an identical call in flight, or claim the miss.
     let cache_plan = cache::plan(
         &state.config.cache,
         principal,
@@ -178,7 +187,7 @@ async fn run(
         facts.cache_status = Some(cache_status.as_str());
     }
 
-    // 8. forward: pooled, retried, timed; an alias falls back along its targets.
+    // 9. forward: pooled, retried, timed; an alias falls back along its targets.
     let sent = state
         .upstream
         .send_routed(
@@ -212,7 +221,7 @@ async fn run(
         }
     };
 
-    // 9. respond: relay a stream event by event, or read and return a JSON answer.
+    // 10. respond: relay a stream event by event, or read and return a JSON answer.
     let status = upstream.status();
     let headers = upstream.headers().clone();
     let mut response = if request.stream && respond::is_event_stream(&headers) {
@@ -233,7 +242,7 @@ async fn run(
             let raw = raw.clone();
             move |outcome: stream::StreamOutcome| {
                 tracing::debug!(route = route.label(), end = ?outcome.end, events = outcome.events, "stream finished");
-                // 10. usage and cost: the stream's own, or an estimate of what it relayed.
+                // 11. usage and cost: the stream's own, or an estimate of what it relayed.
                 let accounting =
                     stream_accounting(&state, route, &request, raw.as_deref(), &outcome);
                 settle_later(&state, admission, Some(accounting.usage.total_tokens()));
@@ -276,7 +285,7 @@ async fn run(
             }
         };
         facts.upstream_ms = Some(elapsed_ms(started));
-        // 10. usage and cost: what the upstream reported.
+        // 11. usage and cost: what the upstream reported.
         let accounting = account::account(&state.prices, route, &request, usage::summarize(&body));
         settle_later(
             state,

@@ -13,6 +13,7 @@ mod admin;
 mod budgets;
 mod cache;
 mod cli;
+mod content;
 mod durability;
 mod errors;
 mod hostile;
