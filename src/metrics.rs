@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -21,9 +21,17 @@ pub fn install() -> Option<PrometheusHandle> {
                     10.0, 30.0, 60.0,
                 ])
                 .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("tollgate_gateway_overhead_seconds".to_owned()),
+                    &[
+                        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+                    ],
+                )
+                .ok()?
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            describe();
             // Histograms buffer every sample until upkeep folds them into buckets; without it a
             // gateway that nobody scrapes grows by every request (measured: ~20 bytes each).
             let upkeep = handle.clone();
@@ -40,19 +48,173 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Counts a finished request head and its latency.
-pub fn record_request(route: &str, status: u16, duration: Duration) {
-    let class = match status {
+/// The labels of one finished request head. Each is bounded: route templates, status
+/// classes, configured or priced model names (else `other`), cache states, error kinds.
+#[derive(Debug)]
+pub struct RequestLabels<'a> {
+    pub route: &'a str,
+    pub status: u16,
+    pub model: Option<&'a str>,
+    pub cache: Option<&'static str>,
+    pub error: Option<&'static str>,
+}
+
+/// What each metric means (`# HELP` lines) and what kind it is.
+const CATALOGUE: [(&str, Kind, &str); 19] = [
+    (
+        "tollgate_requests_total",
+        Kind::Counter,
+        "Requests by route, status class, model, cache status and error kind.",
+    ),
+    (
+        "tollgate_request_duration_seconds",
+        Kind::Histogram,
+        "Time to the response head, by route.",
+    ),
+    (
+        "tollgate_upstream_duration_seconds",
+        Kind::Histogram,
+        "Time waiting for the upstream (a stream: for its head), by route.",
+    ),
+    (
+        "tollgate_gateway_overhead_seconds",
+        Kind::Histogram,
+        "Time the gateway added: total minus upstream wait, by route.",
+    ),
+    (
+        "tollgate_upstream_attempts_total",
+        Kind::Counter,
+        "Upstream attempts by outcome (ok, retry, error).",
+    ),
+    (
+        "tollgate_upstream_fallbacks_total",
+        Kind::Counter,
+        "Calls given up on an upstream to try the next target.",
+    ),
+    (
+        "tollgate_tokens_total",
+        Kind::Counter,
+        "Tokens by model and class (prompt, completion, cached, reasoning).",
+    ),
+    (
+        "tollgate_cost_microdollars_total",
+        Kind::Counter,
+        "Priced cost in micro-dollars, by model.",
+    ),
+    (
+        "tollgate_unpriced_requests_total",
+        Kind::Counter,
+        "Answered requests whose model has no price.",
+    ),
+    (
+        "tollgate_rate_limited_total",
+        Kind::Counter,
+        "Requests refused by a limit rule, by scope and unit.",
+    ),
+    (
+        "tollgate_budget_refusals_total",
+        Kind::Counter,
+        "Requests refused because a budget would go over.",
+    ),
+    (
+        "tollgate_budget_alerts_total",
+        Kind::Counter,
+        "Budget alert crossings, by scope.",
+    ),
+    (
+        "tollgate_content_refusals_total",
+        Kind::Counter,
+        "Requests refused by a content rule.",
+    ),
+    (
+        "tollgate_backend_errors_total",
+        Kind::Counter,
+        "Failures of a shared backend (limiter, budgets, cache, database).",
+    ),
+    (
+        "tollgate_audit_queue_depth",
+        Kind::Gauge,
+        "Audit records waiting for the writer.",
+    ),
+    (
+        "tollgate_audit_records_written_total",
+        Kind::Counter,
+        "Audit records written to the database.",
+    ),
+    (
+        "tollgate_audit_records_spilled_total",
+        Kind::Counter,
+        "Audit records written to the spill file while the database was down.",
+    ),
+    (
+        "tollgate_audit_spill_file_bytes",
+        Kind::Gauge,
+        "Size of the spill file.",
+    ),
+    (
+        "tollgate_audit_write_failures_total",
+        Kind::Counter,
+        "Audit batches the database refused (write) or nothing took (lost).",
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Registers every metric's help text, and starts the label-less ones at zero so that
+/// dashboards and alerts see them before the first event.
+fn describe() {
+    for (name, kind, help) in CATALOGUE {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+    for name in [
+        "tollgate_budget_refusals_total",
+        "tollgate_content_refusals_total",
+        "tollgate_audit_records_written_total",
+        "tollgate_audit_records_spilled_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!("tollgate_audit_queue_depth").set(0.0);
+    metrics::gauge!("tollgate_audit_spill_file_bytes").set(0.0);
+}
+
+/// Counts a finished request head, its latency, and — when it waited for an upstream — the
+/// upstream's share and the gateway's own overhead (total minus upstream wait).
+pub fn record_request(labels: &RequestLabels<'_>, duration: Duration, upstream: Option<Duration>) {
+    let class = match labels.status {
         100..=199 => "1xx",
         200..=299 => "2xx",
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
     };
-    metrics::counter!("tollgate_requests_total", "route" => route.to_owned(), "status" => class)
-        .increment(1);
-    metrics::histogram!("tollgate_request_duration_seconds", "route" => route.to_owned())
+    let route = labels.route.to_owned();
+    metrics::counter!(
+        "tollgate_requests_total",
+        "route" => route.clone(),
+        "status" => class,
+        "model" => labels.model.unwrap_or("none").to_owned(),
+        "cache" => labels.cache.unwrap_or("none"),
+        "error" => labels.error.unwrap_or("none"),
+    )
+    .increment(1);
+    metrics::histogram!("tollgate_request_duration_seconds", "route" => route.clone())
         .record(duration.as_secs_f64());
+    if let Some(upstream) = upstream {
+        metrics::histogram!("tollgate_upstream_duration_seconds", "route" => route.clone())
+            .record(upstream.as_secs_f64());
+        metrics::histogram!("tollgate_gateway_overhead_seconds", "route" => route)
+            .record(duration.saturating_sub(upstream).as_secs_f64());
+    }
 }
 
 /// Counts an upstream attempt's outcome (`ok`, `retry`, `error`).
@@ -113,4 +275,30 @@ pub fn record_fallback(upstream: &str) {
 /// Counts requests refused by a content rule (deny, length, moderation).
 pub fn record_content_refusal() {
     metrics::counter!("tollgate_content_refusals_total").increment(1);
+}
+
+/// Counts tokens by class and cost by model once a call's usage is known, or the call as
+/// unpriced when its model has no price.
+pub fn record_usage(route: &'static str, facts: &crate::records::CallFacts) {
+    let model = facts
+        .model_label
+        .clone()
+        .unwrap_or_else(|| "none".to_owned());
+    let usage = &facts.usage;
+    for (class, tokens) in [
+        ("prompt", usage.prompt_tokens),
+        ("completion", usage.completion_tokens),
+        ("cached", usage.cached_tokens),
+        ("reasoning", usage.reasoning_tokens),
+    ] {
+        if tokens > 0 {
+            metrics::counter!("tollgate_tokens_total", "model" => model.clone(), "class" => class)
+                .increment(tokens);
+        }
+    }
+    match facts.cost_micros {
+        Some(cost) => metrics::counter!("tollgate_cost_microdollars_total", "model" => model)
+            .increment(u64::try_from(cost).unwrap_or(0)),
+        None => record_unpriced(route),
+    }
 }

@@ -185,6 +185,25 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// `model` as a metrics label: bounded by configuration, so a caller cannot mint labels.
+    pub fn model_label(&self, model: &str) -> String {
+        if self.config.models.contains_key(model)
+            || self
+                .config
+                .upstreams
+                .iter()
+                .any(|u| u.models.iter().any(|m| m == model))
+        {
+            return model.to_owned();
+        }
+        self.prices
+            .canonical_name(model)
+            .unwrap_or("other")
+            .to_owned()
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {

@@ -56,7 +56,19 @@ pub async fn observe(State(recorder): State<Recorder>, request: Request, next: N
         error.kind = error_kind,
         "request"
     );
-    crate::metrics::record_request(&route, status, duration);
+    let upstream_wait = facts.as_ref().and_then(|f| f.upstream_wait);
+    crate::metrics::record_request(
+        &crate::metrics::RequestLabels {
+            route: &route,
+            status,
+            model: facts.as_ref().and_then(|f| f.model_label.as_deref()),
+            cache: facts.as_ref().and_then(|f| f.cache_status),
+            error: error_kind,
+        },
+        duration,
+        upstream_wait,
+    );
+    server_timing(&mut response, duration, upstream_wait);
 
     if recorder.enabled() && is_audited(&route) {
         let mut draft = Record {
@@ -93,6 +105,29 @@ pub async fn observe(State(recorder): State<Recorder>, request: Request, next: N
         }
     }
     response
+}
+
+/// `Server-Timing`: the gateway's own time and, when it called one, the upstream's wait, in
+/// milliseconds (browsers' dev tools and curl users can see where the time went).
+fn server_timing(
+    response: &mut Response,
+    total: std::time::Duration,
+    upstream: Option<std::time::Duration>,
+) {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let value = match upstream {
+        Some(upstream) => format!(
+            "gateway;dur={:.3}, upstream;dur={:.3}",
+            ms(total.saturating_sub(upstream)),
+            ms(upstream)
+        ),
+        None => format!("gateway;dur={:.3}", ms(total)),
+    };
+    if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+        response
+            .headers_mut()
+            .insert(axum::http::HeaderName::from_static("server-timing"), value);
+    }
 }
 
 /// Whether requests to `route` leave an audit record: the API routes do; health, metrics, the

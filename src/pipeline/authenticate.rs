@@ -223,16 +223,19 @@ async fn find_key(state: &AppState, secret: &str) -> Result<Arc<KeyEntry>, Gatew
         .await;
     let found = match looked_up {
         Ok(found) => found,
-        Err(error) => match state.key_cache.last_known.get(&hash).await {
-            Some(known) => {
-                tracing::warn!(error = %error, "key store unavailable: using the key's last known state");
-                known
+        Err(error) => {
+            crate::metrics::record_backend_error("database");
+            match state.key_cache.last_known.get(&hash).await {
+                Some(known) => {
+                    tracing::warn!(error = %error, "key store unavailable: using the key's last known state");
+                    known
+                }
+                None => {
+                    tracing::error!(error = %error, "key lookup failed");
+                    return Err(GatewayError::Unavailable { what: "key store" });
+                }
             }
-            None => {
-                tracing::error!(error = %error, "key lookup failed");
-                return Err(GatewayError::Unavailable { what: "key store" });
-            }
-        },
+        }
     };
     found.ok_or(GatewayError::Unauthenticated {
         reason: "the key is not known",

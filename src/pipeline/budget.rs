@@ -107,15 +107,18 @@ pub async fn reserve(
             crate::metrics::record_budget_refusal();
             Err(refusal(&lines, &exceeded, worst))
         }
-        Err(error) => match state.config.limits.on_backend_error {
-            BackendErrorPolicy::FailOpen => {
-                tracing::warn!(%error, "budget backend failed; serving unreserved (fail_open)");
-                Ok(None)
+        Err(error) => {
+            crate::metrics::record_backend_error("budgets");
+            match state.config.limits.on_backend_error {
+                BackendErrorPolicy::FailOpen => {
+                    tracing::warn!(%error, "budget backend failed; serving unreserved (fail_open)");
+                    Ok(None)
+                }
+                BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {
+                    what: "budget backend",
+                }),
             }
-            BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {
-                what: "budget backend",
-            }),
-        },
+        }
     }
 }
 

@@ -105,6 +105,10 @@ async fn run(
         ),
     };
     facts.model_requested.clone_from(&request.model);
+    facts.model_label = request
+        .model
+        .as_deref()
+        .map(|model| state.model_label(model));
     facts.stream = request.stream;
 
     // 4. authorize: the caller may use this model.
@@ -188,6 +192,7 @@ async fn run(
     }
 
     // 9. forward: pooled, retried, timed; an alias falls back along its targets.
+    let upstream_started = Instant::now();
     let sent = state
         .upstream
         .send_routed(
@@ -203,7 +208,7 @@ async fn run(
             },
         )
         .await;
-    facts.upstream_ms = Some(elapsed_ms(started));
+    facts.set_upstream_wait(upstream_started.elapsed());
     let upstream = match sent {
         Ok((upstream, target)) => {
             facts.upstream = Some(state.upstream.name_of(target.endpoint));
@@ -254,8 +259,9 @@ async fn run(
                         Some("stream_broken")
                     }
                 };
-                facts.upstream_ms = Some(elapsed_ms(started));
+                facts.upstream_ms = Some(elapsed_ms(upstream_started));
                 facts.apply(accounting);
+                crate::metrics::record_usage(route.label(), &facts);
                 let _ = deliver.send(facts);
             }
         };
@@ -284,7 +290,7 @@ async fn run(
                 return Err(error);
             }
         };
-        facts.upstream_ms = Some(elapsed_ms(started));
+        facts.set_upstream_wait(upstream_started.elapsed());
         // 11. usage and cost: what the upstream reported.
         let accounting = account::account(&state.prices, route, &request, usage::summarize(&body));
         settle_later(
@@ -296,6 +302,7 @@ async fn run(
         budget::settle_later(state, hold, cost);
         if let Some(accounting) = accounting {
             facts.apply(accounting);
+            crate::metrics::record_usage(route.label(), facts);
         }
         if let Some(plan) = cache_plan.filter(|_| status == StatusCode::OK) {
             let answer = CachedAnswer {

@@ -142,7 +142,7 @@ pub async fn admit(
     let decision = match state.limiter.acquire(&charges).await {
         Ok(decision) => decision,
         Err(error) => {
-            metrics::counter!("tollgate_limiter_backend_errors_total").increment(1);
+            crate::metrics::record_backend_error("limiter");
             return match state.config.limits.on_backend_error {
                 BackendErrorPolicy::FailOpen => {
                     tracing::debug!(%error, "rate limit backend failed: serving unlimited (fail_open)");

@@ -125,6 +125,15 @@ impl PriceTable {
             .or_else(|| self.models.get(without_date_suffix(model)?))
     }
 
+    /// The table's own name for `model` (a dated snapshot maps to its base model), or `None`
+    /// when unpriced: a bounded label for metrics.
+    pub fn canonical_name(&self, model: &str) -> Option<&str> {
+        self.models
+            .get_key_value(model)
+            .or_else(|| self.models.get_key_value(without_date_suffix(model)?))
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Every priced model id, sorted (for `/v1/models` and the docs).
     pub fn models(&self) -> impl Iterator<Item = (&str, &ModelPrice)> {
         let mut all: Vec<_> = self.models.iter().map(|(k, v)| (k.as_str(), v)).collect();

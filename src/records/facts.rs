@@ -35,6 +35,11 @@ pub struct CallFacts {
     /// Usage counted by Tollgate because the upstream's never arrived.
     pub estimated: bool,
     pub upstream_ms: Option<i64>,
+    /// How long the gateway waited for the upstream's answer (a stream: for its head); the
+    /// rest of the response time is the gateway's own overhead.
+    pub upstream_wait: Option<std::time::Duration>,
+    /// The model as a metrics label: a priced model's table name, an alias, or `other`.
+    pub model_label: Option<String>,
     pub prompt_chars: Option<i64>,
     pub completion_chars: Option<i64>,
     /// How a stream ended (`stream_broken`, `client_left`), overriding the status's outcome.
@@ -58,6 +63,12 @@ impl CallFacts {
             client_ip: Some(principal.client_ip),
             ..Self::default()
         }
+    }
+
+    /// Notes the wait for the upstream (also the record's `upstream_ms`).
+    pub fn set_upstream_wait(&mut self, wait: std::time::Duration) {
+        self.upstream_wait = Some(wait);
+        self.upstream_ms = Some(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
     }
 
     /// Takes in the call's usage and cost.

@@ -21,6 +21,7 @@ mod jwt;
 mod key_store;
 mod limiter;
 mod limits;
+mod observability;
 mod records;
 mod routes;
 mod routing;
