@@ -13,6 +13,7 @@
 //! - [`limiter`]: the `RateLimiter` trait (GCRA), memory and Redis engines, limit rules.
 //! - [`cache`]: the response cache (`CacheStore`: memory and Redis engines; single-flight misses).
 //! - [`content`]: content rules (deny regexes, redaction detectors, prompt length).
+//! - [`dashboard`]: the admin dashboard's page, script and style, served from the binary.
 //! - [`client_ip`]: the client address behind trusted proxies.
 //! - [`jwt`]: user JWT verification (HS256, RS256/ES256 by PEM or JWKS).
 //! - [`keys`]: key generation and hashing. [`extract`]: body reading. [`error`]: the error table.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod client_ip;
 pub mod config;
 pub mod content;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod jwt;

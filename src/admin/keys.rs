@@ -182,5 +182,6 @@ pub async fn revoke(
     if !revoked {
         find(&state, &id).await?;
     }
+    state.key_cache.forget_all();
     Ok(Json(serde_json::json!({ "id": id, "revoked": true })).into_response())
 }

@@ -74,6 +74,12 @@ pub struct KeyCache {
 const LAST_KNOWN_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl KeyCache {
+    /// Forgets every cached lookup, so a change made through this replica (a revocation) takes
+    /// effect here at once; other replicas see it when their entries expire (`keys.cache_ttl_ms`).
+    pub fn forget_all(&self) {
+        self.entries.invalidate_all();
+    }
+
     /// A cache whose entries live `ttl`.
     pub fn new(ttl: Duration) -> Self {
         Self {

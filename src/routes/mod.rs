@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
     open.merge(keyed.route_layer(auth))
         .merge(generate)
         .merge(crate::admin::router(&state))
+        .merge(crate::dashboard::router(&state))
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .with_state(state)

@@ -14,6 +14,7 @@ mod budgets;
 mod cache;
 mod cli;
 mod content;
+mod dashboard;
 mod durability;
 mod errors;
 mod hostile;
