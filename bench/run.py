@@ -8,13 +8,14 @@ Method (docs/BENCHMARKS.md says why):
   - Tollgate's CPU time per request comes from /proc/PID/stat (utime + stime) around each run,
     its peak RSS from VmHWM.
 
-Scenarios (--only core | limits):
+Scenarios (--only core | limits | ips | records | usage | cache):
   throughput   non-streaming chat, closed loop, 64 connections, as fast as possible (wrk)
   fixed_rate   non-streaming chat at 2,000 req/s, upstream +50 ms; added p50/p99
   streams      streamed chat at 500 req/s, upstream +50 ms; time to last byte, added p99
   startup      exec to the first 200 from /health/ready
   limits       2,000 req/s with limits off, in memory, in Redis (--redis URL); added p99 vs off
   distinct_ips RSS while 1,000,000 distinct client IPs (X-Forwarded-For) pass the memory limiter
+  cache        cache hits via Tollgate vs direct calls to the mock, closed loop; CPU per answer
 
 Usage: python3 bench/run.py [--rounds 3] [--quick] [--out bench/results/latest.json]
 Needs: a release build (the script runs cargo build --release), wrk (apt-get install wrk),
@@ -40,6 +41,8 @@ LOADGEN = os.path.join(ROOT, "target", "release", "examples", "loadgen")
 UPSTREAM_KEY = "sk-bench-upstream"
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "echo: the quick brown fox jumps over the lazy dog"}]})
 STREAM = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "echo: " + " ".join(f"w{i}" for i in range(20))}]})
+# temperature 0: the cache keeps it under its default (deterministic) policy.
+CACHEABLE = json.dumps({"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": "echo: the quick brown fox jumps over the lazy dog"}]})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Limit rules that admit everything, so a scenario measures the cost of checking limits and never
 # a refusal: one per-IP and one per-key bucket (two Redis hash tags, so two script calls per
@@ -121,10 +124,10 @@ class Stack:
             p.wait(timeout=30)
 
 
-def wrk(url, key, seconds):
+def wrk(url, key, seconds, body=CHAT):
     script = os.path.join(ROOT, "bench", "chat.lua")
     out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", "-s", script, url],
-                         env=dict(os.environ, KEY=key, BODY=CHAT), check=True, capture_output=True, text=True).stdout
+                         env=dict(os.environ, KEY=key, BODY=body), check=True, capture_output=True, text=True).stdout
     rps = float(next(l.split()[1] for l in out.splitlines() if l.startswith("Requests/sec")))
     errors = sum(int(l.split()[-1]) for l in out.splitlines() if "Non-2xx" in l)
     requests = int(next(l.split()[0] for l in out.splitlines() if "requests in" in l))
@@ -164,7 +167,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="short runs, to try the harness")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.json"))
-    parser.add_argument("--only", choices=["core", "limits", "ips", "records", "usage"], help="run one group of scenarios")
+    parser.add_argument("--only", choices=["core", "limits", "ips", "records", "usage", "cache"], help="run one group of scenarios")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/test",
                         help="PostgreSQL for the records scenario (a schema is created and dropped)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis for the limits scenario")
@@ -187,6 +190,8 @@ def main():
         records(args, seconds, workdir, report)
     if args.only in (None, "usage"):
         usage(args, workdir, report)
+    if args.only in (None, "cache"):
+        cache(args, seconds, workdir, report)
     shutil.rmtree(workdir, ignore_errors=True)
     failed = [name for name, errors in errors_by_scenario(report) if errors]
     if failed:
@@ -205,7 +210,7 @@ def errors_by_scenario(report):
     for name, value in report.items():
         if isinstance(value, dict) and "errors" in value:
             yield name, value["errors"]
-        elif name in ("limits", "records"):
+        elif name in ("limits", "records") and isinstance(value, dict):
             for variant, figures in value.items():
                 yield f"{name}.{variant}", figures["errors"]
 
@@ -365,6 +370,43 @@ def distinct_ips(workdir, report):
             samples.append(((chunk + 1) * 250_000, rss_kib(stack.gateway.pid)))
         report["distinct_ips"][name] = {"rss_kib_after_n_ips": samples, "peak_rss_kib": peak_rss_kib(stack.gateway.pid)}
         stack.stop()
+
+
+def cache(args, seconds, workdir, report):
+    """Cache hits through Tollgate against direct calls to the mock, closed loop (wrk, 64
+    connections): throughput, and CPU per answer of Tollgate (hits) and of the mock (direct)."""
+    stack = Stack(0, workdir, ROOMY_LIMITS)
+    url, key = stack.via("/v1/chat/completions")
+    subprocess.run(["curl", "-sf", "-o", "/dev/null", "-H", f"Authorization: Bearer {key}", "-H",
+                    "Content-Type: application/json", "-d", CACHEABLE, url], check=True)
+    direct, hits = [], []
+    for _ in range(args.rounds):
+        before = cpu_seconds(stack.mock.pid)
+        run = wrk(*stack.direct("/v1/chat/completions"), seconds, CACHEABLE)
+        run["mock_cpu_s"] = cpu_seconds(stack.mock.pid) - before
+        direct.append(run)
+        before_mock = cpu_seconds(stack.mock.pid)
+        run = measured(stack, lambda: wrk(url, key, seconds, CACHEABLE))
+        run["mock_cpu_s"] = cpu_seconds(stack.mock.pid) - before_mock
+        hits.append(run)
+    stack.stop()
+    report["cache"] = {
+        "direct_rps": median(direct, "throughput"),
+        "hit_rps": median(hits, "throughput"),
+        "ratio": median(hits, "throughput") / median(direct, "throughput"),
+        "mock_cpu_us_per_direct_answer": statistics.median(r["mock_cpu_s"] / r["requests"] * 1e6 for r in direct),
+        "gateway_cpu_us_per_hit": statistics.median(r["gateway_cpu_s"] / r["requests"] * 1e6 for r in hits),
+        "mock_cpu_s_during_hits": statistics.median(r["mock_cpu_s"] for r in hits),
+        "errors": sum(r["errors"] for r in direct + hits),
+        "rounds": {"direct": direct, "hits": hits},
+    }
+    c = report["cache"]
+    print(f"""
+| measure | figure |
+| --- | --- |
+| closed loop, 64 connections: direct to the mock / cache hits via Tollgate | {c['direct_rps']:.0f} / {c['hit_rps']:.0f} req/s (ratio {c['ratio']:.2f}) |
+| CPU per answer: the mock (direct) / Tollgate (hit) | {c['mock_cpu_us_per_direct_answer']:.0f} / {c['gateway_cpu_us_per_hit']:.0f} us |
+""")
 
 
 def core(args, seconds, workdir, report):
