@@ -35,12 +35,12 @@ SELECT created_at_ms - created_at_ms % 3600000, caller, COALESCE(key_id, ''),
        COUNT(*) FILTER (WHERE cost_micros IS NULL AND status < 400),
        COUNT(*) FILTER (WHERE estimated)
 FROM requests GROUP BY 1, 2, 3, 4, 5;
-INSERT INTO usage_daily (day_ms, caller, key_id, model, requests, errors, prompt_tokens,
+INSERT INTO usage_daily (day_ms, caller, key_id, user_id, model, requests, errors, prompt_tokens,
     cached_tokens, completion_tokens, reasoning_tokens, images, cost_micros, unpriced, estimated)
-SELECT hour_ms - hour_ms % 86400000, caller, key_id, model, SUM(requests), SUM(errors),
+SELECT hour_ms - hour_ms % 86400000, caller, key_id, user_id, model, SUM(requests), SUM(errors),
        SUM(prompt_tokens), SUM(cached_tokens), SUM(completion_tokens), SUM(reasoning_tokens),
        SUM(images), SUM(cost_micros), SUM(unpriced), SUM(estimated)
-FROM usage_hourly GROUP BY 1, 2, 3, 4;
+FROM usage_hourly GROUP BY 1, 2, 3, 4, 5;
 ANALYZE usage_daily;
 ANALYZE requests;
 ANALYZE usage_hourly;

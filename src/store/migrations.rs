@@ -58,6 +58,11 @@ pub fn sqlite() -> Migrator {
             "daily usage",
             include_str!("../../migrations/sqlite/0006_usage_daily.sql"),
         ),
+        (
+            7,
+            "daily usage by user",
+            include_str!("../../migrations/sqlite/0007_usage_daily_users.sql"),
+        ),
     ])
 }
 
@@ -93,6 +98,11 @@ pub fn postgres() -> Migrator {
             6,
             "daily usage",
             include_str!("../../migrations/postgres/0006_usage_daily.sql"),
+        ),
+        (
+            7,
+            "daily usage by user",
+            include_str!("../../migrations/postgres/0007_usage_daily_users.sql"),
         ),
     ])
 }

@@ -65,7 +65,6 @@ pub(crate) const DAY_MS: i64 = 86_400_000;
 pub(crate) fn rollup<'a>(
     records: impl Iterator<Item = &'a Record>,
     bucket_ms: i64,
-    by_user: bool,
 ) -> BTreeMap<RollupKey, RollupSums> {
     let mut rows: BTreeMap<RollupKey, RollupSums> = BTreeMap::new();
     for record in records {
@@ -73,11 +72,7 @@ pub(crate) fn rollup<'a>(
             record.created_at_ms - record.created_at_ms.rem_euclid(bucket_ms),
             record.caller.clone(),
             record.key_id.clone().unwrap_or_default(),
-            if by_user {
-                record.user_id.clone().unwrap_or_default()
-            } else {
-                String::new()
-            },
+            record.user_id.clone().unwrap_or_default(),
             record
                 .model_used
                 .clone()
@@ -171,8 +166,7 @@ pub(crate) struct UsagePiece {
 }
 
 /// Splits a usage query's range (rounded down to hours) into the pieces each rollup answers:
-/// whole days from `usage_daily` unless the query groups by user, the partial days at either
-/// end (or everything, when grouping by user) from `usage_hourly`.
+/// whole days from `usage_daily`, the partial days at either end from `usage_hourly`.
 pub(crate) fn usage_pieces(query: &UsageQuery) -> Vec<UsagePiece> {
     let from = query.from_ms - query.from_ms.rem_euclid(HOUR_MS);
     let to = query.to_ms - query.to_ms.rem_euclid(HOUR_MS);
@@ -184,7 +178,7 @@ pub(crate) fn usage_pieces(query: &UsageQuery) -> Vec<UsagePiece> {
     };
     let first_day = from + (DAY_MS - from.rem_euclid(DAY_MS)) % DAY_MS;
     let last_day = to - to.rem_euclid(DAY_MS);
-    if query.group_by.contains(&GroupBy::User) || first_day >= last_day {
+    if first_day >= last_day {
         return vec![hourly(from, to)];
     }
     let mut pieces = Vec::with_capacity(3);
@@ -388,18 +382,10 @@ macro_rules! insert_with_rollup_in_rust {
             let ids: Vec<(String,)> = query.build_query_as().fetch_all(&mut *tx).await?;
             new_ids.extend(ids.into_iter().map(|(id,)| id));
         }
-        let daily: Vec<_> = rollup(
-            $records.iter().filter(|r| new_ids.contains(&r.id)),
-            DAY_MS,
-            false,
-        )
-        .into_iter()
-        .collect();
-        let sums = rollup(
-            $records.iter().filter(|r| new_ids.contains(&r.id)),
-            HOUR_MS,
-            true,
-        );
+        let daily: Vec<_> = rollup($records.iter().filter(|r| new_ids.contains(&r.id)), DAY_MS)
+            .into_iter()
+            .collect();
+        let sums = rollup($records.iter().filter(|r| new_ids.contains(&r.id)), HOUR_MS);
         let sums: Vec<_> = sums.into_iter().collect();
         for chunk in sums.chunks(INSERT_CHUNK) {
             let mut query = sqlx::QueryBuilder::<$db>::new(
@@ -423,20 +409,21 @@ macro_rules! insert_with_rollup_in_rust {
         }
         for chunk in daily.chunks(INSERT_CHUNK) {
             let mut query = sqlx::QueryBuilder::<$db>::new(
-                "INSERT INTO usage_daily (day_ms, caller, key_id, model, requests, errors, \
-                 prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, images, \
-                 cost_micros, unpriced, estimated) ",
+                "INSERT INTO usage_daily (day_ms, caller, key_id, user_id, model, requests, \
+                 errors, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, \
+                 images, cost_micros, unpriced, estimated) ",
             );
-            query.push_values(chunk, |mut row, ((day, caller, key, _, model), s)| {
+            query.push_values(chunk, |mut row, ((day, caller, key, user, model), s)| {
                 row.push_bind(*day)
                     .push_bind(caller.as_str())
                     .push_bind(key.as_str())
+                    .push_bind(user.as_str())
                     .push_bind(model.as_str());
                 push_sums!(row, s);
             });
             query.push(rollup_upsert!(
                 "usage_daily",
-                "(day_ms, caller, key_id, model)"
+                "(day_ms, caller, key_id, user_id, model)"
             ));
             query.build().execute(&mut *tx).await?;
         }
@@ -484,14 +471,14 @@ macro_rules! insert_with_rollup_in_sql {
                 rollup_sums!(),
                 " FROM new GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
                 rollup_upsert!("usage_hourly", "(hour_ms, caller, key_id, user_id, model)"),
-                " RETURNING 1), daily AS (INSERT INTO usage_daily (day_ms, caller, key_id, model, \
-                 requests, errors, prompt_tokens, cached_tokens, completion_tokens, \
-                 reasoning_tokens, images, cost_micros, unpriced, estimated) \
+                " RETURNING 1), daily AS (INSERT INTO usage_daily (day_ms, caller, key_id, \
+                 user_id, model, requests, errors, prompt_tokens, cached_tokens, \
+                 completion_tokens, reasoning_tokens, images, cost_micros, unpriced, estimated) \
                  SELECT created_at_ms - created_at_ms % 86400000, caller, COALESCE(key_id, ''), \
-                 COALESCE(model_used, model_requested, ''), ",
+                 COALESCE(user_id, ''), COALESCE(model_used, model_requested, ''), ",
                 rollup_sums!(),
-                " FROM new GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
-                rollup_upsert!("usage_daily", "(day_ms, caller, key_id, model)"),
+                " FROM new GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+                rollup_upsert!("usage_daily", "(day_ms, caller, key_id, user_id, model)"),
                 " RETURNING 1) SELECT COUNT(*) FROM new"
             ));
             let (inserted,): (i64,) = query.build_query_as().fetch_one(&$store.pool).await?;
@@ -728,20 +715,16 @@ mod tests {
                 ("usage_hourly", 4 * day, 4 * day + 5 * HOUR_MS),
             ]
         );
-        // Day-aligned ends: the daily rollup alone.
-        assert_eq!(usage_pieces(&query(day, 3 * day, vec![])).len(), 1);
-        assert_eq!(
-            usage_pieces(&query(day, 3 * day, vec![]))[0].table,
-            "usage_daily"
-        );
-        // Grouping by user, or a range within one day: the hourly rollup.
-        for pieces in [
-            usage_pieces(&query(day, 3 * day, vec![GroupBy::User])),
-            usage_pieces(&query(day + HOUR_MS, day + 5 * HOUR_MS, vec![])),
-        ] {
+        // Day-aligned ends: the daily rollup alone, grouped by user or not (it keeps users).
+        for group_by in [vec![], vec![GroupBy::User]] {
+            let pieces = usage_pieces(&query(day, 3 * day, group_by));
             assert_eq!(pieces.len(), 1);
-            assert_eq!(pieces[0].table, "usage_hourly");
+            assert_eq!(pieces[0].table, "usage_daily");
         }
+        // A range within one day: the hourly rollup.
+        let pieces = usage_pieces(&query(day + HOUR_MS, day + 5 * HOUR_MS, vec![]));
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].table, "usage_hourly");
     }
 
     #[test]

@@ -360,3 +360,108 @@ async fn the_seeds_generate_route_is_recorded_and_priced() {
     assert!(record.usage.total_tokens() > 0);
     gw.stop().await;
 }
+
+/// Usage over a range with partial days at both ends and whole days between (which come from
+/// different rollups) equals the records' own sums, for every grouping, users included.
+async fn usage_adds_up_across_rollups(database: Database) {
+    use std::collections::BTreeMap;
+    use tollgate::records::{GroupBy, UsageQuery};
+
+    let Some(gw) = TestGateway::builder().database(database).start().await else {
+        return;
+    };
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    let day0 = (tollgate::records::now_ms() / DAY - 6) * DAY;
+    let mut all = Vec::new();
+    for day in 0..5 {
+        for hour in [1, 9, 13, 23] {
+            for (n, (user, model)) in [
+                ("ann", "gpt-4o-mini"),
+                ("bob", "gpt-4o"),
+                ("cy", "gpt-4o-mini"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                all.push(Record {
+                    id: format!("rec-{day}-{hour}-{n}"),
+                    created_at_ms: day0 + day * DAY + hour * HOUR + 1234,
+                    request_id: format!("req-{day}-{hour}-{n}"),
+                    key_id: Some(if n == 2 { "key_b" } else { "key_a" }.to_owned()),
+                    user_id: Some(user.to_owned()),
+                    caller: "key".to_owned(),
+                    model_requested: Some(model.to_owned()),
+                    model_used: Some(model.to_owned()),
+                    status: 200,
+                    outcome: "ok".to_owned(),
+                    cost_micros: Some(100 + day * 10 + hour + n as i64),
+                    ..Record::default()
+                });
+            }
+        }
+    }
+    assert_eq!(
+        gw.state.records.insert(&all).await.unwrap(),
+        all.len() as u64
+    );
+    // From 10:00 on day 0 to 14:00 on day 3: partial, whole, whole, partial.
+    let (from, to) = (day0 + 10 * HOUR, day0 + 3 * DAY + 14 * HOUR);
+    let groupings = [
+        vec![GroupBy::User],
+        vec![GroupBy::User, GroupBy::Model, GroupBy::Day],
+        vec![GroupBy::Key, GroupBy::Model, GroupBy::Day],
+        vec![],
+    ];
+    for group_by in groupings {
+        let rows = gw
+            .state
+            .records
+            .usage(&UsageQuery {
+                group_by: group_by.clone(),
+                from_ms: from,
+                to_ms: to,
+            })
+            .await
+            .unwrap();
+        let got: BTreeMap<String, (i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                let name = format!("{:?}/{:?}/{:?}/{:?}", r.key_id, r.user_id, r.model, r.day);
+                (name, (r.requests, r.cost_micros))
+            })
+            .collect();
+        let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for record in all.iter().filter(|r| (from..to).contains(&r.created_at_ms)) {
+            let pick = |g: GroupBy, value: Option<String>| {
+                group_by.contains(&g).then_some(value).flatten()
+            };
+            let day = time::OffsetDateTime::from_unix_timestamp(record.created_at_ms / 1000)
+                .unwrap()
+                .date()
+                .to_string();
+            let name = format!(
+                "{:?}/{:?}/{:?}/{:?}",
+                pick(GroupBy::Key, record.key_id.clone()),
+                pick(GroupBy::User, record.user_id.clone()),
+                pick(GroupBy::Model, record.model_used.clone()),
+                pick(GroupBy::Day, Some(day)),
+            );
+            let entry = expected.entry(name).or_default();
+            entry.0 += 1;
+            entry.1 += record.cost_micros.unwrap();
+        }
+        assert_eq!(got, expected, "grouped by {group_by:?}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn usage_adds_up_across_rollups_on_sqlite() {
+    usage_adds_up_across_rollups(Database::Sqlite).await;
+}
+
+#[tokio::test]
+async fn usage_adds_up_across_rollups_on_postgres() {
+    usage_adds_up_across_rollups(Database::Postgres).await;
+}
