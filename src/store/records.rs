@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::openai::usage::Usage;
-use crate::records::{GroupBy, Record, UsageQuery, UsageRow};
+use crate::records::{Record, UsageQuery, UsageRow};
 use crate::store::StoreError;
 
 /// Rows per INSERT statement: 34 columns × 400 rows stays under SQLite's 32,766 bound
@@ -686,6 +686,7 @@ pub(crate) use sql_record_store;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::GroupBy;
 
     fn query(from_ms: i64, to_ms: i64, group_by: Vec<GroupBy>) -> UsageQuery {
         UsageQuery {
