@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use tollgate::records::{RecentQuery, Record};
 
 use crate::support::engines::required_env;
 use crate::support::redis_server::RedisServer;
@@ -80,25 +79,6 @@ async fn upstream_calls(gw: &TestGateway, path: &str) -> usize {
         .count()
 }
 
-async fn record_of(gw: &TestGateway, request_id: &str) -> Record {
-    for _ in 0..100 {
-        let records = gw
-            .state
-            .records
-            .recent(&RecentQuery {
-                limit: 500,
-                ..RecentQuery::default()
-            })
-            .await
-            .unwrap();
-        if let Some(record) = records.into_iter().find(|r| r.request_id == request_id) {
-            return record;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no record for {request_id} after 5 s");
-}
-
 async fn behaviour(engine: Engine) {
     let gw = gateway(engine, "").await;
     const CHAT: &str = "/v1/chat/completions";
@@ -129,11 +109,11 @@ async fn behaviour(engine: Engine) {
     assert_eq!(send(reordered).await.cache, "HIT");
 
     // The hit's record: zero cost, the model that answered, HIT; the miss's: its real cost.
-    let record = record_of(&gw, &second.request_id).await;
+    let record = gw.record_of(&second.request_id).await;
     assert_eq!(record.cache_status.as_deref(), Some("HIT"));
     assert_eq!(record.cost_micros, Some(0));
     assert_eq!(record.model_used.as_deref(), first.body["model"].as_str());
-    let miss = record_of(&gw, &first.request_id).await;
+    let miss = gw.record_of(&first.request_id).await;
     assert_eq!(miss.cache_status.as_deref(), Some("MISS"));
     assert!(miss.cost_micros.unwrap() > 0);
 
@@ -272,14 +252,7 @@ async fn a_cache_outage_never_fails_a_request() {
             "served from upstream while Redis is down"
         );
     }
-    let metrics = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"tollgate_backend_errors_total{backend="cache"}"#),
         "the outage is counted"

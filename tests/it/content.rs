@@ -2,10 +2,7 @@
 //! and moderation through the upstream, each named in the record without the text; and all
 //! of it off by default.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use tollgate::records::{RecentQuery, Record};
 
 use crate::support::{TestGateway, error_of};
 
@@ -19,25 +16,6 @@ moderation = true
 
 fn chat(content: &str) -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]})
-}
-
-async fn record_of(gw: &TestGateway, request_id: &str) -> Record {
-    for _ in 0..100 {
-        let records = gw
-            .state
-            .records
-            .recent(&RecentQuery {
-                limit: 200,
-                ..RecentQuery::default()
-            })
-            .await
-            .unwrap();
-        if let Some(record) = records.into_iter().find(|r| r.request_id == request_id) {
-            return record;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no record for {request_id}");
 }
 
 fn request_id(response: &reqwest::Response) -> String {
@@ -74,7 +52,7 @@ async fn secrets_are_redacted_before_forwarding_and_only_rule_names_are_recorded
         content,
         "I am [REDACTED:email], card [REDACTED:card], phone [REDACTED:phone], key [REDACTED:api_key]"
     );
-    let record = record_of(&gw, &id).await;
+    let record = gw.record_of(&id).await;
     assert_eq!(
         record.rules_fired,
         [
@@ -133,7 +111,7 @@ async fn deny_length_and_moderation_refuse_without_forwarding() {
             !error.to_string().contains(prompt),
             "the error does not echo the prompt"
         );
-        let record = record_of(&gw, &id).await;
+        let record = gw.record_of(&id).await;
         assert_eq!(record.rules_fired, [rule]);
         assert_eq!(record.status, 400);
     }
@@ -141,14 +119,7 @@ async fn deny_length_and_moderation_refuse_without_forwarding() {
         sent_to(&gw, "/v1/chat/completions").await.is_empty(),
         "nothing refused reached the upstream"
     );
-    let metrics = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("tollgate_content_refusals_total 3"),
         "{metrics}"

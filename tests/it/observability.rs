@@ -86,14 +86,7 @@ async fn metrics_carry_the_designed_names_and_only_bounded_labels() {
         .json(&chat("gpt-4o-mini"));
     assert_eq!(anonymous.send().await.unwrap().status(), 401);
 
-    let page = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = gw.metrics().await;
     let found = series(&page);
     let expected: [(&str, &[&str]); 14] = [
         (

@@ -2,13 +2,10 @@
 //! fallbacks follow 5xx, 429, timeouts and connect errors (never a 400), `/v1/models` lists
 //! the aliases, and records keep the asked and the used model and the upstream.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use tollgate::config::{Config, Env};
 use tollgate::mock_upstream::MockOptions;
 use tollgate::pricing::PriceTable;
-use tollgate::records::{RecentQuery, Record};
 
 use crate::support::{MockServer, TestGateway, error_of};
 
@@ -71,25 +68,6 @@ async fn received(client: &reqwest::Client, url: String) -> Vec<Value> {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
-async fn record_of(gw: &TestGateway, request_id: &str) -> Record {
-    for _ in 0..100 {
-        let records = gw
-            .state
-            .records
-            .recent(&RecentQuery {
-                limit: 200,
-                ..RecentQuery::default()
-            })
-            .await
-            .unwrap();
-        if let Some(record) = records.into_iter().find(|r| r.request_id == request_id) {
-            return record;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no record for {request_id}");
-}
-
 async fn ok_call(gw: &TestGateway, body: &Value) -> (String, Value) {
     let response = gw.post("/v1/chat/completions", body).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -107,7 +85,7 @@ async fn an_alias_sends_its_target_and_the_record_keeps_both_names() {
     let sent = gw.upstream_requests().await;
     assert_eq!(sent.last().unwrap()["body"]["model"], "gpt-4o-mini");
     assert_eq!(body["model"], "gpt-4o-mini");
-    let record = record_of(&gw, &id).await;
+    let record = gw.record_of(&id).await;
     assert_eq!(record.model_requested.as_deref(), Some("fast"));
     assert_eq!(record.model_used.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(record.upstream.as_deref(), Some("default"));
@@ -128,10 +106,7 @@ async fn an_alias_sends_its_target_and_the_record_keeps_both_names() {
         at_backup[0]["headers"]["authorization"],
         format!("Bearer {BACKUP_KEY}")
     );
-    assert_eq!(
-        record_of(&gw, &id).await.upstream.as_deref(),
-        Some("backup")
-    );
+    assert_eq!(gw.record_of(&id).await.upstream.as_deref(), Some("backup"));
     gw.stop().await;
 }
 
@@ -148,7 +123,7 @@ async fn fallbacks_follow_server_errors_rate_limits_timeouts_and_refused_connect
     gw.fault(json!({"status": 500, "count": 2})).await;
     let (id, body) = ok_call(&gw, &chat("fast")).await;
     assert_eq!(body["model"], "gpt-4.1-mini");
-    let record = record_of(&gw, &id).await;
+    let record = gw.record_of(&id).await;
     assert_eq!(record.upstream.as_deref(), Some("backup"));
     assert_eq!(record.model_requested.as_deref(), Some("fast"));
     assert_eq!(record.model_used.as_deref(), Some("gpt-4.1-mini"));
@@ -162,18 +137,12 @@ async fn fallbacks_follow_server_errors_rate_limits_timeouts_and_refused_connect
     // A primary slower than the timeout (a timed-out call is not retried on the same upstream).
     gw.fault(json!({"latency_ms": 4000})).await;
     let (id, _) = ok_call(&gw, &chat("fast")).await;
-    assert_eq!(
-        record_of(&gw, &id).await.upstream.as_deref(),
-        Some("backup")
-    );
+    assert_eq!(gw.record_of(&id).await.upstream.as_deref(), Some("backup"));
     assert_eq!(backup_calls().await, 3);
 
     // A primary nobody listens on.
     let (id, _) = ok_call(&gw, &chat("broken")).await;
-    assert_eq!(
-        record_of(&gw, &id).await.upstream.as_deref(),
-        Some("backup")
-    );
+    assert_eq!(gw.record_of(&id).await.upstream.as_deref(), Some("backup"));
     assert_eq!(backup_calls().await, 4);
 
     // Streams fall back too (before their first byte).
@@ -220,14 +189,7 @@ async fn fallbacks_follow_server_errors_rate_limits_timeouts_and_refused_connect
     )
     .await;
     assert_eq!(status, 502);
-    let metrics = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains(r#"tollgate_upstream_fallbacks_total{upstream="default"}"#));
     gw.stop().await;
 }

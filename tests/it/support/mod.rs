@@ -148,6 +148,37 @@ impl TestGateway {
             .expect("json")
     }
 
+    /// The stored audit record of `request_id`, waiting up to 5 s for the writer.
+    pub async fn record_of(&self, request_id: &str) -> tollgate::records::Record {
+        for _ in 0..100 {
+            let records = self
+                .state
+                .records
+                .recent(&tollgate::records::RecentQuery {
+                    limit: 500,
+                    ..tollgate::records::RecentQuery::default()
+                })
+                .await
+                .expect("records");
+            if let Some(record) = records.into_iter().find(|r| r.request_id == request_id) {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no record for {request_id} after 5 s");
+    }
+
+    /// The `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Stops both servers (the gateway drains first) and drops the test's database.
     pub async fn stop(mut self) {
         self.shutdown().await;
