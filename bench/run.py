@@ -376,20 +376,25 @@ def cache(args, seconds, workdir, report):
     """Cache hits through Tollgate against direct calls to the mock, closed loop (wrk, 64
     connections): throughput, and CPU per answer of Tollgate (hits) and of the mock (direct)."""
     stack = Stack(0, workdir, ROOMY_LIMITS)
-    url, key = stack.via("/v1/chat/completions")
-    subprocess.run(["curl", "-sf", "-o", "/dev/null", "-H", f"Authorization: Bearer {key}", "-H",
-                    "Content-Type: application/json", "-d", CACHEABLE, url], check=True)
-    direct, hits = [], []
+    # The same with audit records off: how much of a hit's CPU is its record.
+    unrecorded = Stack(0, workdir, ROOMY_LIMITS + "\n[records]\nenabled = false\n")
+    for s in (stack, unrecorded):
+        url, key = s.via("/v1/chat/completions")
+        subprocess.run(["curl", "-sf", "-o", "/dev/null", "-H", f"Authorization: Bearer {key}", "-H",
+                        "Content-Type: application/json", "-d", CACHEABLE, url], check=True)
+    direct, hits, bare = [], [], []
     for _ in range(args.rounds):
         before = cpu_seconds(stack.mock.pid)
         run = wrk(*stack.direct("/v1/chat/completions"), seconds, CACHEABLE)
         run["mock_cpu_s"] = cpu_seconds(stack.mock.pid) - before
         direct.append(run)
         before_mock = cpu_seconds(stack.mock.pid)
-        run = measured(stack, lambda: wrk(url, key, seconds, CACHEABLE))
+        run = measured(stack, lambda: wrk(*stack.via("/v1/chat/completions"), seconds, CACHEABLE))
         run["mock_cpu_s"] = cpu_seconds(stack.mock.pid) - before_mock
         hits.append(run)
+        bare.append(measured(unrecorded, lambda: wrk(*unrecorded.via("/v1/chat/completions"), seconds, CACHEABLE)))
     stack.stop()
+    unrecorded.stop()
     report["cache"] = {
         "direct_rps": median(direct, "throughput"),
         "hit_rps": median(hits, "throughput"),
@@ -397,8 +402,10 @@ def cache(args, seconds, workdir, report):
         "mock_cpu_us_per_direct_answer": statistics.median(r["mock_cpu_s"] / r["requests"] * 1e6 for r in direct),
         "gateway_cpu_us_per_hit": statistics.median(r["gateway_cpu_s"] / r["requests"] * 1e6 for r in hits),
         "mock_cpu_s_during_hits": statistics.median(r["mock_cpu_s"] for r in hits),
-        "errors": sum(r["errors"] for r in direct + hits),
-        "rounds": {"direct": direct, "hits": hits},
+        "hit_rps_records_off": median(bare, "throughput"),
+        "gateway_cpu_us_per_hit_records_off": statistics.median(r["gateway_cpu_s"] / r["requests"] * 1e6 for r in bare),
+        "errors": sum(r["errors"] for r in direct + hits + bare),
+        "rounds": {"direct": direct, "hits": hits, "hits_records_off": bare},
     }
     c = report["cache"]
     print(f"""
@@ -406,6 +413,7 @@ def cache(args, seconds, workdir, report):
 | --- | --- |
 | closed loop, 64 connections: direct to the mock / cache hits via Tollgate | {c['direct_rps']:.0f} / {c['hit_rps']:.0f} req/s (ratio {c['ratio']:.2f}) |
 | CPU per answer: the mock (direct) / Tollgate (hit) | {c['mock_cpu_us_per_direct_answer']:.0f} / {c['gateway_cpu_us_per_hit']:.0f} us |
+| the same with audit records off: hits / CPU per hit | {c['hit_rps_records_off']:.0f} req/s / {c['gateway_cpu_us_per_hit_records_off']:.0f} us |
 """)
 
 
