@@ -609,8 +609,9 @@ macro_rules! sql_record_store {
                 query: &$crate::records::UsageQuery,
             ) -> Result<Vec<$crate::records::UsageRow>, $crate::store::StoreError> {
                 use sqlx::Row;
-                let mut pieces = Vec::new();
-                for piece in $crate::store::records::usage_pieces(query) {
+                // The pieces (whole days, and the hours at either end) are read at once, on
+                // separate pool connections, then added up.
+                let reads = $crate::store::records::usage_pieces(query).into_iter().map(|piece| async move {
                 let groups: Vec<String> = query.group_by.iter().map(|g| g.column(piece.time)).collect();
                 let mut sql = sqlx::QueryBuilder::<$db>::new("SELECT ");
                 for column in &groups {
@@ -667,8 +668,9 @@ macro_rules! sql_record_store {
                         out.push(usage);
                     }
                 }
-                pieces.push(out);
-                }
+                Ok::<_, $crate::store::StoreError>(out)
+                });
+                let pieces = futures_util::future::try_join_all(reads).await?;
                 Ok($crate::store::records::merge_usage(pieces))
             }
 
