@@ -6,13 +6,14 @@
 //! The tenant in the key is the key id, else the JWT subject, else (anonymous mode) the end
 //! user or the client address: answers never cross tenants.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use super::{ModelRoute, Principal};
-use crate::cache::CacheKey;
+use super::{ModelRoute, Principal, respond};
+use crate::cache::{CacheKey, CachedAnswer};
 use crate::config::{CacheConfig, ChatCachePolicy};
 use crate::openai::requests::RequestFacts;
+use crate::records::CallFacts;
 
 /// What the cache did for a response (`x-tollgate-cache` and the record's `cache_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,17 @@ pub fn plan(
         lookup: !no_cache,
         store: !no_store,
     })
+}
+
+/// The answer to a hit: the stored body, at zero cost, with the facts its record needs.
+pub fn hit(answer: CachedAnswer, facts: &mut CallFacts) -> Response {
+    facts.cache_status = Some(CacheStatus::Hit.as_str());
+    facts.model_used = answer.model;
+    facts.cost_micros = Some(0);
+    let mut response = respond::json(StatusCode::OK, &HeaderMap::new(), answer.body);
+    respond::set_cost(&mut response, 0);
+    CacheStatus::Hit.write_header(&mut response);
+    response
 }
 
 /// The caller's `Cache-Control` directives that concern us: `(no-cache, no-store)`.

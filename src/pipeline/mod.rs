@@ -173,14 +173,10 @@ async fn run(
             }
         };
         if let Some(answer) = found {
+            // Nothing went upstream: reservations settle to zero.
             settle_later(state, admission.clone(), Some(0));
             budget::settle_later(state, hold, Some(0));
-            facts.cache_status = Some(CacheStatus::Hit.as_str());
-            facts.model_used = answer.model;
-            facts.cost_micros = Some(0);
-            let mut response = respond::json(StatusCode::OK, &HeaderMap::new(), answer.body);
-            respond::set_cost(&mut response, 0);
-            CacheStatus::Hit.write_header(&mut response);
+            let mut response = cache::hit(answer, facts);
             if let Some(admission) = &admission {
                 admission.write_headers(response.headers_mut());
             }
