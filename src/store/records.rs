@@ -361,8 +361,11 @@ macro_rules! push_record_values {
 }
 pub(crate) use push_record_values;
 
-/// SQLite's insert: rows in chunks of [`INSERT_CHUNK`] with `RETURNING id`, then the rollup of
-/// the rows that were new, summed here and upserted in key order, all in one transaction.
+/// SQLite's insert: rows in chunks of [`INSERT_CHUNK`], each after a look-up of the chunk's ids
+/// already stored (only a replay has any), then the rollup of the rows that were new, summed
+/// here and upserted in key order, all in one transaction. Not `RETURNING id`: sqlx runs SQLite
+/// on a worker thread and would send every returned id back as its own message, a thread
+/// handoff per record (measured: most of the audit log's CPU cost).
 macro_rules! insert_with_rollup_in_rust {
     ($store:ident, $records:ident, $db:ty) => {{
         use $crate::store::records::{
@@ -370,22 +373,44 @@ macro_rules! insert_with_rollup_in_rust {
             rollup_upsert,
         };
         let mut tx = $store.pool.begin().await?;
-        let mut new_ids = std::collections::HashSet::new();
+        let mut new_ids: std::collections::HashSet<&str> =
+            std::collections::HashSet::with_capacity($records.len());
         for chunk in $records.chunks(INSERT_CHUNK) {
+            let mut lookup =
+                sqlx::QueryBuilder::<$db>::new("SELECT id FROM requests WHERE id IN (");
+            let mut ids = lookup.separated(", ");
+            for record in chunk {
+                ids.push_bind(record.id.as_str());
+            }
+            lookup.push(")");
+            let stored: Vec<(String,)> = lookup.build_query_as().fetch_all(&mut *tx).await?;
+            let stored: std::collections::HashSet<String> =
+                stored.into_iter().map(|(id,)| id).collect();
             let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
                 "INSERT INTO requests (",
                 record_columns!(),
                 ") "
             ));
             push_record_values!(query, chunk);
-            query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-            let ids: Vec<(String,)> = query.build_query_as().fetch_all(&mut *tx).await?;
-            new_ids.extend(ids.into_iter().map(|(id,)| id));
+            query.push(" ON CONFLICT (id) DO NOTHING");
+            query.build().execute(&mut *tx).await?;
+            new_ids.extend(
+                chunk
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .filter(|id| !stored.contains(*id)),
+            );
         }
-        let daily: Vec<_> = rollup($records.iter().filter(|r| new_ids.contains(&r.id)), DAY_MS)
-            .into_iter()
-            .collect();
-        let sums = rollup($records.iter().filter(|r| new_ids.contains(&r.id)), HOUR_MS);
+        let daily: Vec<_> = rollup(
+            $records.iter().filter(|r| new_ids.contains(r.id.as_str())),
+            DAY_MS,
+        )
+        .into_iter()
+        .collect();
+        let sums = rollup(
+            $records.iter().filter(|r| new_ids.contains(r.id.as_str())),
+            HOUR_MS,
+        );
         let sums: Vec<_> = sums.into_iter().collect();
         for chunk in sums.chunks(INSERT_CHUNK) {
             let mut query = sqlx::QueryBuilder::<$db>::new(
