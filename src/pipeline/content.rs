@@ -2,8 +2,9 @@
 //! them) and before the budget reservation.
 //!
 //! The length cap, the deny list and the redactions run in-process ([`crate::content`]); with
-//! `moderation = true` the (redacted) prompt text then goes to the default upstream's
-//! `/v1/moderations`, and flagged input is refused. Moderation fails closed: when it cannot
+//! `moderation = true` the (redacted) prompt text goes to the default upstream's
+//! `/v1/moderations` once the cache has missed, just before forwarding (a cached answer was
+//! moderated when it was first asked), and flagged input is refused. Moderation fails closed: when it cannot
 //! answer, the request is not forwarded unchecked (the caller gets the upstream error). The
 //! rules that fired go in the record, never the text.
 
@@ -17,15 +18,21 @@ use crate::error::GatewayError;
 use crate::records::CallFacts;
 use crate::state::AppState;
 
-/// Checks the body about to go upstream; replaces it when something was redacted.
-pub async fn apply(
+/// Prompt text waiting for the moderation check, which runs only when the request is about
+/// to go upstream (a cached answer needs none).
+#[derive(Debug, Default)]
+pub struct PendingModeration(Vec<String>);
+
+/// Checks the body about to go upstream with the in-process rules, and replaces it when
+/// something was redacted. Returns the text moderation must still see, when it is on.
+pub fn apply(
     state: &AppState,
     route: ModelRoute,
     body: &mut OutgoingBody,
     facts: &mut CallFacts,
-) -> Result<(), GatewayError> {
+) -> Result<Option<PendingModeration>, GatewayError> {
     let OutgoingBody::Buffered(bytes) = body else {
-        return Ok(());
+        return Ok(None);
     };
     let checked = match state.content.check(route, bytes) {
         Ok(checked) => checked,
@@ -39,10 +46,18 @@ pub async fn apply(
     if let Some(rewritten) = checked.rewritten {
         *bytes = rewritten;
     }
-    if state.content.moderation
-        && !checked.texts.is_empty()
-        && moderate(state, &checked.texts).await?
-    {
+    Ok((state.content.moderation && !checked.texts.is_empty())
+        .then_some(PendingModeration(checked.texts)))
+}
+
+/// Asks the upstream's moderation about `pending`; flagged input is refused.
+pub async fn moderate(
+    state: &AppState,
+    route: ModelRoute,
+    pending: PendingModeration,
+    facts: &mut CallFacts,
+) -> Result<(), GatewayError> {
+    if flagged(state, &pending.0).await? {
         facts.rules_fired.push("moderation".to_owned());
         crate::metrics::record_content_refusal();
         return Err(GatewayError::ContentPolicy {
@@ -54,7 +69,7 @@ pub async fn apply(
 }
 
 /// Whether the upstream's moderation flags any of `texts`.
-async fn moderate(state: &AppState, texts: &[String]) -> Result<bool, GatewayError> {
+async fn flagged(state: &AppState, texts: &[String]) -> Result<bool, GatewayError> {
     #[derive(serde::Deserialize)]
     struct Verdicts {
         results: Vec<Verdict>,

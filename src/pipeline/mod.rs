@@ -131,13 +131,18 @@ async fn run(
     })
     .await?;
 
-    // 6. content rules: length, deny list, redaction, moderation (when configured).
-    if state.content.enabled()
-        && let Err(error) = content::apply(state, route, &mut body, facts).await
-    {
-        settle_later(state, admission, None);
-        return Err(error);
-    }
+    // 6. content rules: length, deny list, redaction (moderation waits for a cache miss).
+    let moderation = if state.content.enabled() {
+        match content::apply(state, route, &mut body, facts) {
+            Ok(pending) => pending,
+            Err(error) => {
+                settle_later(state, admission, None);
+                return Err(error);
+            }
+        }
+    } else {
+        None
+    };
 
     // 7. budgets: the worst case (over the model's targets) reserved on every budget that
     // applies, or a 429.
@@ -185,6 +190,14 @@ async fn run(
     }
     if matches!(route, ModelRoute::Chat | ModelRoute::Embeddings) {
         facts.cache_status = Some(cache_status.as_str());
+    }
+
+    if let Some(pending) = moderation
+        && let Err(error) = content::moderate(state, route, pending, facts).await
+    {
+        settle_later(state, admission, None);
+        budget::settle_later(state, hold, None);
+        return Err(error);
     }
 
     // 9. forward: pooled, retried, timed; an alias falls back along its targets.

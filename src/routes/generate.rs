@@ -100,9 +100,12 @@ pub async fn generate(
             },
             }))
             .into_response();
-            // The rate-limit and cost headers of the chat call are this route's too.
+            // The rate-limit, cost and cache headers of the chat call are this route's too.
             for (name, value) in &limit_headers {
-                if name.as_str().starts_with("x-ratelimit-") || name == "x-tollgate-cost-usd" {
+                if name.as_str().starts_with("x-ratelimit-")
+                    || name == "x-tollgate-cost-usd"
+                    || name == "x-tollgate-cache"
+                {
                     response.headers_mut().insert(name.clone(), value.clone());
                 }
             }

@@ -170,6 +170,22 @@ async fn behaviour(engine: Engine) {
     .await;
     assert!(embedded, "embeddings are cached");
 
+    // The seeds' route is a chat call underneath, and says so.
+    let generate = json!({"prompt": "cache the seeds' route", "temperature": 0});
+    let header = |response: reqwest::Response| {
+        response.headers()["x-tollgate-cache"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = gw.post("/api/ai/generate", &generate).send().await.unwrap();
+    assert_eq!(header(first), "MISS");
+    let generated = eventually(Duration::from_secs(2), || async {
+        header(gw.post("/api/ai/generate", &generate).send().await.unwrap()) == "HIT"
+    })
+    .await;
+    assert!(generated, "/api/ai/generate is answered from the cache");
+
     // The purge empties it: the next identical request goes upstream again.
     let purged: Value = gw
         .client

@@ -84,6 +84,30 @@ async fn secrets_are_redacted_before_forwarding_and_only_rule_names_are_recorded
         sent_to(&gw, "/v1/embeddings").await[0]["input"][0],
         "mail [REDACTED:email]"
     );
+
+    // Moderation is asked only when the request goes upstream: a cache hit needs none.
+    let before = sent_to(&gw, "/v1/moderations").await.len();
+    let mut deterministic = chat("moderate me once");
+    deterministic["temperature"] = json!(0);
+    let mut caches = Vec::new();
+    for _ in 0..5 {
+        let response = gw
+            .post("/v1/chat/completions", &deterministic)
+            .send()
+            .await
+            .unwrap();
+        caches.push(
+            response.headers()["x-tollgate-cache"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(caches[0], "MISS");
+    assert_eq!(caches[4], "HIT", "{caches:?}");
+    let misses = caches.iter().filter(|c| *c == "MISS").count();
+    assert_eq!(sent_to(&gw, "/v1/moderations").await.len() - before, misses);
     gw.stop().await;
 }
 
