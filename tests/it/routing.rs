@@ -194,26 +194,36 @@ async fn fallbacks_follow_server_errors_rate_limits_timeouts_and_refused_connect
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn the_model_list_shows_aliases_the_key_may_use() {
-    let (gw, _backup) = routed().await;
+/// The ids `/v1/models` lists for `key`.
+async fn model_ids(gw: &TestGateway, key: &str) -> Vec<String> {
     let list: Value = gw
-        .get("/v1/models")
+        .client
+        .get(gw.url("/v1/models"))
+        .bearer_auth(key)
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let ids: Vec<&str> = list["data"]
+    list["data"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert!(ids.contains(&"fast") && ids.contains(&"broken"), "{ids:?}");
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_model_list_shows_aliases_the_key_may_use() {
+    let (gw, _backup) = routed().await;
+    let ids = model_ids(&gw, &gw.key).await;
     assert!(
-        ids.contains(&"gpt-4o-mini"),
+        ids.contains(&"fast".to_owned()) && ids.contains(&"broken".to_owned()),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&"gpt-4o-mini".to_owned()),
         "upstream models stay: {ids:?}"
     );
     let alias: Value = gw
@@ -229,23 +239,7 @@ async fn the_model_list_shows_aliases_the_key_may_use() {
 
     // A key limited to the alias sees it and may call it; the target's name is not a key to it.
     let (_, narrow) = gw.create_key(&["fast"]).await;
-    let list: Value = gw
-        .client
-        .get(gw.url("/v1/models"))
-        .bearer_auth(&narrow)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["fast"]);
+    assert_eq!(model_ids(&gw, &narrow).await, ["fast"]);
     let refused = gw
         .client
         .post(gw.url("/v1/chat/completions"))
