@@ -63,7 +63,12 @@ async fn secrets_are_redacted_before_forwarding_and_only_rule_names_are_recorded
         ]
     );
     let stored = serde_json::to_string(&record).unwrap();
-    for secret in ["ann@example.com", "4111", "555-2671", "sk-live"] {
+    for secret in [
+        "ann@example.com",
+        "4111 1111 1111 1111",
+        "555-2671",
+        "sk-live",
+    ] {
         assert!(!stored.contains(secret), "the record holds {secret}");
     }
     // Moderation saw the redacted text, not the original.
