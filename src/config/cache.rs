@@ -27,6 +27,8 @@ pub struct CacheConfig {
     pub embeddings: bool,
     /// `cache.max_bytes`: the in-memory engine's bound on stored bodies and keys.
     pub max_bytes: u64,
+    /// `cache.max_entry_bytes`: larger answers (big embeddings batches) are not stored.
+    pub max_entry_bytes: usize,
     /// `AI_CACHE_TTL` (seconds): how long an answer stays.
     #[serde(serialize_with = "serialize_ms")]
     pub ttl: Duration,
@@ -65,6 +67,7 @@ impl CacheConfig {
             }
         };
         let max_bytes = s.get("cache.max_bytes", None, 268_435_456u64);
+        let max_entry_bytes = s.get("cache.max_entry_bytes", None, 1_048_576usize);
         let ttl_seconds = s.get("cache.ttl_seconds", Some("AI_CACHE_TTL"), 3600u64);
         if ttl_seconds == 0 || ttl_seconds > 30 * 86_400 {
             s.invalid(
@@ -77,6 +80,7 @@ impl CacheConfig {
             chat,
             embeddings,
             max_bytes,
+            max_entry_bytes,
             ttl: Duration::from_secs(ttl_seconds.max(1)),
         }
     }

@@ -313,7 +313,8 @@ async fn run(
             facts.apply(accounting);
             crate::metrics::record_usage(route.label(), facts);
         }
-        if let Some(plan) = cache_plan.filter(|_| status == StatusCode::OK) {
+        let storable = status == StatusCode::OK && body.len() <= state.config.cache.max_entry_bytes;
+        if let Some(plan) = cache_plan.filter(|_| storable) {
             let answer = CachedAnswer {
                 model: facts.model_used.clone(),
                 body: body.clone(),

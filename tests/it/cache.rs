@@ -299,6 +299,13 @@ async fn cache_policies_follow_the_config() {
     );
     gw.stop().await;
 
+    // An answer over max_entry_bytes is not stored (a chat answer is ~600 bytes).
+    let gw = gateway(Engine::Memory, "[cache]\nmax_entry_bytes = 100\n").await;
+    for _ in 0..2 {
+        assert_eq!(send(gw.post(CHAT, &chat("big", 0.0))).await.cache, "MISS");
+    }
+    gw.stop().await;
+
     let gw = gateway(Engine::Memory, "[cache]\nchat = \"off\"\n").await;
     assert_eq!(
         send(gw.post(CHAT, &chat("warm", 0.0))).await.cache,
