@@ -401,56 +401,43 @@ macro_rules! insert_with_rollup_in_rust {
                     .filter(|id| !stored.contains(*id)),
             );
         }
-        let daily: Vec<_> = rollup(
-            $records.iter().filter(|r| new_ids.contains(r.id.as_str())),
-            DAY_MS,
-        )
-        .into_iter()
-        .collect();
-        let sums = rollup(
-            $records.iter().filter(|r| new_ids.contains(r.id.as_str())),
-            HOUR_MS,
-        );
-        let sums: Vec<_> = sums.into_iter().collect();
-        for chunk in sums.chunks(INSERT_CHUNK) {
-            let mut query = sqlx::QueryBuilder::<$db>::new(
+        // Both rollups share their columns; only the table and its time bucket differ.
+        const ROLLUPS: [(i64, &str, &str); 2] = [
+            (
+                HOUR_MS,
                 "INSERT INTO usage_hourly (hour_ms, caller, key_id, user_id, model, requests, \
                  errors, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, \
                  images, cost_micros, unpriced, estimated) ",
-            );
-            query.push_values(chunk, |mut row, ((hour, caller, key, user, model), s)| {
-                row.push_bind(*hour)
-                    .push_bind(caller.as_str())
-                    .push_bind(key.as_str())
-                    .push_bind(user.as_str())
-                    .push_bind(model.as_str());
-                push_sums!(row, s);
-            });
-            query.push(rollup_upsert!(
-                "usage_hourly",
-                "(hour_ms, caller, key_id, user_id, model)"
-            ));
-            query.build().execute(&mut *tx).await?;
-        }
-        for chunk in daily.chunks(INSERT_CHUNK) {
-            let mut query = sqlx::QueryBuilder::<$db>::new(
+                rollup_upsert!("usage_hourly", "(hour_ms, caller, key_id, user_id, model)"),
+            ),
+            (
+                DAY_MS,
                 "INSERT INTO usage_daily (day_ms, caller, key_id, user_id, model, requests, \
                  errors, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, \
                  images, cost_micros, unpriced, estimated) ",
-            );
-            query.push_values(chunk, |mut row, ((day, caller, key, user, model), s)| {
-                row.push_bind(*day)
-                    .push_bind(caller.as_str())
-                    .push_bind(key.as_str())
-                    .push_bind(user.as_str())
-                    .push_bind(model.as_str());
-                push_sums!(row, s);
-            });
-            query.push(rollup_upsert!(
-                "usage_daily",
-                "(day_ms, caller, key_id, user_id, model)"
-            ));
-            query.build().execute(&mut *tx).await?;
+                rollup_upsert!("usage_daily", "(day_ms, caller, key_id, user_id, model)"),
+            ),
+        ];
+        for (bucket_ms, insert, upsert) in ROLLUPS {
+            let sums: Vec<_> = rollup(
+                $records.iter().filter(|r| new_ids.contains(r.id.as_str())),
+                bucket_ms,
+            )
+            .into_iter()
+            .collect();
+            for chunk in sums.chunks(INSERT_CHUNK) {
+                let mut query = sqlx::QueryBuilder::<$db>::new(insert);
+                query.push_values(chunk, |mut row, ((bucket, caller, key, user, model), s)| {
+                    row.push_bind(*bucket)
+                        .push_bind(caller.as_str())
+                        .push_bind(key.as_str())
+                        .push_bind(user.as_str())
+                        .push_bind(model.as_str());
+                    push_sums!(row, s);
+                });
+                query.push(upsert);
+                query.build().execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(new_ids.len() as u64)
