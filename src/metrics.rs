@@ -3,9 +3,11 @@
 //! Labels stay low-cardinality: route templates, status classes, model names, error kinds;
 //! never key ids or users (the usage API answers per-key questions).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use metrics::SharedString;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -54,7 +56,7 @@ pub fn install() -> Option<PrometheusHandle> {
 pub struct RequestLabels<'a> {
     pub route: &'a str,
     pub status: u16,
-    pub model: Option<&'a str>,
+    pub model: Option<Arc<str>>,
     pub cache: Option<&'static str>,
     pub error: Option<&'static str>,
 }
@@ -202,7 +204,7 @@ pub fn record_request(labels: &RequestLabels<'_>, duration: Duration, upstream: 
         "tollgate_requests_total",
         "route" => route.clone(),
         "status" => class,
-        "model" => labels.model.unwrap_or("none").to_owned(),
+        "model" => labels.model.clone().map_or(SharedString::const_str("none"), SharedString::from),
         "cache" => labels.cache.unwrap_or("none"),
         "error" => labels.error.unwrap_or("none"),
     )
@@ -277,13 +279,56 @@ pub fn record_content_refusal() {
     metrics::counter!("tollgate_content_refusals_total").increment(1);
 }
 
+/// The model names a metric label may carry, built once: priced models (by their table name,
+/// so a dated snapshot counts as its base model), aliases and models an `[[upstreams]]` serves.
+/// Anything else is `other`, so callers cannot mint label values.
+pub struct ModelLabels {
+    known: HashMap<String, Arc<str>>,
+    prices: Arc<crate::pricing::PriceTable>,
+    other: Arc<str>,
+}
+
+impl ModelLabels {
+    pub fn new(prices: Arc<crate::pricing::PriceTable>, config: &crate::config::Config) -> Self {
+        let known = prices
+            .models()
+            .map(|(name, _)| name.to_owned())
+            .chain(config.models.keys().cloned())
+            .chain(
+                config
+                    .upstreams
+                    .iter()
+                    .flat_map(|u| u.models.iter().cloned()),
+            )
+            .map(|name| {
+                let label = Arc::from(name.as_str());
+                (name, label)
+            })
+            .collect();
+        Self {
+            known,
+            prices,
+            other: Arc::from("other"),
+        }
+    }
+
+    /// The label for `model`: a shared string, so no allocation per request.
+    pub fn label(&self, model: &str) -> Arc<str> {
+        self.known
+            .get(model)
+            .or_else(|| self.known.get(self.prices.canonical_name(model)?))
+            .unwrap_or(&self.other)
+            .clone()
+    }
+}
+
 /// Counts tokens by class and cost by model once a call's usage is known, or the call as
 /// unpriced when its model has no price.
 pub fn record_usage(route: &'static str, facts: &crate::records::CallFacts) {
     let model = facts
         .model_label
         .clone()
-        .unwrap_or_else(|| "none".to_owned());
+        .map_or(SharedString::const_str("none"), SharedString::from);
     let usage = &facts.usage;
     for (class, tokens) in [
         ("prompt", usage.prompt_tokens),

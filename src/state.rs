@@ -14,6 +14,7 @@ use crate::jwt::JwtVerifier;
 use crate::limiter::RateLimiter;
 use crate::limiter::memory::MemoryRateLimiter;
 use crate::limiter::redis::RedisRateLimiter;
+use crate::metrics::ModelLabels;
 use crate::pipeline::authenticate::KeyCache;
 use crate::pipeline::forward::Upstream;
 use crate::pricing::PriceTable;
@@ -57,6 +58,8 @@ pub struct Inner {
     pub cache: ResponseCache,
     /// `[content]` rules, compiled.
     pub content: ContentRules,
+    /// The model names metrics may carry as labels.
+    pub model_labels: ModelLabels,
     /// The audit writer, taken by [`AppState::finish_records`] at shutdown.
     record_writer: std::sync::Mutex<Option<RecordWriter>>,
 }
@@ -134,7 +137,9 @@ impl AppState {
                 "memory",
             ),
         };
+        let model_labels = ModelLabels::new(Arc::clone(&prices), &config);
         Ok(Self(Arc::new(Inner {
+            model_labels,
             prices,
             recorder,
             budgets,
@@ -182,25 +187,6 @@ impl AppState {
         if let Some(writer) = writer {
             writer.finish().await;
         }
-    }
-}
-
-impl AppState {
-    /// `model` as a metrics label: bounded by configuration, so a caller cannot mint labels.
-    pub fn model_label(&self, model: &str) -> String {
-        if self.config.models.contains_key(model)
-            || self
-                .config
-                .upstreams
-                .iter()
-                .any(|u| u.models.iter().any(|m| m == model))
-        {
-            return model.to_owned();
-        }
-        self.prices
-            .canonical_name(model)
-            .unwrap_or("other")
-            .to_owned()
     }
 }
 

@@ -61,7 +61,7 @@ pub async fn observe(State(recorder): State<Recorder>, request: Request, next: N
         &crate::metrics::RequestLabels {
             route: &route,
             status,
-            model: facts.as_ref().and_then(|f| f.model_label.as_deref()),
+            model: facts.as_ref().and_then(|f| f.model_label.clone()),
             cache: facts.as_ref().and_then(|f| f.cache_status),
             error: error_kind,
         },

@@ -108,7 +108,7 @@ async fn run(
     facts.model_label = request
         .model
         .as_deref()
-        .map(|model| state.model_label(model));
+        .map(|model| state.model_labels.label(model));
     facts.stream = request.stream;
 
     // 4. authorize: the caller may use this model.

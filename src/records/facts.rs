@@ -39,7 +39,7 @@ pub struct CallFacts {
     /// rest of the response time is the gateway's own overhead.
     pub upstream_wait: Option<std::time::Duration>,
     /// The model as a metrics label: a priced model's table name, an alias, or `other`.
-    pub model_label: Option<String>,
+    pub model_label: Option<std::sync::Arc<str>>,
     pub prompt_chars: Option<i64>,
     pub completion_chars: Option<i64>,
     /// How a stream ended (`stream_broken`, `client_left`), overriding the status's outcome.
