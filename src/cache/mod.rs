@@ -164,7 +164,7 @@ impl ResponseCache {
                 }
             }
             Ok(None) => {}
-            Err(error) => self.failed("get", &error),
+            Err(error) => log_failure(self.engine, "get", &error),
         }
         let mut in_flight = self
             .in_flight
@@ -187,22 +187,24 @@ impl ResponseCache {
     /// meanwhile waits rather than going upstream).
     pub fn complete(&self, flight: Flight, answer: CachedAnswer, store: bool, tasks: &TaskTracker) {
         flight.sender.send_replace(Some(answer.clone()));
-        if !store {
-            return;
+        if store {
+            self.put_later(flight.key.clone(), answer, Some(flight), tasks);
         }
-        let backend = Arc::clone(&self.store);
-        let ttl = self.ttl;
-        let engine = self.engine;
-        tasks.spawn(async move {
-            if let Err(error) = backend.put(&flight.key, answer.encode(), ttl).await {
-                log_failure(engine, "put", &error);
-            }
-            drop(flight);
-        });
     }
 
     /// Stores an answer for which no flight was claimed (a `no-cache` request refreshing it).
     pub fn store(&self, key: CacheKey, answer: CachedAnswer, tasks: &TaskTracker) {
+        self.put_later(key, answer, None, tasks);
+    }
+
+    /// Writes `answer` off the request path, then releases `flight` (if any).
+    fn put_later(
+        &self,
+        key: CacheKey,
+        answer: CachedAnswer,
+        flight: Option<Flight>,
+        tasks: &TaskTracker,
+    ) {
         let backend = Arc::clone(&self.store);
         let ttl = self.ttl;
         let engine = self.engine;
@@ -210,6 +212,7 @@ impl ResponseCache {
             if let Err(error) = backend.put(&key, answer.encode(), ttl).await {
                 log_failure(engine, "put", &error);
             }
+            drop(flight);
         });
     }
 
@@ -233,10 +236,6 @@ impl ResponseCache {
     /// The engine's name (`memory`, `redis`).
     pub fn engine(&self) -> &'static str {
         self.engine
-    }
-
-    fn failed(&self, operation: &'static str, error: &CacheError) {
-        log_failure(self.engine, operation, error);
     }
 }
 

@@ -188,9 +188,10 @@ async fn run(
             return Ok(response);
         }
     }
-    if matches!(route, ModelRoute::Chat | ModelRoute::Embeddings) {
-        facts.cache_status = Some(cache_status.as_str());
-    }
+    // Chat and embeddings say what the cache did, even when it did nothing.
+    let cache_reported =
+        matches!(route, ModelRoute::Chat | ModelRoute::Embeddings).then_some(cache_status);
+    facts.cache_status = cache_reported.map(CacheStatus::as_str);
 
     if let Some(pending) = moderation
         && let Err(error) = content::moderate(state, route, pending, facts).await
@@ -333,8 +334,8 @@ async fn run(
         }
         response
     };
-    if matches!(route, ModelRoute::Chat | ModelRoute::Embeddings) {
-        cache_status.write_header(&mut response);
+    if let Some(status) = cache_reported {
+        status.write_header(&mut response);
     }
     if let Some(admission) = &admission {
         admission.write_headers(response.headers_mut());
