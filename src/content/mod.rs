@@ -30,7 +30,7 @@ pub struct ContentRules {
 pub struct Checked {
     /// The body to forward instead of the caller's, when something was redacted.
     pub rewritten: Option<Bytes>,
-    /// The prompt text after redaction (what moderation is asked about).
+    /// The prompt text after redaction, when moderation is on (what it is asked about).
     pub texts: Vec<String>,
     /// The rules that fired.
     pub fired: Vec<String>,
@@ -119,7 +119,12 @@ impl ContentRules {
                 fired.push(format!("redact:{}", detector.name()));
             }
         }
-        let texts: Vec<String> = texts.into_iter().map(|t| t.clone()).collect();
+        // Kept only for moderation, which asks about them once the cache has missed.
+        let texts: Vec<String> = if self.moderation {
+            texts.into_iter().map(|t| t.clone()).collect()
+        } else {
+            Vec::new()
+        };
         let rewritten = if fired.is_empty() {
             None
         } else {
