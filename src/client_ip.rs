@@ -36,7 +36,8 @@ impl TrustedProxies {
         self.0.iter().map(ToString::to_string).collect()
     }
 
-    fn trusts(&self, address: IpAddr) -> bool {
+    /// Whether `address` is a trusted proxy.
+    pub fn trusts(&self, address: IpAddr) -> bool {
         let address = canonical(address);
         self.0.iter().any(|net| net.contains(&address))
     }

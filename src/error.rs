@@ -35,6 +35,10 @@ pub enum GatewayError {
     /// The body is larger than the configured limit.
     #[error("request body too large")]
     PayloadTooLarge { limit_bytes: usize },
+    /// The body did not arrive in time (a whole JSON body past `server.body_read_timeout_ms`,
+    /// an upload slower than `server.upload_min_bytes_per_sec`).
+    #[error("request body too slow")]
+    RequestTimeout,
     /// Missing, unknown, revoked or expired credentials.
     #[error("authentication failed: {reason}")]
     Unauthenticated { reason: &'static str },
@@ -141,6 +145,7 @@ impl GatewayError {
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed { .. } | Self::PermissionDenied { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -163,6 +168,7 @@ impl GatewayError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::Unauthenticated { .. } => "unauthenticated",
             Self::ModelNotAllowed { .. } => "model_not_allowed",
             Self::PermissionDenied { .. } => "permission_denied",
@@ -194,6 +200,12 @@ impl GatewayError {
                 "invalid_request_error",
                 None,
                 Some("unsupported_media_type"),
+            ),
+            Self::RequestTimeout => (
+                "The request body did not arrive in time.".to_owned(),
+                "invalid_request_error",
+                None,
+                Some("request_timeout"),
             ),
             Self::PayloadTooLarge { limit_bytes } => (
                 format!("The request body is larger than the limit of {limit_bytes} bytes."),
@@ -410,6 +422,7 @@ mod tests {
                 413,
                 "invalid_request_error",
             ),
+            (GatewayError::RequestTimeout, 408, "invalid_request_error"),
             (
                 GatewayError::Unauthenticated { reason: "missing" },
                 401,

@@ -10,6 +10,14 @@ use axum::http::header;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::ServerConfig;
 use crate::error::GatewayError;
 use crate::middleware::content_type::media_type;
 use crate::state::AppState;
@@ -27,7 +35,7 @@ impl FromRequest<AppState> for JsonBody {
                 expected: "application/json",
             });
         }
-        let bytes = read_limited(request, state.config.server.body_limit_bytes).await?;
+        let bytes = read_limited(request, &state.config.server).await?;
         if bytes.is_empty() {
             return Err(GatewayError::invalid(
                 "The request body is empty; expected a JSON object.",
@@ -51,9 +59,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// Reads a whole body, refusing (413) one over `limit` bytes: at once when `Content-Length`
-/// says so, otherwise as soon as the stream passes it.
-pub async fn read_limited(request: Request, limit: usize) -> Result<Bytes, GatewayError> {
+/// Reads a whole body, refusing (413) one over `server.body_limit_bytes`: at once when
+/// `Content-Length` says so, otherwise as soon as the stream passes it. The whole body must
+/// arrive within `server.body_read_timeout` (408), so a client sending a byte a second cannot
+/// hold a connection and a task.
+pub async fn read_limited(request: Request, server: &ServerConfig) -> Result<Bytes, GatewayError> {
+    let limit = server.body_limit_bytes;
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -62,18 +73,109 @@ pub async fn read_limited(request: Request, limit: usize) -> Result<Bytes, Gatew
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::PayloadTooLarge { limit_bytes: limit });
     }
-    axum::body::to_bytes(request.into_body(), limit)
+    let read = axum::body::to_bytes(request.into_body(), limit);
+    let read = tokio::time::timeout(server.body_read_timeout, read)
         .await
-        .map_err(|error| {
-            if std::error::Error::source(&error)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || error.to_string().contains("length limit")
-            {
-                GatewayError::PayloadTooLarge { limit_bytes: limit }
-            } else {
-                GatewayError::invalid("The request body could not be read completely.", None)
+        .map_err(|_| GatewayError::RequestTimeout)?;
+    read.map_err(|error| {
+        if std::error::Error::source(&error)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || error.to_string().contains("length limit")
+        {
+            GatewayError::PayloadTooLarge { limit_bytes: limit }
+        } else {
+            GatewayError::invalid("The request body could not be read completely.", None)
+        }
+    })
+}
+
+/// A streamed upload held to a minimum pace: after `server.body_read_timeout` of grace it must
+/// average `server.upload_min_bytes_per_sec`, or it ends with [`BodyTooSlow`] (which the
+/// upstream call turns into a 408). Nothing is buffered.
+pub struct Paced<B> {
+    inner: B,
+    started: Instant,
+    received: u64,
+    grace: Duration,
+    min_bytes_per_sec: u64,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The error a [`Paced`] body ends with when its sender falls behind.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived too slowly")]
+pub struct BodyTooSlow;
+
+impl<B> Paced<B> {
+    /// Paces `inner` by the server's settings.
+    pub fn new(inner: B, server: &ServerConfig) -> Self {
+        let started = Instant::now();
+        Self {
+            inner,
+            started,
+            received: 0,
+            grace: server.body_read_timeout,
+            min_bytes_per_sec: server.upload_min_bytes_per_sec.max(1),
+            deadline: Box::pin(tokio::time::sleep_until(started + server.body_read_timeout)),
+        }
+    }
+
+    /// When the bytes received so far stop being enough.
+    fn next_deadline(&self) -> Instant {
+        let earned = Duration::from_secs_f64(self.received as f64 / self.min_bytes_per_sec as f64);
+        self.started + self.grace + earned
+    }
+}
+
+impl<B> http_body::Body for Paced<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.received += data.len() as u64;
+                    let next = self.next_deadline();
+                    self.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
-        })
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTooSlow)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether `error` (or anything that caused it) is a [`BodyTooSlow`].
+pub fn is_too_slow(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if error.is::<BodyTooSlow>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Parses `bytes` as `T`, turning serde's complaint into a 400 that names the field.

@@ -53,6 +53,8 @@ pub enum JwtError {
     Subject,
     #[error("the signing keys could not be fetched")]
     KeysUnavailable,
+    #[error("the token names critical header extensions")]
+    Critical,
 }
 
 impl JwtError {
@@ -71,6 +73,7 @@ impl JwtError {
             Self::Audience => "the token's audience is not accepted",
             Self::Subject => "the token has no valid subject",
             Self::KeysUnavailable => "the signing keys could not be fetched",
+            Self::Critical => "the token names critical header extensions (crit) it requires",
         }
     }
 }
@@ -163,6 +166,11 @@ impl JwtVerifier {
             return Err(JwtError::TooLarge);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        // RFC 7515 §4.1.11: every extension named in `crit` must be understood. Tollgate
+        // understands none, so any `crit` (an empty one is invalid too) is a refusal.
+        if header.crit.is_some() {
+            return Err(JwtError::Critical);
+        }
         let key = match header.alg {
             Algorithm::HS256 => self.hmac.clone().ok_or(JwtError::Algorithm)?,
             Algorithm::RS256 | Algorithm::ES256 => {

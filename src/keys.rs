@@ -35,6 +35,11 @@ pub struct ApiKey {
     pub rules: Vec<RuleSpec>,
     /// Free-form JSON object for the operator.
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Route families (`batches`, `fine_tuning`, ...) this key may use although their model
+    /// or cost cannot be checked before forwarding; matters only for a key with a model list
+    /// or a budget (`pipeline::authorize`).
+    #[serde(default)]
+    pub routes: Vec<String>,
     /// The key's budgets: for the key as a whole, and for each of its end users.
     #[serde(default)]
     pub budgets: KeyBudgets,
@@ -100,7 +105,110 @@ pub struct NewKey {
     #[serde(default)]
     pub budgets: KeyBudgets,
     #[serde(default)]
+    pub routes: Vec<String>,
+    #[serde(default)]
     pub expires_at_ms: Option<i64>,
+}
+
+/// Bounds on what an admin may store in a key: text is shown in the dashboard, the CLI and
+/// logs, so it is short and free of control characters; lists and metadata are bounded.
+pub mod bounds {
+    /// Longest name or owner, in characters.
+    pub const TEXT_CHARS: usize = 128;
+    /// Most models in a key's list, and longest model name.
+    pub const MODELS: usize = 1_000;
+    pub const MODEL_CHARS: usize = 256;
+    /// Most limit rules of a key.
+    pub const RULES: usize = 100;
+    /// Largest metadata object, as JSON.
+    pub const METADATA_BYTES: usize = 16 * 1024;
+}
+
+/// A field that failed its bounds: the field's name and why.
+pub type Invalid = (&'static str, String);
+
+fn check_text(param: &'static str, value: &str) -> Result<(), Invalid> {
+    if value.trim().is_empty() {
+        return Err((param, format!("'{param}' must not be empty.")));
+    }
+    if value.chars().count() > bounds::TEXT_CHARS || value.chars().any(char::is_control) {
+        return Err((
+            param,
+            format!(
+                "'{param}' must be at most {} characters, without control characters.",
+                bounds::TEXT_CHARS
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_fields(
+    models: Option<&[String]>,
+    rules: Option<&[RuleSpec]>,
+    metadata: Option<&serde_json::Map<String, serde_json::Value>>,
+    budgets: Option<&KeyBudgets>,
+    routes: Option<&[String]>,
+) -> Result<(), Invalid> {
+    if let Some(models) = models {
+        let bad = models.iter().any(|m| {
+            m.trim().is_empty() || m.len() > bounds::MODEL_CHARS || m.chars().any(char::is_control)
+        });
+        if models.len() > bounds::MODELS || bad {
+            return Err((
+                "models",
+                format!(
+                    "'models' holds at most {} names of 1 to {} characters, without control characters.",
+                    bounds::MODELS,
+                    bounds::MODEL_CHARS
+                ),
+            ));
+        }
+    }
+    if let Some(rules) = rules {
+        if rules.len() > bounds::RULES {
+            return Err(("rules", format!("at most {} rules.", bounds::RULES)));
+        }
+        for rule in rules {
+            rule.validate().map_err(|e| ("rules", e.to_string()))?;
+        }
+    }
+    if let Some(metadata) = metadata {
+        let size = serde_json::to_vec(metadata).map_or(usize::MAX, |json| json.len());
+        if size > bounds::METADATA_BYTES {
+            return Err((
+                "metadata",
+                format!(
+                    "'metadata' must be at most {} bytes of JSON.",
+                    bounds::METADATA_BYTES
+                ),
+            ));
+        }
+    }
+    if let Some(budgets) = budgets {
+        budgets.validate().map_err(|message| ("budgets", message))?;
+    }
+    if let Some(routes) = routes {
+        crate::openai::operations::check_families(routes).map_err(|message| ("routes", message))?;
+    }
+    Ok(())
+}
+
+impl NewKey {
+    /// Checks every field's bounds before the key is stored.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_text("name", &self.name)?;
+        if let Some(owner) = &self.owner {
+            check_text("owner", owner)?;
+        }
+        check_fields(
+            Some(&self.models),
+            Some(&self.rules),
+            Some(&self.metadata),
+            Some(&self.budgets),
+            Some(&self.routes),
+        )
+    }
 }
 
 /// A change to a key; `None` leaves a field as it is.
@@ -113,6 +221,7 @@ pub struct KeyPatch {
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// Replaces both budgets (`{}` removes them).
     pub budgets: Option<KeyBudgets>,
+    pub routes: Option<Vec<String>>,
     /// `Some(None)` (JSON `null`) removes the expiry.
     #[serde(default, deserialize_with = "present")]
     pub expires_at_ms: Option<Option<i64>>,
@@ -128,6 +237,20 @@ where
 }
 
 impl KeyPatch {
+    /// Checks the bounds of every field the patch sets.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if let Some(name) = &self.name {
+            check_text("name", name)?;
+        }
+        check_fields(
+            self.models.as_deref(),
+            self.rules.as_deref(),
+            self.metadata.as_ref(),
+            self.budgets.as_ref(),
+            self.routes.as_deref(),
+        )
+    }
+
     /// Applies the patch to `key`.
     pub fn apply(&self, key: &mut ApiKey) {
         if let Some(name) = &self.name {
@@ -144,6 +267,9 @@ impl KeyPatch {
         }
         if let Some(budgets) = &self.budgets {
             key.budgets.clone_from(budgets);
+        }
+        if let Some(routes) = &self.routes {
+            key.routes.clone_from(routes);
         }
         if let Some(expires_at_ms) = self.expires_at_ms {
             key.expires_at_ms = expires_at_ms;
@@ -175,6 +301,7 @@ pub fn issue(new: NewKey, now_ms: i64) -> IssuedKey {
         rules: new.rules,
         metadata: new.metadata,
         budgets: new.budgets,
+        routes: new.routes,
         created_at_ms: now_ms,
         expires_at_ms: new.expires_at_ms,
         revoked_at_ms: None,

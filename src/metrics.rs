@@ -62,7 +62,7 @@ pub struct RequestLabels<'a> {
 }
 
 /// What each metric means (`# HELP` lines) and what kind it is.
-const CATALOGUE: [(&str, Kind, &str); 19] = [
+const CATALOGUE: [(&str, Kind, &str); 20] = [
     (
         "tollgate_requests_total",
         Kind::Counter,
@@ -132,6 +132,11 @@ const CATALOGUE: [(&str, Kind, &str); 19] = [
         "tollgate_backend_errors_total",
         Kind::Counter,
         "Failures of a shared backend (limiter, budgets, cache, database).",
+    ),
+    (
+        "tollgate_connections_closed_total",
+        Kind::Counter,
+        "Client connections closed by the gateway, by reason (per_ip_cap, idle).",
     ),
     (
         "tollgate_audit_queue_depth",
@@ -265,6 +270,11 @@ pub fn record_unpriced(route: &'static str) {
 /// without it or applied its failure policy.
 pub fn record_backend_error(backend: &'static str) {
     metrics::counter!("tollgate_backend_errors_total", "backend" => backend).increment(1);
+}
+
+/// Counts client connections the gateway closed: `per_ip_cap` (refused at accept) or `idle`.
+pub fn record_connection_closed(reason: &'static str) {
+    metrics::counter!("tollgate_connections_closed_total", "reason" => reason).increment(1);
 }
 
 /// Counts answers given up on one upstream to try the next target (`upstream` is a configured

@@ -15,6 +15,7 @@ use crate::limiter::RateLimiter;
 use crate::limiter::memory::MemoryRateLimiter;
 use crate::limiter::redis::RedisRateLimiter;
 use crate::metrics::ModelLabels;
+use crate::openai::operations::Operations;
 use crate::pipeline::authenticate::KeyCache;
 use crate::pipeline::forward::Upstream;
 use crate::pricing::PriceTable;
@@ -32,6 +33,8 @@ pub struct Inner {
     pub config: Config,
     /// The upstream provider: pooled client, its key, retry policy.
     pub upstream: Upstream,
+    /// The OpenAI operations the passthrough route forwards, and how each is governed.
+    pub operations: Operations,
     /// Durable keys (SQLite or PostgreSQL).
     pub keys: Arc<dyn KeyStore>,
     /// Recent key lookups, so authentication costs no database round trip per request.
@@ -147,6 +150,14 @@ impl AppState {
             records,
             cache,
             content: ContentRules::new(&config.content),
+            operations: Operations::new(
+                &config
+                    .upstream
+                    .extra_paths
+                    .iter()
+                    .filter_map(|entry| crate::openai::operations::parse_extra(entry).ok())
+                    .collect::<Vec<_>>(),
+            ),
             record_writer: std::sync::Mutex::new(record_writer),
             config,
             upstream,

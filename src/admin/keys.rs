@@ -65,16 +65,8 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(new): ApiJson<NewKey>,
 ) -> Result<Response, GatewayError> {
-    if new.name.trim().is_empty() {
-        return Err(bad_param("name", "'name' must not be empty."));
-    }
-    new.budgets
-        .validate()
-        .map_err(|message| bad_param("budgets", message))?;
-    for rule in &new.rules {
-        rule.validate()
-            .map_err(|e| bad_param("rules", e.to_string()))?;
-    }
+    new.validate()
+        .map_err(|(param, message)| bad_param(param, message))?;
     let issued = keys::issue(new, keys::now_ms());
     state
         .keys
@@ -148,22 +140,16 @@ pub async fn show(
     Ok(Json(view(&state, key).await?).into_response())
 }
 
-/// `PATCH /admin/keys/{id}`: name, models, rules, metadata, budgets, expiry.
+/// `PATCH /admin/keys/{id}`: name, models, rules, metadata, budgets, routes, expiry.
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<KeyPatch>,
 ) -> Result<Response, GatewayError> {
+    patch
+        .validate()
+        .map_err(|(param, message)| bad_param(param, message))?;
     let mut key = find(&state, &id).await?;
-    if let Some(budgets) = &patch.budgets {
-        budgets
-            .validate()
-            .map_err(|message| bad_param("budgets", message))?;
-    }
-    for rule in patch.rules.iter().flatten() {
-        rule.validate()
-            .map_err(|e| bad_param("rules", e.to_string()))?;
-    }
     patch.apply(&mut key);
     state.keys.update(&key).await.map_err(unavailable)?;
     Ok(Json(view(&state, key).await?).into_response())

@@ -37,6 +37,10 @@ pub struct UpdateArgs {
     /// Comma-separated models the key may use; `--models ''` allows every model.
     #[arg(long, value_delimiter = ',')]
     pub models: Option<Vec<String>>,
+    /// Comma-separated route families (`batches,fine_tuning`) a key with models or a budget
+    /// may use although they cannot be checked before forwarding; `--routes ''` clears them.
+    #[arg(long, value_delimiter = ',')]
+    pub routes: Option<Vec<String>>,
     /// The key's own limit rules, replacing the ones it had (repeatable):
     /// `scope=user,route=chat,requests=100,per=1m`.
     #[arg(long = "rule")]
@@ -69,6 +73,10 @@ pub struct CreateArgs {
     /// Comma-separated models the key may use (default: all).
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
+    /// Comma-separated route families (`batches,fine_tuning`) the key may use although they
+    /// cannot be checked before forwarding (matters only with models or a budget).
+    #[arg(long, value_delimiter = ',')]
+    pub routes: Vec<String>,
     /// Lifetime, e.g. 30d, 12h, 90m.
     #[arg(long)]
     pub expires: Option<String>,
@@ -161,12 +169,7 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                 Some(text) => Some(keys::now_ms() + parse_lifetime_ms("--expires", text)?),
                 None => None,
             };
-            let models = args
-                .models
-                .into_iter()
-                .map(|m| m.trim().to_owned())
-                .filter(|m| !m.is_empty())
-                .collect();
+            let models = tidy_list(args.models);
             let new = NewKey {
                 name: args.name,
                 owner: args.owner,
@@ -174,8 +177,12 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                 rules: parse_rules(&args.rules)?,
                 metadata: Default::default(),
                 budgets: args.budget.budgets()?.unwrap_or_default(),
+                routes: tidy_list(args.routes),
                 expires_at_ms,
             };
+            if let Err((param, why)) = new.validate() {
+                bail!("--{param}: {why}");
+            }
             let issued = keys::issue(new, keys::now_ms());
             store
                 .insert(&issued.key, &issued.hash)
@@ -225,12 +232,8 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
             };
             let patch = KeyPatch {
                 name: args.name,
-                models: args.models.map(|m| {
-                    m.into_iter()
-                        .map(|m| m.trim().to_owned())
-                        .filter(|m| !m.is_empty())
-                        .collect()
-                }),
+                models: args.models.map(tidy_list),
+                routes: args.routes.map(tidy_list),
                 rules: if args.clear_rules {
                     Some(Vec::new())
                 } else if args.rules.is_empty() {
@@ -251,6 +254,9 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                     None => None,
                 },
             };
+            if let Err((param, why)) = patch.validate() {
+                bail!("--{param}: {why}");
+            }
             patch.apply(&mut key);
             store.update(&key).await.context("updating the key")?;
             if args.json {
@@ -348,6 +354,14 @@ pub(super) fn parse_lifetime_ms(flag: &str, text: &str) -> anyhow::Result<i64> {
     number
         .checked_mul(unit_ms)
         .with_context(|| format!("{flag}: too large"))
+}
+
+/// A comma-separated list as given: entries trimmed, empty ones dropped.
+fn tidy_list(list: Vec<String>) -> Vec<String> {
+    list.into_iter()
+        .map(|entry| entry.trim().to_owned())
+        .filter(|entry| !entry.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

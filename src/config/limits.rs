@@ -104,6 +104,8 @@ pub struct JwtConfig {
     pub max_token_bytes: usize,
     /// Models JWT users may use; empty means every model.
     pub models: Vec<String>,
+    /// Route families allowed although unchecked (`pipeline::authorize`).
+    pub routes: Vec<String>,
     /// Their rules; the `[limits]` rules when not given.
     #[serde(serialize_with = "serialize_optional_rules")]
     pub rules: Option<Vec<Rule>>,
@@ -123,6 +125,7 @@ impl JwtConfig {
 pub struct AnonymousConfig {
     pub enabled: bool,
     pub models: Vec<String>,
+    pub routes: Vec<String>,
     #[serde(serialize_with = "serialize_optional_rules")]
     pub rules: Option<Vec<Rule>>,
     pub budget: Option<BudgetSpec>,
@@ -219,6 +222,7 @@ impl JwtConfig {
                 .0,
             max_token_bytes: s.get("jwt.max_token_bytes", None, 8192usize),
             models: s.get("jwt.models", None, Vec::new()),
+            routes: read_route_families(s, "jwt.routes"),
             rules: read_rules(s, "jwt.rules"),
             budget: read_budget(s, "jwt.budget"),
         }
@@ -230,10 +234,20 @@ impl AnonymousConfig {
         Self {
             enabled: s.get("anonymous.enabled", None, false),
             models: s.get("anonymous.models", None, Vec::new()),
+            routes: read_route_families(s, "anonymous.routes"),
             rules: read_rules(s, "anonymous.rules"),
             budget: read_budget(s, "anonymous.budget"),
         }
     }
+}
+
+/// Route families at `path`, each one OpenAI's (`batches`, `fine_tuning`, ...).
+fn read_route_families(s: &mut Sources<'_>, path: &str) -> Vec<String> {
+    let routes: Vec<String> = s.get(path, None, Vec::new());
+    if let Err(why) = crate::openai::operations::check_families(&routes) {
+        s.invalid(path, None, why);
+    }
+    routes
 }
 
 /// An array of rule tables at `path`, each validated; `None` when absent.

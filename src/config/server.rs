@@ -23,6 +23,19 @@ pub struct ServerConfig {
     /// A client must finish sending request headers within this time.
     #[serde(serialize_with = "serialize_ms")]
     pub header_read_timeout: Duration,
+    /// A whole JSON body must arrive within this; an upload gets it as grace before its pace
+    /// is held to `upload_min_bytes_per_sec` (408 either way).
+    #[serde(serialize_with = "serialize_ms")]
+    pub body_read_timeout: Duration,
+    /// The slowest average pace an upload may keep after its grace.
+    pub upload_min_bytes_per_sec: u64,
+    /// A connection (HTTP/1.1 keep-alive or HTTP/2) with no request in flight for this long is
+    /// closed; before its first request, `header_read_timeout` applies instead.
+    #[serde(serialize_with = "serialize_ms")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once from one client address (trusted proxies are exempt:
+    /// they carry many clients). Further connections are closed at once.
+    pub max_connections_per_ip: usize,
     /// On SIGTERM/SIGINT, in-flight requests and streams get this long to finish.
     #[serde(serialize_with = "serialize_ms")]
     pub shutdown_grace: Duration,
@@ -102,9 +115,39 @@ impl ServerConfig {
             );
             TrustedProxies::default()
         });
+        let positive_ms = |s: &mut Sources<'_>, path: &str, default: Duration| {
+            let value = s.get(path, None, Millis(default)).0;
+            if value.is_zero() {
+                s.invalid(path, None, "must be greater than 0");
+            }
+            value
+        };
+        let body_read_timeout =
+            positive_ms(s, "server.body_read_timeout_ms", Duration::from_secs(30));
+        let idle_timeout = positive_ms(s, "server.idle_timeout_ms", Duration::from_secs(75));
+        let upload_min_bytes_per_sec = s.get("server.upload_min_bytes_per_sec", None, 8_192u64);
+        if upload_min_bytes_per_sec == 0 {
+            s.invalid(
+                "server.upload_min_bytes_per_sec",
+                None,
+                "must be greater than 0",
+            );
+        }
+        let max_connections_per_ip = s.get("server.max_connections_per_ip", None, 512usize);
+        if max_connections_per_ip == 0 {
+            s.invalid(
+                "server.max_connections_per_ip",
+                None,
+                "must be greater than 0",
+            );
+        }
         Self {
             host,
             trusted_proxies,
+            body_read_timeout,
+            upload_min_bytes_per_sec,
+            idle_timeout,
+            max_connections_per_ip,
             port: s.get("server.port", Some("PORT"), 3006),
             body_limit_bytes,
             upload_limit_bytes: s.get("server.upload_limit_bytes", None, 512 * 1024 * 1024usize),

@@ -48,6 +48,9 @@ pub struct UpstreamConfig {
     /// back to the caller at once with the upstream's `Retry-After`.
     #[serde(serialize_with = "serialize_ms")]
     pub retry_after_cap: Duration,
+    /// Operations forwarded beyond OpenAI's own (`"POST /custom/{id}/run"`): opened by the
+    /// operator explicitly, and governed as opaque routes (see `openai::operations`).
+    pub extra_paths: Vec<String>,
 }
 
 impl UpstreamConfig {
@@ -88,7 +91,14 @@ impl UpstreamConfig {
             }
             value
         };
+        let extra_paths: Vec<String> = s.get("upstream.extra_paths", None, Vec::new());
+        for entry in &extra_paths {
+            if let Err(why) = crate::openai::operations::parse_extra(entry) {
+                s.invalid("upstream.extra_paths", None, format!("{entry:?}: {why}"));
+            }
+        }
         Self {
+            extra_paths,
             api_key,
             base_url,
             organization: s.optional("upstream.organization", Some("OPENAI_ORGANIZATION")),

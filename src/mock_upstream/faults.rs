@@ -13,6 +13,7 @@
 //! | `stall_ms` | streams: pause this long after the first event |
 //! | `stream_interval_ms` | streams: pause this long between events |
 //! | `malformed` | answer 200 with a body that is not valid JSON (or SSE with garbage data) |
+//! | `echo_authorization` | quote the `Authorization` received in the error message and in the `x-request-id`, `openai-version` and `content-disposition` headers (an upstream that leaks the key back) |
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -38,6 +39,8 @@ pub struct Fault {
     pub stream_interval_ms: Option<u64>,
     #[serde(default)]
     pub malformed: bool,
+    #[serde(default)]
+    pub echo_authorization: bool,
 }
 
 fn one() -> u32 {
@@ -60,6 +63,7 @@ impl Default for Fault {
             stall_ms: None,
             stream_interval_ms: None,
             malformed: false,
+            echo_authorization: false,
         }
     }
 }

@@ -221,19 +221,45 @@ async fn respond(state: &MockState, request: Request) -> Response {
             );
         }
     }
-    let fault = state.faults.take().unwrap_or_default();
+    let mut fault = state.faults.take().unwrap_or_default();
+    let echoed = fault
+        .echo_authorization
+        .then(|| parts.headers.get(header::AUTHORIZATION).cloned())
+        .flatten();
+    if let Some(value) = &echoed {
+        let quoted = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        let message = fault.message.take().unwrap_or_default();
+        fault.message = Some(format!("{message} (received Authorization: {quoted})"));
+    }
+    let mut response = respond_with(state, &parts, &body, &path, &fault).await;
+    if let Some(value) = echoed {
+        for name in ["x-request-id", "openai-version", "content-disposition"] {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
+}
+
+/// The answer once the fault is known: the fault's own, or the route's.
+async fn respond_with(
+    state: &MockState,
+    parts: &axum::http::request::Parts,
+    body: &Bytes,
+    path: &str,
+    fault: &Fault,
+) -> Response {
     let latency = state.options.latency + Duration::from_millis(fault.latency_ms.unwrap_or(0));
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     if let Some(status) = fault.status {
-        return fault_response(status, &fault);
+        return fault_response(status, fault);
     }
 
     let json: Value = if body.is_empty() {
         Value::Null
     } else {
-        match serde_json::from_slice(&body) {
+        match serde_json::from_slice(body) {
             Ok(value) => value,
             Err(_) if parts.method == Method::POST && !is_multipart(&parts.headers) => {
                 return error(
@@ -257,7 +283,7 @@ async fn respond(state: &MockState, request: Request) -> Response {
         counters: state.streams.clone(),
     };
 
-    match (parts.method.clone(), path.as_str()) {
+    match (parts.method.clone(), path) {
         (Method::POST, "/chat/completions") => chat(&json, &stream),
         (Method::POST, "/embeddings") => embeddings(&json, &stream),
         (Method::POST, "/images/generations") => images(&json, &stream),

@@ -2,6 +2,8 @@
 //! untouched: requests are forwarded as the caller's bytes unless a stage must change a field,
 //! and responses as the upstream's bytes.
 
+pub mod operations;
+pub mod path;
 pub mod requests;
 pub mod sse;
 pub mod usage;

@@ -50,6 +50,9 @@ pub struct Principal {
     pub models: Arc<[String]>,
     /// The limit rules that apply to the caller.
     pub rules: Arc<[Rule]>,
+    /// Route families (`batches`, `fine_tuning`, ...) a restricted caller may use although
+    /// their model or cost cannot be checked before forwarding (`pipeline::authorize`).
+    pub routes: Arc<[String]>,
 }
 
 /// A cached key with its merged rules.
@@ -58,6 +61,7 @@ pub struct KeyEntry {
     key: Arc<ApiKey>,
     models: Arc<[String]>,
     rules: Arc<[Rule]>,
+    routes: Arc<[String]>,
 }
 
 /// Recent key lookups by secret hash. `None` caches "no such key".
@@ -142,6 +146,7 @@ pub async fn authenticate(
             user,
             client_ip,
             models: anonymous.models.clone().into(),
+            routes: anonymous.routes.clone().into(),
             rules: anonymous
                 .rules
                 .clone()
@@ -171,6 +176,7 @@ pub async fn authenticate(
             user: Some(subject),
             client_ip,
             models: jwt.models.clone().into(),
+            routes: jwt.routes.clone().into(),
             rules: jwt
                 .rules
                 .clone()
@@ -201,6 +207,7 @@ pub async fn authenticate(
         client_ip,
         models: entry.models.clone(),
         rules: entry.rules.clone(),
+        routes: entry.routes.clone(),
     })
 }
 
@@ -219,6 +226,7 @@ async fn find_key(state: &AppState, secret: &str) -> Result<Arc<KeyEntry>, Gatew
                 let rules = rules::merge(&defaults, &key.own_rules());
                 Arc::new(KeyEntry {
                     models: key.models.clone().into(),
+                    routes: key.routes.clone().into(),
                     rules: rules.into(),
                     key: Arc::new(key),
                 })

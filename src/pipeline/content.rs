@@ -85,7 +85,7 @@ async fn flagged(state: &AppState, texts: &[String]) -> Result<bool, GatewayErro
         .send(UpstreamRequest {
             endpoint: DEFAULT_ENDPOINT,
             method: Method::POST,
-            path: "moderations".to_owned(),
+            path: crate::openai::path::ApiPath::fixed("moderations"),
             query: None,
             headers: HeaderMap::new(),
             body: OutgoingBody::Buffered(Bytes::from(request.to_string())),

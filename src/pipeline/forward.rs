@@ -8,8 +8,12 @@
 //! retried once response headers have been accepted, so a stream that started is never
 //! replayed. A non-streaming call, retries included, must finish within `OPENAI_TIMEOUT`.
 //!
-//! Headers: the caller's `Authorization`, cookies, hop-by-hop headers and our own control
-//! headers never go upstream; the upstream key is set here from a redacted type.
+//! Headers: only an allowlist of the caller's headers goes upstream (content type, accept,
+//! `openai-beta`, idempotency, the SDKs' `x-stainless-*`), so no credential header a caller
+//! invents can pass; the upstream key is set here from a redacted type. Nothing an upstream
+//! sends back carries a key: error bodies are scrubbed and leaking headers dropped
+//! ([`KeyScrubber`]). Every URL is built by `openai::path::upstream_url`, which cannot leave
+//! the endpoint's base.
 //!
 //! There is one pooled client for every upstream: the default (`OPENAI_BASE_URL`) and each of
 //! `[[upstreams]]`, each an [`Endpoint`] with its own URL and key. [`Upstream::targets`] says
@@ -27,8 +31,10 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use url::Url;
 
+use super::scrub::KeyScrubber;
 use crate::config::{Config, DEFAULT_UPSTREAM, UpstreamConfig};
 use crate::error::GatewayError;
+use crate::openai::path::{ApiPath, upstream_url};
 
 /// The upstream key as a ready header, wrapped so it never prints.
 struct UpstreamCredentials {
@@ -81,6 +87,8 @@ pub const DEFAULT_ENDPOINT: usize = 0;
 #[derive(Debug)]
 pub struct Upstream {
     client: reqwest::Client,
+    /// Cuts every upstream key out of what upstreams send back.
+    scrubber: KeyScrubber,
     endpoints: Vec<Endpoint>,
     /// Aliases and models served by an extra upstream, with their targets in order.
     routes: HashMap<String, Arc<[Target]>>,
@@ -107,8 +115,8 @@ pub struct UpstreamRequest {
     /// Which endpoint ([`DEFAULT_ENDPOINT`] unless routing chose another).
     pub endpoint: usize,
     pub method: Method,
-    /// Path under the base URL, without a leading slash (`chat/completions`).
-    pub path: String,
+    /// Path under the base URL (`chat/completions`), checked segment by segment.
+    pub path: ApiPath,
     /// The caller's query string, verbatim.
     pub query: Option<String>,
     /// The caller's headers; filtered here before anything is sent.
@@ -128,32 +136,22 @@ const FIXED_PATHS: [&str; 6] = [
     "moderations",
 ];
 
-/// Request headers that never leave Tollgate: credentials, hop-by-hop headers, our own
-/// controls, and what the client library must set itself.
-const DROPPED_REQUEST_HEADERS: [&str; 22] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "api-key",
-    "host",
-    "content-length",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "accept-encoding",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "x-user-id",
-    "openai-organization",
-    "openai-project",
+/// Request headers that go upstream: an allowlist, so that no credential header a client
+/// invents (`x-api-key`, `api-key`, `cookie`, ...) and no hop-by-hop or control header can
+/// pass. OpenAI's SDKs send these and `x-stainless-*` (their platform and retry details).
+const FORWARDED_REQUEST_HEADERS: [&str; 5] = [
+    "accept",
+    "content-type",
+    "idempotency-key",
+    "openai-beta",
+    "user-agent",
 ];
+
+/// The prefix of the SDKs' own descriptive headers, forwarded too.
+const FORWARDED_PREFIX: &str = "x-stainless-";
+
+/// The most of an upstream error body relayed to the caller.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 impl Upstream {
     /// Builds the pooled client, the endpoints and the model routes.
@@ -202,6 +200,10 @@ impl Upstream {
             routes.insert(alias.clone(), Arc::from(targets));
         }
         upstream.routes = routes;
+        upstream.scrubber = KeyScrubber::new(
+            std::iter::once(config.upstream.api_key.clone())
+                .chain(config.upstreams.iter().filter_map(|u| u.api_key.clone())),
+        );
         Ok(upstream)
     }
 
@@ -248,6 +250,7 @@ impl Upstream {
         );
         Ok(Self {
             client,
+            scrubber: KeyScrubber::new([config.api_key.clone()]),
             endpoints: vec![default],
             routes: HashMap::new(),
             default_route: Arc::from(vec![Target {
@@ -340,7 +343,7 @@ impl Upstream {
                 self.timeout
             };
         let endpoint = self.endpoint(request.endpoint);
-        let url = endpoint.url_for(&request.path, request.query.as_deref())?;
+        let url = endpoint.url_for(&request.method, &request.path, request.query.as_deref())?;
         let headers = endpoint.outgoing_headers(&request.headers);
         // A streamed body can be sent once only.
         let max_retries = if matches!(request.body, OutgoingBody::Streamed(_)) {
@@ -369,9 +372,15 @@ impl Upstream {
                 Err(_elapsed) => Failure::Timeout,
                 Ok(Err(error)) if error.is_timeout() => Failure::Timeout,
                 Ok(Err(error)) if error.is_connect() => Failure::Unreachable,
+                // The caller's upload fell behind its minimum pace: the caller's fault.
+                Ok(Err(error)) if crate::extract::is_too_slow(&error) => {
+                    crate::metrics::record_upstream_attempt("error");
+                    return Err(GatewayError::RequestTimeout);
+                }
                 Ok(Err(error)) => Failure::Transport(error.to_string()),
-                Ok(Ok(response)) if response.status().is_success() => {
+                Ok(Ok(mut response)) if response.status().is_success() => {
                     crate::metrics::record_upstream_attempt("ok");
+                    self.drop_leaking_headers(response.headers_mut());
                     return Ok(response);
                 }
                 Ok(Ok(response)) => Failure::Status(response),
@@ -459,15 +468,28 @@ impl Upstream {
                 detail: format!("status {status}"),
             },
             _ => {
-                let body = tokio::time::timeout_at(deadline, response.bytes())
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
+                let body =
+                    tokio::time::timeout_at(deadline, read_capped(response, ERROR_BODY_LIMIT))
+                        .await
+                        .unwrap_or_default();
                 GatewayError::UpstreamRejected {
                     status,
-                    body: body.unwrap_or_default(),
+                    body: self.scrubber.scrub(body),
                 }
             }
+        }
+    }
+
+    /// Removes response headers that quote an upstream key (none should; a misbehaving
+    /// upstream or proxy might).
+    fn drop_leaking_headers(&self, headers: &mut HeaderMap) {
+        let leaking: Vec<HeaderName> = headers
+            .iter()
+            .filter(|(_, value)| self.scrubber.leaks(value.as_bytes()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in leaking {
+            headers.remove(name);
         }
     }
 }
@@ -488,7 +510,11 @@ impl Endpoint {
         };
         let fixed_urls = FIXED_PATHS
             .iter()
-            .filter_map(|path| base_url.join(path).ok().map(|url| (*path, url)))
+            .filter_map(|path| {
+                upstream_url(base_url, &ApiPath::fixed(path), None)
+                    .ok()
+                    .map(|url| (*path, url))
+            })
             .collect();
         Self {
             name: Arc::from(name),
@@ -502,38 +528,35 @@ impl Endpoint {
         }
     }
 
-    fn url_for(&self, path: &str, query: Option<&str>) -> Result<Url, GatewayError> {
+    /// The URL for `path`: every one is built by [`upstream_url`], which cannot leave the
+    /// base (the model routes' URLs were built by it once, at start).
+    fn url_for(
+        &self,
+        method: &Method,
+        path: &ApiPath,
+        query: Option<&str>,
+    ) -> Result<Url, GatewayError> {
         if query.is_none()
-            && let Some((_, url)) = self.fixed_urls.iter().find(|(fixed, _)| *fixed == path)
+            && let Some((_, url)) = self
+                .fixed_urls
+                .iter()
+                .find(|(fixed, _)| *fixed == path.as_str())
         {
             return Ok(url.clone());
         }
-        let mut url = self
-            .base_url
-            .join(path.trim_start_matches('/'))
-            .map_err(|_| GatewayError::invalid("The request path is not valid.", None))?;
-        url.set_query(query);
-        Ok(url)
+        upstream_url(&self.base_url, path, query).map_err(|_| GatewayError::NotFound {
+            method: method.to_string(),
+            path: format!("/v1/{}", path.as_str()),
+        })
     }
 
     fn outgoing_headers(&self, incoming: &HeaderMap) -> HeaderMap {
-        // Headers the caller listed in `Connection` are hop-by-hop too.
-        let listed: Vec<String> = incoming
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-            .collect();
         let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
         for (name, value) in incoming {
             let lower = name.as_str();
-            if DROPPED_REQUEST_HEADERS.contains(&lower)
-                || listed.iter().any(|l| l == lower)
-                || lower == "x-request-id"
-            {
-                continue;
+            if FORWARDED_REQUEST_HEADERS.contains(&lower) || lower.starts_with(FORWARDED_PREFIX) {
+                headers.append(name.clone(), value.clone());
             }
-            headers.append(name.clone(), value.clone());
         }
         if let Some(id) = incoming.get("x-request-id") {
             // Our id travels upstream under OpenAI's name for a client-chosen id.
@@ -553,6 +576,19 @@ impl Endpoint {
         }
         headers
     }
+}
+
+/// Up to `cap` bytes of a body; an error body larger than that is cut, not held in memory.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = cap - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= cap {
+            break;
+        }
+    }
+    Bytes::from(body)
 }
 
 /// Why an attempt did not succeed.

@@ -18,16 +18,19 @@
 
 pub mod account;
 pub mod authenticate;
+pub mod authorize;
 pub mod budget;
 pub mod cache;
 pub mod content;
 pub mod forward;
 pub mod rate_limit;
 pub mod respond;
+pub mod scrub;
 pub mod stream;
 pub mod validate;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -38,6 +41,8 @@ use tokio::time::Instant;
 use crate::cache::{CachedAnswer, Lookup, ResponseCache};
 use crate::error::GatewayError;
 use crate::limiter::rules::RouteClass;
+use crate::openai::operations::Operation;
+use crate::openai::path::ApiPath;
 use crate::openai::requests::RequestFacts;
 use crate::openai::usage;
 use crate::records::{CallFacts, PendingFacts};
@@ -62,11 +67,14 @@ pub enum CallBody {
 pub struct ModelCall {
     pub route: ModelRoute,
     pub method: Method,
-    /// Path under the upstream's base URL (`chat/completions`).
-    pub upstream_path: String,
+    /// Path under the upstream's base URL (`chat/completions`), checked segment by segment.
+    pub upstream_path: ApiPath,
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: CallBody,
+    /// The passthrough operation (its governance and family); `None` for Tollgate's own model
+    /// routes, which always name their model.
+    pub operation: Option<Arc<Operation>>,
 }
 
 /// Runs `call` through every stage and always produces a response (errors rendered). The
@@ -111,10 +119,14 @@ async fn run(
         .map(|model| state.model_labels.label(model));
     facts.stream = request.stream;
 
-    // 4. authorize: the caller may use this model.
-    if let Some(model) = &request.model {
-        principal.authorize_model(model)?;
-    }
+    // 4. authorize: the caller may use this model, and this operation at all.
+    authorize::authorize(
+        state,
+        principal,
+        call.operation.as_deref(),
+        &request,
+        matches!(body, OutgoingBody::Streamed(_)),
+    )?;
 
     // 5. rate limits: every bucket that applies, charged at once; tokens estimated if needed.
     let principal = with_body_user(principal, &request);
@@ -413,10 +425,11 @@ pub async fn complete_chat(
     let call = ModelCall {
         route: ModelRoute::Chat,
         method: Method::POST,
-        upstream_path: "chat/completions".to_owned(),
+        upstream_path: ApiPath::fixed("chat/completions"),
         query: None,
         headers,
         body: CallBody::Json(body),
+        operation: None,
     };
     let mut facts = CallFacts::of(principal);
     let response = run(state, principal, call, &mut facts).await?;
@@ -471,7 +484,7 @@ pub async fn list_models(
         .send(UpstreamRequest {
             endpoint: forward::DEFAULT_ENDPOINT,
             method: Method::GET,
-            path: "models".to_owned(),
+            path: ApiPath::fixed("models"),
             query: None,
             headers,
             body: OutgoingBody::Empty,

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, Method};
 use axum::routing::{MethodRouter, post};
 
 use crate::extract::JsonBody;
+use crate::openai::path::ApiPath;
 use crate::pipeline::{self, CallBody, ModelCall, ModelRoute, Principal};
 use crate::state::AppState;
 
@@ -20,10 +21,11 @@ pub fn route(route: ModelRoute, upstream_path: &'static str) -> MethodRouter<App
             let call = ModelCall {
                 route,
                 method: Method::POST,
-                upstream_path: upstream_path.to_owned(),
+                upstream_path: ApiPath::fixed(upstream_path),
                 query: None,
                 headers,
                 body: CallBody::Json(body.0),
+                operation: None,
             };
             pipeline::handle(&state, &principal, call).await
         },

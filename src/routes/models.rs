@@ -6,6 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 
+use crate::error::GatewayError;
+use crate::openai::path::ApiPath;
 use crate::pipeline::{self, CallBody, ModelCall, ModelRoute, Principal};
 use crate::state::AppState;
 
@@ -33,18 +35,22 @@ pub async fn show(
     if state.config.models.contains_key(&id) {
         return axum::Json(pipeline::alias_object(&id)).into_response();
     }
+    // The id is one segment under `models/`, built and checked as every upstream path is.
+    let Ok(upstream_path) = ApiPath::with_segment("models", &id) else {
+        return GatewayError::NotFound {
+            method: Method::GET.to_string(),
+            path: format!("/v1/models/{id}"),
+        }
+        .into_response();
+    };
     let call = ModelCall {
         route: ModelRoute::Passthrough,
         method: Method::GET,
-        upstream_path: format!("models/{}", urlencode_segment(&id)),
+        upstream_path,
         query: None,
         headers,
         body: CallBody::Empty,
+        operation: None,
     };
     pipeline::handle(&state, &principal, call).await
-}
-
-/// A path segment, percent-encoded so an id cannot climb out of `models/`.
-fn urlencode_segment(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
 }

@@ -63,6 +63,11 @@ pub fn sqlite() -> Migrator {
             "daily usage by user",
             include_str!("../../migrations/sqlite/0007_usage_daily_users.sql"),
         ),
+        (
+            8,
+            "key routes",
+            include_str!("../../migrations/sqlite/0008_key_routes.sql"),
+        ),
     ])
 }
 
@@ -103,6 +108,11 @@ pub fn postgres() -> Migrator {
             7,
             "daily usage by user",
             include_str!("../../migrations/postgres/0007_usage_daily_users.sql"),
+        ),
+        (
+            8,
+            "key routes",
+            include_str!("../../migrations/postgres/0008_key_routes.sql"),
         ),
     ])
 }

@@ -85,7 +85,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Stores, StoreError> {
 /// can build each query as one `&'static str`).
 macro_rules! key_columns {
     () => {
-        "id, name, prefix, owner, models, metadata, created_at_ms, expires_at_ms, revoked_at_ms, rules, budgets"
+        "id, name, prefix, owner, models, metadata, created_at_ms, expires_at_ms, revoked_at_ms, rules, budgets, routes"
     };
 }
 pub(crate) use key_columns;
@@ -103,6 +103,7 @@ type KeyRow = (
     Option<i64>,
     String,
     String,
+    String,
 );
 
 fn key_from_row(row: KeyRow) -> Result<ApiKey, StoreError> {
@@ -118,6 +119,7 @@ fn key_from_row(row: KeyRow) -> Result<ApiKey, StoreError> {
         revoked_at_ms,
         rules,
         budgets,
+        routes,
     ) = row;
     Ok(ApiKey {
         rules: serde_json::from_str(&rules)
@@ -128,6 +130,8 @@ fn key_from_row(row: KeyRow) -> Result<ApiKey, StoreError> {
             .map_err(|e| StoreError::Corrupt(format!("api_keys.metadata of {id}: {e}")))?,
         budgets: serde_json::from_str(&budgets)
             .map_err(|e| StoreError::Corrupt(format!("api_keys.budgets of {id}: {e}")))?,
+        routes: serde_json::from_str(&routes)
+            .map_err(|e| StoreError::Corrupt(format!("api_keys.routes of {id}: {e}")))?,
         id,
         name,
         prefix,
@@ -149,8 +153,8 @@ macro_rules! sql_key_store {
         impl $crate::store::KeyStore for $store {
             async fn insert(&self, key: &$crate::keys::ApiKey, key_hash: &str) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
-                    "INSERT INTO api_keys (id, key_hash, prefix, name, owner, models, metadata, created_at_ms, expires_at_ms, rules, budgets) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    "INSERT INTO api_keys (id, key_hash, prefix, name, owner, models, metadata, created_at_ms, expires_at_ms, rules, budgets, routes) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(&key.id)
                 .bind(key_hash)
@@ -163,6 +167,7 @@ macro_rules! sql_key_store {
                 .bind(key.expires_at_ms)
                 .bind($crate::store::to_json(&key.rules))
                 .bind($crate::store::to_json(&key.budgets))
+                .bind($crate::store::to_json(&key.routes))
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -170,7 +175,7 @@ macro_rules! sql_key_store {
 
             async fn update(&self, key: &$crate::keys::ApiKey) -> Result<bool, $crate::store::StoreError> {
                 let done = sqlx::query(
-                    "UPDATE api_keys SET name = $1, models = $2, rules = $3, metadata = $4, expires_at_ms = $5, budgets = $6 WHERE id = $7",
+                    "UPDATE api_keys SET name = $1, models = $2, rules = $3, metadata = $4, expires_at_ms = $5, budgets = $6, routes = $7 WHERE id = $8",
                 )
                 .bind(&key.name)
                 .bind($crate::store::to_json(&key.models))
@@ -178,6 +183,7 @@ macro_rules! sql_key_store {
                 .bind($crate::store::to_json(&key.metadata))
                 .bind(key.expires_at_ms)
                 .bind($crate::store::to_json(&key.budgets))
+                .bind($crate::store::to_json(&key.routes))
                 .bind(&key.id)
                 .execute(&self.pool)
                 .await?;

@@ -259,8 +259,19 @@ async fn bad_tokens_are_401_in_the_envelope() {
         b64(br#"{"alg":"none","typ":"JWT"}"#),
         b64(serde_json::to_string(&claims("user-1")).unwrap().as_bytes())
     );
+    let critical = |crit: Vec<String>| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(crit);
+        jsonwebtoken::encode(&header, &claims("user-1"), &hs).unwrap()
+    };
     let cases: Vec<(&str, String, &str)> = vec![
         ("alg none", none, "well-formed"),
+        (
+            "a valid signature with an extension the gateway does not know in crit",
+            critical(vec!["exp-by-the-issuer".to_owned()]),
+            "crit",
+        ),
+        ("an empty crit", critical(Vec::new()), "crit"),
         (
             "HS256 with the wrong secret",
             sign(

@@ -33,6 +33,7 @@ async fn behaviour(store: Arc<dyn KeyStore>) {
                 }),
                 user: None,
             },
+            routes: vec!["batches".into()],
             expires_at_ms: Some(4_000_000_000_000),
         };
         let key = keys::issue(new, keys::now_ms() + i);

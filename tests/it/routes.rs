@@ -154,19 +154,30 @@ async fn other_v1_routes_are_forwarded_with_method_path_query_and_body() {
     assert_eq!(moderation["results"][0]["flagged"], true);
     let deleted = gw
         .client
-        .delete(gw.url("/v1/batches/batch_1"))
+        .delete(gw.url("/v1/files/file_1"))
         .bearer_auth(&gw.key)
         .send()
         .await
         .unwrap();
     assert_eq!(deleted.status(), 404);
+    // Batches cannot be deleted in OpenAI's API: answered here, never forwarded.
+    let not_an_operation = gw
+        .client
+        .delete(gw.url("/v1/batches/batch_1"))
+        .bearer_auth(&gw.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_an_operation.status(), 405);
+    assert_eq!(not_an_operation.headers()["allow"], "GET");
     let received = gw.upstream_requests().await;
+    assert_eq!(received.len(), 3, "{received:?}");
     assert_eq!(received[0]["method"], "GET");
     assert_eq!(received[0]["path"], "/v1/files");
     assert_eq!(received[0]["query"], "purpose=batch&limit=2");
     assert_eq!(received[1]["body"]["input"], "flag-me please");
     assert_eq!(received[2]["method"], "DELETE");
-    assert_eq!(received[2]["path"], "/v1/batches/batch_1");
+    assert_eq!(received[2]["path"], "/v1/files/file_1");
     gw.stop().await;
 }
 

@@ -5,6 +5,10 @@
 //! cut off), `TCP_NODELAY` on every socket, HTTP/1.1 keep-alive and h2c (HTTP/2 without TLS,
 //! detected from the connection preface) on the same port, and a graceful shutdown that stops
 //! accepting, lets in-flight requests and streams finish within a grace period, then closes.
+//! `connections` bounds each connection in time (idle, first request) and each client address
+//! in number.
+
+mod connections;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,8 +20,8 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::IntoResponse;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -121,6 +125,11 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 
 /// Serves `state` on `listener` until `shutdown` resolves, then drains.
 ///
+/// Every connection is bounded: headers within `server.header_read_timeout`, no request in
+/// flight for `server.idle_timeout` closes it (HTTP/1.1 keep-alive and HTTP/2 alike, so a
+/// client answering HTTP/2 pings cannot hold one forever), and at most
+/// `server.max_connections_per_ip` at once per client address.
+///
 /// Draining: stop accepting; tell every connection to finish its in-flight request and close
 /// (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY); wait for them and for the deferred tasks
 /// (stream relays) up to the grace period; then return, dropping whatever is left.
@@ -129,19 +138,22 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let grace = state.config.server.shutdown_grace;
+    let server = state.config.server.clone();
     let app = router(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(state.config.server.header_read_timeout)
+        .header_read_timeout(server.header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(20));
-    let graceful = GracefulShutdown::new();
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(MAX_HEADER_LIST_BYTES);
+    let draining = CancellationToken::new();
+    let per_ip = connections::PerIp::new(server.max_connections_per_ip);
     tokio::pin!(shutdown);
 
     loop {
@@ -157,43 +169,81 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        // A load balancer carries many clients: only direct clients are counted.
+        let slot = if server.trusted_proxies.trusts(peer.ip()) {
+            None
+        } else {
+            match per_ip.claim(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    crate::metrics::record_connection_closed("per_ip_cap");
+                    tracing::debug!(client = %peer.ip(), "too many connections from one client");
+                    continue;
+                }
+            }
+        };
         // Small SSE events and JSON answers must leave at once, not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let activity = connections::Activity::new();
+        let service = {
+            let app = app.clone();
+            let activity = activity.clone();
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 // The peer address, for client-IP decisions (as `into_make_service_with_connect_info`).
                 request
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(peer));
-                app.clone().oneshot(request)
-            },
-        );
+                let busy = activity.begin();
+                let app = app.clone();
+                async move {
+                    let response = app.oneshot(request).await?;
+                    Ok::<_, std::convert::Infallible>(busy.hold_until_sent(response))
+                }
+            })
+        };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let draining = draining.clone();
+        let limits = connections::Limits {
+            first_request: server.header_read_timeout,
+            idle: server.idle_timeout,
+        };
         state.tasks.spawn(async move {
-            let _ = connection.await;
+            let _slot = slot;
+            connections::watch(
+                connection,
+                |connection| connection.graceful_shutdown(),
+                activity,
+                limits,
+                draining,
+            )
+            .await;
         });
     }
 
     tracing::info!(
-        grace_ms = grace.as_millis() as u64,
+        grace_ms = server.shutdown_grace.as_millis() as u64,
         "shutting down: draining in-flight requests"
     );
     drop(listener);
+    draining.cancel();
     let drained = async {
-        graceful.shutdown().await;
         state.tasks.close();
         state.tasks.wait().await;
     };
-    if tokio::time::timeout(grace, drained).await.is_err() {
+    if tokio::time::timeout(server.shutdown_grace, drained)
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over: closing the remaining connections");
     }
     state.finish_records().await;
     Ok(())
 }
+
+/// The largest HTTP/2 header list a client may send (hyper's default is 16 MiB).
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {

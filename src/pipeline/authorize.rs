@@ -1,0 +1,65 @@
+//! Stage 4: the caller may use this model, and this operation at all.
+//!
+//! The rule: a restriction that cannot be enforced on a request is a refusal, never a bypass.
+//! A caller is *restricted* when it has a model list or a budget that applies. For such a
+//! caller, an operation whose model or cost the gateway cannot see before forwarding
+//! ([`Governance::Opaque`]: batches, fine-tuning, assistants runs, ...) is refused unless the
+//! caller's `routes` allowance names its family; a model operation must name its model; and a
+//! multipart upload, whose fields are not read yet, is refused.
+
+use crate::error::GatewayError;
+use crate::openai::operations::{Governance, Operation};
+use crate::openai::requests::RequestFacts;
+use crate::pipeline::Principal;
+use crate::state::AppState;
+
+/// Checks the model and the operation against the caller's restrictions.
+pub fn authorize(
+    state: &AppState,
+    principal: &Principal,
+    operation: Option<&Operation>,
+    request: &RequestFacts,
+    streamed_body: bool,
+) -> Result<(), GatewayError> {
+    if let Some(model) = &request.model {
+        principal.authorize_model(model)?;
+    }
+    // Tollgate's own model routes require `model` in a JSON body: checked above.
+    let Some(operation) = operation else {
+        return Ok(());
+    };
+    if operation.governance == Governance::Free || !is_restricted(state, principal) {
+        return Ok(());
+    }
+    let route = format!("{} {}", operation.method, operation.template);
+    match operation.governance {
+        Governance::Free => Ok(()),
+        Governance::Opaque if principal.routes.contains(&operation.family) => Ok(()),
+        Governance::Opaque => Err(GatewayError::PermissionDenied {
+            message: format!(
+                "This caller is limited to certain models or by a budget, and `{route}` can use \
+                 models or money the gateway cannot check before forwarding. The operator can \
+                 allow the `{}` routes for this caller.",
+                operation.family
+            ),
+        }),
+        Governance::Model if streamed_body => Err(GatewayError::PermissionDenied {
+            message: format!(
+                "This caller is limited to certain models or by a budget, and the model of a \
+                 multipart upload to `{route}` cannot be checked before forwarding."
+            ),
+        }),
+        Governance::Model if request.model.is_none() => Err(GatewayError::PermissionDenied {
+            message: format!(
+                "This caller is limited to certain models or by a budget: `{route}` must name \
+                 its model in `model`."
+            ),
+        }),
+        Governance::Model => Ok(()),
+    }
+}
+
+/// Whether the caller has a model list or a budget that applies to this request.
+pub fn is_restricted(state: &AppState, principal: &Principal) -> bool {
+    !principal.models.is_empty() || !super::budget::lines_for(state, principal).is_empty()
+}
