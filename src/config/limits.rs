@@ -44,6 +44,19 @@ pub struct LimitsConfig {
     /// `TOLLGATE_ALERT_WEBHOOK` / `budgets.alert_webhook`: receives a JSON POST when a budget
     /// crosses its `alert_at`. Budgets share the limits' Redis, timeout and failure policy.
     pub alert_webhook: Option<Url>,
+    /// `budgets.unpriced`: whether a caller under a budget may use a model that has no price
+    /// (`refuse`, the default: its cost could not be held to the budget; or `allow`).
+    pub unpriced: UnpricedPolicy,
+}
+
+/// What a budgeted caller asking for a model without a price gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnpricedPolicy {
+    /// 403, naming the model: a budget that cannot be enforced is not bypassed.
+    Refuse,
+    /// Served unreserved, recorded as unpriced.
+    Allow,
 }
 
 /// A budget as configured (`{ max_usd, period, alert_at }`). Parsed and validated here;
@@ -178,6 +191,21 @@ impl LimitsConfig {
             redis_prefix: s.get("limits.redis_prefix", None, "tollgate".to_owned()),
             default_completion_tokens: s.get("limits.default_completion_tokens", None, 1024u64),
             alert_webhook: s.optional("budgets.alert_webhook", Some("TOLLGATE_ALERT_WEBHOOK")),
+            unpriced: match s
+                .get("budgets.unpriced", None, "refuse".to_owned())
+                .as_str()
+            {
+                "refuse" => UnpricedPolicy::Refuse,
+                "allow" => UnpricedPolicy::Allow,
+                other => {
+                    s.invalid(
+                        "budgets.unpriced",
+                        None,
+                        format!("expected refuse or allow, got {other:?}"),
+                    );
+                    UnpricedPolicy::Refuse
+                }
+            },
         }
     }
 }

@@ -29,6 +29,7 @@ pub use content::{ContentConfig, Detector};
 pub use generate::GenerateConfig;
 pub use limits::{
     AnonymousConfig, BackendErrorPolicy, BudgetPeriod, BudgetSpec, JwtConfig, LimitsConfig,
+    UnpricedPolicy,
 };
 pub use log::{LogConfig, LogFormat};
 pub use records::RecordsConfig;

@@ -58,6 +58,9 @@ pub struct Operation {
     pub family: String,
     pub body: BodyKinds,
     pub governance: Governance,
+    /// Whether OpenAI bills the call (moderations and token counts are free), so that a
+    /// budget must be able to price it.
+    pub billed: bool,
 }
 
 /// Why a path is not forwarded.
@@ -106,6 +109,7 @@ impl Operations {
             };
             let governance = governance(&method, template);
             operations.insert(Operation {
+                billed: governance == Governance::Model && !UNBILLED.contains(&template),
                 family: family(template).to_owned(),
                 method,
                 template: template.to_owned(),
@@ -125,6 +129,7 @@ impl Operations {
                     other: true,
                 },
                 governance: Governance::Opaque,
+                billed: true,
             });
         }
         operations
@@ -313,6 +318,9 @@ const MODEL_OPERATIONS: [&str; 17] = [
     "/videos/{video_id}/remix",
 ];
 
+/// Model operations OpenAI does not bill: the model is checked, no budget needs a price.
+const UNBILLED: [&str; 2] = ["/moderations", "/responses/input_tokens"];
+
 /// Writes that run no model and bill nothing per call: stored objects created, edited or
 /// cancelled. Every other write is [`Governance::Opaque`] until it is listed here or above,
 /// so an operation OpenAI adds is refused to restricted callers, not let through.
@@ -413,7 +421,11 @@ mod tests {
     #[test]
     fn every_listed_template_exists_in_the_specification() {
         let spec: Vec<_> = spec_operations().map(|(_, t, _)| t).collect();
-        for template in MODEL_OPERATIONS.iter().chain(FREE_WRITES.iter()) {
+        for template in MODEL_OPERATIONS
+            .iter()
+            .chain(FREE_WRITES.iter())
+            .chain(UNBILLED.iter())
+        {
             assert!(
                 spec.contains(template),
                 "{template} is not in operations.tsv"

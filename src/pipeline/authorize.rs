@@ -4,8 +4,9 @@
 //! A caller is *restricted* when it has a model list or a budget that applies. For such a
 //! caller, an operation whose model or cost the gateway cannot see before forwarding
 //! ([`Governance::Opaque`]: batches, fine-tuning, assistants runs, ...) is refused unless the
-//! caller's `routes` allowance names its family; a model operation must name its model; and a
-//! multipart upload, whose fields are not read yet, is refused.
+//! caller's `routes` allowance names its family; a model operation must name its model (to a
+//! caller with a model list, or a budgeted caller when OpenAI bills it); and a multipart
+//! upload, whose fields are not read yet, is refused.
 
 use crate::error::GatewayError;
 use crate::openai::operations::{Governance, Operation};
@@ -49,12 +50,17 @@ pub fn authorize(
                  multipart upload to `{route}` cannot be checked before forwarding."
             ),
         }),
-        Governance::Model if request.model.is_none() => Err(GatewayError::PermissionDenied {
-            message: format!(
-                "This caller is limited to certain models or by a budget: `{route}` must name \
+        // A model list needs a model to check; a budget needs one to price, when billed.
+        Governance::Model
+            if request.model.is_none() && (!principal.models.is_empty() || operation.billed) =>
+        {
+            Err(GatewayError::PermissionDenied {
+                message: format!(
+                    "This caller is limited to certain models or by a budget: `{route}` must name \
                  its model in `model`."
-            ),
-        }),
+                ),
+            })
+        }
         Governance::Model => Ok(()),
     }
 }

@@ -4,8 +4,10 @@
 //! user), the `[jwt]` budget for a JWT user, the `[anonymous]` budget for an anonymous caller's
 //! user. The amount reserved is the request's worst case (prompt counted with the tokenizer at
 //! the input price, plus its maximum output at the output price; images at their price each).
-//! A model without a price reserves nothing and is counted as unpriced (documented in
-//! docs/MONEY.md): add a `[pricing]` entry to bring it under a budget.
+//! A budgeted caller asking for a model without a price (or a model operation that names
+//! none) is refused with 403, naming the model, unless `budgets.unpriced = "allow"`: a budget
+//! that cannot be enforced is not bypassed. With `allow` it reserves nothing and is counted as
+//! unpriced (docs/MONEY.md); a `[pricing]` entry brings the model under the budget.
 //!
 //! A backend failure follows `limits.on_backend_error`: `fail_open` serves the request
 //! unreserved (logged, counted), `fail_closed` refuses it with 503.
@@ -13,13 +15,27 @@
 use super::forward::Target;
 use crate::budget::alert::BudgetAlert;
 use crate::budget::{BudgetLine, Exceeded};
-use crate::config::{BackendErrorPolicy, BudgetPeriod};
+use crate::config::{BackendErrorPolicy, BudgetPeriod, UnpricedPolicy};
 use crate::error::GatewayError;
 use crate::openai::requests::RequestFacts;
 use crate::pipeline::{Caller, ModelRoute, Principal};
 use crate::pricing::{Micros, format_usd};
 use crate::records::SpendScope;
 use crate::state::AppState;
+
+/// The 403 for a budgeted call whose cost cannot be known in advance.
+fn unpriced_refusal(model: Option<&str>) -> GatewayError {
+    let what = match model {
+        Some(model) => format!("The model `{model}` has no price"),
+        None => "This request names no model".to_owned(),
+    };
+    GatewayError::PermissionDenied {
+        message: format!(
+            "{what}, so its cost cannot be held to this caller's budget. The operator can add a \
+             [pricing] entry for it (or set budgets.unpriced = \"allow\")."
+        ),
+    }
+}
 
 /// A reservation to settle once the cost is known.
 #[derive(Debug, Clone)]
@@ -72,13 +88,20 @@ pub async fn reserve(
     request: &RequestFacts,
     targets: &[Target],
     raw_body: Option<&[u8]>,
+    priced_operation: bool,
 ) -> Result<Option<Hold>, GatewayError> {
     let lines = lines_for(state, principal);
     if lines.is_empty() {
         return Ok(None);
     }
+    let refuse_unpriced =
+        priced_operation && state.config.limits.unpriced == UnpricedPolicy::Refuse;
     let Some(model) = request.model.as_deref() else {
-        return Ok(None);
+        return if refuse_unpriced {
+            Err(unpriced_refusal(None))
+        } else {
+            Ok(None)
+        };
     };
     let estimate = raw_body.map(|body| crate::tokens::estimate_parts(route, body));
     // A fallback may cost more than the primary: reserve the dearest priced target.
@@ -95,6 +118,9 @@ pub async fn reserve(
         })
         .max();
     let Some(worst) = worst else {
+        if refuse_unpriced {
+            return Err(unpriced_refusal(Some(model)));
+        }
         tracing::debug!(model, "unpriced model: no budget reservation");
         return Ok(None);
     };

@@ -159,14 +159,23 @@ async fn run(
     // 7. budgets: the worst case (over the model's targets) reserved on every budget that
     // applies, or a 429.
     let targets = state.upstream.targets(request.model.as_deref());
-    let hold =
-        match budget::reserve(state, principal, route, &request, &targets, raw.as_deref()).await {
-            Ok(hold) => hold,
-            Err(error) => {
-                settle_later(state, admission, None);
-                return Err(error);
-            }
-        };
+    let hold = match budget::reserve(
+        state,
+        principal,
+        route,
+        &request,
+        &targets,
+        raw.as_deref(),
+        call.operation.as_deref().is_none_or(|op| op.billed),
+    )
+    .await
+    {
+        Ok(hold) => hold,
+        Err(error) => {
+            settle_later(state, admission, None);
+            return Err(error);
+        }
+    };
 
     // 8. cache: answer from it, or from an identical call in flight, or claim the miss.
     let cache_plan = cache::plan(

@@ -39,9 +39,16 @@ pub fn router(state: AppState) -> Router {
         for (path, route) in model_routes {
             keyed = keyed.route(&format!("{prefix}/{path}"), model_calls::route(route, path));
         }
+        let show = get(models::show);
+        // Other methods on a model (DELETE of a fine-tuned one) are OpenAI operations too.
+        let show = if prefix.is_empty() {
+            show
+        } else {
+            show.fallback(passthrough::forward)
+        };
         keyed = keyed
             .route(&format!("{prefix}/models"), get(models::list))
-            .route(&format!("{prefix}/models/{{id}}"), get(models::show));
+            .route(&format!("{prefix}/models/{{id}}"), show);
     }
     keyed = keyed
         .route("/v1/{*path}", any(passthrough::forward))

@@ -43,6 +43,11 @@ pub async fn show(
         }
         .into_response();
     };
+    let operation = state
+        .operations
+        .find(&Method::GET, &upstream_path)
+        .ok()
+        .cloned();
     let call = ModelCall {
         route: ModelRoute::Passthrough,
         method: Method::GET,
@@ -50,7 +55,7 @@ pub async fn show(
         query: None,
         headers,
         body: CallBody::Empty,
-        operation: None,
+        operation,
     };
     pipeline::handle(&state, &principal, call).await
 }

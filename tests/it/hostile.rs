@@ -20,13 +20,14 @@ struct Case {
     envelope: bool,
 }
 
-struct RawResponse {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
+pub(crate) struct RawResponse {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
 }
 
-fn http(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+/// A raw HTTP/1.1 request, byte for byte as given (`Connection: close`).
+pub(crate) fn http(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -40,7 +41,8 @@ fn http(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<
     bytes
 }
 
-async fn send(address: &str, request: &[u8]) -> Result<RawResponse, String> {
+/// Sends raw bytes and reads the whole answer (10 s at most).
+pub(crate) async fn send(address: &str, request: &[u8]) -> Result<RawResponse, String> {
     let exchange = async {
         let mut socket = tokio::net::TcpStream::connect(address)
             .await

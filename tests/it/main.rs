@@ -27,6 +27,7 @@ mod records;
 mod routes;
 mod routing;
 mod sdk;
+mod security;
 mod server;
 mod signals;
 mod streaming;

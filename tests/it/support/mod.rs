@@ -96,11 +96,16 @@ impl TestGateway {
 
     /// Creates another key with these allowed models (empty: all).
     pub async fn create_key(&self, models: &[&str]) -> (String, String) {
-        let new = NewKey {
+        self.create_key_with(NewKey {
             name: "test".into(),
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             ..NewKey::default()
-        };
+        })
+        .await
+    }
+
+    /// Creates a key as described: its id and secret.
+    pub async fn create_key_with(&self, new: NewKey) -> (String, String) {
         let issued = keys::issue(new, keys::now_ms());
         self.store
             .insert(&issued.key, &issued.hash)
