@@ -3,7 +3,8 @@
 //! ```toml
 //! [[limits.rules]]
 //! scope = "user"      # ip | key | user
-//! route = "chat"      # chat | embeddings | images | responses | *
+//! route = "chat"      # chat | embeddings | images | responses | audio | files | batches
+//!                     # | moderations | completions | *
 //! requests = 100      # or: tokens = 40000
 //! per = "1m"          # 1s | 1m | 1h | 1d, or a number with that unit: "10m"
 //! ```
@@ -42,6 +43,21 @@ pub enum RouteClass {
     Images,
     #[serde(rename = "responses")]
     Responses,
+    /// `/v1/audio/*` (speech, transcriptions, translations).
+    #[serde(rename = "audio")]
+    Audio,
+    /// `/v1/files/*` and `/v1/uploads/*`.
+    #[serde(rename = "files")]
+    Files,
+    /// `/v1/batches/*`.
+    #[serde(rename = "batches")]
+    Batches,
+    /// `/v1/moderations`.
+    #[serde(rename = "moderations")]
+    Moderations,
+    /// `/v1/completions` (the legacy completions API).
+    #[serde(rename = "completions")]
+    Completions,
     /// Every route.
     #[serde(rename = "*")]
     Any,
@@ -231,12 +247,34 @@ impl Scope {
 }
 
 impl RouteClass {
+    /// The class of a passthrough operation's family (`files`, `audio`, ...); families
+    /// without a class of their own match only `*` rules.
+    pub fn of_family(family: &str) -> Self {
+        match family {
+            "chat" => Self::Chat,
+            "embeddings" => Self::Embeddings,
+            "images" => Self::Images,
+            "responses" => Self::Responses,
+            "audio" => Self::Audio,
+            "files" | "uploads" => Self::Files,
+            "batches" => Self::Batches,
+            "moderations" => Self::Moderations,
+            "completions" => Self::Completions,
+            _ => Self::Any,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Chat => "chat",
             Self::Embeddings => "embeddings",
             Self::Images => "images",
             Self::Responses => "responses",
+            Self::Audio => "audio",
+            Self::Files => "files",
+            Self::Batches => "batches",
+            Self::Moderations => "moderations",
+            Self::Completions => "completions",
             Self::Any => "*",
         }
     }

@@ -13,6 +13,7 @@
 //! | `stall_ms` | streams: pause this long after the first event |
 //! | `stream_interval_ms` | streams: pause this long between events |
 //! | `malformed` | answer 200 with a body that is not valid JSON (or SSE with garbage data) |
+//! | `no_usage` | answer without `usage` (an upstream that does not report it) |
 //! | `echo_authorization` | quote the `Authorization` received in the error message and in the `x-request-id`, `openai-version` and `content-disposition` headers (an upstream that leaks the key back) |
 
 use std::collections::VecDeque;
@@ -41,6 +42,8 @@ pub struct Fault {
     pub malformed: bool,
     #[serde(default)]
     pub echo_authorization: bool,
+    #[serde(default)]
+    pub no_usage: bool,
 }
 
 fn one() -> u32 {
@@ -64,6 +67,7 @@ impl Default for Fault {
             stream_interval_ms: None,
             malformed: false,
             echo_authorization: false,
+            no_usage: false,
         }
     }
 }

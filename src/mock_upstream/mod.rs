@@ -280,6 +280,7 @@ async fn respond_with(
         stall: fault.stall_ms.map(Duration::from_millis),
         cut_after: fault.cut_after_events,
         malformed: fault.malformed,
+        no_usage: fault.no_usage,
         counters: state.streams.clone(),
     };
 
@@ -353,6 +354,7 @@ struct Streaming {
     stall: Option<Duration>,
     cut_after: Option<usize>,
     malformed: bool,
+    no_usage: bool,
     counters: Arc<StreamCounters>,
 }
 
@@ -414,7 +416,12 @@ fn fault_response(status: u16, fault: &Fault) -> Response {
 }
 
 /// A JSON answer, or half of one (cut), or garbage (malformed).
-fn json_answer(body: Value, stream: &Streaming) -> Response {
+fn json_answer(mut body: Value, stream: &Streaming) -> Response {
+    if stream.no_usage
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.remove("usage");
+    }
     let bytes = Bytes::from(body.to_string());
     let mut response = if stream.malformed {
         Response::new(Body::from(

@@ -2,6 +2,7 @@
 //! untouched: requests are forwarded as the caller's bytes unless a stage must change a field,
 //! and responses as the upstream's bytes.
 
+pub mod multipart;
 pub mod operations;
 pub mod path;
 pub mod requests;

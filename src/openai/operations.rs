@@ -9,7 +9,7 @@
 //! Each operation is governed one of three ways ([`Governance`]). The rule behind them: a
 //! restriction that cannot be enforced on a request is a refusal, never a bypass.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::http::Method;
@@ -76,6 +76,9 @@ pub enum NotForwarded {
 #[derive(Debug)]
 pub struct Operations {
     by_first_segment: HashMap<String, Vec<Entry>>,
+    /// Every literal segment of every template, in lower case: a parameter may not be one
+    /// (`/threads/RUNS` is not a thread id: an upstream that ignores case would run it).
+    literals: HashSet<String>,
 }
 
 /// A template split into pieces, with its operation.
@@ -93,6 +96,7 @@ impl Operations {
     pub fn new(extra: &[(Method, String)]) -> Self {
         let mut operations = Self {
             by_first_segment: HashMap::new(),
+            literals: HashSet::new(),
         };
         for (method, template, media) in spec_operations() {
             let first = template.trim_start_matches('/').split('/').next();
@@ -148,6 +152,11 @@ impl Operations {
                 }
             })
             .collect();
+        for piece in &pieces {
+            if let Piece::Literal(literal) = piece {
+                self.literals.insert(literal.to_ascii_lowercase());
+            }
+        }
         let first = match pieces.first() {
             Some(Piece::Literal(first)) => first.clone(),
             _ => String::new(),
@@ -167,7 +176,7 @@ impl Operations {
             .get(first)
             .into_iter()
             .flatten()
-            .filter(|(pieces, _)| matches(pieces, &segments));
+            .filter(|(pieces, _)| matches(pieces, &segments, &self.literals));
         // A literal beats a parameter (`/responses/input_tokens` over `/responses/{id}`):
         // among matching templates, the one with the most literal segments wins.
         let mut best: Option<&Entry> = None;
@@ -201,14 +210,14 @@ impl Operations {
     }
 }
 
-fn matches(pieces: &[Piece], segments: &[&str]) -> bool {
+fn matches(pieces: &[Piece], segments: &[&str], literals: &HashSet<String>) -> bool {
     pieces.len() == segments.len()
         && pieces
             .iter()
             .zip(segments)
             .all(|(piece, segment)| match piece {
                 Piece::Literal(literal) => literal == segment,
-                Piece::Parameter => true,
+                Piece::Parameter => !literals.contains(&segment.to_ascii_lowercase()),
             })
 }
 
@@ -443,6 +452,8 @@ mod tests {
             "admin/keys",
             "files/f1/content/extra",
             "dashboard",
+            "threads/RUNS",
+            "threads/Runs/r1",
         ] {
             assert_eq!(
                 operations.find(&Method::GET, &path(unknown)).err(),

@@ -32,14 +32,24 @@ pub struct ApiPath(std::borrow::Cow<'static, str>);
 
 impl ApiPath {
     /// Checks a caller's path (without the leading `/v1/`) segment by segment.
+    ///
+    /// The path kept is the canonical spelling: escapes of unreserved characters decoded
+    /// (`%72uns` is `runs`), other escapes in upper case. So the allowlist and the limits see
+    /// the path exactly as an upstream that decodes would, and what is forwarded is what was
+    /// checked.
     pub fn parse(raw: &str) -> Result<Self, PathRefused> {
         if raw.is_empty() {
             return Err(PathRefused::Empty);
         }
+        let mut canonical = String::with_capacity(raw.len());
         for (index, segment) in raw.split('/').enumerate() {
             check_segment(segment, index == 0)?;
+            if index > 0 {
+                canonical.push('/');
+            }
+            canonicalize(segment, &mut canonical);
         }
-        Ok(Self(raw.to_owned().into()))
+        Ok(Self(canonical.into()))
     }
 
     /// A path written in Tollgate's own code (`chat/completions`). The same rules hold; the
@@ -134,6 +144,32 @@ fn check_segment(segment: &str, first: bool) -> Result<(), PathRefused> {
     Ok(())
 }
 
+/// Appends `segment` (already checked) with unreserved escapes decoded and the others in
+/// upper case.
+fn canonicalize(segment: &str, out: &mut String) {
+    let bytes = segment.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%'
+            && let (Some(high), Some(low)) = (
+                bytes.get(index + 1).and_then(|b| hex_value(*b)),
+                bytes.get(index + 2).and_then(|b| hex_value(*b)),
+            )
+        {
+            let value = high << 4 | low;
+            if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+                out.push(char::from(value));
+            } else {
+                out.push_str(&format!("%{value:02X}"));
+            }
+            index += 3;
+        } else {
+            out.push(char::from(bytes[index]));
+            index += 1;
+        }
+    }
+}
+
 fn hex_value(byte: u8) -> Option<u8> {
     match byte {
         b'0'..=b'9' => Some(byte - b'0'),
@@ -186,6 +222,11 @@ mod tests {
                 "https://api.openai.com/v1/models/ft:gpt-4o-mini:org:custom:abc123",
             ),
             ("files/a%20b", "https://api.openai.com/v1/files/a%20b"),
+            ("threads/%72uns", "https://api.openai.com/v1/threads/runs"),
+            (
+                "files/%7efile%2a",
+                "https://api.openai.com/v1/files/~file%2A",
+            ),
         ] {
             let path = ApiPath::parse(raw).unwrap();
             assert_eq!(upstream_url(&base, &path, None).unwrap().as_str(), expected);

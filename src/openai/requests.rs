@@ -21,6 +21,9 @@ pub struct RequestFacts {
     /// A chat request that asks for a deterministic answer (`temperature: 0`), which the
     /// cache keeps under its default policy.
     pub deterministic: bool,
+    /// Models named inside the request besides `model` (a Responses `image_generation` tool's
+    /// `model`): they run too, so a model list applies to them.
+    pub tool_models: Vec<String>,
 }
 
 /// `stream_options` of a chat request.
@@ -94,6 +97,15 @@ pub struct ResponsesRequest {
     pub model: String,
     #[serde(default)]
     pub stream: Option<bool>,
+    #[serde(default)]
+    pub tools: Option<Vec<ToolModel>>,
+}
+
+/// A Responses tool, read for the model it may name (`image_generation`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolModel {
+    #[serde(default)]
+    pub model: Option<serde_json::Value>,
 }
 
 /// Any other JSON body: the model, if it names one, and whether it streams.
@@ -197,6 +209,7 @@ impl ChatRequest {
                 .unwrap_or(false),
             user: check_user(self.user.as_ref())?,
             images: None,
+            tool_models: Vec::new(),
         })
     }
 }
@@ -249,6 +262,7 @@ impl EmbeddingsRequest {
             user: check_user(self.user.as_ref())?,
             images: None,
             deterministic: false,
+            tool_models: Vec::new(),
         })
     }
 }
@@ -279,14 +293,31 @@ impl ImagesRequest {
                 quality: self.quality.clone(),
             }),
             deterministic: false,
+            tool_models: Vec::new(),
         })
     }
 }
 
 impl ResponsesRequest {
-    /// The model must be named.
+    /// The model must be named; a tool's `model`, when present, must be a string.
     pub fn validate(&self) -> Result<RequestFacts, GatewayError> {
         check_model(&self.model)?;
+        let mut tool_models = Vec::new();
+        for tool in self.tools.iter().flatten() {
+            match &tool.model {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(model)) => {
+                    check_model(model)?;
+                    tool_models.push(model.clone());
+                }
+                Some(_) => {
+                    return Err(GatewayError::invalid(
+                        "A tool's 'model' must be a string.",
+                        Some("tools".to_owned()),
+                    ));
+                }
+            }
+        }
         Ok(RequestFacts {
             model: Some(self.model.clone()),
             stream: self.stream.unwrap_or(false),
@@ -294,6 +325,7 @@ impl ResponsesRequest {
             user: check_user(self.user.as_ref())?,
             images: None,
             deterministic: false,
+            tool_models,
         })
     }
 }
@@ -326,6 +358,7 @@ impl PassthroughRequest {
             user,
             images: None,
             deterministic: false,
+            tool_models: Vec::new(),
         })
     }
 }

@@ -25,6 +25,18 @@ pub fn authorize(
     if let Some(model) = &request.model {
         principal.authorize_model(model)?;
     }
+    for model in &request.tool_models {
+        principal.authorize_model(model)?;
+        // What a tool's own model costs is not in the answer's usage: a budget cannot hold it.
+        if !super::budget::lines_for(state, principal).is_empty() {
+            return Err(GatewayError::PermissionDenied {
+                message: format!(
+                    "A tool that runs its own model (`{model}`) is billed outside the answer's \
+                     usage, so it cannot be held to this caller's budget."
+                ),
+            });
+        }
+    }
     // Tollgate's own model routes require `model` in a JSON body: checked above.
     let Some(operation) = operation else {
         return Ok(());
@@ -67,5 +79,9 @@ pub fn authorize(
 
 /// Whether the caller has a model list or a budget that applies to this request.
 pub fn is_restricted(state: &AppState, principal: &Principal) -> bool {
-    !principal.models.is_empty() || !super::budget::lines_for(state, principal).is_empty()
+    let anonymous_budget = matches!(principal.caller, crate::pipeline::Caller::Anonymous)
+        && state.config.anonymous.budget.is_some();
+    !principal.models.is_empty()
+        || anonymous_budget
+        || !super::budget::lines_for(state, principal).is_empty()
 }

@@ -92,6 +92,14 @@ pub async fn reserve(
 ) -> Result<Option<Hold>, GatewayError> {
     let lines = lines_for(state, principal);
     if lines.is_empty() {
+        if matches!(principal.caller, Caller::Anonymous) && state.config.anonymous.budget.is_some()
+        {
+            // Anonymous budgets are per end user: a call naming none could not be held to one.
+            return Err(GatewayError::invalid(
+                "This gateway holds anonymous callers to a budget per end user: send x-user-id.",
+                None,
+            ));
+        }
         return Ok(None);
     }
     let refuse_unpriced =
@@ -104,19 +112,24 @@ pub async fn reserve(
         };
     };
     let estimate = raw_body.map(|body| crate::tokens::estimate_parts(route, body));
-    // A fallback may cost more than the primary: reserve the dearest priced target.
-    let worst = targets
-        .iter()
-        .filter_map(|target| {
-            state.prices.worst_case(
-                target.model.as_deref().unwrap_or(model),
-                estimate.map_or(0, |e| e.prompt_tokens),
-                estimate.and_then(|e| e.max_completion_tokens),
-                state.config.limits.default_completion_tokens,
-                request.images.as_ref(),
-            )
-        })
-        .max();
+    // A fallback may cost more than the primary: reserve the dearest target. Any target
+    // without a price (a fallback could be served by it) is refused like the model itself.
+    let mut worst = None;
+    for target in targets.iter() {
+        let served_by = target.model.as_deref().unwrap_or(model);
+        let cost = state.prices.worst_case(
+            served_by,
+            estimate.map_or(0, |e| e.prompt_tokens),
+            estimate.and_then(|e| e.max_completion_tokens),
+            state.config.limits.default_completion_tokens,
+            request.images.as_ref(),
+        );
+        match cost {
+            Some(cost) => worst = worst.max(Some(cost)),
+            None if refuse_unpriced => return Err(unpriced_refusal(Some(served_by))),
+            None => {}
+        }
+    }
     let Some(worst) = worst else {
         if refuse_unpriced {
             return Err(unpriced_refusal(Some(model)));
@@ -150,6 +163,15 @@ pub async fn reserve(
 
 /// Settles `hold` to `actual` (the call's cost; 0 when it failed or is unknown) off the request
 /// path, and sends the alerts the settlement crossed.
+/// Settles a successful call whose cost is not known (no usage in the answer, an audio or
+/// file body): at what was reserved, the most it could cost, so an unknown is never free.
+pub fn settle_unknown_later(state: &AppState, hold: Option<Hold>) {
+    let reserved = hold.as_ref().map(|hold| hold.reserved);
+    settle_later(state, hold, reserved);
+}
+
+/// Settles a reservation to what the call cost (`None`: nothing was spent, the hold is
+/// released), off the request path; alerts a budget that crossed its `alert_at`.
 pub fn settle_later(state: &AppState, hold: Option<Hold>, actual: Option<Micros>) {
     let Some(hold) = hold else {
         return;

@@ -554,6 +554,10 @@ impl Endpoint {
         let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
         for (name, value) in incoming {
             let lower = name.as_str();
+            // One content type only: the one the gateway read the body by.
+            if *name == header::CONTENT_TYPE && headers.contains_key(header::CONTENT_TYPE) {
+                continue;
+            }
             if FORWARDED_REQUEST_HEADERS.contains(&lower) || lower.starts_with(FORWARDED_PREFIX) {
                 headers.append(name.clone(), value.clone());
             }

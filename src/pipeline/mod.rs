@@ -27,6 +27,7 @@ pub mod rate_limit;
 pub mod respond;
 pub mod scrub;
 pub mod stream;
+pub mod upload;
 pub mod validate;
 
 use std::borrow::Cow;
@@ -41,7 +42,8 @@ use tokio::time::Instant;
 use crate::cache::{CachedAnswer, Lookup, ResponseCache};
 use crate::error::GatewayError;
 use crate::limiter::rules::RouteClass;
-use crate::openai::operations::Operation;
+use crate::openai::multipart;
+use crate::openai::operations::{Governance, Operation};
 use crate::openai::path::ApiPath;
 use crate::openai::requests::RequestFacts;
 use crate::openai::usage;
@@ -98,7 +100,11 @@ async fn run(
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
 
-    // 3. validate: read the fields we need, check them, prepare the upstream body.
+    // 3. validate: read the fields we need, check them, prepare the upstream body. A form to
+    // a model operation starts upstream now, its end held back, so that its fields can be
+    // read as it streams (`upload`); everything below runs before that end is released.
+    let mut uploading = None;
+    let mut form_unread = false;
     let (mut request, mut body, raw) = match call.body {
         CallBody::Json(bytes) => {
             let request = validate::facts(call.route, &bytes)?;
@@ -106,12 +112,66 @@ async fn run(
             (request, OutgoingBody::Buffered(body), Some(bytes))
         }
         CallBody::Empty => (RequestFacts::default(), OutgoingBody::Empty, None),
-        CallBody::Streamed(body) => (
-            RequestFacts::default(),
-            OutgoingBody::Streamed(reqwest::Body::wrap_stream(body.into_data_stream())),
-            None,
-        ),
+        CallBody::Streamed(body) => {
+            let model_route = call
+                .operation
+                .as_deref()
+                .is_some_and(|op| op.governance == Governance::Model);
+            let content_type = call
+                .headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            match multipart::boundary(content_type) {
+                Ok(boundary) if model_route => {
+                    let (held, upload) = upload::Upload::hold(body, &boundary);
+                    let sending = UpstreamRequest {
+                        endpoint: forward::DEFAULT_ENDPOINT,
+                        method: call.method.clone(),
+                        path: call.upstream_path.clone(),
+                        query: call.query.clone(),
+                        headers: call.headers.clone(),
+                        body: OutgoingBody::Streamed(streamed(held)),
+                        stream: false,
+                    };
+                    let (fields, in_flight) = upload::start(state, upload, sending).await?;
+                    uploading = Some(in_flight);
+                    let request = match fields {
+                        Ok(fields) => upload::facts(&fields)?,
+                        Err(form_error) => {
+                            // Unreadable for us: a restricted caller is refused below.
+                            tracing::debug!(%form_error, "upload fields not read");
+                            form_unread = true;
+                            RequestFacts::default()
+                        }
+                    };
+                    (request, OutgoingBody::Empty, None)
+                }
+                boundary => {
+                    form_unread = model_route && boundary.is_err();
+                    (
+                        RequestFacts::default(),
+                        OutgoingBody::Streamed(streamed(body)),
+                        None,
+                    )
+                }
+            }
+        }
     };
+    if uploading.is_some()
+        && let Some(model) = &request.model
+        && *state.upstream.targets(Some(model)) != *state.upstream.targets(None)
+    {
+        // An upload went to the default upstream as it arrived: a model routed elsewhere
+        // (an alias, another upstream) cannot be honoured, so it is refused, never misrouted.
+        return Err(GatewayError::invalid(
+            format!(
+                "The model `{model}` is served through an alias or another upstream, which \
+                 multipart uploads cannot use."
+            ),
+            Some("model".to_owned()),
+        ));
+    }
     facts.model_requested.clone_from(&request.model);
     facts.model_label = request
         .model
@@ -125,7 +185,7 @@ async fn run(
         principal,
         call.operation.as_deref(),
         &request,
-        matches!(body, OutgoingBody::Streamed(_)),
+        form_unread,
     )?;
 
     // 5. rate limits: every bucket that applies, charged at once; tokens estimated if needed.
@@ -136,7 +196,11 @@ async fn run(
     }
     let default_completion = state.config.limits.default_completion_tokens;
     let route = call.route;
-    let admission = rate_limit::admit(state, principal, route.class(), || {
+    let class = match &call.operation {
+        Some(operation) => RouteClass::of_family(&operation.family),
+        None => route.class(),
+    };
+    let admission = rate_limit::admit(state, principal, class, || {
         raw.as_deref().map_or(0, |body| {
             crate::tokens::estimate(route, body, default_completion)
         })
@@ -222,23 +286,29 @@ async fn run(
         return Err(error);
     }
 
-    // 9. forward: pooled, retried, timed; an alias falls back along its targets.
+    // 9. forward: pooled, retried, timed; an alias falls back along its targets. An upload
+    // already under way is let finish.
     let upstream_started = Instant::now();
-    let sent = state
-        .upstream
-        .send_routed(
-            &targets,
-            UpstreamRequest {
-                endpoint: forward::DEFAULT_ENDPOINT,
-                method: call.method,
-                path: call.upstream_path,
-                query: call.query,
-                headers: call.headers,
-                body,
-                stream: request.stream,
-            },
-        )
-        .await;
+    let sent = match uploading {
+        Some(in_flight) => in_flight.finish().await,
+        None => {
+            state
+                .upstream
+                .send_routed(
+                    &targets,
+                    UpstreamRequest {
+                        endpoint: forward::DEFAULT_ENDPOINT,
+                        method: call.method,
+                        path: call.upstream_path,
+                        query: call.query,
+                        headers: call.headers,
+                        body,
+                        stream: request.stream,
+                    },
+                )
+                .await
+        }
+    };
     facts.set_upstream_wait(upstream_started.elapsed());
     let upstream = match sent {
         Ok((upstream, target)) => {
@@ -308,9 +378,9 @@ async fn run(
         response.extensions_mut().insert(pending);
         response
     } else if route == ModelRoute::Passthrough && !respond::is_json(&headers) {
-        // Files and audio: streamed back as they come.
+        // Files and audio: streamed back as they come; their cost is not in them.
         settle_later(state, admission.clone(), None);
-        budget::settle_later(state, hold, None);
+        budget::settle_unknown_later(state, hold);
         respond::from_upstream(status, &headers, Body::from_stream(upstream.bytes_stream()))
     } else {
         let body = match state.upstream.read_body(upstream, started).await {
@@ -330,7 +400,11 @@ async fn run(
             accounting.as_ref().map(|a| a.usage.total_tokens()),
         );
         let cost = accounting.as_ref().and_then(|a| a.cost);
-        budget::settle_later(state, hold, cost);
+        match cost {
+            Some(cost) => budget::settle_later(state, hold, Some(cost)),
+            None if status.is_success() => budget::settle_unknown_later(state, hold),
+            None => budget::settle_later(state, hold, None),
+        }
         if let Some(accounting) = accounting {
             facts.apply(accounting);
             crate::metrics::record_usage(route.label(), facts);
@@ -362,6 +436,11 @@ async fn run(
         admission.write_headers(response.headers_mut());
     }
     Ok(response)
+}
+
+/// A request body as the upstream client sends it.
+fn streamed(body: Body) -> reqwest::Body {
+    reqwest::Body::wrap_stream(body.into_data_stream())
 }
 
 /// A finished stream's accounting: the usage it reported, or else an estimate from the

@@ -190,9 +190,14 @@ async fn pump(
                 out.extend_from_slice(&cost_comment(&mut outcome, &options));
             }
         }
-        if !out.is_empty() && sender.send(out.freeze()).await.is_err() {
-            outcome.end = StreamEnd::ClientLeft;
-            return outcome;
+        // A client that stops reading for as long as an upstream may stay silent has left:
+        // it must not hold this task and the upstream connection.
+        if !out.is_empty() {
+            let sent = tokio::time::timeout(idle_timeout, sender.send(out.freeze())).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                outcome.end = StreamEnd::ClientLeft;
+                return outcome;
+            }
         }
     }
 }

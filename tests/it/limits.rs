@@ -576,3 +576,37 @@ async fn redis_killed_mid_run_and_restarted_under_two_processes() {
         assert!(!log.contains("panicked"), "{log}");
     }
 }
+
+#[tokio::test]
+async fn passthrough_families_have_route_classes_of_their_own() {
+    let rules = "[[limits.rules]]\nscope = \"key\"\nroute = \"moderations\"\nrequests = 1\nper = \"1h\"\n\n\
+                 [[limits.rules]]\nscope = \"key\"\nroute = \"files\"\nrequests = 2\nper = \"1h\"\n";
+    let gw = TestGateway::builder().toml(rules).start().await.unwrap();
+    let moderate = || gw.post("/v1/moderations", &json!({ "input": "hi" })).send();
+    assert_eq!(moderate().await.unwrap().status(), 200);
+    let (status, error) = error_of(moderate().await.unwrap()).await;
+    assert_eq!(status, 429, "{error}");
+    // Files count against their own rule, not the moderations one; chat against neither.
+    for _ in 0..2 {
+        assert_eq!(gw.get("/v1/files").send().await.unwrap().status(), 404);
+    }
+    assert_eq!(gw.get("/v1/files").send().await.unwrap().status(), 429);
+    // Uploads are files too.
+    let cancel = gw
+        .client
+        .post(gw.url("/v1/uploads/upload_1/cancel"))
+        .bearer_auth(&gw.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 429);
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gw.stop().await;
+}

@@ -137,6 +137,8 @@ fn spellings(attacker: SocketAddr) -> Vec<String> {
         "/v1/models/..%2F..%2Fadmin".to_owned(),
         "/v1/files/a%00/content".to_owned(),
         "/v1/files/a%0d%0aHost:evil/content".to_owned(),
+        "/v1/threads/RUNS".to_owned(),
+        "/v1/threads/Runs/run_1/cancel".to_owned(),
         "/v1/organization/admin_api_keys".to_owned(),
         "/v1/projects/p1/roles".to_owned(),
     ]
@@ -289,22 +291,40 @@ async fn no_path_spelling_sends_the_key_to_another_host_or_outside_the_base_path
     for request in &received {
         assert_eq!(request["path"], "/v1/files");
     }
+    // What is forwarded is the path as checked: escapes of plain letters decoded.
+    clear_upstream_requests(&gw).await;
+    let response = gw
+        .post("/v1/threads/%72uns", &json!({ "assistant_id": "asst_1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(gw.upstream_requests().await[0]["path"], "/v1/threads/runs");
     gw.stop().await;
 }
 
-/// A multipart form with these text fields and a small file.
-fn multipart(fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+/// A multipart form with these text fields and a small file: the fields first (as the Python
+/// SDK sends them) or the file first (as the Node SDK does for `{ file, model }`).
+fn multipart(fields: &[(&str, &str)], file_first: bool) -> (String, Vec<u8>) {
     let boundary = "security-suite-boundary";
+    let file = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\nRIFF....WAVE{}\r\n",
+        "x".repeat(200_000)
+    );
     let mut body = String::new();
+    if file_first {
+        body.push_str(&file);
+    }
     for (name, value) in fields {
         body.push_str(&format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
         ));
     }
-    body.push_str(&format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\nRIFF....WAVE\r\n--{boundary}--\r\n"
-    ));
+    if !file_first {
+        body.push_str(&file);
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
     (
         format!("multipart/form-data; boundary={boundary}"),
         body.into_bytes(),
@@ -322,6 +342,7 @@ enum Body {
     None,
     Json(Value),
     Multipart(&'static [(&'static str, &'static str)]),
+    FileFirst(&'static [(&'static str, &'static str)]),
     Typed(&'static str, &'static str),
 }
 
@@ -337,8 +358,9 @@ async fn attempt(gw: &TestGateway, secret: &str, call: &Call) -> (u16, Value) {
     request = match &call.body {
         Body::None => request,
         Body::Json(value) => request.json(value),
-        Body::Multipart(fields) => {
-            let (content_type, body) = multipart(fields);
+        Body::Multipart(fields) | Body::FileFirst(fields) => {
+            let file_first = matches!(call.body, Body::FileFirst(_));
+            let (content_type, body) = multipart(fields, file_first);
             request.header("content-type", content_type).body(body)
         }
         Body::Typed(content_type, body) => request
@@ -405,10 +427,34 @@ async fn every_route_is_governed_or_refused() {
         (
             call(
                 Method::POST,
-                "/v1/images/edits",
-                Body::Multipart(&[("model", "gpt-image-1"), ("prompt", "p")]),
+                "/v1/audio/transcriptions",
+                Body::FileFirst(&[("model", "whisper-1")]),
             ),
             [404, 403, 403, 403, 403],
+        ),
+        (
+            call(
+                Method::POST,
+                "/v1/audio/transcriptions",
+                Body::FileFirst(&[("model", "gpt-4o-mini")]),
+            ),
+            [404, 404, 404, 429, 404],
+        ),
+        (
+            call(
+                Method::POST,
+                "/v1/audio/translations",
+                Body::Multipart(&[("model", "gpt-4o-mini"), ("model", "whisper-1")]),
+            ),
+            [404, 403, 403, 403, 403],
+        ),
+        (
+            call(
+                Method::POST,
+                "/v1/images/edits",
+                Body::Multipart(&[("model", "gpt-image-1"), ("prompt", "p"), ("n", "2")]),
+            ),
+            [404, 403, 404, 429, 403],
         ),
         (
             call(
@@ -451,6 +497,15 @@ async fn every_route_is_governed_or_refused() {
                 ),
             ),
             [404, 403, 403, 403, 404],
+        ),
+        (
+            // `runs` in another spelling is still `runs`, never a thread id.
+            call(
+                Method::POST,
+                "/v1/threads/%72uns",
+                Body::Json(json!({ "assistant_id": "asst_1" })),
+            ),
+            [404, 403, 403, 403, 403],
         ),
         (
             call(
@@ -796,4 +851,108 @@ async fn closed_within(socket: &mut TcpStream, wait: Duration) -> bool {
         }
     };
     tokio::time::timeout(wait, closed).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_and_model_lists_hold_where_cost_or_model_is_hidden() {
+    let gw = gateway(
+        "[anonymous]\nenabled = true\nbudget = { max_usd = 10.0, period = \"month\" }\n\n\
+         [models.cheap]\ntarget = \"gpt-4o-mini\"\nfallbacks = [{ target = \"mystery-model\" }]\n",
+    )
+    .await;
+    let (_, restricted) = gw.create_key(&["gpt-4o-mini"]).await;
+    let (budgeted_id, budgeted) = gw
+        .create_key_with(NewKey {
+            name: "budgeted".into(),
+            budgets: serde_json::from_value::<KeyBudgets>(
+                json!({ "key": { "max_usd": 100.0, "period": "month" } }),
+            )
+            .unwrap(),
+            ..NewKey::default()
+        })
+        .await;
+    let chat = json!({ "model": "gpt-4o-mini", "max_tokens": 50, "messages": [{ "role": "user", "content": "hi" }] });
+    let post = |secret: Option<&str>, path: &str, body: &Value| {
+        let request = gw.client.post(gw.url(path)).json(body);
+        match secret {
+            Some(secret) => request.bearer_auth(secret),
+            None => request,
+        }
+    };
+
+    // An answer without usage is charged what was reserved, never nothing.
+    gw.fault(json!({ "no_usage": true })).await;
+    let response = post(Some(&budgeted), "/v1/chat/completions", &chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let spec = tollgate::config::BudgetSpec {
+        max_usd: 100.0,
+        period: tollgate::config::BudgetPeriod::Month,
+        alert_at: 1.0,
+    };
+    let line = tollgate::budget::BudgetLine::new(
+        tollgate::records::SpendScope::Key(budgeted_id),
+        &spec,
+        tollgate::records::now_ms(),
+    );
+    let charged = crate::support::eventually(Duration::from_secs(5), || async {
+        gw.state.budgets.spent(&line).await.unwrap() > 0
+    })
+    .await;
+    assert!(charged, "an answer without usage was free");
+
+    // A tool that runs its own model: the model list applies, and a budget cannot price it.
+    let tooled = json!({ "model": "gpt-4o-mini", "input": "draw", "tools": [{ "type": "image_generation", "model": "gpt-image-1" }] });
+    for (who, secret, want) in [
+        ("free", &gw.key, 200),
+        ("restricted", &restricted, 403),
+        ("budgeted", &budgeted, 403),
+    ] {
+        let response = post(Some(secret), "/v1/responses", &tooled)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(status, want, "{who}: {}", response.text().await.unwrap());
+    }
+
+    // An alias whose fallback has no price cannot be held to a budget.
+    let (status, error) = error_of(
+        post(
+            Some(&budgeted),
+            "/v1/chat/completions",
+            &json!({ "model": "cheap", "messages": [{ "role": "user", "content": "hi" }] }),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(
+        error["message"].as_str().unwrap().contains("mystery-model"),
+        "{error}"
+    );
+
+    // Anonymous budgets are per end user: without one, nothing is served unbudgeted.
+    let (status, _) = error_of(
+        post(None, "/v1/chat/completions", &chat)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let batch = json!({ "input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h" });
+    let (status, _) = error_of(post(None, "/v1/batches", &batch).send().await.unwrap()).await;
+    assert_eq!(status, 403);
+    let response = post(None, "/v1/chat/completions", &chat)
+        .header("x-user-id", "ann")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    gw.stop().await;
 }

@@ -1,0 +1,296 @@
+//! Multipart uploads to model operations (`/v1/audio/transcriptions`, `/v1/images/edits`,
+//! ...): the model and cost fields are checked although the form streams through unbuffered.
+//!
+//! The form's fields may come after its file (OpenAI's Node SDK sends them in the order the
+//! caller wrote them, `file` first), so they cannot all be known before forwarding starts.
+//! Instead the upload is forwarded as it arrives while [`FormScanner`] reads it, but its last
+//! bytes (the closing delimiter) are held back. Without them the upstream has no complete
+//! request and acts on nothing. When the form has been read, its fields go to the pipeline,
+//! which runs its checks; only on [`Upload::release`] do the last bytes go out. A refusal
+//! drops the release, and the upstream request fails unfinished.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http_body::Frame;
+use tokio::sync::oneshot;
+
+use super::forward::{Target, UpstreamRequest};
+use crate::error::GatewayError;
+use crate::openai::multipart::{FormError, FormScanner};
+use crate::openai::requests::RequestFacts;
+use crate::state::AppState;
+
+/// The fields of an upload, or why they could not be read.
+pub type Fields = Result<std::collections::BTreeMap<String, String>, FormError>;
+
+/// The pipeline's side of a held upload.
+pub struct Upload {
+    fields: oneshot::Receiver<Fields>,
+    release: oneshot::Sender<()>,
+}
+
+/// Why an upload body ended early.
+#[derive(Debug, thiserror::Error)]
+#[error("the upload was refused by the gateway")]
+struct Refused;
+
+impl Upload {
+    /// Wraps `body` (a form with this boundary): the body to forward, and the handle that
+    /// learns its fields and releases its end.
+    pub fn hold(body: Body, boundary: &str) -> (Body, Self) {
+        let (fields_tx, fields) = oneshot::channel();
+        let (release, released) = oneshot::channel();
+        let held = Held {
+            inner: body,
+            hold: boundary.len() + 8,
+            scanner: Some(FormScanner::new(boundary)),
+            tail: BytesMut::new(),
+            fields: Some(fields_tx),
+            released: Some(released),
+            ended: false,
+        };
+        (Body::new(held), Self { fields, release })
+    }
+
+    /// Waits for the form to be read; `None` when the body failed before its end.
+    #[cfg(test)]
+    async fn fields(&mut self) -> Option<Fields> {
+        (&mut self.fields).await.ok()
+    }
+
+    #[cfg(test)]
+    fn release(self) {
+        let _ = self.release.send(());
+    }
+}
+
+/// An upload on its way upstream, its end held back until [`InFlight::finish`].
+pub struct InFlight {
+    release: oneshot::Sender<()>,
+    sending: tokio::task::JoinHandle<Result<(reqwest::Response, Target), GatewayError>>,
+}
+
+/// Starts sending `request` (whose body is the held form) to the default upstream and waits
+/// until the form has been read. Returns the fields (or why they could not be read
+/// unambiguously) and the call in flight.
+pub async fn start(
+    state: &AppState,
+    upload: Upload,
+    request: UpstreamRequest,
+) -> Result<(Fields, InFlight), GatewayError> {
+    let Upload {
+        fields: mut fields_rx,
+        release,
+    } = upload;
+    let sender = state.clone();
+    let mut sending = state.tasks.spawn(async move {
+        let targets = sender.upstream.targets(None);
+        sender.upstream.send_routed(&targets, request).await
+    });
+    let fields = tokio::select! {
+        fields = &mut fields_rx => fields.ok(),
+        sent = &mut sending => {
+            // The call ended before the form did: the upstream refused it early, or the
+            // caller's body failed (a slow upload is a 408 from `send`).
+            return Err(match sent {
+                Ok(Err(error)) => error,
+                Ok(Ok(_)) => GatewayError::UpstreamFailed {
+                    detail: "the upstream answered before the upload ended".to_owned(),
+                },
+                Err(error) => GatewayError::Internal(error.to_string()),
+            });
+        }
+    };
+    let Some(fields) = fields else {
+        // The body failed before its end: the call's own error says why.
+        drop(release);
+        return Err(match sending.await {
+            Ok(Err(error)) => error,
+            Ok(Ok(_)) => GatewayError::invalid("The upload ended unexpectedly.", None),
+            Err(error) => GatewayError::Internal(error.to_string()),
+        });
+    };
+    Ok((fields, InFlight { release, sending }))
+}
+
+impl InFlight {
+    /// Releases the form's end and waits for the upstream's answer.
+    pub async fn finish(self) -> Result<(reqwest::Response, Target), GatewayError> {
+        let _ = self.release.send(());
+        match self.sending.await {
+            Ok(sent) => sent,
+            Err(error) => Err(GatewayError::Internal(error.to_string())),
+        }
+    }
+}
+
+/// What the pipeline knows of an upload from its fields: the model, images, stream.
+pub fn facts(
+    fields: &std::collections::BTreeMap<String, String>,
+) -> Result<RequestFacts, GatewayError> {
+    let model = fields.get("model").cloned();
+    let images = match fields.get("n") {
+        Some(n) => Some(
+            n.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=10).contains(n))
+                .ok_or_else(|| {
+                    GatewayError::invalid(
+                        "'n' must be an integer from 1 to 10.",
+                        Some("n".to_owned()),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let count = images.unwrap_or(1);
+    Ok(RequestFacts {
+        model,
+        stream: fields.get("stream").is_some_and(|s| s.trim() == "true"),
+        images: Some(crate::pricing::ImageRequest {
+            count,
+            size: fields.get("size").cloned(),
+            quality: fields.get("quality").cloned(),
+        }),
+        ..RequestFacts::default()
+    })
+}
+
+struct Held {
+    inner: Body,
+    /// Bytes held back at the end: longer than the closing delimiter.
+    hold: usize,
+    scanner: Option<FormScanner>,
+    tail: BytesMut,
+    fields: Option<oneshot::Sender<Fields>>,
+    /// `None` once the release came.
+    released: Option<oneshot::Receiver<()>>,
+    ended: bool,
+}
+
+impl Held {
+    fn report(&mut self, fields: Fields) {
+        if let Some(sender) = self.fields.take() {
+            let _ = sender.send(fields);
+        }
+    }
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        // A refusal (the pipeline dropped the release) ends the upload at once.
+        if let Some(waiting) = &mut this.released {
+            match Pin::new(waiting).poll(cx) {
+                Poll::Ready(Ok(())) => this.released = None,
+                Poll::Ready(Err(_)) => return Poll::Ready(Some(Err(Box::new(Refused)))),
+                Poll::Pending => {}
+            }
+        }
+        let released = this.released.is_none();
+        loop {
+            if this.ended {
+                if !released {
+                    return Poll::Pending;
+                }
+                if this.tail.is_empty() {
+                    return Poll::Ready(None);
+                }
+                let rest = this.tail.split().freeze();
+                return Poll::Ready(Some(Ok(Frame::data(rest))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    let fields = match this.scanner.take() {
+                        Some(scanner) => scanner.finish(),
+                        None => Err(FormError::Truncated),
+                    };
+                    this.report(fields);
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.fields.take();
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if let Some(scanner) = &mut this.scanner
+                        && let Err(error) = scanner.feed(&data)
+                    {
+                        // The pipeline decides what an unreadable form means for this caller.
+                        this.scanner = None;
+                        this.report(Err(error));
+                    }
+                    this.tail.extend_from_slice(&data);
+                    if this.tail.len() > this.hold {
+                        let ready = this.tail.split_to(this.tail.len() - this.hold).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(ready))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+
+    fn form() -> Vec<u8> {
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nDATA\r\n\
+         --b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b--\r\n"
+            .as_bytes()
+            .to_vec()
+    }
+
+    fn chunked(bytes: Vec<u8>) -> Body {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Body::from_stream(futures_util::stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn the_end_waits_for_the_release_and_the_fields_arrive_first() {
+        let (body, mut upload) = Upload::hold(chunked(form()), "b");
+        let reader =
+            TaskTracker::new().spawn(async move { body.collect().await.map(|c| c.to_bytes()) });
+        let fields = upload.fields().await.unwrap().unwrap();
+        assert_eq!(fields["model"], "whisper-1");
+        assert!(
+            !reader.is_finished(),
+            "the closing delimiter was sent before the release"
+        );
+        upload.release();
+        let forwarded = reader.await.unwrap().unwrap();
+        assert_eq!(forwarded, Bytes::from(form()), "forwarded byte for byte");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_fails_the_upload_before_its_end() {
+        let (body, mut upload) = Upload::hold(chunked(form()), "b");
+        let reader =
+            TaskTracker::new().spawn(async move { body.collect().await.map(|c| c.to_bytes()) });
+        assert!(upload.fields().await.is_some());
+        drop(upload);
+        assert!(reader.await.unwrap().is_err());
+    }
+}
