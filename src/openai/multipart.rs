@@ -129,6 +129,9 @@ impl FormScanner {
                         find(&self.pending, b"\r\n\r\n").map(|at| (at, at + 4))
                     };
                     match end {
+                        Some((at, _)) if at > MAX_PART_HEADER_BYTES => {
+                            return Err(FormError::PartHeaders);
+                        }
                         Some((at, consumed)) => {
                             let kept = self.read_headers(&self.pending[..at])?;
                             self.pending.drain(..consumed);
@@ -406,6 +409,85 @@ mod tests {
         );
         cut.truncate(cut.len() - 8);
         assert_eq!(scan(&cut, b, 5), Err(FormError::Truncated));
+    }
+
+    fn scan_in_pieces(
+        body: &[u8],
+        boundary: &str,
+        cuts: &[usize],
+    ) -> Result<BTreeMap<String, String>, FormError> {
+        let mut scanner = FormScanner::new(boundary);
+        let mut rest = body;
+        let mut sizes = cuts.iter().cycle();
+        while !rest.is_empty() {
+            let size = (*sizes.next().unwrap_or(&1)).clamp(1, rest.len());
+            scanner.feed(&rest[..size])?;
+            rest = &rest[size..];
+        }
+        scanner.finish()
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(
+                std::env::var("TOLLGATE_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2048)
+            ))]
+
+            /// The request reader never panics, and how a body is cut into chunks never
+            /// changes what it reads.
+            #[test]
+            fn any_bytes_in_any_chunks_read_the_same(
+                body in prop::collection::vec(any::<u8>(), 0..1024),
+                cuts in prop::collection::vec(1usize..48, 1..12),
+            ) {
+                let whole = scan_in_pieces(&body, "b", &[body.len().max(1)]);
+                prop_assert_eq!(whole, scan_in_pieces(&body, "b", &cuts));
+            }
+
+            /// Well-formed forms give back exactly the read fields they hold, in any chunking.
+            #[test]
+            fn well_formed_forms_give_back_their_fields(
+                fields in prop::collection::btree_map(
+                    prop::sample::select(vec!["model", "n", "size", "quality", "stream", "prompt", "file_name", "modelx"]),
+                    "[a-zA-Z0-9 ._:-]{0,40}",
+                    0..6,
+                ),
+                file in prop::collection::vec(any::<u8>(), 0..512),
+                file_first in any::<bool>(),
+                cuts in prop::collection::vec(1usize..64, 1..8),
+            ) {
+                let boundary = "----proptest-boundary";
+                let mut body = Vec::new();
+                let file_part = |body: &mut Vec<u8>| {
+                    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n").as_bytes());
+                    body.extend_from_slice(&file);
+                    body.extend_from_slice(b"\r\n");
+                };
+                if file_first {
+                    file_part(&mut body);
+                }
+                for (name, value) in &fields {
+                    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes());
+                }
+                if !file_first {
+                    file_part(&mut body);
+                }
+                body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+                // A file holding the delimiter is not a well-formed form: skip those.
+                prop_assume!(!file.windows(boundary.len() + 2).any(|w| w == format!("--{boundary}").as_bytes()));
+                let read = scan_in_pieces(&body, boundary, &cuts).unwrap();
+                let expected: BTreeMap<String, String> = fields
+                    .iter()
+                    .filter(|(name, _)| READ_FIELDS.contains(name))
+                    .map(|(name, value)| ((*name).to_owned(), value.clone()))
+                    .collect();
+                prop_assert_eq!(read, expected);
+            }
+        }
     }
 
     #[test]

@@ -283,3 +283,63 @@ async fn keys_usage_and_requests_on_sqlite() {
 async fn keys_usage_and_requests_on_postgres() {
     keys_usage_and_requests(Database::Postgres).await;
 }
+
+#[tokio::test]
+async fn key_fields_are_bounded_and_routes_are_families() {
+    let gw = gateway(Database::Sqlite).await.unwrap();
+    let create = |body: Value| {
+        admin(&gw, reqwest::Method::POST, "/admin/keys")
+            .json(&body)
+            .send()
+    };
+    let big = "x".repeat(17 * 1024);
+    for (body, param) in [
+        (json!({ "name": "line\nbreak" }), "name"),
+        (json!({ "name": "bell\u{7}" }), "name"),
+        (json!({ "name": "n".repeat(129) }), "name"),
+        (json!({ "name": "   " }), "name"),
+        (json!({ "name": "ok", "owner": "tab\there" }), "owner"),
+        (json!({ "name": "ok", "models": ["gpt-4o\u{0}"] }), "models"),
+        (
+            json!({ "name": "ok", "metadata": { "blob": big } }),
+            "metadata",
+        ),
+        (
+            json!({ "name": "ok", "routes": ["organization"] }),
+            "routes",
+        ),
+        (json!({ "name": "ok", "routes": ["nonsense"] }), "routes"),
+    ] {
+        let (status, error) = error_of(create(body.clone()).await.unwrap()).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error["param"], param, "{body}: {error}");
+    }
+    let created: Value = create(json!({ "name": "batch runner", "models": ["gpt-4o-mini"], "routes": ["batches", "files"] }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["routes"], json!(["batches", "files"]));
+    let id = created["id"].as_str().unwrap();
+    let patched = admin(&gw, reqwest::Method::PATCH, &format!("/admin/keys/{id}"))
+        .json(&json!({ "routes": ["fine_tuning"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    assert_eq!(
+        admin_get(&gw, &format!("/admin/keys/{id}")).await["routes"],
+        json!(["fine_tuning"])
+    );
+    let (status, _) = error_of(
+        admin(&gw, reqwest::Method::PATCH, &format!("/admin/keys/{id}"))
+            .json(&json!({ "name": "a\u{1b}[31mred" }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    gw.stop().await;
+}

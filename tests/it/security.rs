@@ -547,6 +547,29 @@ async fn every_route_is_governed_or_refused() {
             call(Method::POST, "/v1/batches/batch_1/cancel", Body::None),
             [404, 404, 404, 404, 404],
         ),
+        // Two `model`s: which one would the upstream read? Neither: 400, whoever asks.
+        (
+            call(
+                Method::POST,
+                "/v1/chat/completions",
+                Body::Typed(
+                    "application/json",
+                    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}],"model":"o1"}"#,
+                ),
+            ),
+            [400, 400, 400, 400, 400],
+        ),
+        (
+            call(
+                Method::POST,
+                "/v1/completions",
+                Body::Typed(
+                    "application/json",
+                    r#"{"model":"gpt-4o-mini","prompt":"x","m\u006fdel":"o1"}"#,
+                ),
+            ),
+            [400, 400, 400, 400, 400],
+        ),
         // A JSON route called with another type, and a multipart body where JSON is expected:
         // 415 before anything is read or forwarded, whoever asks.
         (
