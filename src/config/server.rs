@@ -125,22 +125,16 @@ impl ServerConfig {
         let body_read_timeout =
             positive_ms(s, "server.body_read_timeout_ms", Duration::from_secs(30));
         let idle_timeout = positive_ms(s, "server.idle_timeout_ms", Duration::from_secs(75));
-        let upload_min_bytes_per_sec = s.get("server.upload_min_bytes_per_sec", None, 8_192u64);
-        if upload_min_bytes_per_sec == 0 {
-            s.invalid(
-                "server.upload_min_bytes_per_sec",
-                None,
-                "must be greater than 0",
-            );
-        }
-        let max_connections_per_ip = s.get("server.max_connections_per_ip", None, 512usize);
-        if max_connections_per_ip == 0 {
-            s.invalid(
-                "server.max_connections_per_ip",
-                None,
-                "must be greater than 0",
-            );
-        }
+        let count = |s: &mut Sources<'_>, path: &str, default: u64| {
+            let value: u64 = s.get(path, None, default);
+            if value == 0 {
+                s.invalid(path, None, "must be greater than 0");
+            }
+            value
+        };
+        let upload_min_bytes_per_sec = count(s, "server.upload_min_bytes_per_sec", 8_192);
+        let max_connections_per_ip =
+            usize::try_from(count(s, "server.max_connections_per_ip", 512)).unwrap_or(usize::MAX);
         Self {
             host,
             trusted_proxies,

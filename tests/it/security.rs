@@ -350,6 +350,21 @@ fn call(method: reqwest::Method, path: &'static str, body: Body) -> Call {
     Call { method, path, body }
 }
 
+fn json_post(path: &'static str, body: Value) -> Call {
+    call(reqwest::Method::POST, path, Body::Json(body))
+}
+
+/// A key with a monthly budget of `max_usd`: its id and secret.
+async fn budgeted_key(gw: &TestGateway, max_usd: f64) -> (String, String) {
+    let budgets = json!({ "key": { "max_usd": max_usd, "period": "month" } });
+    gw.create_key_with(NewKey {
+        name: "budgeted".into(),
+        budgets: serde_json::from_value::<KeyBudgets>(budgets).unwrap(),
+        ..NewKey::default()
+    })
+    .await
+}
+
 async fn attempt(gw: &TestGateway, secret: &str, call: &Call) -> (u16, Value) {
     let mut request = gw
         .client
@@ -378,26 +393,8 @@ async fn every_route_is_governed_or_refused() {
     use reqwest::Method;
     let gw = gateway("").await;
     let (_, restricted) = gw.create_key(&["gpt-4o-mini"]).await;
-    let (_, budgeted) = gw
-        .create_key_with(NewKey {
-            name: "budgeted".into(),
-            budgets: serde_json::from_value::<KeyBudgets>(
-                json!({ "key": { "max_usd": 100.0, "period": "month" } }),
-            )
-            .unwrap(),
-            ..NewKey::default()
-        })
-        .await;
-    let (_, spent) = gw
-        .create_key_with(NewKey {
-            name: "spent".into(),
-            budgets: serde_json::from_value::<KeyBudgets>(
-                json!({ "key": { "max_usd": 0.000001, "period": "month" } }),
-            )
-            .unwrap(),
-            ..NewKey::default()
-        })
-        .await;
+    let (_, budgeted) = budgeted_key(&gw, 100.0).await;
+    let (_, spent) = budgeted_key(&gw, 0.000001).await;
     let (_, allowed_batches) = gw
         .create_key_with(NewKey {
             name: "batches".into(),
@@ -457,77 +454,60 @@ async fn every_route_is_governed_or_refused() {
             [404, 403, 404, 429, 403],
         ),
         (
-            call(
-                Method::POST,
+            json_post(
                 "/v1/audio/speech",
-                Body::Json(json!({ "model": "tts-1", "input": "hi", "voice": "alloy" })),
+                json!({ "model": "tts-1", "input": "hi", "voice": "alloy" }),
             ),
             [404, 403, 403, 403, 403],
         ),
         (
-            call(
-                Method::POST,
+            json_post(
                 "/v1/completions",
-                Body::Json(json!({ "model": "gpt-4o-mini", "prompt": "hi", "max_tokens": 5 })),
+                json!({ "model": "gpt-4o-mini", "prompt": "hi", "max_tokens": 5 }),
             ),
             [404, 404, 404, 429, 404],
         ),
         (
-            call(
-                Method::POST,
+            json_post(
                 "/v1/moderations",
-                Body::Json(json!({ "model": "omni-moderation-latest", "input": "hi" })),
+                json!({ "model": "omni-moderation-latest", "input": "hi" }),
             ),
             [200, 403, 200, 200, 403],
         ),
         (
-            call(
-                Method::POST,
-                "/v1/moderations",
-                Body::Json(json!({ "input": "no model named" })),
-            ),
+            json_post("/v1/moderations", json!({ "input": "no model named" })),
             [200, 403, 200, 200, 403],
         ),
         (
-            call(
-                Method::POST,
+            json_post(
                 "/v1/batches",
-                Body::Json(
-                    json!({ "input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h" }),
-                ),
+                json!({ "input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h" }),
             ),
             [404, 403, 403, 403, 404],
         ),
         (
             // `runs` in another spelling is still `runs`, never a thread id.
-            call(
-                Method::POST,
-                "/v1/threads/%72uns",
-                Body::Json(json!({ "assistant_id": "asst_1" })),
-            ),
+            json_post("/v1/threads/%72uns", json!({ "assistant_id": "asst_1" })),
             [404, 403, 403, 403, 403],
         ),
         (
-            call(
-                Method::POST,
+            json_post(
                 "/v1/fine_tuning/jobs",
-                Body::Json(json!({ "model": "gpt-4o-mini", "training_file": "file-1" })),
+                json!({ "model": "gpt-4o-mini", "training_file": "file-1" }),
             ),
             [404, 403, 403, 403, 403],
         ),
         (
-            call(
-                Method::POST,
+            json_post(
                 "/v1/threads/thread_1/runs",
-                Body::Json(json!({ "assistant_id": "asst_1" })),
+                json!({ "assistant_id": "asst_1" }),
             ),
             [404, 403, 403, 403, 403],
         ),
         (
-            call(
-                Method::POST,
+            json_post(
                 "/v1/realtime/client_secrets",
-                Body::Json(json!({ "session": { "type": "realtime", "model": "gpt-realtime" } })),
+                json!({ "session": { "type": "realtime", "model": "gpt-realtime" } }),
             ),
             [404, 403, 403, 403, 403],
         ),
@@ -884,16 +864,7 @@ async fn budgets_and_model_lists_hold_where_cost_or_model_is_hidden() {
     )
     .await;
     let (_, restricted) = gw.create_key(&["gpt-4o-mini"]).await;
-    let (budgeted_id, budgeted) = gw
-        .create_key_with(NewKey {
-            name: "budgeted".into(),
-            budgets: serde_json::from_value::<KeyBudgets>(
-                json!({ "key": { "max_usd": 100.0, "period": "month" } }),
-            )
-            .unwrap(),
-            ..NewKey::default()
-        })
-        .await;
+    let (budgeted_id, budgeted) = budgeted_key(&gw, 100.0).await;
     let chat = json!({ "model": "gpt-4o-mini", "max_tokens": 50, "messages": [{ "role": "user", "content": "hi" }] });
     let post = |secret: Option<&str>, path: &str, body: &Value| {
         let request = gw.client.post(gw.url(path)).json(body);
