@@ -1,14 +1,19 @@
 //! The request pipeline: every stage of a model call, in order, in one place.
 //!
 //! ```text
-//! authenticate ─► validate ─► authorize ─► rate limits ─► content ─► budgets ─► cache ─► forward ─► respond ─► account
-//!   (layer)          (3)         (4)           (5)           (6)        (7)       (8)       (9)        (10)       (11)
+//! authenticate ─► route ─► validate ─► authorize ─► rate limits ─► content ─► budgets ─► cache ─► forward ─► respond ─► account
+//!   (layer)      (handler)    (3)         (4)           (5)           (6)        (7)       (8)       (9)        (10)       (11)
 //!                                                                                   │
 //!                                   audit layer: the record, from the response's CallFacts
 //! ```
 //!
 //! Authentication runs as a layer over every non-open route (`routes::router`), so a route
-//! cannot forget it; the handler receives the [`Principal`]. Each later stage is a plain
+//! cannot forget it; the handler receives the [`Principal`], and for the passthrough route it
+//! has already checked the path and matched an allowlisted operation (`routes::passthrough`).
+//! Authorization holds restricted callers to their model list and budget on every route, or
+//! refuses (`authorize`). A multipart form to a model route starts upstream during
+//! validation with its end held back (`upload`), so stages 4–8 run before it can complete.
+//! Each later stage is a plain
 //! function in its own file, called here top to bottom. Validation comes before the limits
 //! because token rules need the parsed prompt and the body's `user`. Accounting (usage, cost,
 //! settling token reservations and budget holds) happens when the answer is read, or for a

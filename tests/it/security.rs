@@ -512,6 +512,46 @@ async fn every_route_is_governed_or_refused() {
             [404, 403, 403, 403, 403],
         ),
         (
+            json_post(
+                "/v1/vector_stores",
+                json!({ "name": "docs", "file_ids": ["file-1"] }),
+            ),
+            [404, 403, 403, 403, 403],
+        ),
+        (
+            json_post("/v1/evals/eval_1/runs", json!({ "name": "run" })),
+            [404, 403, 403, 403, 403],
+        ),
+        (
+            json_post("/v1/containers", json!({ "name": "sandbox" })),
+            [404, 403, 403, 403, 403],
+        ),
+        (
+            json_post(
+                "/v1/chatkit/sessions",
+                json!({ "workflow": { "id": "wf_1" } }),
+            ),
+            [404, 403, 403, 403, 403],
+        ),
+        (
+            json_post(
+                "/v1/videos",
+                json!({ "model": "sora-2", "prompt": "a cat" }),
+            ),
+            [404, 403, 403, 403, 403],
+        ),
+        (
+            json_post("/v1/conversations", json!({ "items": [] })),
+            [404, 404, 404, 404, 404],
+        ),
+        (
+            json_post(
+                "/v1/uploads",
+                json!({ "filename": "a.jsonl", "purpose": "batch", "bytes": 10, "mime_type": "text/jsonl" }),
+            ),
+            [404, 404, 404, 404, 404],
+        ),
+        (
             call(
                 Method::DELETE,
                 "/v1/models/ft:gpt-4o-mini:org::x",
