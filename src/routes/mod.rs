@@ -2,8 +2,9 @@
 //!
 //! Every route needs a gateway key except the open list below, which is visible here in one
 //! place: `/health`, `/health/ready`, and `/metrics` (unless `server.metrics_public = false`).
-//! Each OpenAI route answers with and without the `/v1` prefix, as the seeds name them; any
-//! other `/v1/*` path is forwarded as it is.
+//! Each model route answers with and without the `/v1` prefix, as the seeds name them; any
+//! other `/v1/*` path goes to `passthrough`, which forwards only OpenAI's operations
+//! (`openai::operations`) along a checked path (`openai::path`).
 
 mod fallback;
 mod generate;
@@ -37,10 +38,18 @@ pub fn router(state: AppState) -> Router {
             ("responses", ModelRoute::Responses),
         ];
         for (path, route) in model_routes {
-            keyed = keyed.route(&format!("{prefix}/{path}"), model_calls::route(route, path));
+            let method_router = model_calls::route(route, path);
+            // Other methods on these paths (GET /v1/chat/completions lists stored
+            // completions) are OpenAI operations too: the allowlist decides.
+            let method_router = if prefix.is_empty() {
+                method_router
+            } else {
+                method_router.fallback(passthrough::forward)
+            };
+            keyed = keyed.route(&format!("{prefix}/{path}"), method_router);
         }
         let show = get(models::show);
-        // Other methods on a model (DELETE of a fine-tuned one) are OpenAI operations too.
+        // Other methods on a model (DELETE of a fine-tuned one) likewise.
         let show = if prefix.is_empty() {
             show
         } else {

@@ -366,7 +366,21 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
     let gw = TestGateway::start().await;
     let (status, error) = error_of(gw.get("/no/such/route").send().await.unwrap()).await;
     assert_eq!((status, error["code"].as_str()), (404, Some("not_found")));
-    let (status, error) = error_of(gw.get("/v1/chat/completions").send().await.unwrap()).await;
+    let (status, error) = error_of(gw.get("/chat/completions").send().await.unwrap()).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    // Under /v1 the allowlist answers for OpenAI's other methods on the path.
+    let put = gw
+        .client
+        .put(gw.url("/v1/chat/completions"))
+        .bearer_auth(&gw.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.headers()["allow"], "GET, POST");
+    let (status, error) = error_of(put).await;
     assert_eq!(
         (status, error["code"].as_str()),
         (405, Some("method_not_allowed"))

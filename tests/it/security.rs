@@ -564,6 +564,10 @@ async fn every_route_is_governed_or_refused() {
             [404, 404, 404, 404, 404],
         ),
         (
+            call(Method::GET, "/v1/chat/completions", Body::None),
+            [404, 404, 404, 404, 404],
+        ),
+        (
             call(Method::POST, "/v1/batches/batch_1/cancel", Body::None),
             [404, 404, 404, 404, 404],
         ),

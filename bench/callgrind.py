@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Instructions per request, under valgrind's callgrind: counts that repeat where times on a
+shared machine do not.
+
+Tollgate (release build, defaults, SQLite records, one key, roomy limit rules) serves a fixed
+number of non-streaming chat requests from one keep-alive connection while callgrind counts
+every instruction of the process; the mock upstream runs natively. Two runs with different
+request counts are subtracted, so start-up, the tokenizer's tables and shutdown cancel out:
+
+    instructions per request = (Ir(many) - Ir(few)) / (many - few)
+
+    python3 bench/callgrind.py --bin target/release/tollgate [--few 200] [--many 1200]
+
+Compare two builds by running it once per binary (the mock is taken from --mock-bin, default
+the same binary).
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+UPSTREAM_KEY = "sk-bench-upstream-key-0123456789"
+CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}],
+                   "max_tokens": 50}).encode()
+ROOMY_LIMITS = ("[[limits.rules]]\nscope = \"ip\"\nroute = \"*\"\nrequests = 1000000000\nper = \"1h\"\n\n"
+                "[[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 1000000000\nper = \"1h\"\n")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, path, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", path)
+            if connection.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"nothing answered on port {port}")
+
+
+def instructions(binary, mock_port, requests, workdir):
+    port = free_port()
+    db = os.path.join(workdir, f"cg-{port}.db")
+    env = dict(os.environ, DATABASE_URL=f"sqlite://{db}")
+    created = subprocess.run([binary, "keys", "create", "--name", "bench", "--json"], env=env,
+                             check=True, capture_output=True, text=True)
+    key = json.loads(created.stdout)["key"]
+    config = os.path.join(workdir, f"cg-{port}.toml")
+    with open(config, "w") as f:
+        f.write(ROOMY_LIMITS)
+    env.update(OPENAI_API_KEY=UPSTREAM_KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1",
+               PORT=str(port), TOLLGATE_CONFIG=config, TOLLGATE_DATA_DIR=workdir)
+    out = os.path.join(workdir, f"callgrind-{port}.out")
+    gateway = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "serve"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(port, "/health/ready")
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    for _ in range(requests):
+        connection.request("POST", "/v1/chat/completions", body=CHAT, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            sys.exit(f"status {response.status}")
+    connection.close()
+    gateway.send_signal(signal.SIGTERM)
+    gateway.wait(timeout=300)
+    with open(out) as f:
+        for line in f:
+            found = re.match(r"(?:summary|totals):\s+(\d+)", line)
+            if found:
+                return int(found.group(1))
+    sys.exit("no totals in the callgrind output")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--mock-bin")
+    parser.add_argument("--few", type=int, default=200)
+    parser.add_argument("--many", type=int, default=1200)
+    args = parser.parse_args()
+    mock_port = free_port()
+    mock = subprocess.Popen([args.mock_bin or args.bin, "mock-upstream", "--listen", f"127.0.0.1:{mock_port}",
+                             "--api-key", UPSTREAM_KEY, "--record-limit", "0"], stdout=subprocess.DEVNULL)
+    try:
+        wait_ready(mock_port, "/_mock/streams")
+        with tempfile.TemporaryDirectory() as workdir:
+            few = instructions(args.bin, mock_port, args.few, workdir)
+            many = instructions(args.bin, mock_port, args.many, workdir)
+    finally:
+        mock.send_signal(signal.SIGTERM)
+        mock.wait(timeout=30)
+    per_request = (many - few) / (args.many - args.few)
+    print(json.dumps({"binary": args.bin, "few": args.few, "ir_few": few, "many": args.many,
+                      "ir_many": many, "instructions_per_request": round(per_request)}))
+
+
+if __name__ == "__main__":
+    main()
