@@ -246,7 +246,7 @@ fn cases(key: &str) -> Vec<Case> {
         case("unknown route", http("GET", "/does/not/exist", &[], b""), 404),
         case("path traversal", http("GET", "/../../etc/passwd", &[], b""), 404),
         case("query with markup", http("GET", "/nope?x=%3Cscript%3E", &[], b""), 404),
-        case("GET on chat", http("GET", "/v1/chat/completions", &[("Authorization", &auth)], b""), 405),
+        case("PUT on chat", http("PUT", "/v1/chat/completions", &[("Authorization", &auth)], b""), 405),
         case("PUT on embeddings", http("PUT", "/v1/embeddings", &[("Authorization", &auth), ("Content-Type", "application/json")], b"{}"), 405),
         case("DELETE on health", http("DELETE", "/health", &[], b""), 405),
         case("encoded traversal in a model id", http("GET", "/v1/models/..%2F..%2Fadmin", &[("Authorization", &auth)], b""), 404),
