@@ -31,25 +31,36 @@ pub enum FormError {
     Value,
     #[error("the form ends before its closing delimiter")]
     Truncated,
+    #[error("the form carries bytes after its closing delimiter")]
+    Epilogue,
 }
 
-/// The boundary of a `multipart/form-data` content type, when there is exactly one.
+/// The boundary of a `multipart/form-data` content type, when there is exactly one and every
+/// parser must read it the same way: RFC 2046 characters only, quoted only as a whole, and no
+/// RFC 2231 spelling (`boundary*=`, `boundary*0=`), which some parsers prefer to the plain one.
 pub fn boundary(content_type: &str) -> Result<String, FormError> {
     let mut found = None;
     for parameter in content_type.split(';').skip(1) {
-        let Some((name, value)) = parameter.split_once('=') else {
+        let (name, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+        let name = name.trim().to_ascii_lowercase();
+        if !name.starts_with("boundary") {
             continue;
-        };
-        if name.trim().eq_ignore_ascii_case("boundary") {
-            if found.is_some() {
-                return Err(FormError::Boundary);
-            }
-            let value = value.trim().trim_matches('"');
-            if value.is_empty() || value.len() > 70 {
-                return Err(FormError::Boundary);
-            }
-            found = Some(value.to_owned());
         }
+        if name != "boundary" || found.is_some() {
+            return Err(FormError::Boundary);
+        }
+        let value = value.trim();
+        let value = match value.strip_prefix('"') {
+            Some(quoted) => quoted.strip_suffix('"').ok_or(FormError::Boundary)?,
+            None => value,
+        };
+        let plain = value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"'()+_,-./:=? ".contains(&b));
+        if value.is_empty() || value.len() > 70 || !plain || value.ends_with(' ') {
+            return Err(FormError::Boundary);
+        }
+        found = Some(value.to_owned());
     }
     found.ok_or(FormError::Boundary)
 }
@@ -89,9 +100,6 @@ impl FormScanner {
 
     /// Reads the next bytes of the form.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), FormError> {
-        if matches!(self.state, State::Done) {
-            return Ok(());
-        }
         self.pending.extend_from_slice(chunk);
         loop {
             let progressed = match &mut self.state {
@@ -110,9 +118,9 @@ impl FormScanner {
                     if self.pending.len() < 2 {
                         false
                     } else if self.pending.starts_with(b"--") {
-                        self.pending.clear();
+                        self.pending.drain(..2);
                         self.state = State::Done;
-                        false
+                        true
                     } else if self.pending.starts_with(b"\r\n") {
                         self.pending.drain(..2);
                         self.state = State::Headers;
@@ -170,7 +178,14 @@ impl FormScanner {
                         false
                     }
                 },
-                State::Done => false,
+                // After the closing delimiter only a line break may follow: an epilogue
+                // would let the delimiter go upstream before the held end.
+                State::Done => {
+                    if !b"\r\n".starts_with(&self.pending) {
+                        return Err(FormError::Epilogue);
+                    }
+                    false
+                }
             };
             if !progressed {
                 return Ok(());
@@ -189,6 +204,16 @@ impl FormScanner {
     /// A part's headers: the name to keep its value under, when it is a field we read.
     fn read_headers(&self, block: &[u8]) -> Result<Option<String>, FormError> {
         let block = std::str::from_utf8(block).map_err(|_| FormError::PartHeaders)?;
+        // Lines end in CRLF only, and are never folded: parsers that also end a line at a bare
+        // LF (or CR), or unfold, would see other headers than these.
+        let bare_break = block.replace("\r\n", "").contains(['\r', '\n']);
+        if bare_break
+            || block
+                .split("\r\n")
+                .any(|line| line.starts_with([' ', '\t']))
+        {
+            return Err(FormError::PartHeaders);
+        }
         let mut name = None;
         let mut file = false;
         let mut encoded = false;
@@ -491,7 +516,7 @@ mod tests {
     }
 
     #[test]
-    fn the_boundary_is_one_parameter() {
+    fn the_boundary_is_one_parameter_every_parser_reads_alike() {
         assert_eq!(
             boundary("multipart/form-data; boundary=abc").unwrap(),
             "abc"
@@ -500,10 +525,59 @@ mod tests {
             boundary("multipart/form-data; BOUNDARY=\"a b\"").unwrap(),
             "a b"
         );
-        assert_eq!(boundary("multipart/form-data"), Err(FormError::Boundary));
         assert_eq!(
-            boundary("multipart/form-data; boundary=a; boundary=b"),
-            Err(FormError::Boundary)
+            boundary("multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxk").unwrap(),
+            "----WebKitFormBoundary7MA4YWxk"
         );
+        for ambiguous in [
+            "multipart/form-data",
+            "multipart/form-data; boundary=a; boundary=b",
+            "multipart/form-data; boundary=gw; boundary*=utf-8''up",
+            "multipart/form-data; boundary=gw; boundary*0=up",
+            "multipart/form-data; boundary=gw; BOUNDARY*=utf-8''up",
+            "multipart/form-data; boundary=\"a\\\"b\"",
+            "multipart/form-data; boundary=\"G;x\"",
+            "multipart/form-data; boundary=\"unterminated",
+            "multipart/form-data; boundary=",
+            "multipart/form-data; boundary=\"trailing \"",
+        ] {
+            assert_eq!(boundary(ambiguous), Err(FormError::Boundary), "{ambiguous}");
+        }
+    }
+
+    #[test]
+    fn nothing_may_follow_the_closing_delimiter_but_a_line_break() {
+        let b = "bnd";
+        let mut body = form(
+            &[(r#"Content-Disposition: form-data; name="model""#, "o1")],
+            b,
+        );
+        assert!(scan(&body, b, 3).is_ok());
+        body.extend_from_slice(b"padding after the end");
+        assert_eq!(scan(&body, b, 3), Err(FormError::Epilogue));
+        let mut spaces = form(
+            &[(r#"Content-Disposition: form-data; name="model""#, "o1")],
+            b,
+        );
+        spaces.extend_from_slice(&[b' '; 512]);
+        assert_eq!(scan(&spaces, b, 64), Err(FormError::Epilogue));
+    }
+
+    #[test]
+    fn part_headers_end_lines_in_crlf_only() {
+        let b = "a:b";
+        let bare_lf = form(
+            &[(
+                "Content-Disposition: form-data; name=\"file\"\n\nsmuggled\r\nX: y",
+                "v",
+            )],
+            b,
+        );
+        assert_eq!(scan(&bare_lf, b, 4), Err(FormError::PartHeaders));
+        let folded = form(
+            &[("Content-Disposition: form-data;\r\n name=\"model\"", "o1")],
+            b,
+        );
+        assert_eq!(scan(&folded, b, 4), Err(FormError::PartHeaders));
     }
 }

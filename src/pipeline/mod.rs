@@ -327,7 +327,13 @@ async fn run(
         }
         Err(error) => {
             settle_later(state, admission, None);
-            budget::settle_later(state, hold, None);
+            // A call that timed out may still have run (and been billed) upstream: it keeps
+            // its reservation. Other failures were not served.
+            if matches!(error, GatewayError::UpstreamTimeout) {
+                budget::settle_unknown_later(state, hold);
+            } else {
+                budget::settle_later(state, hold, None);
+            }
             return Err(error);
         }
     };

@@ -210,6 +210,11 @@ impl http_body::Body for Held {
                 let rest = this.tail.split().freeze();
                 return Poll::Ready(Some(Ok(Frame::data(rest))));
             }
+            // An unreadable form sends nothing more until the pipeline has decided: what it
+            // holds may already contain its end.
+            if this.scanner.is_none() && !released {
+                return Poll::Pending;
+            }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
@@ -228,14 +233,16 @@ impl http_body::Body for Held {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
+                    this.tail.extend_from_slice(&data);
                     if let Some(scanner) = &mut this.scanner
                         && let Err(error) = scanner.feed(&data)
                     {
-                        // The pipeline decides what an unreadable form means for this caller.
+                        // The pipeline decides what an unreadable form means for this caller;
+                        // until then everything from this chunk on is held.
                         this.scanner = None;
                         this.report(Err(error));
+                        continue;
                     }
-                    this.tail.extend_from_slice(&data);
                     if this.tail.len() > this.hold {
                         let ready = this.tail.split_to(this.tail.len() - this.hold).freeze();
                         return Poll::Ready(Some(Ok(Frame::data(ready))));
@@ -282,6 +289,36 @@ mod tests {
         upload.release();
         let forwarded = reader.await.unwrap().unwrap();
         assert_eq!(forwarded, Bytes::from(form()), "forwarded byte for byte");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_form_sends_nothing_more_until_the_decision() {
+        let mut padded = form();
+        padded.extend_from_slice(&[b'x'; 4096]);
+        let (body, mut upload) = Upload::hold(chunked(padded.clone()), "b");
+        let mut body = body;
+        let forwarded = TaskTracker::new().spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    seen.extend_from_slice(&data);
+                }
+            }
+            seen
+        });
+        assert_eq!(
+            upload.fields().await,
+            Some(Err(FormError::Epilogue)),
+            "the padding after the end is refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(upload);
+        let seen = forwarded.await.unwrap();
+        let closing = b"\r\n--b--";
+        assert!(
+            !seen.windows(closing.len()).any(|w| w == closing),
+            "the closing delimiter went out before the decision"
+        );
     }
 
     #[tokio::test]
