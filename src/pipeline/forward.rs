@@ -28,6 +28,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use bytes::Bytes;
 use rand::RngExt;
 use secrecy::ExposeSecret;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use url::Url;
 
@@ -107,7 +108,53 @@ pub struct Upstream {
 pub enum OutgoingBody {
     Empty,
     Buffered(Bytes),
-    Streamed(reqwest::Body),
+    Streamed(StreamedBody),
+}
+
+/// A caller's body streamed through, and the signal that it has been sent in full: the call's
+/// deadline runs from then, since an upload takes the caller's time (its pace is held by
+/// `extract::Paced`).
+pub struct StreamedBody {
+    body: reqwest::Body,
+    sent: watch::Receiver<bool>,
+}
+
+impl OutgoingBody {
+    /// `body` streamed from the caller to the upstream.
+    pub fn streamed(body: axum::body::Body) -> Self {
+        let (signal, sent) = watch::channel(false);
+        let stream = SignalEnd {
+            inner: body.into_data_stream(),
+            signal: Some(signal),
+        };
+        Self::Streamed(StreamedBody {
+            body: reqwest::Body::wrap_stream(stream),
+            sent,
+        })
+    }
+}
+
+/// A body stream that says when it has ended.
+struct SignalEnd {
+    inner: axum::body::BodyDataStream,
+    signal: Option<watch::Sender<bool>>,
+}
+
+impl futures_util::Stream for SignalEnd {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(None) = next
+            && let Some(signal) = self.signal.take()
+        {
+            let _ = signal.send(true);
+        }
+        next
+    }
 }
 
 /// One call to make.
@@ -336,7 +383,7 @@ impl Upstream {
     /// mapped to the error table.
     pub async fn send(&self, request: UpstreamRequest) -> Result<reqwest::Response, GatewayError> {
         let started = Instant::now();
-        let deadline = started
+        let mut deadline = started
             + if request.stream {
                 self.first_byte_timeout
             } else {
@@ -351,10 +398,10 @@ impl Upstream {
         } else {
             self.policy.max_retries
         };
-        let (buffered, mut streamed) = match request.body {
-            OutgoingBody::Empty => (None, None),
-            OutgoingBody::Buffered(bytes) => (Some(bytes), None),
-            OutgoingBody::Streamed(body) => (None, Some(body)),
+        let (buffered, mut streamed, mut sent) = match request.body {
+            OutgoingBody::Empty => (None, None, None),
+            OutgoingBody::Buffered(bytes) => (Some(bytes), None, None),
+            OutgoingBody::Streamed(StreamedBody { body, sent }) => (None, Some(body), Some(sent)),
         };
 
         let mut attempt = 0u32;
@@ -368,22 +415,31 @@ impl Upstream {
             } else if let Some(body) = streamed.take() {
                 builder = builder.body(body);
             }
-            let failure = match tokio::time::timeout_at(deadline, builder.send()).await {
-                Err(_elapsed) => Failure::Timeout,
-                Ok(Err(error)) if error.is_timeout() => Failure::Timeout,
-                Ok(Err(error)) if error.is_connect() => Failure::Unreachable,
+            let answer = match sent.as_mut() {
+                None => tokio::time::timeout_at(deadline, builder.send()).await.ok(),
+                Some(sent) => {
+                    let answer = after_upload(builder.send(), sent, self.timeout).await;
+                    // What follows (an error body) gets its own time after the upload.
+                    deadline = Instant::now() + self.timeout;
+                    answer
+                }
+            };
+            let failure = match answer {
+                None => Failure::Timeout,
+                Some(Err(error)) if error.is_timeout() => Failure::Timeout,
+                Some(Err(error)) if error.is_connect() => Failure::Unreachable,
                 // The caller's upload fell behind its minimum pace: the caller's fault.
-                Ok(Err(error)) if crate::extract::is_too_slow(&error) => {
+                Some(Err(error)) if crate::extract::is_too_slow(&error) => {
                     crate::metrics::record_upstream_attempt("error");
                     return Err(GatewayError::RequestTimeout);
                 }
-                Ok(Err(error)) => Failure::Transport(error.to_string()),
-                Ok(Ok(mut response)) if response.status().is_success() => {
+                Some(Err(error)) => Failure::Transport(error.to_string()),
+                Some(Ok(mut response)) if response.status().is_success() => {
                     crate::metrics::record_upstream_attempt("ok");
                     self.drop_leaking_headers(response.headers_mut());
                     return Ok(response);
                 }
-                Ok(Ok(response)) => Failure::Status(response),
+                Some(Ok(response)) => Failure::Status(response),
             };
             let wait = if attempt < max_retries {
                 self.retry_delay(&failure, attempt)
@@ -579,6 +635,23 @@ impl Endpoint {
             headers.insert(HeaderName::from_static("openai-project"), project.clone());
         }
         headers
+    }
+}
+
+/// `call`'s output, unless `timeout` passes after the upload `sent` signals its end (or fails)
+/// first; `None` then.
+async fn after_upload<F: std::future::Future>(
+    call: F,
+    sent: &mut watch::Receiver<bool>,
+    timeout: Duration,
+) -> Option<F::Output> {
+    let expired = async {
+        let _ = sent.wait_for(|done| *done).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        output = call => Some(output),
+        () = expired => None,
     }
 }
 

@@ -136,7 +136,7 @@ async fn run(
                         path: call.upstream_path.clone(),
                         query: call.query.clone(),
                         headers: call.headers.clone(),
-                        body: OutgoingBody::Streamed(streamed(held)),
+                        body: OutgoingBody::streamed(held),
                         stream: false,
                     };
                     let (fields, in_flight) = upload::start(state, upload, sending).await?;
@@ -154,11 +154,7 @@ async fn run(
                 }
                 boundary => {
                     form_unread = model_route && boundary.is_err();
-                    (
-                        RequestFacts::default(),
-                        OutgoingBody::Streamed(streamed(body)),
-                        None,
-                    )
+                    (RequestFacts::default(), OutgoingBody::streamed(body), None)
                 }
             }
         }
@@ -291,6 +287,9 @@ async fn run(
         return Err(error);
     }
 
+    // An upload's time is the caller's: what follows it is timed from when it was sent.
+    let streamed_body = uploading.is_some() || matches!(body, OutgoingBody::Streamed(_));
+
     // 9. forward: pooled, retried, timed; an alias falls back along its targets. An upload
     // already under way is let finish.
     let upstream_started = Instant::now();
@@ -339,6 +338,11 @@ async fn run(
     };
 
     // 10. respond: relay a stream event by event, or read and return a JSON answer.
+    let answer_started = if streamed_body {
+        Instant::now()
+    } else {
+        started
+    };
     let status = upstream.status();
     let headers = upstream.headers().clone();
     let mut response = if request.stream && respond::is_event_stream(&headers) {
@@ -380,7 +384,7 @@ async fn run(
         let body = stream::relay(
             state,
             upstream,
-            started + state.upstream.first_byte_timeout,
+            answer_started + state.upstream.first_byte_timeout,
             options,
             on_done,
         );
@@ -394,7 +398,7 @@ async fn run(
         budget::settle_unknown_later(state, hold);
         respond::from_upstream(status, &headers, Body::from_stream(upstream.bytes_stream()))
     } else {
-        let body = match state.upstream.read_body(upstream, started).await {
+        let body = match state.upstream.read_body(upstream, answer_started).await {
             Ok(body) => body,
             Err(error) => {
                 settle_later(state, admission, None);
@@ -447,11 +451,6 @@ async fn run(
         admission.write_headers(response.headers_mut());
     }
     Ok(response)
-}
-
-/// A request body as the upstream client sends it.
-fn streamed(body: Body) -> reqwest::Body {
-    reqwest::Body::wrap_stream(body.into_data_stream())
 }
 
 /// A finished stream's accounting: the usage it reported, or else an estimate from the

@@ -1,5 +1,7 @@
 //! Every client route, with and without `/v1`, and what reaches the upstream.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::support::{TestGateway, UPSTREAM_KEY, error_of};
@@ -385,5 +387,58 @@ async fn metrics_can_require_a_key() {
         401
     );
     assert_eq!(gw.get("/metrics").send().await.unwrap().status(), 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_longer_than_the_upstream_timeout_is_not_cut_by_it() {
+    // The call's deadline (1 s here) runs from when the upload has been sent: a caller
+    // uploading at an acceptable pace for longer than that is served, for a file and for a
+    // form to a model route alike.
+    let gw = TestGateway::builder()
+        .env("OPENAI_TIMEOUT", "1000")
+        .toml("[server]\nbody_read_timeout_ms = 500\nupload_min_bytes_per_sec = 1000\n")
+        .start()
+        .await
+        .unwrap();
+    let boundary = "slow-boundary";
+    for (path, field) in [
+        ("/v1/files", "purpose"),
+        ("/v1/audio/transcriptions", "model"),
+    ] {
+        let head = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\nwhisper-1\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        // About 2 s of upload: 8 pieces of 4 KB, a quarter second apart (16 KB/s).
+        let mut pieces: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(head.into_bytes())];
+        pieces.extend((0..8).map(|_| Ok(vec![b'x'; 4096])));
+        pieces.push(Ok(tail.into_bytes()));
+        let paced =
+            futures_util::StreamExt::then(futures_util::stream::iter(pieces), |piece| async {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                piece
+            });
+        let started = std::time::Instant::now();
+        let response = gw
+            .client
+            .post(gw.url(path))
+            .bearer_auth(&gw.key)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(reqwest::Body::wrap_stream(paced))
+            .send()
+            .await
+            .unwrap();
+        assert!(started.elapsed() > Duration::from_millis(1500));
+        assert_eq!(
+            response.status(),
+            404,
+            "{path}: forwarded whole to the mock (no such API there)"
+        );
+    }
     gw.stop().await;
 }
