@@ -21,23 +21,12 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-UPSTREAM_KEY = "sk-bench-upstream-key-0123456789"
-CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}],
-                   "max_tokens": 50}).encode()
-ROOMY_LIMITS = ("[[limits.rules]]\nscope = \"ip\"\nroute = \"*\"\nrequests = 1000000000\nper = \"1h\"\n\n"
-                "[[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 1000000000\nper = \"1h\"\n")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from run import CHAT, ROOMY_LIMITS, UPSTREAM_KEY, free_port  # the load harness's own
 
 
 def wait_ready(port, path, timeout=120.0):
@@ -73,7 +62,7 @@ def instructions(binary, mock_port, requests, workdir):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     for _ in range(requests):
-        connection.request("POST", "/v1/chat/completions", body=CHAT, headers=headers)
+        connection.request("POST", "/v1/chat/completions", body=CHAT.encode(), headers=headers)
         response = connection.getresponse()
         response.read()
         if response.status != 200:
