@@ -14,7 +14,8 @@
 //!   replay is idempotent (records carry their own id; the insert skips ids already stored);
 //! - on shutdown the queue is drained before exit ([`RecordWriter::finish`]);
 //! - a crash of the process loses what was queued and not yet written: at most one flush
-//!   interval of records (docs/RECORDS.md has the measurement).
+//!   interval of records (docs/BENCHMARKS.md, "What a crash costs the audit log", has the
+//!   measurement).
 
 mod facts;
 mod spill;
