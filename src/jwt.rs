@@ -193,7 +193,7 @@ impl JwtVerifier {
         let data =
             jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| classify(&e))?;
         let subject = data.claims.sub.ok_or(JwtError::Subject)?;
-        if !crate::pipeline::authenticate::is_valid_user(&subject) {
+        if !crate::identity::is_valid_user(&subject) {
             return Err(JwtError::Subject);
         }
         Ok(subject)

@@ -16,6 +16,7 @@
 //! - [`dashboard`]: the admin dashboard's page, script and style, served from the binary.
 //! - [`client_ip`]: the client address behind trusted proxies.
 //! - [`jwt`]: user JWT verification (HS256, RS256/ES256 by PEM or JWKS).
+//! - [`identity`]: the authenticated caller (`Principal`), read by every later layer.
 //! - [`keys`]: key generation and hashing. [`extract`]: body reading. [`error`]: the error table.
 //! - [`openai`]: the few wire fields we read; SSE parsing; usage.
 //! - [`mock_upstream`]: the fake OpenAI used by tests, benchmarks and the demo.
@@ -30,6 +31,7 @@ pub mod content;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod identity;
 pub mod jwt;
 pub mod keys;
 pub mod limiter;

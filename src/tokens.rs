@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
-use crate::pipeline::ModelRoute;
+use crate::openai::ModelRoute;
 
 /// Builds both encodings now, so the first request does not pay for it.
 pub fn warm_up() {

@@ -14,7 +14,7 @@ use regex::Regex;
 
 use crate::config::{ContentConfig, Detector};
 use crate::error::GatewayError;
-use crate::pipeline::ModelRoute;
+use crate::openai::ModelRoute;
 
 /// The compiled rules.
 pub struct ContentRules {

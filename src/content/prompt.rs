@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::pipeline::ModelRoute;
+use crate::openai::ModelRoute;
 
 /// The body field named in a content error's `param`.
 pub fn field(route: ModelRoute) -> &'static str {

@@ -6,5 +6,8 @@ pub mod multipart;
 pub mod operations;
 pub mod path;
 pub mod requests;
+pub mod route;
 pub mod sse;
 pub mod usage;
+
+pub use route::ModelRoute;

@@ -122,12 +122,10 @@ pub struct PassthroughRequest {
 /// The body's `user`, when present, must name an end user as `x-user-id` does.
 fn check_user(user: Option<&String>) -> Result<Option<String>, GatewayError> {
     match user {
-        Some(user) if !crate::pipeline::authenticate::is_valid_user(user) => {
-            Err(GatewayError::invalid(
-                "'user' must be 1 to 128 characters of letters, digits and . _ : @ + -",
-                Some("user".to_owned()),
-            ))
-        }
+        Some(user) if !crate::identity::is_valid_user(user) => Err(GatewayError::invalid(
+            "'user' must be 1 to 128 characters of letters, digits and . _ : @ + -",
+            Some("user".to_owned()),
+        )),
         other => Ok(other.cloned()),
     }
 }

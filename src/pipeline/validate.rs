@@ -12,34 +12,11 @@ use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
 use crate::extract::decode;
+pub use crate::openai::ModelRoute;
 use crate::openai::requests::{
     ChatRequest, EmbeddingsRequest, ImagesRequest, PassthroughRequest, RequestFacts,
     ResponsesRequest,
 };
-
-/// The model routes, each validated its own way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelRoute {
-    Chat,
-    Embeddings,
-    Images,
-    Responses,
-    /// Any other `/v1/*` route.
-    Passthrough,
-}
-
-impl ModelRoute {
-    /// Low-cardinality label for logs and metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Chat => "chat",
-            Self::Embeddings => "embeddings",
-            Self::Images => "images",
-            Self::Responses => "responses",
-            Self::Passthrough => "passthrough",
-        }
-    }
-}
 
 /// Checks a JSON body for `route` and returns what later stages need.
 pub fn facts(route: ModelRoute, body: &[u8]) -> Result<RequestFacts, GatewayError> {

@@ -50,8 +50,8 @@ pub struct CallFacts {
 
 impl CallFacts {
     /// What is known once the caller is: who, for whom, from where.
-    pub fn of(principal: &crate::pipeline::Principal) -> Self {
-        use crate::pipeline::Caller;
+    pub fn of(principal: &crate::identity::Principal) -> Self {
+        use crate::identity::Caller;
         Self {
             caller: match principal.caller {
                 Caller::Key(_) => "key",
