@@ -9,6 +9,8 @@
 //! - [`middleware`]: our own layers (request id, access log, content type, security headers).
 //! - [`routes`]: thin handlers, and the one place that lists the open (unauthenticated) routes.
 //! - [`pipeline`]: a model call's stages, in order: authenticate, validate, forward, respond.
+//! - [`upstream`]: the upstream client: endpoints, model routing, retries, fallbacks, the
+//!   header allowlist and key scrubbing.
 //! - [`store`]: the `KeyStore` trait with SQLite and PostgreSQL engines.
 //! - [`limiter`]: the `RateLimiter` trait (GCRA), memory and Redis engines, limit rules.
 //! - [`cache`]: the response cache (`CacheStore`: memory and Redis engines; single-flight misses).
@@ -49,3 +51,4 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod upstream;

@@ -17,10 +17,10 @@ use crate::limiter::redis::RedisRateLimiter;
 use crate::metrics::ModelLabels;
 use crate::openai::operations::Operations;
 use crate::pipeline::authenticate::KeyCache;
-use crate::pipeline::forward::Upstream;
 use crate::pricing::PriceTable;
 use crate::records::{RecordStore, RecordWriter, Recorder};
 use crate::store::{KeyStore, Stores};
+use crate::upstream::Upstream;
 
 /// The shared handle. Clone is an `Arc` bump.
 #[derive(Clone)]

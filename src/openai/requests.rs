@@ -119,6 +119,20 @@ pub struct PassthroughRequest {
     pub stream: Option<serde_json::Value>,
 }
 
+/// `body` (a JSON object) with `field` set to `value` (JSON text); every other value is kept as
+/// the caller's raw text. Used where Tollgate must change one field: a chat stream's
+/// `stream_options`, an alias's `model`.
+pub fn with_field(body: &[u8], field: &str, value: &str) -> Result<bytes::Bytes, GatewayError> {
+    let mut fields: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+        crate::extract::decode(body)?;
+    let value = serde_json::value::RawValue::from_string(value.to_owned())
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    fields.insert(field.to_owned(), value);
+    serde_json::to_vec(&fields)
+        .map(bytes::Bytes::from)
+        .map_err(|e| GatewayError::Internal(e.to_string()))
+}
+
 /// The body's `user`, when present, must name an end user as `x-user-id` does.
 fn check_user(user: Option<&String>) -> Result<Option<String>, GatewayError> {
     match user {

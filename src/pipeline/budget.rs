@@ -12,7 +12,6 @@
 //! A backend failure follows `limits.on_backend_error`: `fail_open` serves the request
 //! unreserved (logged, counted), `fail_closed` refuses it with 503.
 
-use super::forward::Target;
 use crate::budget::alert::BudgetAlert;
 use crate::budget::{BudgetLine, Exceeded};
 use crate::config::{BackendErrorPolicy, BudgetPeriod, UnpricedPolicy};
@@ -22,6 +21,7 @@ use crate::pipeline::{Caller, ModelRoute, Principal};
 use crate::pricing::{Micros, format_usd};
 use crate::records::SpendScope;
 use crate::state::AppState;
+use crate::upstream::Target;
 
 /// The 403 for a budgeted call whose cost cannot be known in advance.
 fn unpriced_refusal(model: Option<&str>) -> GatewayError {

@@ -13,10 +13,10 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::ModelRoute;
-use super::forward::{DEFAULT_ENDPOINT, OutgoingBody, UpstreamRequest};
 use crate::error::GatewayError;
 use crate::records::CallFacts;
 use crate::state::AppState;
+use crate::upstream::{DEFAULT_ENDPOINT, OutgoingBody, UpstreamRequest};
 
 /// Prompt text waiting for the moderation check, which runs only when the request is about
 /// to go upstream (a cached answer needs none).

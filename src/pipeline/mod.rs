@@ -27,10 +27,8 @@ pub mod authorize;
 pub mod budget;
 pub mod cache;
 pub mod content;
-pub mod forward;
 pub mod rate_limit;
 pub mod respond;
-pub mod scrub;
 pub mod stream;
 pub mod upload;
 pub mod validate;
@@ -54,9 +52,9 @@ use crate::openai::requests::RequestFacts;
 use crate::openai::usage;
 use crate::records::{CallFacts, PendingFacts};
 use crate::state::AppState;
+use crate::upstream::{self, OutgoingBody, UpstreamRequest};
 pub use authenticate::{Caller, Principal};
 use cache::CacheStatus;
-use forward::{OutgoingBody, UpstreamRequest};
 use rate_limit::Admission;
 pub use validate::ModelRoute;
 
@@ -131,7 +129,7 @@ async fn run(
                 Ok(boundary) if model_route => {
                     let (held, upload) = upload::Upload::hold(body, &boundary);
                     let sending = UpstreamRequest {
-                        endpoint: forward::DEFAULT_ENDPOINT,
+                        endpoint: upstream::DEFAULT_ENDPOINT,
                         method: call.method.clone(),
                         path: call.upstream_path.clone(),
                         query: call.query.clone(),
@@ -301,7 +299,7 @@ async fn run(
                 .send_routed(
                     &targets,
                     UpstreamRequest {
-                        endpoint: forward::DEFAULT_ENDPOINT,
+                        endpoint: upstream::DEFAULT_ENDPOINT,
                         method: call.method,
                         path: call.upstream_path,
                         query: call.query,
@@ -580,7 +578,7 @@ pub async fn list_models(
     let upstream = state
         .upstream
         .send(UpstreamRequest {
-            endpoint: forward::DEFAULT_ENDPOINT,
+            endpoint: upstream::DEFAULT_ENDPOINT,
             method: Method::GET,
             path: ApiPath::fixed("models"),
             query: None,

@@ -18,11 +18,11 @@ use bytes::{Bytes, BytesMut};
 use http_body::Frame;
 use tokio::sync::oneshot;
 
-use super::forward::{Target, UpstreamRequest};
 use crate::error::GatewayError;
 use crate::openai::multipart::{FormError, FormScanner};
 use crate::openai::requests::RequestFacts;
 use crate::state::AppState;
+use crate::upstream::{Target, UpstreamRequest};
 
 /// The fields of an upload, or why they could not be read.
 pub type Fields = Result<std::collections::BTreeMap<String, String>, FormError>;

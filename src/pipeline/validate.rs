@@ -15,7 +15,7 @@ use crate::extract::decode;
 pub use crate::openai::ModelRoute;
 use crate::openai::requests::{
     ChatRequest, EmbeddingsRequest, ImagesRequest, PassthroughRequest, RequestFacts,
-    ResponsesRequest,
+    ResponsesRequest, with_field,
 };
 
 /// Checks a JSON body for `route` and returns what later stages need.
@@ -43,32 +43,17 @@ pub fn upstream_body(
 }
 
 fn with_include_usage(body: &[u8]) -> Result<Bytes, GatewayError> {
-    let mut fields: BTreeMap<String, Box<RawValue>> = decode(body)?;
+    let fields: BTreeMap<String, Box<RawValue>> = decode(body)?;
     let mut options: BTreeMap<String, Box<RawValue>> = match fields.get("stream_options") {
         Some(raw) if raw.get() != "null" => decode(raw.get().as_bytes())?,
         _ => BTreeMap::new(),
     };
-    options.insert("include_usage".to_owned(), raw("true")?);
+    let yes = RawValue::from_string("true".to_owned())
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    options.insert("include_usage".to_owned(), yes);
     let options =
         serde_json::to_string(&options).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    fields.insert("stream_options".to_owned(), raw(&options)?);
-    serde_json::to_vec(&fields)
-        .map(Bytes::from)
-        .map_err(|e| GatewayError::Internal(e.to_string()))
-}
-
-/// The same JSON with `model` replaced (an alias's target); every other value kept as sent.
-pub fn with_model(body: &[u8], model: &str) -> Result<Bytes, GatewayError> {
-    let mut fields: BTreeMap<String, Box<RawValue>> = decode(body)?;
-    let name = serde_json::to_string(model).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    fields.insert("model".to_owned(), raw(&name)?);
-    serde_json::to_vec(&fields)
-        .map(Bytes::from)
-        .map_err(|e| GatewayError::Internal(e.to_string()))
-}
-
-fn raw(json: &str) -> Result<Box<RawValue>, GatewayError> {
-    RawValue::from_string(json.to_owned()).map_err(|e| GatewayError::Internal(e.to_string()))
+    with_field(body, "stream_options", &options)
 }
 
 #[cfg(test)]

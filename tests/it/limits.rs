@@ -366,7 +366,9 @@ async fn two_processes_sharing_redis_admit_exactly_the_limit() {
     std::fs::write(
         dir.path().join("tollgate.toml"),
         format!(
-            "[cache]\nembeddings = \"off\"\n\n[limits]\nredis_prefix = \"{prefix}\"\n\n[[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 20\nper = \"1h\"\n\n\
+            "[cache]\nembeddings = \"off\"\n\n[limits]\nredis_prefix = \"{prefix}\"\n\
+             # Exactness, not outages, is under test: a loaded machine must not fail open.\n\
+             backend_timeout_ms = 2000\n\n[[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 20\nper = \"1h\"\n\n\
              [[limits.rules]]\nscope = \"key\"\nroute = \"embeddings\"\ntokens = 100\nper = \"1h\"\n"
         ),
     )

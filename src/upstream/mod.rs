@@ -20,57 +20,30 @@
 //! where a model goes: an alias's targets in order (the pipeline falls back along them), a
 //! model an extra upstream serves, or the default.
 
+mod body;
+mod endpoint;
+mod retry;
+pub mod scrub;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, Method};
 use bytes::Bytes;
 use rand::RngExt;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use url::Url;
 
-use super::scrub::KeyScrubber;
 use crate::config::{Config, DEFAULT_UPSTREAM, UpstreamConfig};
 use crate::error::GatewayError;
-use crate::openai::path::{ApiPath, upstream_url};
-
-/// The upstream key as a ready header, wrapped so it never prints.
-struct UpstreamCredentials {
-    /// `None` for an upstream configured without a key (a local model server).
-    authorization: Option<HeaderValue>,
-    organization: Option<HeaderValue>,
-    project: Option<HeaderValue>,
-}
-
-impl std::fmt::Debug for UpstreamCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UpstreamCredentials([REDACTED])")
-    }
-}
-
-/// The retry and timeout policy, from `[upstream]`.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub max_retries: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    pub retry_after_cap: Duration,
-}
-
-/// One provider: where it is and how to authenticate.
-#[derive(Debug)]
-pub struct Endpoint {
-    /// `default` or the `[[upstreams]]` name (records and metrics say it).
-    pub name: Arc<str>,
-    base_url: Url,
-    /// The model routes' URLs, joined once: URL parsing (with IDNA) per request showed in
-    /// profiles.
-    fixed_urls: Vec<(&'static str, Url)>,
-    credentials: UpstreamCredentials,
-}
+use crate::openai::path::ApiPath;
+pub use body::{OutgoingBody, StreamedBody};
+pub use endpoint::Endpoint;
+pub use retry::{RetryPolicy, upstream_retry_after};
+use retry::{client_retry_after, is_retryable};
+use scrub::KeyScrubber;
 
 /// Where one attempt goes: an endpoint and, when an alias renames it, the model to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,59 +77,6 @@ pub struct Upstream {
     pub idle_timeout: Duration,
 }
 
-/// The body sent upstream: buffered (retryable) or streamed from the caller (not retryable).
-pub enum OutgoingBody {
-    Empty,
-    Buffered(Bytes),
-    Streamed(StreamedBody),
-}
-
-/// A caller's body streamed through, and the signal that it has been sent in full: the call's
-/// deadline runs from then, since an upload takes the caller's time (its pace is held by
-/// `extract::Paced`).
-pub struct StreamedBody {
-    body: reqwest::Body,
-    sent: watch::Receiver<bool>,
-}
-
-impl OutgoingBody {
-    /// `body` streamed from the caller to the upstream.
-    pub fn streamed(body: axum::body::Body) -> Self {
-        let (signal, sent) = watch::channel(false);
-        let stream = SignalEnd {
-            inner: body.into_data_stream(),
-            signal: Some(signal),
-        };
-        Self::Streamed(StreamedBody {
-            body: reqwest::Body::wrap_stream(stream),
-            sent,
-        })
-    }
-}
-
-/// A body stream that says when it has ended.
-struct SignalEnd {
-    inner: axum::body::BodyDataStream,
-    signal: Option<watch::Sender<bool>>,
-}
-
-impl futures_util::Stream for SignalEnd {
-    type Item = Result<Bytes, axum::Error>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
-        if let std::task::Poll::Ready(None) = next
-            && let Some(signal) = self.signal.take()
-        {
-            let _ = signal.send(true);
-        }
-        next
-    }
-}
-
 /// One call to make.
 pub struct UpstreamRequest {
     /// Which endpoint ([`DEFAULT_ENDPOINT`] unless routing chose another).
@@ -172,30 +92,6 @@ pub struct UpstreamRequest {
     /// Whether the answer will be relayed as a stream (changes the timeouts).
     pub stream: bool,
 }
-
-/// Paths whose upstream URL is computed once.
-const FIXED_PATHS: [&str; 6] = [
-    "chat/completions",
-    "embeddings",
-    "images/generations",
-    "responses",
-    "models",
-    "moderations",
-];
-
-/// Request headers that go upstream: an allowlist, so that no credential header a client
-/// invents (`x-api-key`, `api-key`, `cookie`, ...) and no hop-by-hop or control header can
-/// pass. OpenAI's SDKs send these and `x-stainless-*` (their platform and retry details).
-const FORWARDED_REQUEST_HEADERS: [&str; 5] = [
-    "accept",
-    "content-type",
-    "idempotency-key",
-    "openai-beta",
-    "user-agent",
-];
-
-/// The prefix of the SDKs' own descriptive headers, forwarded too.
-const FORWARDED_PREFIX: &str = "x-stainless-";
 
 /// The most of an upstream error body relayed to the caller.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -343,7 +239,7 @@ impl Upstream {
         for (index, target) in targets.iter().enumerate() {
             let body = match (&buffered, streamed.take(), &target.model) {
                 (Some(bytes), _, Some(model)) => {
-                    OutgoingBody::Buffered(super::validate::with_model(bytes, model)?)
+                    OutgoingBody::Buffered(body::with_model(bytes, model)?)
                 }
                 (Some(bytes), _, None) => OutgoingBody::Buffered(bytes.clone()),
                 (None, Some(body), _) => OutgoingBody::Streamed(body),
@@ -550,94 +446,6 @@ impl Upstream {
     }
 }
 
-impl Endpoint {
-    fn new(
-        name: &str,
-        base_url: &Url,
-        authorization: Option<String>,
-        organization: Option<String>,
-        project: Option<String>,
-    ) -> Self {
-        let secret_header = |value: String| {
-            let mut header =
-                HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""));
-            header.set_sensitive(true);
-            header
-        };
-        let fixed_urls = FIXED_PATHS
-            .iter()
-            .filter_map(|path| {
-                upstream_url(base_url, &ApiPath::fixed(path), None)
-                    .ok()
-                    .map(|url| (*path, url))
-            })
-            .collect();
-        Self {
-            name: Arc::from(name),
-            base_url: base_url.clone(),
-            fixed_urls,
-            credentials: UpstreamCredentials {
-                authorization: authorization.map(secret_header),
-                organization: organization.map(secret_header),
-                project: project.map(secret_header),
-            },
-        }
-    }
-
-    /// The URL for `path`: every one is built by [`upstream_url`], which cannot leave the
-    /// base (the model routes' URLs were built by it once, at start).
-    fn url_for(
-        &self,
-        method: &Method,
-        path: &ApiPath,
-        query: Option<&str>,
-    ) -> Result<Url, GatewayError> {
-        if query.is_none()
-            && let Some((_, url)) = self
-                .fixed_urls
-                .iter()
-                .find(|(fixed, _)| *fixed == path.as_str())
-        {
-            return Ok(url.clone());
-        }
-        upstream_url(&self.base_url, path, query).map_err(|_| GatewayError::NotFound {
-            method: method.to_string(),
-            path: format!("/v1/{}", path.as_str()),
-        })
-    }
-
-    fn outgoing_headers(&self, incoming: &HeaderMap) -> HeaderMap {
-        let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
-        for (name, value) in incoming {
-            let lower = name.as_str();
-            // One content type only: the one the gateway read the body by.
-            if *name == header::CONTENT_TYPE && headers.contains_key(header::CONTENT_TYPE) {
-                continue;
-            }
-            if FORWARDED_REQUEST_HEADERS.contains(&lower) || lower.starts_with(FORWARDED_PREFIX) {
-                headers.append(name.clone(), value.clone());
-            }
-        }
-        if let Some(id) = incoming.get("x-request-id") {
-            // Our id travels upstream under OpenAI's name for a client-chosen id.
-            headers.insert(HeaderName::from_static("x-client-request-id"), id.clone());
-        }
-        if let Some(authorization) = &self.credentials.authorization {
-            headers.insert(header::AUTHORIZATION, authorization.clone());
-        }
-        if let Some(organization) = &self.credentials.organization {
-            headers.insert(
-                HeaderName::from_static("openai-organization"),
-                organization.clone(),
-            );
-        }
-        if let Some(project) = &self.credentials.project {
-            headers.insert(HeaderName::from_static("openai-project"), project.clone());
-        }
-        headers
-    }
-}
-
 /// `call`'s output, unless `timeout` passes after the upload `sent` signals its end (or fails)
 /// first; `None` then.
 async fn after_upload<F: std::future::Future>(
@@ -674,84 +482,4 @@ enum Failure {
     Unreachable,
     Transport(String),
     Status(reqwest::Response),
-}
-
-fn is_retryable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error()
-}
-
-/// The delay the upstream asked for: OpenAI's `retry-after-ms`, else `Retry-After` in seconds
-/// or as an HTTP date.
-pub fn upstream_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers
-        .get("retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
-    {
-        return Some(Duration::from_millis(ms as u64));
-    }
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0)
-            .then(|| Duration::from_millis((seconds * 1000.0) as u64));
-    }
-    let when = httpdate_to_unix(value)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    Some(Duration::from_secs(when.saturating_sub(now)))
-}
-
-/// The `Retry-After` we give the caller for an upstream 429: whole seconds, rounded up.
-fn client_retry_after(headers: &HeaderMap) -> Option<HeaderValue> {
-    let wait = upstream_retry_after(headers)?;
-    let seconds = wait.as_millis().div_ceil(1000).max(1);
-    HeaderValue::from_str(&seconds.to_string()).ok()
-}
-
-fn httpdate_to_unix(value: &str) -> Option<u64> {
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let parsed = time::PrimitiveDateTime::parse(value, format).ok()?;
-    u64::try_from(parsed.assume_utc().unix_timestamp()).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_in_every_spelling() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-        assert_eq!(upstream_retry_after(&headers), Some(Duration::from_secs(2)));
-        headers.insert("retry-after-ms", HeaderValue::from_static("150"));
-        assert_eq!(
-            upstream_retry_after(&headers),
-            Some(Duration::from_millis(150))
-        );
-        let mut dated = HeaderMap::new();
-        dated.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(upstream_retry_after(&dated), Some(Duration::ZERO));
-        let mut junk = HeaderMap::new();
-        junk.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(upstream_retry_after(&junk), None);
-    }
-
-    #[test]
-    fn the_caller_gets_whole_seconds_rounded_up() {
-        let mut headers = HeaderMap::new();
-        headers.insert("retry-after-ms", HeaderValue::from_static("1200"));
-        assert_eq!(
-            client_retry_after(&headers),
-            Some(HeaderValue::from_static("2"))
-        );
-    }
 }

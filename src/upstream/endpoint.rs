@@ -1,0 +1,149 @@
+//! One provider: its base URL, its key as a ready header, and the headers a call to it carries.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use url::Url;
+
+use crate::error::GatewayError;
+use crate::openai::path::{ApiPath, upstream_url};
+
+/// The upstream key as a ready header, wrapped so it never prints.
+struct UpstreamCredentials {
+    /// `None` for an upstream configured without a key (a local model server).
+    authorization: Option<HeaderValue>,
+    organization: Option<HeaderValue>,
+    project: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for UpstreamCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamCredentials([REDACTED])")
+    }
+}
+
+/// One provider: where it is and how to authenticate.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// `default` or the `[[upstreams]]` name (records and metrics say it).
+    pub name: Arc<str>,
+    pub(super) base_url: Url,
+    /// The model routes' URLs, joined once: URL parsing (with IDNA) per request showed in
+    /// profiles.
+    fixed_urls: Vec<(&'static str, Url)>,
+    credentials: UpstreamCredentials,
+}
+
+/// Paths whose upstream URL is computed once.
+const FIXED_PATHS: [&str; 6] = [
+    "chat/completions",
+    "embeddings",
+    "images/generations",
+    "responses",
+    "models",
+    "moderations",
+];
+
+/// Request headers that go upstream: an allowlist, so that no credential header a client
+/// invents (`x-api-key`, `api-key`, `cookie`, ...) and no hop-by-hop or control header can
+/// pass. OpenAI's SDKs send these and `x-stainless-*` (their platform and retry details).
+const FORWARDED_REQUEST_HEADERS: [&str; 5] = [
+    "accept",
+    "content-type",
+    "idempotency-key",
+    "openai-beta",
+    "user-agent",
+];
+
+/// The prefix of the SDKs' own descriptive headers, forwarded too.
+const FORWARDED_PREFIX: &str = "x-stainless-";
+
+impl Endpoint {
+    /// An endpoint for `base_url`; the credentials become sensitive header values.
+    pub(super) fn new(
+        name: &str,
+        base_url: &Url,
+        authorization: Option<String>,
+        organization: Option<String>,
+        project: Option<String>,
+    ) -> Self {
+        let secret_header = |value: String| {
+            let mut header =
+                HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""));
+            header.set_sensitive(true);
+            header
+        };
+        let fixed_urls = FIXED_PATHS
+            .iter()
+            .filter_map(|path| {
+                upstream_url(base_url, &ApiPath::fixed(path), None)
+                    .ok()
+                    .map(|url| (*path, url))
+            })
+            .collect();
+        Self {
+            name: Arc::from(name),
+            base_url: base_url.clone(),
+            fixed_urls,
+            credentials: UpstreamCredentials {
+                authorization: authorization.map(secret_header),
+                organization: organization.map(secret_header),
+                project: project.map(secret_header),
+            },
+        }
+    }
+
+    /// The URL for `path`: every one is built by [`upstream_url`], which cannot leave the
+    /// base (the model routes' URLs were built by it once, at start).
+    pub(super) fn url_for(
+        &self,
+        method: &Method,
+        path: &ApiPath,
+        query: Option<&str>,
+    ) -> Result<Url, GatewayError> {
+        if query.is_none()
+            && let Some((_, url)) = self
+                .fixed_urls
+                .iter()
+                .find(|(fixed, _)| *fixed == path.as_str())
+        {
+            return Ok(url.clone());
+        }
+        upstream_url(&self.base_url, path, query).map_err(|_| GatewayError::NotFound {
+            method: method.to_string(),
+            path: format!("/v1/{}", path.as_str()),
+        })
+    }
+
+    /// The caller's allowlisted headers with this endpoint's credentials.
+    pub(super) fn outgoing_headers(&self, incoming: &HeaderMap) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
+        for (name, value) in incoming {
+            let lower = name.as_str();
+            // One content type only: the one the gateway read the body by.
+            if *name == header::CONTENT_TYPE && headers.contains_key(header::CONTENT_TYPE) {
+                continue;
+            }
+            if FORWARDED_REQUEST_HEADERS.contains(&lower) || lower.starts_with(FORWARDED_PREFIX) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(id) = incoming.get("x-request-id") {
+            // Our id travels upstream under OpenAI's name for a client-chosen id.
+            headers.insert(HeaderName::from_static("x-client-request-id"), id.clone());
+        }
+        if let Some(authorization) = &self.credentials.authorization {
+            headers.insert(header::AUTHORIZATION, authorization.clone());
+        }
+        if let Some(organization) = &self.credentials.organization {
+            headers.insert(
+                HeaderName::from_static("openai-organization"),
+                organization.clone(),
+            );
+        }
+        if let Some(project) = &self.credentials.project {
+            headers.insert(HeaderName::from_static("openai-project"), project.clone());
+        }
+        headers
+    }
+}
