@@ -6,7 +6,7 @@
 //! ([`Governance::Opaque`]: batches, fine-tuning, assistants runs, ...) is refused unless the
 //! caller's `routes` allowance names its family; a model operation must name its model (to a
 //! caller with a model list, or a budgeted caller when OpenAI bills it); and a multipart
-//! upload, whose fields are not read yet, is refused.
+//! upload whose fields could not be read unambiguously (`pipeline::upload`) is refused.
 
 use crate::error::GatewayError;
 use crate::openai::operations::{Governance, Operation};
@@ -20,22 +20,21 @@ pub fn authorize(
     principal: &Principal,
     operation: Option<&Operation>,
     request: &RequestFacts,
-    streamed_body: bool,
+    form_unread: bool,
 ) -> Result<(), GatewayError> {
-    if let Some(model) = &request.model {
+    for model in request.model.iter().chain(&request.tool_models) {
         principal.authorize_model(model)?;
     }
-    for model in &request.tool_models {
-        principal.authorize_model(model)?;
-        // What a tool's own model costs is not in the answer's usage: a budget cannot hold it.
-        if !super::budget::lines_for(state, principal).is_empty() {
-            return Err(GatewayError::PermissionDenied {
-                message: format!(
-                    "A tool that runs its own model (`{model}`) is billed outside the answer's \
-                     usage, so it cannot be held to this caller's budget."
-                ),
-            });
-        }
+    // What a tool's own model costs is not in the answer's usage: a budget cannot hold it.
+    if let Some(model) = request.tool_models.first()
+        && !super::budget::lines_for(state, principal).is_empty()
+    {
+        return Err(GatewayError::PermissionDenied {
+            message: format!(
+                "A tool that runs its own model (`{model}`) is billed outside the answer's \
+                 usage, so it cannot be held to this caller's budget."
+            ),
+        });
     }
     // Tollgate's own model routes require `model` in a JSON body: checked above.
     let Some(operation) = operation else {
@@ -44,22 +43,25 @@ pub fn authorize(
     if operation.governance == Governance::Free || !is_restricted(state, principal) {
         return Ok(());
     }
-    let route = format!("{} {}", operation.method, operation.template);
+    // Named in refusals only: built when one is made.
+    let route = || format!("{} {}", operation.method, operation.template);
     match operation.governance {
         Governance::Free => Ok(()),
         Governance::Opaque if principal.routes.contains(&operation.family) => Ok(()),
         Governance::Opaque => Err(GatewayError::PermissionDenied {
             message: format!(
-                "This caller is limited to certain models or by a budget, and `{route}` can use \
+                "This caller is limited to certain models or by a budget, and `{}` can use \
                  models or money the gateway cannot check before forwarding. The operator can \
                  allow the `{}` routes for this caller.",
+                route(),
                 operation.family
             ),
         }),
-        Governance::Model if streamed_body => Err(GatewayError::PermissionDenied {
+        Governance::Model if form_unread => Err(GatewayError::PermissionDenied {
             message: format!(
                 "This caller is limited to certain models or by a budget, and the model of a \
-                 multipart upload to `{route}` cannot be checked before forwarding."
+                 multipart upload to `{}` cannot be checked before forwarding.",
+                route()
             ),
         }),
         // A model list needs a model to check; a budget needs one to price, when billed.
@@ -68,8 +70,9 @@ pub fn authorize(
         {
             Err(GatewayError::PermissionDenied {
                 message: format!(
-                    "This caller is limited to certain models or by a budget: `{route}` must name \
-                 its model in `model`."
+                    "This caller is limited to certain models or by a budget: `{}` must \
+                     name its model in `model`.",
+                    route()
                 ),
             })
         }
