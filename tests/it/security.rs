@@ -310,7 +310,9 @@ fn multipart(fields: &[(&str, &str)], file_first: bool) -> (String, Vec<u8>) {
     let file = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\
          Content-Type: application/octet-stream\r\n\r\nRIFF....WAVE{}\r\n",
-        "x".repeat(200_000)
+        // A file large enough to stream in many chunks when it leads; small otherwise, so
+        // that a refusal before reading (415) cannot race the client's write.
+        "x".repeat(if file_first { 200_000 } else { 64 })
     );
     let mut body = String::new();
     if file_first {
@@ -992,5 +994,39 @@ async fn budgets_and_model_lists_hold_where_cost_or_model_is_hidden() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_routes_allowances_and_the_unpriced_policy_follow_the_config() {
+    let gw = gateway(
+        "[jwt]\nmodels = [\"gpt-4o-mini\"]\nroutes = [\"batches\"]\n\n[budgets]\nunpriced = \"allow\"\n",
+    )
+    .await;
+    let jwt = sign_jwt("user-1");
+    let (_, budgeted) = budgeted_key(&gw, 100.0).await;
+    let batch = json!({ "input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h" });
+    let tune = json!({ "model": "gpt-4o-mini", "training_file": "file-1" });
+    let speech = json!({ "model": "tts-1", "input": "hi", "voice": "alloy" });
+    // `[jwt] routes` opens batches to JWT users (restricted by their model list), nothing else.
+    for (secret, path, body, want) in [
+        (&jwt, "/v1/batches", &batch, 404),
+        (&jwt, "/v1/fine_tuning/jobs", &tune, 403),
+        // `budgets.unpriced = "allow"`: an unpriced model is served to a budgeted key.
+        (&budgeted, "/v1/audio/speech", &speech, 404),
+    ] {
+        clear_upstream_requests(&gw).await;
+        let response = gw
+            .client
+            .post(gw.url(path))
+            .bearer_auth(secret)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), want, "{path}");
+        let forwarded = gw.upstream_requests().await;
+        assert_eq!(!forwarded.is_empty(), want == 404, "{path}: {forwarded:?}");
+    }
     gw.stop().await;
 }
