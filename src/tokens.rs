@@ -4,7 +4,6 @@
 //! ([`warm_up`]) when configured rules count tokens, else on first use (they cost ~60 MB, which
 //! a deployment without token rules should not pay).
 
-use serde::Deserialize;
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
@@ -40,33 +39,6 @@ fn encoding_for(model: &str) -> &'static CoreBPE {
 /// Tokens in `text` for `model`.
 pub fn count(model: &str, text: &str) -> u64 {
     encoding_for(model).encode_ordinary(text).len() as u64
-}
-
-#[derive(Deserialize, Default)]
-struct Message {
-    #[serde(default)]
-    content: Value,
-}
-
-/// The fields an estimate reads, in every route's spelling.
-#[derive(Deserialize, Default)]
-struct Countable {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    messages: Vec<Message>,
-    #[serde(default)]
-    input: Value,
-    #[serde(default)]
-    prompt: Option<String>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    max_completion_tokens: Option<u64>,
-    #[serde(default)]
-    max_output_tokens: Option<u64>,
-    #[serde(default)]
-    n: Option<u64>,
 }
 
 /// The texts in a message `content` or Responses `input`: a string, or text parts (nested).
@@ -124,23 +96,36 @@ pub fn estimate(route: ModelRoute, body: &[u8], default_completion: u64) -> u64 
 
 /// The prompt and completion parts of [`estimate`].
 pub fn estimate_parts(route: ModelRoute, body: &[u8]) -> Estimate {
-    let request: Countable = serde_json::from_slice(body).unwrap_or_default();
-    let model = request.model.as_deref().unwrap_or("gpt-4o");
-    let choices = request.n.unwrap_or(1).max(1);
+    estimate_value(route, &serde_json::from_slice(body).unwrap_or_default())
+}
+
+/// [`estimate_parts`] of a body already parsed (the pipeline parses a body once).
+pub fn estimate_value(route: ModelRoute, request: &Value) -> Estimate {
+    let number = |field: &str| request.get(field).and_then(Value::as_u64);
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("gpt-4o");
+    let input = request.get("input").unwrap_or(&Value::Null);
+    let choices = number("n").unwrap_or(1).max(1);
     let (prompt_tokens, max_completion_tokens) = match route {
         ModelRoute::Chat => {
+            let messages = request
+                .get("messages")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice);
             // OpenAI's accounting: 3 tokens per message and 3 to prime the reply.
-            let text: u64 = request
-                .messages
+            let text: u64 = messages
                 .iter()
-                .map(|m| count_value(model, &m.content))
+                .filter_map(|m| m.get("content"))
+                .map(|content| count_value(model, content))
                 .sum();
-            let prompt = text + 3 * request.messages.len() as u64 + 3;
-            let completion = request.max_completion_tokens.or(request.max_tokens);
+            let prompt = text + 3 * messages.len() as u64 + 3;
+            let completion = number("max_completion_tokens").or(number("max_tokens"));
             (prompt, completion.map(|c| c * choices))
         }
         ModelRoute::Embeddings => {
-            let tokens = match &request.input {
+            let tokens = match input {
                 Value::Array(items) if items.iter().all(Value::is_u64) => items.len() as u64,
                 Value::Array(items) => items
                     .iter()
@@ -154,12 +139,15 @@ pub fn estimate_parts(route: ModelRoute, body: &[u8]) -> Estimate {
             (tokens, Some(0))
         }
         ModelRoute::Images => (
-            request.prompt.as_deref().map_or(0, |p| count(model, p)),
+            request
+                .get("prompt")
+                .and_then(Value::as_str)
+                .map_or(0, |p| count(model, p)),
             Some(0),
         ),
         ModelRoute::Responses | ModelRoute::Passthrough => (
-            count_value(model, &request.input) + 3,
-            request.max_output_tokens.or(request.max_tokens),
+            count_value(model, input) + 3,
+            number("max_output_tokens").or(number("max_tokens")),
         ),
     };
     Estimate {

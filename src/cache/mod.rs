@@ -44,11 +44,10 @@ pub struct CacheError(pub String);
 pub struct CacheKey(String);
 
 impl CacheKey {
-    /// The key for `body` (JSON) sent by `tenant` to `route`; `None` if the body is not JSON.
-    pub fn new(tenant: &str, route: &str, body: &[u8]) -> Option<Self> {
-        // serde_json's map is ordered by key, so re-serialising sorts every object.
-        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let canonical = serde_json::to_vec(&value).ok()?;
+    /// The key for `body` sent by `tenant` to `route`.
+    pub fn new(tenant: &str, route: &str, body: &serde_json::Value) -> Self {
+        // serde_json's map is ordered by key, so serialising the tree sorts every object.
+        let canonical = serde_json::to_vec(body).unwrap_or_default();
         let mut hasher = Sha256::new();
         hasher.update(tenant.as_bytes());
         hasher.update([0]);
@@ -61,7 +60,7 @@ impl CacheKey {
             use std::fmt::Write;
             let _ = write!(hex, "{byte:02x}");
         }
-        Some(Self(hex))
+        Self(hex)
     }
 
     pub fn as_str(&self) -> &str {
@@ -248,24 +247,22 @@ fn log_failure(engine: &'static str, operation: &'static str, error: &CacheError
 mod tests {
     use super::*;
 
+    fn key(tenant: &str, route: &str, body: &[u8]) -> CacheKey {
+        let tree: serde_json::Value = serde_json::from_slice(body).unwrap();
+        CacheKey::new(tenant, route, &tree)
+    }
+
     #[test]
     fn formatting_and_key_order_do_not_split_an_entry_but_tenants_and_routes_do() {
-        let a = CacheKey::new("k1", "chat", br#"{"model":"m","temperature":0}"#).unwrap();
-        let b = CacheKey::new("k1", "chat", br#"{ "temperature": 0, "model": "m" }"#).unwrap();
+        let a = key("k1", "chat", br#"{"model":"m","temperature":0}"#);
+        let b = key("k1", "chat", br#"{ "temperature": 0, "model": "m" }"#);
         assert_eq!(a, b);
+        assert_ne!(a, key("k2", "chat", br#"{"model":"m","temperature":0}"#));
         assert_ne!(
             a,
-            CacheKey::new("k2", "chat", br#"{"model":"m","temperature":0}"#).unwrap()
+            key("k1", "embeddings", br#"{"model":"m","temperature":0}"#)
         );
-        assert_ne!(
-            a,
-            CacheKey::new("k1", "embeddings", br#"{"model":"m","temperature":0}"#).unwrap()
-        );
-        assert_ne!(
-            a,
-            CacheKey::new("k1", "chat", br#"{"model":"m","temperature":0.5}"#).unwrap()
-        );
-        assert!(CacheKey::new("k1", "chat", b"not json").is_none());
+        assert_ne!(a, key("k1", "chat", br#"{"model":"m","temperature":0.5}"#));
     }
 
     #[test]

@@ -9,7 +9,6 @@
 mod detectors;
 pub mod prompt;
 
-use bytes::Bytes;
 use regex::Regex;
 
 use crate::config::{ContentConfig, Detector};
@@ -28,8 +27,8 @@ pub struct ContentRules {
 /// What the rules did to a request that may go on.
 #[derive(Debug, Default)]
 pub struct Checked {
-    /// The body to forward instead of the caller's, when something was redacted.
-    pub rewritten: Option<Bytes>,
+    /// Whether a redaction changed the body (which must then be sent as rewritten).
+    pub redacted: bool,
     /// The prompt text after redaction, when moderation is on (what it is asked about).
     pub texts: Vec<String>,
     /// The rules that fired.
@@ -73,12 +72,13 @@ impl ContentRules {
     }
 
     /// Applies the length cap, the deny list and the redactions, in that order, to the JSON
-    /// `body` of a `route` request.
-    pub fn check(&self, route: ModelRoute, body: &[u8]) -> Result<Checked, Refused> {
-        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return Ok(Checked::default());
-        };
-        let mut texts = prompt::texts_mut(route, &mut value);
+    /// `body` of a `route` request; redactions change it in place.
+    pub fn check(
+        &self,
+        route: ModelRoute,
+        body: &mut serde_json::Value,
+    ) -> Result<Checked, Refused> {
+        let mut texts = prompt::texts_mut(route, body);
         if self.max_prompt_chars > 0 {
             let chars: usize = texts.iter().map(|t| t.chars().count()).sum();
             if chars > self.max_prompt_chars {
@@ -125,13 +125,8 @@ impl ContentRules {
         } else {
             Vec::new()
         };
-        let rewritten = if fired.is_empty() {
-            None
-        } else {
-            serde_json::to_vec(&value).ok().map(Bytes::from)
-        };
         Ok(Checked {
-            rewritten,
+            redacted: !fired.is_empty(),
             texts,
             fired,
         })
@@ -150,24 +145,21 @@ mod tests {
         ContentRules::new(&config.content)
     }
 
-    fn chat(content: &str) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
+    fn chat(content: &str) -> serde_json::Value {
+        serde_json::json!({
             "model": "m",
             "messages": [{"role": "user", "content": content}],
-        }))
-        .unwrap()
+        })
     }
 
     #[test]
     fn redaction_rewrites_only_prompt_text_and_names_the_detectors() {
         let rules = rules("[content]\nredact = [\"email\", \"card\", \"api_key\", \"phone\"]\n");
-        let checked = rules
-            .check(
-                ModelRoute::Chat,
-                &chat("mail ann@example.com, card 4111 1111 1111 1111, key sk-proj-abcdefghijklmnop1234, call +44 20 7946 0958"),
-            )
-            .unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&checked.rewritten.unwrap()).unwrap();
+        let mut body = chat(
+            "mail ann@example.com, card 4111 1111 1111 1111, key sk-proj-abcdefghijklmnop1234, call +44 20 7946 0958",
+        );
+        let checked = rules.check(ModelRoute::Chat, &mut body).unwrap();
+        assert!(checked.redacted);
         assert_eq!(
             body["messages"][0]["content"],
             "mail [REDACTED:email], card [REDACTED:card], key [REDACTED:api_key], call [REDACTED:phone]"
@@ -189,9 +181,12 @@ mod tests {
         let rules = rules("[content]\nredact = [\"email\", \"card\"]\n");
         // 16 digits that fail the Luhn check are not a card.
         let checked = rules
-            .check(ModelRoute::Chat, &chat("order 1234 5678 9012 3456 shipped"))
+            .check(
+                ModelRoute::Chat,
+                &mut chat("order 1234 5678 9012 3456 shipped"),
+            )
             .unwrap();
-        assert!(checked.rewritten.is_none());
+        assert!(!checked.redacted);
         assert!(checked.fired.is_empty());
     }
 
@@ -201,15 +196,18 @@ mod tests {
             "[content]\ndeny = [\"(?i)secret project\", \"forbidden\"]\nmax_prompt_chars = 40\n",
         );
         let refused = rules
-            .check(ModelRoute::Chat, &chat("tell me about the Secret Project"))
+            .check(
+                ModelRoute::Chat,
+                &mut chat("tell me about the Secret Project"),
+            )
             .unwrap_err();
         assert_eq!(refused.fired, ["deny:0"]);
         assert_eq!(refused.error.status(), 400);
         let refused = rules
-            .check(ModelRoute::Chat, &chat(&"x".repeat(41)))
+            .check(ModelRoute::Chat, &mut chat(&"x".repeat(41)))
             .unwrap_err();
         assert_eq!(refused.fired, ["max_prompt_chars"]);
-        assert!(rules.check(ModelRoute::Chat, &chat("fine")).is_ok());
+        assert!(rules.check(ModelRoute::Chat, &mut chat("fine")).is_ok());
     }
 
     #[test]

@@ -247,6 +247,19 @@ impl Scope {
 }
 
 impl RouteClass {
+    /// The class limit rules name for one of Tollgate's model routes; passthrough calls are
+    /// classed by their operation's family instead.
+    pub fn of_route(route: crate::openai::ModelRoute) -> Self {
+        use crate::openai::ModelRoute;
+        match route {
+            ModelRoute::Chat => Self::Chat,
+            ModelRoute::Embeddings => Self::Embeddings,
+            ModelRoute::Images => Self::Images,
+            ModelRoute::Responses => Self::Responses,
+            ModelRoute::Passthrough => Self::Any,
+        }
+    }
+
     /// The class of a passthrough operation's family (`files`, `audio`, ...); families
     /// without a class of their own match only `*` rules.
     pub fn of_family(family: &str) -> Self {

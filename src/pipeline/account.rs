@@ -1,13 +1,15 @@
-//! Stage 8: usage and cost. What the upstream says it used, priced by the price table.
+//! The account step: usage and cost. What the upstream says it used, priced by the price table.
 //!
 //! A plain answer's usage is in its body; a stream's arrives in its last chunk (Tollgate asks
 //! for it with `include_usage`). A stream that broke or whose client left has no such chunk:
 //! its prompt is counted with the tokenizer, its completion from the text relayed so far, and
 //! the result is marked estimated.
 
+use super::JsonRequest;
+use super::stream::StreamOutcome;
+use crate::openai::ModelRoute;
 use crate::openai::requests::RequestFacts;
 use crate::openai::usage::{ResponseSummary, Usage};
-use crate::pipeline::ModelRoute;
 use crate::pricing::{ImageRequest, Micros, PriceTable};
 
 /// Usage and cost of one call.
@@ -53,6 +55,34 @@ pub fn account(
         images,
         estimated: false,
     })
+}
+
+/// A finished stream's accounting: the usage it reported, or else an estimate from the
+/// request's prompt (counted once, before sending, or now) and the text it relayed.
+pub fn stream(
+    prices: &PriceTable,
+    route: ModelRoute,
+    request: &RequestFacts,
+    prompt: Option<JsonRequest>,
+    outcome: &StreamOutcome,
+) -> Accounting {
+    let summary = ResponseSummary {
+        model: outcome.model.clone(),
+        usage: outcome.usage,
+        data_items: None,
+    };
+    if let Some(mut accounting) = account(prices, route, request, summary) {
+        accounting.cost = outcome.cost.or(accounting.cost);
+        return accounting;
+    }
+    let model = request.model.as_deref().unwrap_or("gpt-4o");
+    let prompt_tokens = prompt.map_or(0, |mut json| json.estimate(route).prompt_tokens);
+    estimate_unreported(
+        prices,
+        model,
+        prompt_tokens,
+        &super::stream::completion_text(&outcome.relayed),
+    )
 }
 
 /// The accounting of a stream that ended without reporting usage: `prompt_tokens` counted

@@ -1,4 +1,4 @@
-//! Stage 4: the caller may use this model, and this operation at all.
+//! The authorize stage: the caller may use this model, and this operation at all.
 //!
 //! The rule: a restriction that cannot be enforced on a request is a refusal, never a bypass.
 //! A caller is *restricted* when it has a model list or a budget that applies. For such a
@@ -8,20 +8,18 @@
 //! caller with a model list, or a budgeted caller when OpenAI bills it); and a multipart
 //! upload whose fields could not be read unambiguously (`pipeline::upload`) is refused.
 
+use super::Call;
 use crate::error::GatewayError;
-use crate::openai::operations::{Governance, Operation};
-use crate::openai::requests::RequestFacts;
-use crate::pipeline::Principal;
+use crate::identity::Principal;
+use crate::openai::operations::Governance;
 use crate::state::AppState;
 
 /// Checks the model and the operation against the caller's restrictions.
-pub fn authorize(
-    state: &AppState,
-    principal: &Principal,
-    operation: Option<&Operation>,
-    request: &RequestFacts,
-    form_unread: bool,
-) -> Result<(), GatewayError> {
+pub fn authorize(call: &Call, state: &AppState) -> Result<(), GatewayError> {
+    let principal = &call.principal;
+    let operation = call.operation.as_deref();
+    let request = &call.request;
+    let form_unread = call.form_unread;
     for model in request.model.iter().chain(&request.tool_models) {
         principal.authorize_model(model)?;
     }

@@ -1,4 +1,5 @@
-//! Stage 6: budget reservation before the upstream call, settlement after it.
+//! The budgets stage: the worst case reserved before the upstream call (settled after it by
+//! the call's `Reservations`).
 //!
 //! The budgets that apply: the key's own and its per-user budget (when the request names a
 //! user), the `[jwt]` budget for a JWT user, the `[anonymous]` budget for an anonymous caller's
@@ -12,15 +13,16 @@
 //! A backend failure follows `limits.on_backend_error`: `fail_open` serves the request
 //! unreserved (logged, counted), `fail_closed` refuses it with 503.
 
-use crate::budget::alert::BudgetAlert;
+use super::Call;
 use crate::budget::{BudgetLine, Exceeded};
 use crate::config::{BackendErrorPolicy, BudgetPeriod, UnpricedPolicy};
 use crate::error::GatewayError;
+use crate::identity::{Caller, Principal};
 use crate::openai::requests::RequestFacts;
-use crate::pipeline::{Caller, ModelRoute, Principal};
 use crate::pricing::{Micros, format_usd};
 use crate::records::SpendScope;
 use crate::state::AppState;
+use crate::tokens::Estimate;
 use crate::upstream::Target;
 
 /// The 403 for a budgeted call whose cost cannot be known in advance.
@@ -42,6 +44,18 @@ fn unpriced_refusal(model: Option<&str>) -> GatewayError {
 pub struct Hold {
     lines: Vec<BudgetLine>,
     reserved: Micros,
+}
+
+impl Hold {
+    /// The budget lines held on.
+    pub fn lines(&self) -> &[BudgetLine] {
+        &self.lines
+    }
+
+    /// The worst case held on each.
+    pub fn reserved(&self) -> Micros {
+        self.reserved
+    }
 }
 
 /// The budget lines that apply to `principal` now.
@@ -79,15 +93,31 @@ pub fn lines_for(state: &AppState, principal: &Principal) -> Vec<BudgetLine> {
     lines
 }
 
-/// Reserves the request's worst-case cost on every budget that applies; `None` when no budget
-/// applies (or the model is unpriced, or the backend failed open).
-pub async fn reserve(
+/// The stage: reserves the call's worst-case cost on every budget that applies, held by the
+/// call's [`Reservations`](super::Reservations); nothing when no budget applies (or the model
+/// is unpriced and allowed, or the backend failed open).
+pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayError> {
+    let billed = call.operation.as_deref().is_none_or(|op| op.billed);
+    let estimate = call.estimate();
+    let hold = hold(
+        state,
+        &call.principal,
+        &call.request,
+        &call.targets,
+        estimate,
+        billed,
+    )
+    .await?;
+    call.reservations.hold_budget(hold);
+    Ok(())
+}
+
+async fn hold(
     state: &AppState,
     principal: &Principal,
-    route: ModelRoute,
     request: &RequestFacts,
     targets: &[Target],
-    raw_body: Option<&[u8]>,
+    estimate: Option<Estimate>,
     priced_operation: bool,
 ) -> Result<Option<Hold>, GatewayError> {
     let lines = lines_for(state, principal);
@@ -111,7 +141,6 @@ pub async fn reserve(
             Ok(None)
         };
     };
-    let estimate = raw_body.map(|body| crate::tokens::estimate_parts(route, body));
     // A fallback may cost more than the primary: reserve the dearest target. Any target
     // without a price (a fallback could be served by it) is refused like the model itself.
     let mut worst = None;
@@ -159,43 +188,6 @@ pub async fn reserve(
             }
         }
     }
-}
-
-/// Settles `hold` to `actual` (the call's cost; 0 when it failed or is unknown) off the request
-/// path, and sends the alerts the settlement crossed.
-/// Settles a successful call whose cost is not known (no usage in the answer, an audio or
-/// file body): at what was reserved, the most it could cost, so an unknown is never free.
-pub fn settle_unknown_later(state: &AppState, hold: Option<Hold>) {
-    let reserved = hold.as_ref().map(|hold| hold.reserved);
-    settle_later(state, hold, reserved);
-}
-
-/// Settles a reservation to what the call cost (`None`: nothing was spent, the hold is
-/// released), off the request path; alerts a budget that crossed its `alert_at`.
-pub fn settle_later(state: &AppState, hold: Option<Hold>, actual: Option<Micros>) {
-    let Some(hold) = hold else {
-        return;
-    };
-    let task_state = state.clone();
-    state.tasks.spawn(async move {
-        let actual = actual.unwrap_or(0);
-        match task_state
-            .budgets
-            .settle(&hold.lines, hold.reserved, actual)
-            .await
-        {
-            Ok(crossed) => {
-                for index in crossed {
-                    let line = &hold.lines[index];
-                    let spent = task_state.budgets.spent(line).await.unwrap_or(actual);
-                    task_state
-                        .alerts
-                        .send(&task_state.tasks, BudgetAlert::new(line, spent));
-                }
-            }
-            Err(error) => tracing::warn!(%error, "settling a budget reservation failed"),
-        }
-    });
 }
 
 fn refusal(lines: &[BudgetLine], exceeded: &Exceeded, worst: Micros) -> GatewayError {

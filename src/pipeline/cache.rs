@@ -1,4 +1,4 @@
-//! Stage 7: the response cache, between the budget reservation and the upstream call.
+//! The cache stage, between the budget reservation and the upstream call.
 //!
 //! [`plan`] decides what the cache may do for a call: non-streaming chat under `cache.chat`
 //! (`deterministic` keeps only `temperature: 0` requests), embeddings under
@@ -9,11 +9,16 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use super::{ModelRoute, Principal, respond};
-use crate::cache::{CacheKey, CachedAnswer};
+use bytes::Bytes;
+
+use super::{Call, Spend, respond};
+use crate::cache::{CacheKey, CachedAnswer, Flight, Lookup, ResponseCache};
 use crate::config::{CacheConfig, ChatCachePolicy};
+use crate::identity::{Caller, Principal};
+use crate::openai::ModelRoute;
 use crate::openai::requests::RequestFacts;
 use crate::records::CallFacts;
+use crate::state::AppState;
 
 /// What the cache did for a response (`x-tollgate-cache` and the record's `cache_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,14 +59,79 @@ pub struct CachePlan {
     pub store: bool,
 }
 
+/// The cache's part in a call: its plan, the flight it leads, and what the response says.
+#[derive(Default)]
+pub struct CacheState {
+    pub plan: Option<CachePlan>,
+    /// A claimed miss: the answer goes to the waiters and the store.
+    pub flight: Option<Flight>,
+    /// `x-tollgate-cache` (chat and embeddings say what the cache did, even nothing).
+    pub reported: Option<CacheStatus>,
+}
+
+/// The stage: answers from the cache, or from an identical call in flight (at zero cost), or
+/// claims the miss.
+pub async fn lookup(call: &mut Call, state: &AppState) -> Option<Response> {
+    let tree = call.json.as_mut().map(|json| &*json.tree());
+    let plan = plan(
+        &state.config.cache,
+        &call.principal,
+        call.route,
+        &call.request,
+        &call.headers,
+        tree,
+    );
+    let mut status = CacheStatus::Bypass;
+    if let Some(plan) = plan.as_ref().filter(|plan| plan.lookup) {
+        status = CacheStatus::Miss;
+        let found = match state.cache.lookup(plan.key.clone()).await {
+            Lookup::Hit(answer) => Some(answer),
+            Lookup::Wait(leader) => ResponseCache::wait(leader, state.upstream.timeout).await,
+            Lookup::Miss(claimed) => {
+                call.cache.flight = Some(claimed);
+                None
+            }
+        };
+        if let Some(answer) = found {
+            // Nothing went upstream: reservations settle to zero.
+            call.spent = Some((Some(0), Spend::Cost(0)));
+            return Some(hit(answer, &mut call.facts));
+        }
+    }
+    call.cache.plan = plan;
+    call.cache.reported =
+        matches!(call.route, ModelRoute::Chat | ModelRoute::Embeddings).then_some(status);
+    call.facts.cache_status = call.cache.reported.map(CacheStatus::as_str);
+    None
+}
+
+/// Hands a 200 answer to the waiters and the store, as the plan allows.
+pub fn store(call: &mut Call, state: &AppState, status: StatusCode, body: &Bytes) {
+    let storable = status == StatusCode::OK && body.len() <= state.config.cache.max_entry_bytes;
+    let Some(plan) = call.cache.plan.take().filter(|_| storable) else {
+        return;
+    };
+    let answer = CachedAnswer {
+        model: call.facts.model_used.clone(),
+        body: body.clone(),
+    };
+    match call.cache.flight.take() {
+        Some(flight) => state
+            .cache
+            .complete(flight, answer, plan.store, &state.tasks),
+        None if plan.store => state.cache.store(plan.key, answer, &state.tasks),
+        None => {}
+    }
+}
+
 /// The plan for a call, or `None` when the cache has no part in it.
-pub fn plan(
+fn plan(
     config: &CacheConfig,
     principal: &Principal,
     route: ModelRoute,
     request: &RequestFacts,
     headers: &HeaderMap,
-    body: Option<&[u8]>,
+    body: Option<&serde_json::Value>,
 ) -> Option<CachePlan> {
     let cacheable = match route {
         ModelRoute::Chat => match config.chat {
@@ -79,7 +149,7 @@ pub fn plan(
     if no_cache && no_store {
         return None;
     }
-    let key = CacheKey::new(&tenant(principal), route.label(), body?)?;
+    let key = CacheKey::new(&tenant(principal), route.label(), body?);
     Some(CachePlan {
         key,
         lookup: !no_cache,
@@ -88,7 +158,7 @@ pub fn plan(
 }
 
 /// The answer to a hit: the stored body, at zero cost, with the facts its record needs.
-pub fn hit(answer: CachedAnswer, facts: &mut CallFacts) -> Response {
+fn hit(answer: CachedAnswer, facts: &mut CallFacts) -> Response {
     facts.cache_status = Some(CacheStatus::Hit.as_str());
     facts.model_used = answer.model;
     facts.cost_micros = Some(0);
@@ -114,7 +184,6 @@ fn cache_control(headers: &HeaderMap) -> (bool, bool) {
 
 /// Whose answers these are.
 fn tenant(principal: &Principal) -> String {
-    use super::Caller;
     match &principal.caller {
         Caller::Key(key) => format!("key:{}", key.id),
         Caller::Jwt { subject } => format!("jwt:{subject}"),

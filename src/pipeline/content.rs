@@ -1,4 +1,4 @@
-//! Stage 6: content rules, after the rate limits (a refused prompt still counts against
+//! The content stage: content rules, after the rate limits (a refused prompt still counts against
 //! them) and before the budget reservation.
 //!
 //! The length cap, the deny list and the redactions run in-process ([`crate::content`]); with
@@ -12,9 +12,8 @@ use axum::http::{HeaderMap, Method};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::ModelRoute;
+use super::Call;
 use crate::error::GatewayError;
-use crate::records::CallFacts;
 use crate::state::AppState;
 use crate::upstream::{DEFAULT_ENDPOINT, OutgoingBody, UpstreamRequest};
 
@@ -23,46 +22,49 @@ use crate::upstream::{DEFAULT_ENDPOINT, OutgoingBody, UpstreamRequest};
 #[derive(Debug, Default)]
 pub struct PendingModeration(Vec<String>);
 
-/// Checks the body about to go upstream with the in-process rules, and replaces it when
-/// something was redacted. Returns the text moderation must still see, when it is on.
-pub fn apply(
-    state: &AppState,
-    route: ModelRoute,
-    body: &mut OutgoingBody,
-    facts: &mut CallFacts,
-) -> Result<Option<PendingModeration>, GatewayError> {
-    let OutgoingBody::Buffered(bytes) = body else {
-        return Ok(None);
+/// The stage's in-process part: checks the prompt with the rules and, when something was
+/// redacted, sends the redacted body instead. Leaves the text moderation must still see, when
+/// it is on.
+pub fn apply(call: &mut Call, state: &AppState) -> Result<(), GatewayError> {
+    if !state.content.enabled() || !matches!(call.body, OutgoingBody::Buffered(_)) {
+        return Ok(());
+    }
+    let Some(json) = call.json.as_mut() else {
+        return Ok(());
     };
-    let checked = match state.content.check(route, bytes) {
+    let checked = match state.content.check(call.route, json.tree()) {
         Ok(checked) => checked,
         Err(refused) => {
-            facts.rules_fired.extend(refused.fired);
+            call.facts.rules_fired.extend(refused.fired);
             crate::metrics::record_content_refusal();
             return Err(refused.error);
         }
     };
-    facts.rules_fired.extend(checked.fired);
-    if let Some(rewritten) = checked.rewritten {
-        *bytes = rewritten;
+    call.facts.rules_fired.extend(checked.fired);
+    if checked.redacted {
+        let redacted =
+            serde_json::to_vec(json.tree()).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let body = super::validate::upstream_body(call.route, &call.request, redacted.into())?;
+        call.body = OutgoingBody::Buffered(body);
     }
-    Ok((state.content.moderation && !checked.texts.is_empty())
-        .then_some(PendingModeration(checked.texts)))
+    if state.content.moderation && !checked.texts.is_empty() {
+        call.moderation = Some(PendingModeration(checked.texts));
+    }
+    Ok(())
 }
 
-/// Asks the upstream's moderation about `pending`; flagged input is refused.
-pub async fn moderate(
-    state: &AppState,
-    route: ModelRoute,
-    pending: PendingModeration,
-    facts: &mut CallFacts,
-) -> Result<(), GatewayError> {
+/// The stage's upstream part, once the cache has missed: asks the upstream's moderation about
+/// the prompt; flagged input is refused.
+pub async fn moderate(call: &mut Call, state: &AppState) -> Result<(), GatewayError> {
+    let Some(pending) = call.moderation.take() else {
+        return Ok(());
+    };
     if flagged(state, &pending.0).await? {
-        facts.rules_fired.push("moderation".to_owned());
+        call.facts.rules_fired.push("moderation".to_owned());
         crate::metrics::record_content_refusal();
         return Err(GatewayError::ContentPolicy {
             message: "The request was flagged by moderation and refused.".to_owned(),
-            param: Some(crate::content::prompt::field(route).to_owned()),
+            param: Some(crate::content::prompt::field(call.route).to_owned()),
         });
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! Stage 5: rate limits. Every rule that covers the route becomes a bucket for its subject
+//! The rate-limit stage. Every rule that covers the route becomes a bucket for its subject
 //! (the client IP, the key, the end user); one decision charges all of them or none.
 //!
 //! Requests cost 1. Tokens cost the request's estimate (prompt counted with the model's
@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::Call;
 use crate::config::BackendErrorPolicy;
 use crate::error::GatewayError;
+use crate::identity::Principal;
 use crate::limiter::rules::{RouteClass, Rule, Scope, Unit};
 use crate::limiter::{Bucket, BucketState, Charge};
-use crate::pipeline::Principal;
 use crate::state::AppState;
 
 /// What a request was charged, for response headers and settlement.
@@ -103,8 +104,31 @@ pub async fn status(
         .collect())
 }
 
+/// The stage: charges the call's buckets (its token estimate made only if a token rule
+/// applies); the call's [`Reservations`](super::Reservations) hold what was reserved.
+pub async fn limit(call: &mut Call, state: &AppState) -> Result<(), GatewayError> {
+    let class = match &call.operation {
+        Some(operation) => RouteClass::of_family(&operation.family),
+        None => RouteClass::of_route(call.route),
+    };
+    let default_completion = state.config.limits.default_completion_tokens;
+    let Call {
+        principal,
+        json,
+        route,
+        ..
+    } = call;
+    let admission = admit(state, principal, class, || {
+        json.as_mut()
+            .map_or(0, |json| json.estimate(*route).total(default_completion))
+    })
+    .await?;
+    call.reservations.hold_tokens(admission);
+    Ok(())
+}
+
 /// Charges the request's buckets. `estimate_tokens` is called only if a token rule applies.
-pub async fn admit(
+async fn admit(
     state: &AppState,
     principal: &Principal,
     route: RouteClass,

@@ -1,4 +1,4 @@
-//! The last stage: the caller's response, built from the upstream's.
+//! The respond stage: the caller's response, built from the upstream's.
 //!
 //! Only headers that describe the body go back (`content-type`, `content-disposition`,
 //! OpenAI's processing time and version); the upstream's own rate-limit headers describe
@@ -6,9 +6,72 @@
 //! `x-upstream-request-id` for support cases.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
+
+use super::forward::Forwarded;
+use super::{Call, ModelRoute, Spend, account, cache, stream};
+use crate::error::GatewayError;
+use crate::openai::usage;
+use crate::state::AppState;
+
+/// The stage: an event stream is relayed event by event (accounted when it ends); a file or
+/// audio answer is streamed back (its cost is not in it); a JSON answer is read within the
+/// deadline, accounted, handed to the cache, and returned with its cost.
+pub async fn respond(
+    call: &mut Call,
+    state: &AppState,
+    forwarded: Forwarded,
+) -> Result<Response, GatewayError> {
+    let status = forwarded.upstream.status();
+    let headers = forwarded.upstream.headers().clone();
+    let mut response = if call.request.stream && is_event_stream(&headers) {
+        let mut response = stream::respond(call, state, forwarded);
+        mark_event_stream(&mut response);
+        response
+    } else if call.route == ModelRoute::Passthrough && !is_json(&headers) {
+        call.spent = Some((None, Spend::Unknown));
+        let body = Body::from_stream(forwarded.upstream.bytes_stream());
+        from_upstream(status, &headers, body)
+    } else {
+        let body = state
+            .upstream
+            .read_body(forwarded.upstream, forwarded.answer_started)
+            .await?;
+        call.facts
+            .set_upstream_wait(forwarded.upstream_started.elapsed());
+        // The account step: usage and cost, as the upstream reported them.
+        let accounting = account::account(
+            &state.prices,
+            call.route,
+            &call.request,
+            usage::summarize(&body),
+        );
+        let tokens = accounting.as_ref().map(|a| a.usage.total_tokens());
+        let cost = accounting.as_ref().and_then(|a| a.cost);
+        let spend = match cost {
+            Some(cost) => Spend::Cost(cost),
+            None if status.is_success() => Spend::Unknown,
+            None => Spend::Cost(0),
+        };
+        call.spent = Some((tokens, spend));
+        if let Some(accounting) = accounting {
+            call.facts.apply(accounting);
+            crate::metrics::record_usage(call.route.label(), &call.facts);
+        }
+        cache::store(call, state, status, &body);
+        let mut response = json(status, &headers, body);
+        if let Some(cost) = cost {
+            set_cost(&mut response, cost);
+        }
+        response
+    };
+    if let Some(status) = call.cache.reported {
+        status.write_header(&mut response);
+    }
+    Ok(response)
+}
 
 /// Response headers copied from the upstream.
 const KEPT_RESPONSE_HEADERS: [&str; 4] = [
@@ -19,11 +82,7 @@ const KEPT_RESPONSE_HEADERS: [&str; 4] = [
 ];
 
 /// A response with the upstream's status and safe headers around `body`.
-pub fn from_upstream(
-    status: reqwest::StatusCode,
-    upstream_headers: &HeaderMap,
-    body: Body,
-) -> Response {
+pub fn from_upstream(status: StatusCode, upstream_headers: &HeaderMap, body: Body) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -39,7 +98,7 @@ pub fn from_upstream(
 }
 
 /// A buffered JSON answer.
-pub fn json(status: reqwest::StatusCode, upstream_headers: &HeaderMap, body: Bytes) -> Response {
+pub fn json(status: StatusCode, upstream_headers: &HeaderMap, body: Bytes) -> Response {
     let mut response = from_upstream(status, upstream_headers, Body::from(body));
     response
         .headers_mut()

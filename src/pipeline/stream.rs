@@ -23,9 +23,15 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::forward::Forwarded;
+use super::{Call, ModelRoute, Spend, account, respond};
 use crate::openai::sse::Parser;
 use crate::openai::usage::{self, Usage};
 use crate::pricing::Micros;
+use crate::records::PendingFacts;
 use crate::state::AppState;
 
 /// How the relay should treat the events.
@@ -70,6 +76,58 @@ pub struct StreamOutcome {
     /// The data of the content events relayed (bounded), kept so that a stream that ends
     /// without usage can be counted; see [`completion_text`].
     pub relayed: Vec<u8>,
+}
+
+/// The respond stage for an event stream: starts the relay and returns the caller's response.
+/// The stream takes the call's reservations and a copy of its facts; when it ends, its usage
+/// (reported, or estimated from what was relayed) settles them and fulfils the record.
+pub fn respond(call: &mut Call, state: &AppState, forwarded: Forwarded) -> Response {
+    let route = call.route;
+    let prices = state.prices.clone();
+    let asked = call.request.model.clone();
+    let options = RelayOptions {
+        strip_usage_chunk: route == ModelRoute::Chat && !call.request.include_usage,
+        price: Box::new(move |usage, model| prices.cost(model.or(asked.as_deref())?, usage, None)),
+    };
+    let (pending, deliver) = PendingFacts::new();
+    let mut reservations = call.reservations.take();
+    let mut limit_headers = HeaderMap::new();
+    reservations.write_headers(&mut limit_headers);
+    let mut facts = call.facts.clone();
+    let request = std::mem::take(&mut call.request);
+    let prompt = call.json.take();
+    let task_state = state.clone();
+    let upstream_started = forwarded.upstream_started;
+    let on_done = move |outcome: StreamOutcome| {
+        tracing::debug!(route = route.label(), end = ?outcome.end, events = outcome.events, "stream finished");
+        // The account step: the stream's own usage, or an estimate of what it relayed.
+        let accounting = account::stream(&task_state.prices, route, &request, prompt, &outcome);
+        let spend = Spend::Cost(accounting.cost.unwrap_or(0));
+        reservations.settle(Some(accounting.usage.total_tokens()), spend);
+        facts.outcome = match outcome.end {
+            StreamEnd::Completed => None,
+            StreamEnd::ClientLeft => Some("client_left"),
+            StreamEnd::UpstreamBroke | StreamEnd::IdleTimeout => Some("stream_broken"),
+        };
+        facts.upstream_ms =
+            Some(i64::try_from(upstream_started.elapsed().as_millis()).unwrap_or(i64::MAX));
+        facts.apply(accounting);
+        crate::metrics::record_usage(route.label(), &facts);
+        let _ = deliver.send(facts);
+    };
+    let status = forwarded.upstream.status();
+    let headers = forwarded.upstream.headers().clone();
+    let body = relay(
+        state,
+        forwarded.upstream,
+        forwarded.answer_started + state.upstream.first_byte_timeout,
+        options,
+        on_done,
+    );
+    let mut response = respond::from_upstream(status, &headers, body);
+    response.headers_mut().extend(limit_headers);
+    response.extensions_mut().insert(pending);
+    response
 }
 
 /// Starts relaying `upstream` and returns the caller's response body. `on_done` runs once the

@@ -18,11 +18,13 @@ use bytes::{Bytes, BytesMut};
 use http_body::Frame;
 use tokio::sync::oneshot;
 
+use super::Call;
 use crate::error::GatewayError;
-use crate::openai::multipart::{FormError, FormScanner};
+use crate::openai::multipart::{self, FormError, FormScanner};
+use crate::openai::operations::Governance;
 use crate::openai::requests::RequestFacts;
 use crate::state::AppState;
-use crate::upstream::{Target, UpstreamRequest};
+use crate::upstream::{OutgoingBody, Target, UpstreamRequest};
 
 /// The fields of an upload, or why they could not be read.
 pub type Fields = Result<std::collections::BTreeMap<String, String>, FormError>;
@@ -77,7 +79,7 @@ pub struct InFlight {
 /// Starts sending `request` (whose body is the held form) to the default upstream and waits
 /// until the form has been read. Returns the fields (or why they could not be read
 /// unambiguously) and the call in flight.
-pub async fn start(
+async fn start(
     state: &AppState,
     upload: Upload,
     request: UpstreamRequest,
@@ -126,6 +128,63 @@ impl InFlight {
             Err(error) => Err(GatewayError::Internal(error.to_string())),
         }
     }
+}
+
+/// The validate stage for a streamed body. A form to a model operation starts upstream now,
+/// its end held back, so that its fields can be read as it streams; every later check runs
+/// before that end is released. Any other streamed body (a file upload) goes as it comes.
+pub async fn begin(call: &mut Call, state: &AppState, body: Body) -> Result<(), GatewayError> {
+    let model_route = call
+        .operation
+        .as_deref()
+        .is_some_and(|op| op.governance == Governance::Model);
+    let content_type = call
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let boundary = match multipart::boundary(content_type) {
+        Ok(boundary) if model_route => boundary,
+        boundary => {
+            call.form_unread = model_route && boundary.is_err();
+            call.body = OutgoingBody::streamed(body);
+            return Ok(());
+        }
+    };
+    let (held, upload) = Upload::hold(body, &boundary);
+    let sending = UpstreamRequest {
+        endpoint: crate::upstream::DEFAULT_ENDPOINT,
+        method: call.method.clone(),
+        path: call.upstream_path.clone(),
+        query: call.query.clone(),
+        headers: call.headers.clone(),
+        body: OutgoingBody::streamed(held),
+        stream: false,
+    };
+    let (fields, in_flight) = start(state, upload, sending).await?;
+    call.upload = Some(in_flight);
+    match fields {
+        Ok(fields) => call.request = facts(&fields)?,
+        Err(form_error) => {
+            // Unreadable for us: a restricted caller is refused by the authorize stage.
+            tracing::debug!(%form_error, "upload fields not read");
+            call.form_unread = true;
+        }
+    }
+    if let Some(model) = &call.request.model
+        && *state.upstream.targets(Some(model)) != *state.upstream.targets(None)
+    {
+        // The upload went to the default upstream as it arrived: a model routed elsewhere
+        // (an alias, another upstream) cannot be honoured, so it is refused, never misrouted.
+        return Err(GatewayError::invalid(
+            format!(
+                "The model `{model}` is served through an alias or another upstream, which \
+                 multipart uploads cannot use."
+            ),
+            Some("model".to_owned()),
+        ));
+    }
+    Ok(())
 }
 
 /// What the pipeline knows of an upload from its fields: the model, images, stream.

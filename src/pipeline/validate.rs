@@ -1,22 +1,59 @@
-//! Stage 3: read and check the fields the gateway needs, and prepare the upstream body.
+//! The validate stage: read and check the fields the gateway needs, and prepare the upstream
+//! body.
 //!
 //! The caller's bytes are forwarded as they came; the body is rewritten only when Tollgate must
 //! change a field (a chat stream gets `stream_options.include_usage = true`, so that usage can
 //! be counted). Even then only that field changes: every other value is kept as the caller's
-//! raw JSON text.
+//! raw JSON text. A form to a model route starts upstream here, its end held back (`upload`).
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use super::{Call, CallBody, upload};
 use crate::error::GatewayError;
 use crate::extract::decode;
-pub use crate::openai::ModelRoute;
+use crate::identity::Caller;
+use crate::openai::ModelRoute;
 use crate::openai::requests::{
     ChatRequest, EmbeddingsRequest, ImagesRequest, PassthroughRequest, RequestFacts,
     ResponsesRequest, with_field,
 };
+use crate::state::AppState;
+use crate::upstream::OutgoingBody;
+
+/// Reads the body the route received into `call`: its fields, the body to send, the end user
+/// a key caller's body names, the model's targets, and the record's first facts.
+pub async fn validate(call: &mut Call, state: &AppState) -> Result<(), GatewayError> {
+    match call.received.take().unwrap_or(CallBody::Empty) {
+        CallBody::Json(bytes) => {
+            call.request = facts(call.route, &bytes)?;
+            let body = upstream_body(call.route, &call.request, bytes.clone())?;
+            call.body = OutgoingBody::Buffered(body);
+            call.keep_json(bytes);
+        }
+        CallBody::Empty => {}
+        CallBody::Streamed(body) => upload::begin(call, state, body).await?,
+    }
+    // A key caller's end user is `x-user-id`, else the body's `user`; other callers keep theirs.
+    if let (Caller::Key(_), None) = (&call.principal.caller, &call.principal.user) {
+        call.principal.user.clone_from(&call.request.user);
+    }
+    call.targets = state.upstream.targets(call.request.model.as_deref());
+    let facts = &mut call.facts;
+    facts.model_requested.clone_from(&call.request.model);
+    facts.model_label = call
+        .request
+        .model
+        .as_deref()
+        .map(|model| state.model_labels.label(model));
+    facts.stream = call.request.stream;
+    if facts.user_id.is_none() {
+        facts.user_id.clone_from(&call.principal.user);
+    }
+    Ok(())
+}
 
 /// Checks a JSON body for `route` and returns what later stages need.
 pub fn facts(route: ModelRoute, body: &[u8]) -> Result<RequestFacts, GatewayError> {

@@ -1,0 +1,153 @@
+//! What a call holds while it runs: the token reservation taken by the rate limits and the
+//! budget hold taken by the budgets, in one guard that cannot be forgotten.
+//!
+//! Every exit settles it once ([`Reservations::settle`], called by `Call::finish`, or by the
+//! stream relay when a stream ends). Whatever no exit settled is settled by `Drop`: a stage
+//! that returns early with `?`, a panic, or a caller who leaves while the handler awaits all
+//! end there. Before anything was sent upstream, `Drop` gives everything back; once the call
+//! may have run upstream, it keeps the worst case (the tokens stay charged and the budget is
+//! spent at what was reserved), so an unknown outcome is never free.
+//!
+//! Settlement runs on the task tracker, off the request path.
+
+use axum::http::HeaderMap;
+
+use super::budget::Hold;
+use super::rate_limit::Admission;
+use crate::budget::alert::BudgetAlert;
+use crate::pricing::Micros;
+use crate::state::AppState;
+
+/// What a finished call spent, as far as it is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    /// Exactly this much (0: nothing was served).
+    Cost(Micros),
+    /// Served, at an unknown cost: settled at the reservation, the most it could cost.
+    Unknown,
+}
+
+/// The call's token reservation and budget hold, released or settled exactly once.
+#[derive(Default)]
+pub struct Reservations {
+    state: Option<AppState>,
+    admission: Option<Admission>,
+    hold: Option<Hold>,
+    /// The request may have reached the upstream: an unsettled end keeps the worst case.
+    sent: bool,
+}
+
+impl Reservations {
+    /// Nothing held yet; `state` is where settlements run.
+    pub fn new(state: &AppState) -> Self {
+        Self {
+            state: Some(state.clone()),
+            admission: None,
+            hold: None,
+            sent: false,
+        }
+    }
+
+    /// Takes over the rate limits' token reservation.
+    pub fn hold_tokens(&mut self, admission: Option<Admission>) {
+        self.admission = admission;
+    }
+
+    /// Takes over the budgets' hold.
+    pub fn hold_budget(&mut self, hold: Option<Hold>) {
+        self.hold = hold;
+    }
+
+    /// Notes that the request is about to go upstream.
+    pub fn mark_sent(&mut self) {
+        self.sent = true;
+    }
+
+    /// The worst case held on the budgets, if any.
+    pub fn budget_held(&self) -> Option<Micros> {
+        self.hold.as_ref().map(Hold::reserved)
+    }
+
+    /// OpenAI's `x-ratelimit-*` headers from the rate limits' decision.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        if let Some(admission) = &self.admission {
+            admission.write_headers(headers);
+        }
+    }
+
+    /// Moves what is held into a new guard (for a stream, whose end settles it), leaving this
+    /// one empty.
+    pub fn take(&mut self) -> Self {
+        Self {
+            state: self.state.clone(),
+            admission: self.admission.take(),
+            hold: self.hold.take(),
+            sent: self.sent,
+        }
+    }
+
+    /// Settles the token reservation to `used_tokens` (`None`: none were used) and the budget
+    /// hold to `spend`. Later calls, and `Drop`, find nothing left to do.
+    pub fn settle(&mut self, used_tokens: Option<u64>, spend: Spend) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        if let Some(admission) = self.admission.take().filter(Admission::has_tokens) {
+            let task_state = state.clone();
+            state
+                .tasks
+                .spawn(async move { admission.settle(&task_state, used_tokens).await });
+        }
+        if let Some(hold) = self.hold.take() {
+            let actual = match spend {
+                Spend::Cost(cost) => cost,
+                Spend::Unknown => hold.reserved(),
+            };
+            settle_budget(state, hold, actual);
+        }
+    }
+
+    /// Whether something is still held (for tests and the `Drop` path).
+    pub fn is_holding(&self) -> bool {
+        self.admission.as_ref().is_some_and(Admission::has_tokens) || self.hold.is_some()
+    }
+}
+
+impl Drop for Reservations {
+    fn drop(&mut self) {
+        if !self.is_holding() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if self.sent {
+            // The upstream may have served it: tokens stay charged, the budget pays the worst.
+            self.admission = None;
+            self.settle(None, Spend::Unknown);
+        } else {
+            self.settle(None, Spend::Cost(0));
+        }
+    }
+}
+
+/// Settles `hold` to `actual` off the request path, and sends the alerts it crossed.
+fn settle_budget(state: &AppState, hold: Hold, actual: Micros) {
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
+        let state = task_state;
+        match state
+            .budgets
+            .settle(hold.lines(), hold.reserved(), actual)
+            .await
+        {
+            Ok(crossed) => {
+                for index in crossed {
+                    let line = &hold.lines()[index];
+                    let spent = state.budgets.spent(line).await.unwrap_or(actual);
+                    state
+                        .alerts
+                        .send(&state.tasks, BudgetAlert::new(line, spent));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "settling a budget reservation failed"),
+        }
+    });
+}
