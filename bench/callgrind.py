@@ -12,7 +12,8 @@ request counts are subtracted, so start-up, the tokenizer's tables and shutdown 
     python3 bench/callgrind.py --bin target/release/tollgate [--few 200] [--many 1200]
 
 Compare two builds by running it once per binary (the mock is taken from --mock-bin, default
-the same binary).
+the same binary). `--keep FILE` keeps the larger run's profile: `callgrind_annotate --inclusive=yes
+FILE` shows where the instructions go.
 """
 
 import argparse
@@ -20,6 +21,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +45,7 @@ def wait_ready(port, path, timeout=120.0):
     sys.exit(f"nothing answered on port {port}")
 
 
-def instructions(binary, mock_port, requests, workdir):
+def instructions(binary, mock_port, requests, workdir, keep=None):
     port = free_port()
     db = os.path.join(workdir, f"cg-{port}.db")
     env = dict(os.environ, DATABASE_URL=f"sqlite://{db}")
@@ -70,6 +72,8 @@ def instructions(binary, mock_port, requests, workdir):
     connection.close()
     gateway.send_signal(signal.SIGTERM)
     gateway.wait(timeout=300)
+    if keep:
+        shutil.copyfile(out, keep)
     with open(out) as f:
         for line in f:
             found = re.match(r"(?:summary|totals):\s+(\d+)", line)
@@ -84,6 +88,7 @@ def main():
     parser.add_argument("--mock-bin")
     parser.add_argument("--few", type=int, default=200)
     parser.add_argument("--many", type=int, default=1200)
+    parser.add_argument("--keep", help="copy the larger run's callgrind output here (for callgrind_annotate)")
     args = parser.parse_args()
     mock_port = free_port()
     mock = subprocess.Popen([args.mock_bin or args.bin, "mock-upstream", "--listen", f"127.0.0.1:{mock_port}",
@@ -92,7 +97,7 @@ def main():
         wait_ready(mock_port, "/_mock/streams")
         with tempfile.TemporaryDirectory() as workdir:
             few = instructions(args.bin, mock_port, args.few, workdir)
-            many = instructions(args.bin, mock_port, args.many, workdir)
+            many = instructions(args.bin, mock_port, args.many, workdir, args.keep)
     finally:
         mock.send_signal(signal.SIGTERM)
         mock.wait(timeout=30)

@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: per-thread free lists suit a server that allocates and frees small buffers on
+/// every request (measured in docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[expect(
     clippy::print_stderr,
     reason = "the one place a fatal error reaches the operator before logging exists"

@@ -62,7 +62,12 @@ pub struct RequestLabels<'a> {
 }
 
 /// What each metric means (`# HELP` lines) and what kind it is.
-const CATALOGUE: [(&str, Kind, &str); 20] = [
+const CATALOGUE: [(&str, Kind, &str); 21] = [
+    (
+        "tollgate_log_lines_dropped_total",
+        Kind::Counter,
+        "Log lines dropped because the log writer could not keep up.",
+    ),
     (
         "tollgate_requests_total",
         Kind::Counter,
@@ -334,12 +339,13 @@ impl ModelLabels {
 
 /// Counts tokens by class and cost by model once a call's usage is known, or the call as
 /// unpriced when its model has no price.
-pub fn record_usage(route: &'static str, facts: &crate::records::CallFacts) {
-    let model = facts
-        .model_label
-        .clone()
-        .map_or(SharedString::const_str("none"), SharedString::from);
-    let usage = &facts.usage;
+pub fn record_usage(
+    route: &'static str,
+    model: Option<Arc<str>>,
+    usage: &crate::openai::usage::Usage,
+    cost: Option<crate::pricing::Micros>,
+) {
+    let model = model.map_or(SharedString::const_str("none"), SharedString::from);
     for (class, tokens) in [
         ("prompt", usage.prompt_tokens),
         ("completion", usage.completion_tokens),
@@ -351,9 +357,14 @@ pub fn record_usage(route: &'static str, facts: &crate::records::CallFacts) {
                 .increment(tokens);
         }
     }
-    match facts.cost_micros {
+    match cost {
         Some(cost) => metrics::counter!("tollgate_cost_microdollars_total", "model" => model)
             .increment(u64::try_from(cost).unwrap_or(0)),
         None => record_unpriced(route),
     }
+}
+
+/// Log lines the writer dropped so far (the writer keeps the count; this publishes it).
+pub fn record_log_lines_dropped(total: u64) {
+    metrics::counter!("tollgate_log_lines_dropped_total").absolute(total);
 }

@@ -41,7 +41,7 @@ pub async fn run(args: DemoArgs, path: Option<&Path>, env: Env) -> anyhow::Resul
     env.set_default("DATABASE_URL", "sqlite://tollgate-demo.db");
     env.set_default("TOLLGATE_LOG_FORMAT", "text");
     let config = Config::load(path, &env)?;
-    telemetry::init(&config.log);
+    let _logs = telemetry::init(&config.log);
 
     let stores = store::connect(&config.database)
         .await

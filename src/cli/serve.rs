@@ -11,7 +11,7 @@ use crate::{server, store, telemetry};
 
 /// Opens the store, binds the port, serves, drains.
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    telemetry::init(&config.log);
+    let _logs = telemetry::init(&config.log);
     let address = SocketAddr::new(config.server.host, config.server.port);
     let stores = store::connect(&config.database)
         .await

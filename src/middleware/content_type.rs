@@ -1,14 +1,12 @@
 //! 415 for a request that carries a body without a content type we accept.
 //!
 //! JSON routes check for `application/json` in their extractor (`extract::ApiJson`); this layer
-//! is the coarse net for everything: a body must be JSON or a multipart upload (the passthrough
+//! is the coarse net for everything (checked by the gate layer in `server::with_layers`): a body must be JSON or a multipart upload (the passthrough
 //! routes forward file uploads). Bodyless requests (no `Content-Length` or 0, no chunked
 //! transfer) pass, since SDKs send `POST .../cancel` without one.
 
 use axum::extract::Request;
 use axum::http::{Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use crate::error::GatewayError;
 
@@ -19,15 +17,13 @@ const ACCEPTED: [&str; 3] = [
     "application/x-www-form-urlencoded",
 ];
 
-/// The layer.
-pub async fn check(request: Request, next: Next) -> Response {
-    if carries_body(&request) && !has_accepted_type(&request) {
-        return GatewayError::UnsupportedMediaType {
+/// The 415 for a request whose body is of a type no route takes; `None` lets it on.
+pub fn refusal(request: &Request) -> Option<GatewayError> {
+    (carries_body(request) && !has_accepted_type(request)).then_some(
+        GatewayError::UnsupportedMediaType {
             expected: "application/json",
-        }
-        .into_response();
-    }
-    next.run(request).await
+        },
+    )
 }
 
 fn carries_body(request: &Request) -> bool {

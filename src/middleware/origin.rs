@@ -9,8 +9,6 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use crate::error::GatewayError;
 
@@ -18,16 +16,12 @@ use crate::error::GatewayError;
 #[derive(Debug, Clone)]
 pub struct AllowedOrigins(pub Arc<[HeaderValue]>);
 
-/// The layer.
-pub async fn check(allowed: AllowedOrigins, request: Request, next: Next) -> Response {
-    if let Some(origin) = request.headers().get(header::ORIGIN)
-        && !allowed.0.is_empty()
-        && !allowed.0.iter().any(|a| a == origin)
-    {
-        return GatewayError::PermissionDenied {
+/// The 403 for a browser origin outside the allowlist; `None` lets the request on.
+pub fn refusal(allowed: &AllowedOrigins, request: &Request) -> Option<GatewayError> {
+    let origin = request.headers().get(header::ORIGIN)?;
+    (!allowed.0.is_empty() && !allowed.0.iter().any(|a| a == origin)).then(|| {
+        GatewayError::PermissionDenied {
             message: "This origin is not allowed to call the gateway.".to_owned(),
         }
-        .into_response();
-    }
-    next.run(request).await
+    })
 }

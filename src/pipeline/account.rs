@@ -10,21 +10,8 @@ use super::stream::StreamOutcome;
 use crate::openai::ModelRoute;
 use crate::openai::requests::RequestFacts;
 use crate::openai::usage::{ResponseSummary, Usage};
-use crate::pricing::{ImageRequest, Micros, PriceTable};
-
-/// Usage and cost of one call.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Accounting {
-    /// The model that answered (the response's `model`), when it says.
-    pub model_used: Option<String>,
-    pub usage: Usage,
-    /// Images generated, for the images route.
-    pub images: Option<ImageRequest>,
-    /// `None`: the model is unpriced (or nothing is known to price).
-    pub cost: Option<Micros>,
-    /// Usage counted by Tollgate, not reported by the upstream.
-    pub estimated: bool,
-}
+use crate::pricing::PriceTable;
+pub use crate::records::Accounting;
 
 /// Prices `summary` (what a response body or a stream reported) for `request` on `route`.
 /// `None` when there is nothing to account: no usage and no images.
@@ -111,6 +98,7 @@ pub fn estimate_unreported(
 mod tests {
     use super::*;
     use crate::openai::usage::summarize;
+    use crate::pricing::ImageRequest;
 
     fn chat_request(model: &str) -> RequestFacts {
         RequestFacts {

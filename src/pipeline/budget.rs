@@ -97,32 +97,10 @@ pub fn lines_for(state: &AppState, principal: &Principal) -> Vec<BudgetLine> {
 /// call's [`Reservations`](super::Reservations); nothing when no budget applies (or the model
 /// is unpriced and allowed, or the backend failed open).
 pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayError> {
-    let billed = call.operation.as_deref().is_none_or(|op| op.billed);
-    let estimate = call.estimate();
-    let hold = hold(
-        state,
-        &call.principal,
-        &call.request,
-        &call.targets,
-        estimate,
-        billed,
-    )
-    .await?;
-    call.reservations.hold_budget(hold);
-    Ok(())
-}
-
-async fn hold(
-    state: &AppState,
-    principal: &Principal,
-    request: &RequestFacts,
-    targets: &[Target],
-    estimate: Option<Estimate>,
-    priced_operation: bool,
-) -> Result<Option<Hold>, GatewayError> {
-    let lines = lines_for(state, principal);
+    let lines = lines_for(state, &call.principal);
     if lines.is_empty() {
-        if matches!(principal.caller, Caller::Anonymous) && state.config.anonymous.budget.is_some()
+        if matches!(call.principal.caller, Caller::Anonymous)
+            && state.config.anonymous.budget.is_some()
         {
             // Anonymous budgets are per end user: a call naming none could not be held to one.
             return Err(GatewayError::invalid(
@@ -130,8 +108,24 @@ async fn hold(
                 None,
             ));
         }
-        return Ok(None);
+        return Ok(());
     }
+    let billed = call.operation.as_deref().is_none_or(|op| op.billed);
+    // Counted only now that a budget applies (the tokenizer is the dearest part of a call).
+    let estimate = call.estimate();
+    let hold = hold(state, lines, &call.request, &call.targets, estimate, billed).await?;
+    call.reservations.hold_budget(hold);
+    Ok(())
+}
+
+async fn hold(
+    state: &AppState,
+    lines: Vec<BudgetLine>,
+    request: &RequestFacts,
+    targets: &[Target],
+    estimate: Option<Estimate>,
+    priced_operation: bool,
+) -> Result<Option<Hold>, GatewayError> {
     let refuse_unpriced =
         priced_operation && state.config.limits.unpriced == UnpricedPolicy::Refuse;
     let Some(model) = request.model.as_deref() else {

@@ -58,7 +58,7 @@ pub async fn respond(
         call.spent = Some((tokens, spend));
         if let Some(accounting) = accounting {
             call.facts.apply(accounting);
-            crate::metrics::record_usage(call.route.label(), &call.facts);
+            call.facts.count_usage(call.route.label());
         }
         cache::store(call, state, status, &body);
         let mut response = json(status, &headers, body);

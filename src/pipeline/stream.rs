@@ -112,7 +112,7 @@ pub fn respond(call: &mut Call, state: &AppState, forwarded: Forwarded) -> Respo
         facts.upstream_ms =
             Some(i64::try_from(upstream_started.elapsed().as_millis()).unwrap_or(i64::MAX));
         facts.apply(accounting);
-        crate::metrics::record_usage(route.label(), &facts);
+        facts.count_usage(route.label());
         let _ = deliver.send(facts);
     };
     let status = forwarded.upstream.status();

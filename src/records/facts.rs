@@ -12,6 +12,20 @@ use tokio::sync::oneshot;
 use crate::openai::usage::Usage;
 use crate::pricing::{ImageRequest, Micros};
 
+/// Usage and cost of one call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Accounting {
+    /// The model that answered (the response's `model`), when it says.
+    pub model_used: Option<String>,
+    pub usage: Usage,
+    /// Images generated, for the images route.
+    pub images: Option<ImageRequest>,
+    /// `None`: the model is unpriced (or nothing is known to price).
+    pub cost: Option<Micros>,
+    /// Usage counted by Tollgate, not reported by the upstream.
+    pub estimated: bool,
+}
+
 /// The call's identity, model, usage and cost, as far as they are known.
 #[derive(Debug, Clone, Default)]
 pub struct CallFacts {
@@ -65,6 +79,16 @@ impl CallFacts {
         }
     }
 
+    /// Counts the call's tokens and cost in the metrics.
+    pub fn count_usage(&self, route: &'static str) {
+        crate::metrics::record_usage(
+            route,
+            self.model_label.clone(),
+            &self.usage,
+            self.cost_micros,
+        );
+    }
+
     /// Notes the wait for the upstream (also the record's `upstream_ms`).
     pub fn set_upstream_wait(&mut self, wait: std::time::Duration) {
         self.upstream_wait = Some(wait);
@@ -72,7 +96,7 @@ impl CallFacts {
     }
 
     /// Takes in the call's usage and cost.
-    pub fn apply(&mut self, accounting: crate::pipeline::account::Accounting) {
+    pub fn apply(&mut self, accounting: Accounting) {
         if accounting.model_used.is_some() {
             self.model_used = accounting.model_used;
         }

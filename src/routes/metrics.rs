@@ -9,6 +9,7 @@ use crate::state::AppState;
 
 /// Renders the process's metrics.
 pub async fn render(State(state): State<AppState>) -> Response {
+    crate::metrics::record_log_lines_dropped(crate::telemetry::dropped_lines());
     match &state.metrics {
         Some(handle) => (
             [(

@@ -76,13 +76,21 @@ pub fn with_layers(routes: Router, cors_origins: &[String], recorder: Recorder) 
         // 5. CORS answers preflights before authentication (browsers send no credentials on
         //    them) and only for listed origins.
         .option_layer(cors)
-        // 6. A request from a browser origin outside the allowlist is refused before any work.
-        .layer(axum::middleware::from_fn(move |request, next| {
-            origin::check(allowed_origins.clone(), request, next)
-        }))
-        // 7. A body of the wrong type is refused before anything reads it. Body *size* is
-        //    enforced where bodies are read (`extract`), so 413 uses our envelope.
-        .layer(axum::middleware::from_fn(content_type::check));
+        // 6. One gate, before any work: a request from a browser origin outside the allowlist
+        //    (403), then a body of a type no route takes (415). Body *size* is enforced where
+        //    bodies are read (`extract`), so 413 uses our envelope.
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let refused = origin::refusal(&allowed_origins, &request)
+                    .or_else(|| content_type::refusal(&request));
+                async move {
+                    match refused {
+                        Some(error) => error.into_response(),
+                        None => next.run(request).await,
+                    }
+                }
+            },
+        ));
     routes.layer(layers)
 }
 

@@ -5,9 +5,11 @@
 //! from `migrations/{sqlite,postgres}/` at start, embedded in the binary, and share one SQL text
 //! per query (`$N` placeholders work in both), generated for each engine by `sql_key_store!`.
 
+pub mod audit;
 mod migrations;
 mod postgres;
 pub(crate) mod records;
+mod rollup;
 mod sqlite;
 
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use async_trait::async_trait;
 
 use crate::config::{DatabaseConfig, DatabaseEngine};
 use crate::keys::ApiKey;
-use crate::records::RecordStore;
+pub use audit::RecordStore;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -5,15 +5,9 @@
 //! rollup is then updated with exactly the rows that were new, rows sorted by key so that
 //! replicas upserting the same hours cannot deadlock.
 
-use std::collections::BTreeMap;
-
+use super::audit::Record;
 use crate::openai::usage::Usage;
-use crate::records::{Record, UsageQuery, UsageRow};
 use crate::store::StoreError;
-
-/// Rows per INSERT statement: 34 columns × 400 rows stays under SQLite's 32,766 bound
-/// parameters (PostgreSQL allows 65,535).
-pub(crate) const INSERT_CHUNK: usize = 400;
 
 /// Rows per PostgreSQL statement at most: 34 columns × 1,900 rows stays under its 65,535
 /// parameters.
@@ -34,69 +28,26 @@ macro_rules! record_columns {
 }
 pub(crate) use record_columns;
 
+/// The row counts a multi-row statement is built for. A batch is cut into chunks of these sizes
+/// (largest first), so the engine sees a handful of distinct statements, each prepared once per
+/// connection and then reused from sqlx's statement cache, instead of a new statement (parsed
+/// and planned: ~400,000 instructions for a record insert) for every batch size.
+/// 34 columns × 256 rows stays under SQLite's 32,766 bound parameters.
+const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// `items` in chunks of [`CHUNK_SIZES`], largest first.
+pub(crate) fn fixed_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = CHUNK_SIZES.into_iter().find(|size| *size <= items.len())?;
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
+
 /// A whole number as the databases store it (BIGINT is signed).
 pub(crate) fn db_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// One row of `usage_hourly`: the sums of some records.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RollupSums {
-    pub requests: i64,
-    pub errors: i64,
-    pub prompt_tokens: i64,
-    pub cached_tokens: i64,
-    pub completion_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub images: i64,
-    pub cost_micros: i64,
-    pub unpriced: i64,
-    pub estimated: i64,
-}
-
-/// `(bucket start, caller, key_id, user_id, model)`; absent values are empty strings.
-pub(crate) type RollupKey = (i64, String, String, String, String);
-
-/// An hour and a day in milliseconds: the rollups' buckets.
-pub(crate) const HOUR_MS: i64 = 3_600_000;
-pub(crate) const DAY_MS: i64 = 86_400_000;
-
-/// Sums `records` by `bucket_ms`, caller, key, user (or not) and model, in key order.
-pub(crate) fn rollup<'a>(
-    records: impl Iterator<Item = &'a Record>,
-    bucket_ms: i64,
-) -> BTreeMap<RollupKey, RollupSums> {
-    let mut rows: BTreeMap<RollupKey, RollupSums> = BTreeMap::new();
-    for record in records {
-        let key = (
-            record.created_at_ms - record.created_at_ms.rem_euclid(bucket_ms),
-            record.caller.clone(),
-            record.key_id.clone().unwrap_or_default(),
-            record.user_id.clone().unwrap_or_default(),
-            record
-                .model_used
-                .clone()
-                .or_else(|| record.model_requested.clone())
-                .unwrap_or_default(),
-        );
-        let sums = rows.entry(key).or_default();
-        sums.requests += 1;
-        sums.errors += i64::from(record.status >= 400);
-        sums.prompt_tokens += db_int(record.usage.prompt_tokens);
-        sums.cached_tokens += db_int(record.usage.cached_tokens);
-        sums.completion_tokens += db_int(record.usage.completion_tokens);
-        sums.reasoning_tokens += db_int(record.usage.reasoning_tokens);
-        sums.images += db_int(record.images);
-        match record.cost_micros {
-            Some(cost) => sums.cost_micros += cost,
-            // Refusals cost nothing and are not "unpriced"; an answered request without a
-            // price is.
-            None if record.status < 400 => sums.unpriced += 1,
-            None => {}
-        }
-        sums.estimated += i64::from(record.estimated);
-    }
-    rows
 }
 
 /// Reads one `requests` row (selected with [`record_columns!`]) of either engine.
@@ -156,96 +107,6 @@ where
     })
 }
 
-/// One part of a usage query's range and the rollup that answers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct UsagePiece {
-    pub table: &'static str,
-    pub time: &'static str,
-    pub from_ms: i64,
-    pub to_ms: i64,
-}
-
-/// Splits a usage query's range (rounded down to hours) into the pieces each rollup answers:
-/// whole days from `usage_daily`, the partial days at either end from `usage_hourly`.
-pub(crate) fn usage_pieces(query: &UsageQuery) -> Vec<UsagePiece> {
-    let from = query.from_ms - query.from_ms.rem_euclid(HOUR_MS);
-    let to = query.to_ms - query.to_ms.rem_euclid(HOUR_MS);
-    let hourly = |from_ms, to_ms| UsagePiece {
-        table: "usage_hourly",
-        time: "hour_ms",
-        from_ms,
-        to_ms,
-    };
-    let first_day = from + (DAY_MS - from.rem_euclid(DAY_MS)) % DAY_MS;
-    let last_day = to - to.rem_euclid(DAY_MS);
-    if first_day >= last_day {
-        return vec![hourly(from, to)];
-    }
-    let mut pieces = Vec::with_capacity(3);
-    if from < first_day {
-        pieces.push(hourly(from, first_day));
-    }
-    pieces.push(UsagePiece {
-        table: "usage_daily",
-        time: "day_ms",
-        from_ms: first_day,
-        to_ms: last_day,
-    });
-    if last_day < to {
-        pieces.push(hourly(last_day, to));
-    }
-    pieces
-}
-
-/// A usage row's group: key, user, model and day, as far as grouped by.
-type UsageGroup = (
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-/// Adds up the pieces' rows that belong to the same group, in group order.
-pub(crate) fn merge_usage(pieces: Vec<Vec<UsageRow>>) -> Vec<UsageRow> {
-    if pieces.len() == 1 {
-        return pieces.into_iter().next().unwrap_or_default();
-    }
-    let mut merged: BTreeMap<UsageGroup, UsageRow> = BTreeMap::new();
-    for row in pieces.into_iter().flatten() {
-        let key = (
-            row.key_id.clone(),
-            row.user_id.clone(),
-            row.model.clone(),
-            row.day.clone(),
-        );
-        let into = merged.entry(key).or_insert_with(|| UsageRow {
-            key_id: row.key_id.clone(),
-            user_id: row.user_id.clone(),
-            model: row.model.clone(),
-            day: row.day.clone(),
-            ..UsageRow::default()
-        });
-        into.requests += row.requests;
-        into.errors += row.errors;
-        into.prompt_tokens += row.prompt_tokens;
-        into.cached_tokens += row.cached_tokens;
-        into.completion_tokens += row.completion_tokens;
-        into.reasoning_tokens += row.reasoning_tokens;
-        into.images += row.images;
-        into.cost_micros += row.cost_micros;
-        into.unpriced += row.unpriced;
-        into.estimated += row.estimated;
-    }
-    merged.into_values().collect()
-}
-
-/// Days since the Unix epoch as `YYYY-MM-DD`.
-pub(crate) fn day_name(days: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(days * 86_400)
-        .map(|t| t.date().to_string())
-        .unwrap_or_default()
-}
-
 /// The rollup's upsert: a row already there for the hour, caller, key, user and model gets the
 /// new sums added.
 macro_rules! rollup_upsert {
@@ -288,7 +149,7 @@ macro_rules! rollup_upsert {
     };
 }
 
-/// Binds a rollup row's sums (`s`, a [`RollupSums`]) onto `row`, in the rollups' column order.
+/// Binds a rollup row's sums (`s`, a `rollup::RollupSums`) onto `row`, in the rollups' column order.
 macro_rules! push_sums {
     ($row:ident, $s:ident) => {
         $row.push_bind($s.requests)
@@ -361,7 +222,7 @@ macro_rules! push_record_values {
 }
 pub(crate) use push_record_values;
 
-/// SQLite's insert: rows in chunks of [`INSERT_CHUNK`], each after a look-up of the chunk's ids
+/// SQLite's insert: rows in chunks of [`CHUNK_SIZES`] (so its statements are prepared once), each after a look-up of the chunk's ids
 /// already stored (only a replay has any), then the rollup of the rows that were new, summed
 /// here and upserted in key order, all in one transaction. Not `RETURNING id`: sqlx runs SQLite
 /// on a worker thread and would send every returned id back as its own message, a thread
@@ -369,13 +230,13 @@ pub(crate) use push_record_values;
 macro_rules! insert_with_rollup_in_rust {
     ($store:ident, $records:ident, $db:ty) => {{
         use $crate::store::records::{
-            DAY_MS, HOUR_MS, INSERT_CHUNK, push_record_values, push_sums, record_columns, rollup,
-            rollup_upsert,
+            fixed_chunks, push_record_values, push_sums, record_columns, rollup_upsert,
         };
+        use $crate::store::rollup::{DAY_MS, HOUR_MS, rollup};
         let mut tx = $store.pool.begin().await?;
         let mut new_ids: std::collections::HashSet<&str> =
             std::collections::HashSet::with_capacity($records.len());
-        for chunk in $records.chunks(INSERT_CHUNK) {
+        for chunk in fixed_chunks($records) {
             let mut lookup =
                 sqlx::QueryBuilder::<$db>::new("SELECT id FROM requests WHERE id IN (");
             let mut ids = lookup.separated(", ");
@@ -425,7 +286,7 @@ macro_rules! insert_with_rollup_in_rust {
             )
             .into_iter()
             .collect();
-            for chunk in sums.chunks(INSERT_CHUNK) {
+            for chunk in fixed_chunks(&sums) {
                 let mut query = sqlx::QueryBuilder::<$db>::new(insert);
                 query.push_values(chunk, |mut row, ((bucket, caller, key, user, model), s)| {
                     row.push_bind(*bucket)
@@ -506,10 +367,10 @@ pub(crate) use insert_with_rollup_in_sql;
 macro_rules! sql_record_store {
     ($store:ty, $db:ty, $insert:ident) => {
         #[async_trait::async_trait]
-        impl $crate::records::RecordStore for $store {
+        impl $crate::store::audit::RecordStore for $store {
             async fn insert(
                 &self,
-                records: &[$crate::records::Record],
+                records: &[$crate::store::audit::Record],
             ) -> Result<u64, $crate::store::StoreError> {
                 $crate::store::records::$insert!(self, records, $db)
             }
@@ -544,8 +405,8 @@ macro_rules! sql_record_store {
 
             async fn recent(
                 &self,
-                query: &$crate::records::RecentQuery,
-            ) -> Result<Vec<$crate::records::Record>, $crate::store::StoreError> {
+                query: &$crate::store::audit::RecentQuery,
+            ) -> Result<Vec<$crate::store::audit::Record>, $crate::store::StoreError> {
                 use $crate::store::records::{record_columns, record_from_row};
                 let mut sql = sqlx::QueryBuilder::<$db>::new(concat!(
                     "SELECT ",
@@ -578,10 +439,10 @@ macro_rules! sql_record_store {
 
             async fn spend(
                 &self,
-                scope: &$crate::records::SpendScope,
+                scope: &$crate::store::audit::SpendScope,
                 since_ms: i64,
             ) -> Result<i64, $crate::store::StoreError> {
-                use $crate::records::SpendScope;
+                use $crate::store::audit::SpendScope;
                 macro_rules! sum_where {
                     ($condition:literal) => {
                         concat!(
@@ -618,12 +479,12 @@ macro_rules! sql_record_store {
 
             async fn usage(
                 &self,
-                query: &$crate::records::UsageQuery,
-            ) -> Result<Vec<$crate::records::UsageRow>, $crate::store::StoreError> {
+                query: &$crate::store::audit::UsageQuery,
+            ) -> Result<Vec<$crate::store::audit::UsageRow>, $crate::store::StoreError> {
                 use sqlx::Row;
                 // The pieces (whole days, and the hours at either end) are read at once, on
                 // separate pool connections, then added up.
-                let reads = $crate::store::records::usage_pieces(query).into_iter().map(|piece| async move {
+                let reads = $crate::store::rollup::usage_pieces(query).into_iter().map(|piece| async move {
                 let groups: Vec<String> = query.group_by.iter().map(|g| g.column(piece.time)).collect();
                 let mut sql = sqlx::QueryBuilder::<$db>::new("SELECT ");
                 for column in &groups {
@@ -652,15 +513,15 @@ macro_rules! sql_record_store {
                 let rows = sql.build().fetch_all(&self.pool).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for row in &rows {
-                    let mut usage = $crate::records::UsageRow::default();
+                    let mut usage = $crate::store::audit::UsageRow::default();
                     for (i, group) in query.group_by.iter().enumerate() {
-                        use $crate::records::GroupBy;
+                        use $crate::store::audit::GroupBy;
                         match group {
                             GroupBy::Key => usage.key_id = Some(row.try_get(i)?),
                             GroupBy::User => usage.user_id = Some(row.try_get(i)?),
                             GroupBy::Model => usage.model = Some(row.try_get(i)?),
                             GroupBy::Day => {
-                                usage.day = Some($crate::store::records::day_name(row.try_get(i)?))
+                                usage.day = Some($crate::store::rollup::day_name(row.try_get(i)?))
                             }
                         }
                     }
@@ -683,7 +544,7 @@ macro_rules! sql_record_store {
                 Ok::<_, $crate::store::StoreError>(out)
                 });
                 let pieces = futures_util::future::try_join_all(reads).await?;
-                Ok($crate::store::records::merge_usage(pieces))
+                Ok($crate::store::rollup::merge_usage(pieces))
             }
 
             async fn count(&self) -> Result<u64, $crate::store::StoreError> {
@@ -699,58 +560,14 @@ pub(crate) use sql_record_store;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::records::GroupBy;
-
-    fn query(from_ms: i64, to_ms: i64, group_by: Vec<GroupBy>) -> UsageQuery {
-        UsageQuery {
-            group_by,
-            from_ms,
-            to_ms,
-        }
-    }
+    use super::fixed_chunks;
 
     #[test]
-    fn whole_days_come_from_the_daily_rollup_and_the_ends_from_the_hourly_one() {
-        let day = DAY_MS;
-        // 10:30 on day 1 to 05:10 on day 4: hours 10..24 of day 1, days 2 and 3, hours 0..5 of day 4.
-        let pieces = usage_pieces(&query(
-            day + 10 * HOUR_MS + 1_800_000,
-            4 * day + 5 * HOUR_MS + 600_000,
-            vec![GroupBy::Key],
-        ));
-        assert_eq!(
-            pieces
-                .iter()
-                .map(|p| (p.table, p.from_ms, p.to_ms))
-                .collect::<Vec<_>>(),
-            [
-                ("usage_hourly", day + 10 * HOUR_MS, 2 * day),
-                ("usage_daily", 2 * day, 4 * day),
-                ("usage_hourly", 4 * day, 4 * day + 5 * HOUR_MS),
-            ]
-        );
-        // Day-aligned ends: the daily rollup alone, grouped by user or not (it keeps users).
-        for group_by in [vec![], vec![GroupBy::User]] {
-            let pieces = usage_pieces(&query(day, 3 * day, group_by));
-            assert_eq!(pieces.len(), 1);
-            assert_eq!(pieces[0].table, "usage_daily");
-        }
-        // A range within one day: the hourly rollup.
-        let pieces = usage_pieces(&query(day + HOUR_MS, day + 5 * HOUR_MS, vec![]));
-        assert_eq!(pieces.len(), 1);
-        assert_eq!(pieces[0].table, "usage_hourly");
-    }
-
-    #[test]
-    fn pieces_of_one_group_are_added_up() {
-        let row = |model: &str, requests| UsageRow {
-            model: Some(model.to_owned()),
-            requests,
-            cost_micros: requests * 10,
-            ..UsageRow::default()
-        };
-        let merged = merge_usage(vec![vec![row("b", 1), row("a", 2)], vec![row("a", 3)]]);
-        assert_eq!(merged, [row("a", 5), row("b", 1)]);
+    fn batches_are_cut_into_a_few_fixed_sizes() {
+        let rows: Vec<u32> = (0..399).collect();
+        let sizes: Vec<usize> = fixed_chunks(&rows).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [256, 64, 64, 4, 4, 4, 1, 1, 1]);
+        assert_eq!(fixed_chunks(&rows).flatten().count(), 399);
+        assert_eq!(fixed_chunks::<u32>(&[]).count(), 0);
     }
 }

@@ -1,0 +1,214 @@
+//! The usage rollups' arithmetic, shared by both engines: sums of records by hour (or day),
+//! caller, key, user and model, and a usage query split into the pieces each rollup answers.
+
+use std::collections::BTreeMap;
+
+use super::audit::{Record, UsageQuery, UsageRow};
+use super::records::db_int;
+/// One row of `usage_hourly`: the sums of some records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RollupSums {
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub cached_tokens: i64,
+    pub completion_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub images: i64,
+    pub cost_micros: i64,
+    pub unpriced: i64,
+    pub estimated: i64,
+}
+
+/// `(bucket start, caller, key_id, user_id, model)`; absent values are empty strings.
+pub(crate) type RollupKey = (i64, String, String, String, String);
+
+/// An hour and a day in milliseconds: the rollups' buckets.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
+/// Sums `records` by `bucket_ms`, caller, key, user (or not) and model, in key order.
+pub(crate) fn rollup<'a>(
+    records: impl Iterator<Item = &'a Record>,
+    bucket_ms: i64,
+) -> BTreeMap<RollupKey, RollupSums> {
+    let mut rows: BTreeMap<RollupKey, RollupSums> = BTreeMap::new();
+    for record in records {
+        let key = (
+            record.created_at_ms - record.created_at_ms.rem_euclid(bucket_ms),
+            record.caller.clone(),
+            record.key_id.clone().unwrap_or_default(),
+            record.user_id.clone().unwrap_or_default(),
+            record
+                .model_used
+                .clone()
+                .or_else(|| record.model_requested.clone())
+                .unwrap_or_default(),
+        );
+        let sums = rows.entry(key).or_default();
+        sums.requests += 1;
+        sums.errors += i64::from(record.status >= 400);
+        sums.prompt_tokens += db_int(record.usage.prompt_tokens);
+        sums.cached_tokens += db_int(record.usage.cached_tokens);
+        sums.completion_tokens += db_int(record.usage.completion_tokens);
+        sums.reasoning_tokens += db_int(record.usage.reasoning_tokens);
+        sums.images += db_int(record.images);
+        match record.cost_micros {
+            Some(cost) => sums.cost_micros += cost,
+            // Refusals cost nothing and are not "unpriced"; an answered request without a
+            // price is.
+            None if record.status < 400 => sums.unpriced += 1,
+            None => {}
+        }
+        sums.estimated += i64::from(record.estimated);
+    }
+    rows
+}
+
+/// One part of a usage query's range and the rollup that answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UsagePiece {
+    pub table: &'static str,
+    pub time: &'static str,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// Splits a usage query's range (rounded down to hours) into the pieces each rollup answers:
+/// whole days from `usage_daily`, the partial days at either end from `usage_hourly`.
+pub(crate) fn usage_pieces(query: &UsageQuery) -> Vec<UsagePiece> {
+    let from = query.from_ms - query.from_ms.rem_euclid(HOUR_MS);
+    let to = query.to_ms - query.to_ms.rem_euclid(HOUR_MS);
+    let hourly = |from_ms, to_ms| UsagePiece {
+        table: "usage_hourly",
+        time: "hour_ms",
+        from_ms,
+        to_ms,
+    };
+    let first_day = from + (DAY_MS - from.rem_euclid(DAY_MS)) % DAY_MS;
+    let last_day = to - to.rem_euclid(DAY_MS);
+    if first_day >= last_day {
+        return vec![hourly(from, to)];
+    }
+    let mut pieces = Vec::with_capacity(3);
+    if from < first_day {
+        pieces.push(hourly(from, first_day));
+    }
+    pieces.push(UsagePiece {
+        table: "usage_daily",
+        time: "day_ms",
+        from_ms: first_day,
+        to_ms: last_day,
+    });
+    if last_day < to {
+        pieces.push(hourly(last_day, to));
+    }
+    pieces
+}
+
+/// A usage row's group: key, user, model and day, as far as grouped by.
+type UsageGroup = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// Adds up the pieces' rows that belong to the same group, in group order.
+pub(crate) fn merge_usage(pieces: Vec<Vec<UsageRow>>) -> Vec<UsageRow> {
+    if pieces.len() == 1 {
+        return pieces.into_iter().next().unwrap_or_default();
+    }
+    let mut merged: BTreeMap<UsageGroup, UsageRow> = BTreeMap::new();
+    for row in pieces.into_iter().flatten() {
+        let key = (
+            row.key_id.clone(),
+            row.user_id.clone(),
+            row.model.clone(),
+            row.day.clone(),
+        );
+        let into = merged.entry(key).or_insert_with(|| UsageRow {
+            key_id: row.key_id.clone(),
+            user_id: row.user_id.clone(),
+            model: row.model.clone(),
+            day: row.day.clone(),
+            ..UsageRow::default()
+        });
+        into.requests += row.requests;
+        into.errors += row.errors;
+        into.prompt_tokens += row.prompt_tokens;
+        into.cached_tokens += row.cached_tokens;
+        into.completion_tokens += row.completion_tokens;
+        into.reasoning_tokens += row.reasoning_tokens;
+        into.images += row.images;
+        into.cost_micros += row.cost_micros;
+        into.unpriced += row.unpriced;
+        into.estimated += row.estimated;
+    }
+    merged.into_values().collect()
+}
+
+/// Days since the Unix epoch as `YYYY-MM-DD`.
+pub(crate) fn day_name(days: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(days * 86_400)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::audit::GroupBy;
+
+    fn query(from_ms: i64, to_ms: i64, group_by: Vec<GroupBy>) -> UsageQuery {
+        UsageQuery {
+            group_by,
+            from_ms,
+            to_ms,
+        }
+    }
+
+    #[test]
+    fn whole_days_come_from_the_daily_rollup_and_the_ends_from_the_hourly_one() {
+        let day = DAY_MS;
+        // 10:30 on day 1 to 05:10 on day 4: hours 10..24 of day 1, days 2 and 3, hours 0..5 of day 4.
+        let pieces = usage_pieces(&query(
+            day + 10 * HOUR_MS + 1_800_000,
+            4 * day + 5 * HOUR_MS + 600_000,
+            vec![GroupBy::Key],
+        ));
+        assert_eq!(
+            pieces
+                .iter()
+                .map(|p| (p.table, p.from_ms, p.to_ms))
+                .collect::<Vec<_>>(),
+            [
+                ("usage_hourly", day + 10 * HOUR_MS, 2 * day),
+                ("usage_daily", 2 * day, 4 * day),
+                ("usage_hourly", 4 * day, 4 * day + 5 * HOUR_MS),
+            ]
+        );
+        // Day-aligned ends: the daily rollup alone, grouped by user or not (it keeps users).
+        for group_by in [vec![], vec![GroupBy::User]] {
+            let pieces = usage_pieces(&query(day, 3 * day, group_by));
+            assert_eq!(pieces.len(), 1);
+            assert_eq!(pieces[0].table, "usage_daily");
+        }
+        // A range within one day: the hourly rollup.
+        let pieces = usage_pieces(&query(day + HOUR_MS, day + 5 * HOUR_MS, vec![]));
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].table, "usage_hourly");
+    }
+
+    #[test]
+    fn pieces_of_one_group_are_added_up() {
+        let row = |model: &str, requests| UsageRow {
+            model: Some(model.to_owned()),
+            requests,
+            cost_micros: requests * 10,
+            ..UsageRow::default()
+        };
+        let merged = merge_usage(vec![vec![row("b", 1), row("a", 2)], vec![row("a", 3)]]);
+        assert_eq!(merged, [row("a", 5), row("b", 1)]);
+    }
+}
