@@ -1,4 +1,5 @@
-//! One Redis connection for the shared backends (limits, budgets, cache), bounded and breakered.
+//! The process's one Redis connection, shared by the backends that use Redis (limits, budgets,
+//! cache), bounded and breakered.
 //!
 //! Every call is bounded by a timeout. A failure opens a circuit breaker for `BREAKER_OPEN`:
 //! calls during that time fail at once (each backend then applies its failure policy) instead
@@ -27,13 +28,14 @@ pub enum LinkError {
     CircuitOpen,
 }
 
-/// A lazily connected, breakered Redis connection named for what it serves (in logs).
+/// A lazily connected, breakered Redis connection (one multiplexed, reconnecting
+/// `ConnectionManager`), built once per process and shared: an outage opens one breaker for
+/// every backend at once.
 pub struct RedisLink {
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
     timeout: Duration,
     breaker: Breaker,
-    purpose: &'static str,
 }
 
 /// Opens after a failure; lets one probe through once `BREAKER_OPEN` has passed.
@@ -65,37 +67,33 @@ impl Breaker {
                 .is_ok()
     }
 
-    fn succeeded(&self, purpose: &str) {
+    fn succeeded(&self) {
         if self.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
-            tracing::info!(backend = purpose, "redis is back");
+            tracing::info!("redis is back");
         }
         self.probing.store(false, Ordering::Release);
     }
 
-    fn failed(&self, purpose: &str) {
+    fn failed(&self) {
         let was = self
             .open_until_ms
             .swap(now_ms() + BREAKER_OPEN.as_millis() as u64, Ordering::AcqRel);
         self.probing.store(false, Ordering::Release);
         if was == 0 {
-            tracing::warn!(
-                backend = purpose,
-                "redis failed: circuit open, the failure policy applies"
-            );
+            tracing::warn!("redis failed: circuit open, each backend's failure policy applies");
         }
     }
 }
 
 impl RedisLink {
     /// A link to `url`; calls are bounded by `timeout`.
-    pub fn new(url: &str, timeout: Duration, purpose: &'static str) -> Result<Self, LinkError> {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, LinkError> {
         let client = redis::Client::open(url).map_err(|e| LinkError::Backend(e.to_string()))?;
         Ok(Self {
             client,
             connection: OnceCell::new(),
             timeout,
             breaker: Breaker::default(),
-            purpose,
         })
     }
 
@@ -150,8 +148,8 @@ impl RedisLink {
             Err(_) => Err(LinkError::Timeout),
         };
         match &result {
-            Ok(_) => self.breaker.succeeded(self.purpose),
-            Err(_) => self.breaker.failed(self.purpose),
+            Ok(_) => self.breaker.succeeded(),
+            Err(_) => self.breaker.failed(),
         }
         result
     }

@@ -19,6 +19,7 @@ use crate::openai::operations::Operations;
 use crate::pipeline::authenticate::KeyCache;
 use crate::pricing::PriceTable;
 use crate::records::{RecordStore, RecordWriter, Recorder};
+use crate::redis_link::RedisLink;
 use crate::store::{KeyStore, Stores};
 use crate::upstream::Upstream;
 
@@ -74,15 +75,20 @@ impl AppState {
         let Stores { keys, records } = stores;
         let upstream = Upstream::new(&config)?;
         let key_cache = KeyCache::new(config.keys.cache_ttl);
-        let limiter: Arc<dyn RateLimiter> = match &config.limits.redis_url {
+        // One Redis connection for every backend that uses Redis.
+        let redis = match &config.limits.redis_url {
             Some(url) => {
                 use secrecy::ExposeSecret;
-                Arc::new(RedisRateLimiter::new(
-                    url.expose_secret(),
-                    &config.limits.redis_prefix,
-                    config.limits.backend_timeout,
-                )?)
+                Some(Arc::new(
+                    RedisLink::new(url.expose_secret(), config.limits.backend_timeout)
+                        .map_err(|e| StateError::Redis(e.to_string()))?,
+                ))
             }
+            None => None,
+        };
+        let prefix = &config.limits.redis_prefix;
+        let limiter: Arc<dyn RateLimiter> = match &redis {
+            Some(link) => Arc::new(RedisRateLimiter::new(link.clone(), prefix)),
             None => Arc::new(MemoryRateLimiter::new()),
         };
         let jwt = JwtVerifier::new(&config.jwt).map_err(StateError::Jwt)?;
@@ -107,33 +113,18 @@ impl AppState {
         }
         let prices = Arc::new(PriceTable::with_overrides(&config.pricing));
         let (recorder, record_writer) = RecordWriter::start(&config.records, Arc::clone(&records));
-        let budget_store: Arc<dyn BudgetStore> = match &config.limits.redis_url {
-            Some(url) => {
-                use secrecy::ExposeSecret;
-                Arc::new(
-                    RedisBudgets::new(
-                        url.expose_secret(),
-                        &config.limits.redis_prefix,
-                        config.limits.backend_timeout,
-                    )
-                    .map_err(|e| StateError::Budgets(e.to_string()))?,
-                )
-            }
+        let budget_store: Arc<dyn BudgetStore> = match &redis {
+            Some(link) => Arc::new(RedisBudgets::new(link.clone(), prefix)),
             None => Arc::new(MemoryBudgets::new()),
         };
         let budgets = Budgets::new(budget_store, Arc::clone(&records));
         let alerts = AlertSender::new(config.limits.alert_webhook.clone());
-        let cache = match &config.limits.redis_url {
-            Some(url) => {
-                use secrecy::ExposeSecret;
-                let store = RedisCache::new(
-                    url.expose_secret(),
-                    &config.limits.redis_prefix,
-                    config.limits.backend_timeout,
-                )
-                .map_err(|e| StateError::Cache(e.to_string()))?;
-                ResponseCache::new(Arc::new(store), config.cache.ttl, "redis")
-            }
+        let cache = match &redis {
+            Some(link) => ResponseCache::new(
+                Arc::new(RedisCache::new(link.clone(), prefix)),
+                config.cache.ttl,
+                "redis",
+            ),
             None => ResponseCache::new(
                 Arc::new(MemoryCache::new(config.cache.max_bytes, config.cache.ttl)),
                 config.cache.ttl,
@@ -176,14 +167,10 @@ impl AppState {
 pub enum StateError {
     #[error("building the upstream client: {0}")]
     Upstream(#[from] reqwest::Error),
-    #[error("configuring the rate limiter: {0}")]
-    Limiter(#[from] crate::limiter::LimiterError),
+    #[error("configuring Redis (limits.redis_url): {0}")]
+    Redis(String),
     #[error("configuring JWT verification: {0}")]
     Jwt(String),
-    #[error("configuring budgets: {0}")]
-    Budgets(String),
-    #[error("configuring the cache: {0}")]
-    Cache(String),
 }
 
 impl AppState {

@@ -2,7 +2,7 @@
 //! check and the reservation of a request's lines are one atomic step. A request's lines share
 //! one hash tag (the key's, or the JWT or anonymous user's), so they sit on one Cluster slot.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -12,20 +12,19 @@ use crate::redis_link::RedisLink;
 
 /// Counters in Redis under `prefix`.
 pub struct RedisBudgets {
-    link: RedisLink,
+    link: Arc<RedisLink>,
     script: redis::Script,
     prefix: String,
 }
 
 impl RedisBudgets {
-    /// Budgets on `url`; every call bounded by `timeout`.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, BudgetError> {
-        Ok(Self {
-            link: RedisLink::new(url, timeout, "budgets")
-                .map_err(|e| BudgetError(e.to_string()))?,
+    /// Budgets on the shared `link`, their keys under `prefix`.
+    pub fn new(link: Arc<RedisLink>, prefix: &str) -> Self {
+        Self {
+            link,
             script: redis::Script::new(include_str!("budget.lua")),
             prefix: prefix.to_owned(),
-        })
+        }
     }
 
     fn key(&self, line: &BudgetLine) -> String {

@@ -1,6 +1,7 @@
 //! The shared cache engine: answers in Redis under `{prefix}cache:{digest}`, with a TTL, so
 //! every replica answers from what any replica fetched.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,18 +14,17 @@ const PURGE_BATCH: usize = 500;
 
 /// Cached answers in Redis.
 pub struct RedisCache {
-    link: RedisLink,
+    link: Arc<RedisLink>,
     prefix: String,
 }
 
 impl RedisCache {
-    /// A cache in the Redis at `url`, its keys under `prefix`, each call bounded by `timeout`.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, CacheError> {
-        let link = RedisLink::new(url, timeout, "cache").map_err(|e| CacheError(e.to_string()))?;
-        Ok(Self {
+    /// A cache on the shared `link`, its keys under `prefix`.
+    pub fn new(link: Arc<RedisLink>, prefix: &str) -> Self {
+        Self {
             link,
             prefix: format!("{prefix}cache:"),
-        })
+        }
     }
 
     fn name(&self, key: &CacheKey) -> String {

@@ -11,7 +11,7 @@
 //! [`RedisLink`]'s circuit breaker; while it is open the pipeline applies
 //! `limits.on_backend_error` at once, and limits resume by themselves when Redis is back.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
@@ -21,7 +21,7 @@ use crate::redis_link::{LinkError, RedisLink};
 
 /// Buckets in Redis.
 pub struct RedisRateLimiter {
-    link: RedisLink,
+    link: Arc<RedisLink>,
     script: redis::Script,
     prefix: String,
 }
@@ -37,14 +37,13 @@ impl From<LinkError> for LimiterError {
 }
 
 impl RedisRateLimiter {
-    /// A limiter on `url` whose keys start with `prefix`. Connects lazily, so a Redis that is
-    /// down at start does not stop the gateway from starting.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, LimiterError> {
-        Ok(Self {
-            link: RedisLink::new(url, timeout, "limits")?,
+    /// A limiter on the shared `link` whose keys start with `prefix`.
+    pub fn new(link: Arc<RedisLink>, prefix: &str) -> Self {
+        Self {
+            link,
             script: redis::Script::new(include_str!("gcra.lua")),
             prefix: prefix.to_owned(),
-        })
+        }
     }
 
     /// Runs the script for one tag group, within the timeout and through the breaker.

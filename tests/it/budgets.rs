@@ -14,6 +14,7 @@ use tollgate::budget::{
 use tollgate::config::{BudgetPeriod, BudgetSpec};
 use tollgate::keys::{self, KeyBudgets, NewKey};
 use tollgate::records::SpendScope;
+use tollgate::redis_link::RedisLink;
 
 use crate::support::engines::required_env;
 use crate::support::{Database, TestDatabase, TestGateway, UPSTREAM_KEY, binary, eventually};
@@ -127,9 +128,10 @@ async fn budget_store_behaviour_in_redis() {
         return;
     };
     let prefix = format!("tg-budget-{}", uuid::Uuid::new_v4().simple());
-    behaviour(Arc::new(
-        RedisBudgets::new(&url, &prefix, Duration::from_secs(1)).unwrap(),
-    ))
+    behaviour(Arc::new(RedisBudgets::new(
+        Arc::new(RedisLink::new(&url, Duration::from_secs(1)).unwrap()),
+        &prefix,
+    )))
     .await;
 }
 

@@ -343,7 +343,7 @@ async fn hostile_requests_get_their_documented_status_and_leak_nothing() {
     .unwrap();
     assert_eq!(ok.status, 200);
 
-    let log = server.kill().await;
+    let log = server.stop().await;
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",

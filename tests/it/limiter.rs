@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tollgate::limiter::memory::MemoryRateLimiter;
 use tollgate::limiter::redis::RedisRateLimiter;
 use tollgate::limiter::{Bucket, Charge, LimiterError, Quota, RateLimiter};
+use tollgate::redis_link::RedisLink;
 
 use crate::support::engines::required_env;
 use crate::support::redis_server::RedisServer;
@@ -160,7 +161,8 @@ async fn memory_engine_behaviour() {
 
 fn redis_limiter(url: &str) -> Arc<dyn RateLimiter> {
     let prefix = format!("tg-test-{}", uuid::Uuid::new_v4().simple());
-    Arc::new(RedisRateLimiter::new(url, &prefix, Duration::from_millis(200)).unwrap())
+    let link = RedisLink::new(url, Duration::from_millis(200)).unwrap();
+    Arc::new(RedisRateLimiter::new(Arc::new(link), &prefix))
 }
 
 #[tokio::test]

@@ -574,7 +574,7 @@ async fn redis_killed_mid_run_and_restarted_under_two_processes() {
         "the shared limit is enforced again after Redis came back"
     );
     for replica in replicas {
-        let log = replica.kill().await;
+        let log = replica.stop().await;
         assert!(!log.contains("panicked"), "{log}");
     }
 }

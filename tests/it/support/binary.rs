@@ -127,6 +127,13 @@ impl Served {
         (status.code(), String::from_utf8_lossy(&log).to_string())
     }
 
+    /// Stops the process as an operator would (SIGTERM), so its buffered log lines are written,
+    /// and returns its log.
+    pub async fn stop(self) -> String {
+        self.signal("TERM").await;
+        self.finish().await.1
+    }
+
     /// Kills the process and returns its log.
     pub async fn kill(mut self) -> String {
         let _ = self.child.start_kill();
