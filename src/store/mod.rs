@@ -8,6 +8,7 @@
 pub mod audit;
 mod migrations;
 mod postgres;
+mod record_rows;
 pub(crate) mod records;
 mod rollup;
 mod sqlite;

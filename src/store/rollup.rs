@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::audit::{Record, UsageQuery, UsageRow};
-use super::records::db_int;
+use super::record_rows::db_int;
 /// One row of `usage_hourly`: the sums of some records.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RollupSums {
