@@ -204,7 +204,25 @@ async fn admit(
 impl Admission {
     /// OpenAI's `x-ratelimit-*` headers for the tightest request rule and token rule.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        for (unit, suffix) in [(Unit::Requests, "requests"), (Unit::Tokens, "tokens")] {
+        const NAMES: [(Unit, [&str; 3]); 2] = [
+            (
+                Unit::Requests,
+                [
+                    "x-ratelimit-limit-requests",
+                    "x-ratelimit-remaining-requests",
+                    "x-ratelimit-reset-requests",
+                ],
+            ),
+            (
+                Unit::Tokens,
+                [
+                    "x-ratelimit-limit-tokens",
+                    "x-ratelimit-remaining-tokens",
+                    "x-ratelimit-reset-tokens",
+                ],
+            ),
+        ];
+        for (unit, [limit, remaining, reset]) in NAMES {
             let tightest = self
                 .rules
                 .iter()
@@ -212,25 +230,15 @@ impl Admission {
                 .filter(|(rule, _)| rule.unit == unit)
                 .min_by_key(|(rule, state)| (state.remaining, rule.limit));
             if let Some((rule, state)) = tightest {
-                let mut set = |name: &str, value: String| {
-                    if let (Ok(name), Ok(value)) =
-                        (HeaderName::try_from(name), HeaderValue::try_from(value))
-                    {
-                        headers.insert(name, value);
-                    }
-                };
-                set(
-                    &format!("x-ratelimit-limit-{suffix}"),
-                    rule.limit.to_string(),
-                );
-                set(
-                    &format!("x-ratelimit-remaining-{suffix}"),
-                    state.remaining.to_string(),
-                );
-                set(
-                    &format!("x-ratelimit-reset-{suffix}"),
-                    format_reset(Duration::from_micros(state.reset_us)),
-                );
+                let values = [
+                    HeaderValue::from(rule.limit),
+                    HeaderValue::from(state.remaining),
+                    HeaderValue::try_from(format_reset(Duration::from_micros(state.reset_us)))
+                        .unwrap_or(HeaderValue::from_static("0s")),
+                ];
+                for (name, value) in [limit, remaining, reset].into_iter().zip(values) {
+                    headers.insert(HeaderName::from_static(name), value);
+                }
             }
         }
     }
