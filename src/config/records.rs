@@ -24,6 +24,9 @@ pub struct RecordsConfig {
     pub batch_size: usize,
     /// Records waiting for the writer, at most; a full queue makes requests wait (never drops).
     pub queue_capacity: usize,
+    /// Bytes of records queued or being written, at most (the same waiting when full), so a
+    /// slow database bounds memory, not only the count of records.
+    pub queue_bytes: usize,
     /// `TOLLGATE_DATA_DIR`: where the spill file lives while the database is down.
     pub data_dir: PathBuf,
 }
@@ -50,6 +53,14 @@ impl RecordsConfig {
                 "must be at least records.batch_size",
             );
         }
+        let queue_bytes = s.get("records.queue_bytes", None, 16usize << 20);
+        if !((1 << 20)..=(1 << 30)).contains(&queue_bytes) {
+            s.invalid(
+                "records.queue_bytes",
+                None,
+                "must be from 1048576 (1 MiB) to 1073741824 (1 GiB)",
+            );
+        }
         let data_dir = PathBuf::from(s.get(
             "records.data_dir",
             Some("TOLLGATE_DATA_DIR"),
@@ -62,6 +73,7 @@ impl RecordsConfig {
             flush_interval,
             batch_size,
             queue_capacity,
+            queue_bytes,
             data_dir,
         }
     }

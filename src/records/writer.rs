@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::spill::SpillFile;
-use super::{Record, RecordStore, Recorder, RecorderInner};
+use super::{QueueBytes, Record, RecordStore, Recorder, RecorderInner};
 use crate::config::RecordsConfig;
 
 /// A database write that takes longer is treated as failed and its batch spilled.
@@ -48,7 +48,9 @@ impl RecordWriter {
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let spill = Arc::new(SpillFile::new(config.spill_path()));
         let stop = CancellationToken::new();
+        let room = QueueBytes::new(config.queue_bytes);
         let worker = Worker {
+            room: room.clone(),
             store: Arc::clone(&store),
             spill: Arc::clone(&spill),
             batch_size: config.batch_size,
@@ -71,6 +73,7 @@ impl RecordWriter {
         let recorder = Recorder {
             inner: Some(Arc::new(RecorderInner {
                 sender,
+                room,
                 fallback: spill,
                 store_text: config.store_text,
                 pending: pending.clone(),
@@ -98,6 +101,8 @@ impl RecordWriter {
 }
 
 struct Worker {
+    /// Given back as each batch is stored or spilled.
+    room: QueueBytes,
     store: Arc<dyn RecordStore>,
     spill: Arc<SpillFile>,
     batch_size: usize,
@@ -136,7 +141,9 @@ impl Worker {
                 }
             }
             crate::metrics::set_audit_queue_depth(receiver.len());
+            let bytes = self.room.bytes_of(&batch);
             self.write(std::mem::take(&mut batch)).await;
+            self.room.give_back(bytes);
         }
         if self.spilled_pending && self.failing_since.is_none() {
             self.replay().await;

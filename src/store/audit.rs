@@ -59,6 +59,39 @@ pub struct Record {
     pub completion_text: Option<String>,
 }
 
+impl Record {
+    /// About how much memory the record holds (its own size and its text), for the audit
+    /// queue's byte bound.
+    pub fn approx_bytes(&self) -> usize {
+        let text = |value: &Option<String>| value.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Self>()
+            + self.id.len()
+            + self.request_id.len()
+            + self.caller.len()
+            + self.method.len()
+            + self.route.len()
+            + self.outcome.len()
+            + [
+                &self.key_id,
+                &self.user_id,
+                &self.model_requested,
+                &self.model_used,
+                &self.upstream,
+                &self.error_kind,
+                &self.image_size,
+                &self.image_quality,
+                &self.cache_status,
+                &self.client_ip,
+                &self.prompt_text,
+                &self.completion_text,
+            ]
+            .into_iter()
+            .map(text)
+            .sum::<usize>()
+            + self.rules_fired.iter().map(String::len).sum::<usize>()
+    }
+}
+
 /// Where records are stored. Implemented by both database engines with the same schema.
 #[async_trait::async_trait]
 pub trait RecordStore: Send + Sync {
