@@ -17,7 +17,7 @@ Peak RSS is VmHWM over the whole run (nginx: master + worker).
 
 Pinning as in bench/run.py: load generator and mock on CPU 0, the proxy under test on CPU 1.
 
-Usage: python3 bench/peers.py [--rounds 3] [--seconds 10] [--gateway NAME=BIN ...]
+Usage: python3 bench/peers.py [--rounds 3] [--seconds 10] [--gateway NAME=BIN[@EXTRA.toml] ...]
 Needs: nginx-light and wrk (apt-get install nginx-light wrk), a release build of the loadgen
 example (cargo build --release --example loadgen).
 """
@@ -114,7 +114,7 @@ def start_nginx(workdir, mock_port):
     return Target("nginx", f"http://127.0.0.1:{port}/v1/chat/completions", UPSTREAM_KEY, process)
 
 
-def start_tollgate(name, binary, workdir, mock_port):
+def start_tollgate(name, binary, workdir, mock_port, extra=""):
     port = free_port()
     db = os.path.join(workdir, f"{name}-{port}.db")
     env = dict(os.environ, DATABASE_URL=f"sqlite://{db}", TOLLGATE_DATA_DIR=workdir)
@@ -122,7 +122,7 @@ def start_tollgate(name, binary, workdir, mock_port):
                              capture_output=True, text=True)
     config = os.path.join(workdir, f"{name}-{port}.toml")
     with open(config, "w") as f:
-        f.write(ROOMY_LIMITS)
+        f.write(ROOMY_LIMITS + extra)
     env.update(OPENAI_API_KEY=UPSTREAM_KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1", PORT=str(port),
                TOLLGATE_CONFIG=config)
     log = open(os.path.join(workdir, f"{name}-{port}.log"), "w")
@@ -143,7 +143,7 @@ class Stack:
         wait_ready(f"http://127.0.0.1:{self.mock_port}/_mock/faults")
         self.targets = [Target("direct", f"http://127.0.0.1:{self.mock_port}/v1/chat/completions", UPSTREAM_KEY),
                         start_nginx(workdir, self.mock_port)]
-        self.targets += [start_tollgate(name, binary, workdir, self.mock_port) for name, binary in gateways]
+        self.targets += [start_tollgate(name, binary, workdir, self.mock_port, extra) for name, binary, extra in gateways]
 
     def stop(self):
         for target in self.targets:
@@ -190,10 +190,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--gateway", action="append", default=[], help="NAME=BINARY (default: tollgate=target/release/tollgate)")
+    parser.add_argument("--gateway", action="append", default=[],
+                        help="NAME=BINARY[@FILE] (default: tollgate=target/release/tollgate); FILE's TOML is added to its configuration")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    gateways = [tuple(g.split("=", 1)) for g in args.gateway] or [("tollgate", BIN)]
+    gateways = []
+    for spec in args.gateway or [f"tollgate={BIN}"]:
+        name, rest = spec.split("=", 1)
+        binary, _, extra_file = rest.partition("@")
+        gateways.append((name, binary, open(extra_file).read() if extra_file else ""))
     report = {}
     with tempfile.TemporaryDirectory() as workdir:
         stack = Stack(0, workdir, gateways)
@@ -210,7 +215,7 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)
-    print_table(report, [name for name, _ in gateways])
+    print_table(report, [name for name, _, _ in gateways])
 
 
 def print_table(report, gateways):

@@ -37,11 +37,14 @@ impl RecordsConfig {
         let retention_days = s.get("records.retention_days", None, 90u32);
         let store_text = s.get("records.store_text", None, false);
         let Millis(flush_interval) =
-            s.get("records.flush_ms", None, Millis(Duration::from_millis(200)));
+            s.get("records.flush_ms", None, Millis(Duration::from_millis(50)));
         if flush_interval.is_zero() || flush_interval > Duration::from_secs(60) {
             s.invalid("records.flush_ms", None, "must be from 1 to 60000");
         }
-        let batch_size = s.get("records.batch_size", None, 4000usize);
+        // Small, frequent batches: a write of a few hundred rows takes a millisecond or two of
+        // the same CPU that serves requests, where thousands would hold them up for longer
+        // (docs/BENCHMARKS.md, issue #12).
+        let batch_size = s.get("records.batch_size", None, 256usize);
         if !(1..=10_000).contains(&batch_size) {
             s.invalid("records.batch_size", None, "must be from 1 to 10000");
         }
