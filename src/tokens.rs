@@ -87,19 +87,7 @@ impl Estimate {
     }
 }
 
-/// The most tokens a request can use: its prompt counted with the model's tokenizer, plus the
-/// completion it allows (`max_completion_tokens`, `max_tokens`, `max_output_tokens`, or
-/// `default_completion` when it sets none) for each of its `n` choices.
-pub fn estimate(route: ModelRoute, body: &[u8], default_completion: u64) -> u64 {
-    estimate_parts(route, body).total(default_completion)
-}
-
-/// The prompt and completion parts of [`estimate`].
-pub fn estimate_parts(route: ModelRoute, body: &[u8]) -> Estimate {
-    estimate_value(route, &serde_json::from_slice(body).unwrap_or_default())
-}
-
-/// [`estimate_parts`] of a body already parsed (the pipeline parses a body once).
+/// A request's [`Estimate`], from its body parsed into a tree (the pipeline parses a body once).
 pub fn estimate_value(route: ModelRoute, request: &Value) -> Estimate {
     let number = |field: &str| request.get(field).and_then(Value::as_u64);
     let model = request
@@ -160,6 +148,18 @@ pub fn estimate_value(route: ModelRoute, request: &Value) -> Estimate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The most tokens a request can use: its prompt counted with the model's tokenizer, plus the
+    /// completion it allows (`max_completion_tokens`, `max_tokens`, `max_output_tokens`, or
+    /// `default_completion` when it sets none) for each of its `n` choices.
+    fn estimate(route: ModelRoute, body: &[u8], default_completion: u64) -> u64 {
+        estimate_parts(route, body).total(default_completion)
+    }
+
+    /// The prompt and completion parts of [`estimate`].
+    fn estimate_parts(route: ModelRoute, body: &[u8]) -> Estimate {
+        estimate_value(route, &serde_json::from_slice(body).unwrap_or_default())
+    }
 
     #[test]
     fn counts_match_the_reference_ids() {

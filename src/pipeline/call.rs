@@ -83,11 +83,6 @@ impl JsonRequest {
         self.estimate = Some(estimate);
         estimate
     }
-
-    /// The estimate, if a stage already made it.
-    pub fn known_estimate(&self) -> Option<Estimate> {
-        self.estimate
-    }
 }
 
 /// One call in flight. Stages take `&mut Call`; `finish` turns it into the response.
