@@ -1,6 +1,7 @@
-//! Stage 1: who is calling. The result is a [`Principal`]: the caller (a gateway key, a user
-//! JWT when `[jwt]` is configured, or an anonymous caller when `[anonymous]` allows it), the end user it acts for, the client IP,
-//! and what it may do (models, limit rules).
+//! The authenticate stage (a layer): who is calling. The result is a [`Principal`]: the caller
+//! (a gateway key, a user JWT when `[jwt]` is configured, or an anonymous caller when
+//! `[anonymous]` allows it), the end user it acts for, the client IP, and what it may do
+//! (models, limit rules).
 //!
 //! Keys: the secret is hashed (SHA-256) and looked up by hash, so no secret is compared byte
 //! by byte in our code. Lookups, found or not, are cached for `keys.cache_ttl` (≤ 1 s): a
