@@ -1,13 +1,16 @@
-//! The process's one Redis connection, shared by the backends that use Redis (limits, budgets,
-//! cache), bounded and breakered.
+//! The process's one Redis connection ([`RedisLink`]), shared by the backends that use Redis
+//! (limits, budgets, cache), each calling through its own breaker ([`RedisCalls`]).
 //!
-//! Every call is bounded by a timeout. A failure opens a circuit breaker for `BREAKER_OPEN`:
-//! calls during that time fail at once (each backend then applies its failure policy) instead
-//! of each waiting out a timeout; the first call after it is a probe, and a success closes the
-//! breaker, so shared state resumes by itself. Connects lazily, so a Redis that is down at
+//! Every call is bounded by a timeout. A failure opens the calling backend's circuit breaker
+//! for `BREAKER_OPEN`: its calls during that time fail at once (the backend then applies its
+//! failure policy) instead of each waiting out a timeout; the first call after it is a probe,
+//! and a success closes the breaker, so shared state resumes by itself. Breakers are per
+//! backend so that one backend's failures (a cache entry too large to store in time, which a
+//! caller can provoke) never switch another off (the limiter failing open). Connects lazily, so a Redis that is down at
 //! start does not stop the gateway from starting. `redis::Script` reloads a script on
 //! `NOSCRIPT` (after a Redis restart or failover).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -28,14 +31,20 @@ pub enum LinkError {
     CircuitOpen,
 }
 
-/// A lazily connected, breakered Redis connection (one multiplexed, reconnecting
-/// `ConnectionManager`), built once per process and shared: an outage opens one breaker for
-/// every backend at once.
+/// A lazily connected Redis connection (one multiplexed, reconnecting `ConnectionManager`),
+/// built once per process and shared.
 pub struct RedisLink {
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
     timeout: Duration,
+}
+
+/// One backend's calls over the shared link: bounded by its timeout, through its own breaker,
+/// named for what it serves (in logs).
+pub struct RedisCalls {
+    link: Arc<RedisLink>,
     breaker: Breaker,
+    purpose: &'static str,
 }
 
 /// Opens after a failure; lets one probe through once `BREAKER_OPEN` has passed.
@@ -67,20 +76,23 @@ impl Breaker {
                 .is_ok()
     }
 
-    fn succeeded(&self) {
+    fn succeeded(&self, purpose: &str) {
         if self.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
-            tracing::info!("redis is back");
+            tracing::info!(backend = purpose, "redis is back");
         }
         self.probing.store(false, Ordering::Release);
     }
 
-    fn failed(&self) {
+    fn failed(&self, purpose: &str) {
         let was = self
             .open_until_ms
             .swap(now_ms() + BREAKER_OPEN.as_millis() as u64, Ordering::AcqRel);
         self.probing.store(false, Ordering::Release);
         if was == 0 {
-            tracing::warn!("redis failed: circuit open, each backend's failure policy applies");
+            tracing::warn!(
+                backend = purpose,
+                "redis failed: circuit open, the failure policy applies"
+            );
         }
     }
 }
@@ -93,7 +105,6 @@ impl RedisLink {
             client,
             connection: OnceCell::new(),
             timeout,
-            breaker: Breaker::default(),
         })
     }
 
@@ -109,6 +120,17 @@ impl RedisLink {
             .await
             .cloned()
             .map_err(|e| LinkError::Backend(e.to_string()))
+    }
+}
+
+impl RedisCalls {
+    /// `purpose`'s calls over `link`, with a breaker of their own.
+    pub fn new(link: Arc<RedisLink>, purpose: &'static str) -> Self {
+        Self {
+            link,
+            breaker: Breaker::default(),
+            purpose,
+        }
     }
 
     /// Runs `invocation` (a prepared script with its keys and arguments) within the timeout
@@ -138,18 +160,18 @@ impl RedisLink {
             return Err(LinkError::CircuitOpen);
         }
         let call = async {
-            let connection = self.connection().await?;
+            let connection = self.link.connection().await?;
             call(connection)
                 .await
                 .map_err(|e| LinkError::Backend(e.to_string()))
         };
-        let result = match tokio::time::timeout(self.timeout, call).await {
+        let result = match tokio::time::timeout(self.link.timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(LinkError::Timeout),
         };
         match &result {
-            Ok(_) => self.breaker.succeeded(),
-            Err(_) => self.breaker.failed(),
+            Ok(_) => self.breaker.succeeded(self.purpose),
+            Err(_) => self.breaker.failed(self.purpose),
         }
         result
     }

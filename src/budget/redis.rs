@@ -8,11 +8,11 @@ use async_trait::async_trait;
 
 use super::{BudgetError, BudgetLine, BudgetStore, Exceeded, Reservation};
 use crate::pricing::Micros;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisCalls, RedisLink};
 
 /// Counters in Redis under `prefix`.
 pub struct RedisBudgets {
-    link: Arc<RedisLink>,
+    link: RedisCalls,
     script: redis::Script,
     prefix: String,
 }
@@ -21,7 +21,7 @@ impl RedisBudgets {
     /// Budgets on the shared `link`, their keys under `prefix`.
     pub fn new(link: Arc<RedisLink>, prefix: &str) -> Self {
         Self {
-            link,
+            link: RedisCalls::new(link, "budgets"),
             script: redis::Script::new(include_str!("budget.lua")),
             prefix: prefix.to_owned(),
         }

@@ -7,14 +7,14 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{CacheError, CacheKey, CacheStore};
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisCalls, RedisLink};
 
 /// Keys deleted per `SCAN` step when purging.
 const PURGE_BATCH: usize = 500;
 
 /// Cached answers in Redis.
 pub struct RedisCache {
-    link: Arc<RedisLink>,
+    link: RedisCalls,
     prefix: String,
 }
 
@@ -22,7 +22,7 @@ impl RedisCache {
     /// A cache on the shared `link`, its keys under `prefix`.
     pub fn new(link: Arc<RedisLink>, prefix: &str) -> Self {
         Self {
-            link,
+            link: RedisCalls::new(link, "cache"),
             prefix: format!("{prefix}cache:"),
         }
     }

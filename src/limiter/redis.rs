@@ -17,11 +17,11 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 
 use super::{Bucket, BucketState, Charge, Decision, LimiterError, RateLimiter};
-use crate::redis_link::{LinkError, RedisLink};
+use crate::redis_link::{LinkError, RedisCalls, RedisLink};
 
 /// Buckets in Redis.
 pub struct RedisRateLimiter {
-    link: Arc<RedisLink>,
+    link: RedisCalls,
     script: redis::Script,
     prefix: String,
 }
@@ -40,7 +40,7 @@ impl RedisRateLimiter {
     /// A limiter on the shared `link` whose keys start with `prefix`.
     pub fn new(link: Arc<RedisLink>, prefix: &str) -> Self {
         Self {
-            link,
+            link: RedisCalls::new(link, "limits"),
             script: redis::Script::new(include_str!("gcra.lua")),
             prefix: prefix.to_owned(),
         }

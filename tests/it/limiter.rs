@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tollgate::limiter::memory::MemoryRateLimiter;
 use tollgate::limiter::redis::RedisRateLimiter;
 use tollgate::limiter::{Bucket, Charge, LimiterError, Quota, RateLimiter};
-use tollgate::redis_link::RedisLink;
+use tollgate::redis_link::{LinkError, RedisCalls, RedisLink};
 
 use crate::support::engines::required_env;
 use crate::support::redis_server::RedisServer;
@@ -207,6 +207,39 @@ async fn memory_stays_flat_as_distinct_clients_pass() {
         limiter.len() <= 1,
         "{} buckets held after 100,000 distinct clients",
         limiter.len()
+    );
+}
+
+/// The attack: make the cache's Redis calls fail (an answer too large to store in time) so
+/// that a shared breaker would switch the limiter to `fail_open`. Breakers are per backend on
+/// the one shared connection: the cache's failure leaves the limiter deciding.
+#[tokio::test]
+async fn one_backends_redis_failures_do_not_switch_another_off() {
+    let Some(url) = required_env("TOLLGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    let link = Arc::new(RedisLink::new(&url, Duration::from_millis(500)).unwrap());
+    let cache = RedisCalls::new(link.clone(), "cache");
+    let prefix = format!("tg-test-{}", uuid::Uuid::new_v4().simple());
+    let limiter = RedisRateLimiter::new(link, &prefix);
+
+    let failed = cache
+        .query::<()>(&redis::cmd("TOLLGATE-NO-SUCH-COMMAND"))
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    let open = cache.query::<String>(&redis::cmd("PING")).await;
+    assert!(
+        matches!(open, Err(LinkError::CircuitOpen)),
+        "the cache's breaker opened: {open:?}"
+    );
+    let a = bucket("ip:1", "isolation", 1, Duration::from_secs(60));
+    assert!(
+        limiter.acquire(&[charge(&a, 1)]).await.unwrap().allowed(),
+        "the limiter still answers"
+    );
+    assert!(
+        !limiter.acquire(&[charge(&a, 1)]).await.unwrap().allowed(),
+        "and still refuses past its limit"
     );
 }
 
