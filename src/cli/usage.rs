@@ -91,13 +91,13 @@ pub async fn run(args: UsageArgs, path: Option<&Path>, env: &Env) -> anyhow::Res
                 })
                 .collect();
             cells.extend([
-                row.requests.to_string(),
-                row.errors.to_string(),
-                row.prompt_tokens.to_string(),
-                row.cached_tokens.to_string(),
-                row.completion_tokens.to_string(),
-                format_usd(row.cost_micros),
-                row.unpriced.to_string(),
+                row.totals.requests.to_string(),
+                row.totals.errors.to_string(),
+                row.totals.prompt_tokens.to_string(),
+                row.totals.cached_tokens.to_string(),
+                row.totals.completion_tokens.to_string(),
+                format_usd(row.totals.cost_micros),
+                row.totals.unpriced.to_string(),
             ]);
             cells
         })

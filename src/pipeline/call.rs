@@ -112,7 +112,8 @@ pub struct Call {
     pub reservations: Reservations,
     pub cache: CacheState,
     pub moderation: Option<PendingModeration>,
-    /// What the answer used and cost, set by the stage that read it; `finish` settles it.
+    /// What the answer used (tokens) and cost, set by the stage that read it; `finish` settles
+    /// it. Unset, the reservations settle as they do when dropped.
     pub spent: Option<(Option<u64>, Spend)>,
     /// What the audit record will say.
     pub facts: CallFacts,
@@ -169,8 +170,9 @@ impl Call {
         let result = match result {
             Ok(mut response) => {
                 self.reservations.write_headers(response.headers_mut());
-                let (tokens, spend) = self.spent.take().unwrap_or((None, Spend::Cost(0)));
-                self.reservations.settle(tokens, spend);
+                if let Some((tokens, spend)) = self.spent.take() {
+                    self.reservations.settle(tokens, spend);
+                }
                 Ok(response)
             }
             Err(error) => {

@@ -28,9 +28,8 @@ pub enum Spend {
 }
 
 /// The call's token reservation and budget hold, released or settled exactly once.
-#[derive(Default)]
 pub struct Reservations {
-    state: Option<AppState>,
+    state: AppState,
     admission: Option<Admission>,
     hold: Option<Hold>,
     /// The request may have reached the upstream: an unsettled end keeps the worst case.
@@ -41,7 +40,7 @@ impl Reservations {
     /// Nothing held yet; `state` is where settlements run.
     pub fn new(state: &AppState) -> Self {
         Self {
-            state: Some(state.clone()),
+            state: state.clone(),
             admission: None,
             hold: None,
             sent: false,
@@ -89,9 +88,7 @@ impl Reservations {
     /// Settles the token reservation to `used_tokens` (`None`: none were used) and the budget
     /// hold to `spend`. Later calls, and `Drop`, find nothing left to do.
     pub fn settle(&mut self, used_tokens: Option<u64>, spend: Spend) {
-        let Some(state) = &self.state else {
-            return;
-        };
+        let state = &self.state;
         if let Some(admission) = self.admission.take().filter(Admission::has_tokens) {
             let task_state = state.clone();
             state

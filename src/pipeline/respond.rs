@@ -27,7 +27,7 @@ pub async fn respond(
     let status = forwarded.upstream.status();
     let headers = forwarded.upstream.headers().clone();
     let mut response = if call.request.stream && is_event_stream(&headers) {
-        let mut response = stream::respond(call, state, forwarded);
+        let mut response = stream::respond(call, state, forwarded, &headers);
         mark_event_stream(&mut response);
         response
     } else if call.route == ModelRoute::Passthrough && !is_json(&headers) {

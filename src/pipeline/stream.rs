@@ -81,7 +81,13 @@ pub struct StreamOutcome {
 /// The respond stage for an event stream: starts the relay and returns the caller's response.
 /// The stream takes the call's reservations and a copy of its facts; when it ends, its usage
 /// (reported, or estimated from what was relayed) settles them and fulfils the record.
-pub fn respond(call: &mut Call, state: &AppState, forwarded: Forwarded) -> Response {
+/// `headers` are the upstream's (already copied out by the caller).
+pub fn respond(
+    call: &mut Call,
+    state: &AppState,
+    forwarded: Forwarded,
+    headers: &HeaderMap,
+) -> Response {
     let route = call.route;
     let prices = state.prices.clone();
     let asked = call.request.model.clone();
@@ -116,7 +122,6 @@ pub fn respond(call: &mut Call, state: &AppState, forwarded: Forwarded) -> Respo
         let _ = deliver.send(facts);
     };
     let status = forwarded.upstream.status();
-    let headers = forwarded.upstream.headers().clone();
     let body = relay(
         state,
         forwarded.upstream,
@@ -124,7 +129,7 @@ pub fn respond(call: &mut Call, state: &AppState, forwarded: Forwarded) -> Respo
         options,
         on_done,
     );
-    let mut response = respond::from_upstream(status, &headers, body);
+    let mut response = respond::from_upstream(status, headers, body);
     response.headers_mut().extend(limit_headers);
     response.extensions_mut().insert(pending);
     response

@@ -144,6 +144,26 @@ impl Fixture {
         (tokens, money)
     }
 
+    /// A chat call through validation, the rate limits and the budgets: holding tokens and
+    /// money.
+    async fn holding_call(&self) -> Call {
+        let mut call = Call::new(&self.state, &self.principal, chat());
+        validate::validate(&mut call, &self.state).await.unwrap();
+        rate_limit::limit(&mut call, &self.state).await.unwrap();
+        budget::reserve(&mut call, &self.state).await.unwrap();
+        call
+    }
+
+    /// Asserts that the token bucket and the budget line are back where they started.
+    async fn releases_everything(&self) {
+        let left = self
+            .settles_to(|(tokens, money)| *tokens >= TOKEN_LIMIT - 1 && *money == Money::default())
+            .await;
+        // GCRA refills continuously: a token may be counted back a moment later.
+        assert!(left.0 >= TOKEN_LIMIT - 1, "tokens not given back: {left:?}");
+        assert_eq!(left.1, Money::default(), "the budget hold was not released");
+    }
+
     /// Waits until the background settlements have made the state what `expected` says.
     async fn settles_to(&self, expected: impl Fn(&(u64, Money)) -> bool) -> (u64, Money) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -165,22 +185,13 @@ async fn a_failing_stage_added_later_leaks_nothing() {
     let result = stages_then_a_failing_one(&mut call, state).await;
     let (result, _facts) = call.finish(result);
     assert_eq!(result.unwrap_err().status(), 400);
-    let left = fixture
-        .settles_to(|(tokens, money)| *tokens >= TOKEN_LIMIT - 1 && *money == Money::default())
-        .await;
-    // GCRA refills continuously: a token may be counted back a moment later.
-    assert!(left.0 >= TOKEN_LIMIT - 1, "tokens not given back: {left:?}");
-    assert_eq!(left.1, Money::default(), "the budget hold was not released");
+    fixture.releases_everything().await;
 }
 
 #[tokio::test]
 async fn a_call_dropped_before_sending_releases_what_it_held() {
     let fixture = fixture().await;
-    let state = &fixture.state;
-    let mut call = Call::new(state, &fixture.principal, chat());
-    validate::validate(&mut call, state).await.unwrap();
-    rate_limit::limit(&mut call, state).await.unwrap();
-    budget::reserve(&mut call, state).await.unwrap();
+    let call = fixture.holding_call().await;
     let (tokens, money) = fixture.left().await;
     assert!(
         tokens < TOKEN_LIMIT - 1000 && money.held > 0,
@@ -188,21 +199,13 @@ async fn a_call_dropped_before_sending_releases_what_it_held() {
     );
     // The caller leaves: the handler's future, and the call with it, is dropped.
     drop(call);
-    let left = fixture
-        .settles_to(|(tokens, money)| *tokens >= TOKEN_LIMIT - 1 && *money == Money::default())
-        .await;
-    assert!(left.0 >= TOKEN_LIMIT - 1, "tokens not given back: {left:?}");
-    assert_eq!(left.1, Money::default(), "the budget hold was not released");
+    fixture.releases_everything().await;
 }
 
 #[tokio::test]
 async fn a_call_dropped_after_sending_pays_its_worst_case() {
     let fixture = fixture().await;
-    let state = &fixture.state;
-    let mut call = Call::new(state, &fixture.principal, chat());
-    validate::validate(&mut call, state).await.unwrap();
-    rate_limit::limit(&mut call, state).await.unwrap();
-    budget::reserve(&mut call, state).await.unwrap();
+    let mut call = fixture.holding_call().await;
     let worst = call.reservations.budget_held().unwrap();
     let (tokens_held, _) = fixture.left().await;
     // The upstream may have run it (the client left while the answer was awaited).

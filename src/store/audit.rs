@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use super::record_rows::db_int;
 use crate::openai::usage::Usage;
 use crate::pricing::Micros;
 
@@ -166,6 +167,15 @@ pub struct UsageRow {
     /// `YYYY-MM-DD` (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub day: Option<String>,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+/// The ten counters every usage total has, in the rollups' column order (`requests`, `errors`,
+/// `prompt_tokens`, `cached_tokens`, `completion_tokens`, `reasoning_tokens`, `images`,
+/// `cost_micros`, `unpriced`, `estimated`): one rollup row, one usage row, one sum.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UsageTotals {
     pub requests: i64,
     pub errors: i64,
     pub prompt_tokens: i64,
@@ -177,6 +187,81 @@ pub struct UsageRow {
     /// Answered requests whose model has no price: their cost is not in `cost_micros`.
     pub unpriced: i64,
     pub estimated: i64,
+}
+
+impl UsageTotals {
+    /// The counters in column order.
+    pub fn values(&self) -> [i64; 10] {
+        [
+            self.requests,
+            self.errors,
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.completion_tokens,
+            self.reasoning_tokens,
+            self.images,
+            self.cost_micros,
+            self.unpriced,
+            self.estimated,
+        ]
+    }
+
+    /// The counters from their values in column order.
+    pub fn from_values(
+        [
+            requests,
+            errors,
+            prompt_tokens,
+            cached_tokens,
+            completion_tokens,
+            reasoning_tokens,
+            images,
+            cost_micros,
+            unpriced,
+            estimated,
+        ]: [i64; 10],
+    ) -> Self {
+        Self {
+            requests,
+            errors,
+            prompt_tokens,
+            cached_tokens,
+            completion_tokens,
+            reasoning_tokens,
+            images,
+            cost_micros,
+            unpriced,
+            estimated,
+        }
+    }
+
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &Self) {
+        let mut sum = self.values();
+        for (into, value) in sum.iter_mut().zip(other.values()) {
+            *into += value;
+        }
+        *self = Self::from_values(sum);
+    }
+
+    /// Counts one record in.
+    pub fn count(&mut self, record: &Record) {
+        self.requests += 1;
+        self.errors += i64::from(record.status >= 400);
+        self.prompt_tokens += db_int(record.usage.prompt_tokens);
+        self.cached_tokens += db_int(record.usage.cached_tokens);
+        self.completion_tokens += db_int(record.usage.completion_tokens);
+        self.reasoning_tokens += db_int(record.usage.reasoning_tokens);
+        self.images += db_int(record.images);
+        match record.cost_micros {
+            Some(cost) => self.cost_micros += cost,
+            // Refusals cost nothing and are not "unpriced"; an answered request without a
+            // price is.
+            None if record.status < 400 => self.unpriced += 1,
+            None => {}
+        }
+        self.estimated += i64::from(record.estimated);
+    }
 }
 
 /// Whose spend a budget counts.

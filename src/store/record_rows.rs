@@ -146,19 +146,12 @@ macro_rules! rollup_upsert {
     };
 }
 
-/// Binds a rollup row's sums (`s`, a `rollup::RollupSums`) onto `row`, in the rollups' column order.
+/// Binds a rollup row's counters (`s`, an `audit::UsageTotals`) onto `row`, in column order.
 macro_rules! push_sums {
     ($row:ident, $s:ident) => {
-        $row.push_bind($s.requests)
-            .push_bind($s.errors)
-            .push_bind($s.prompt_tokens)
-            .push_bind($s.cached_tokens)
-            .push_bind($s.completion_tokens)
-            .push_bind($s.reasoning_tokens)
-            .push_bind($s.images)
-            .push_bind($s.cost_micros)
-            .push_bind($s.unpriced)
-            .push_bind($s.estimated)
+        for value in $s.values() {
+            $row.push_bind(value);
+        }
     };
 }
 pub(crate) use push_sums;

@@ -311,17 +311,12 @@ macro_rules! sql_record_store {
                     }
                     let at = groups.len();
                     let sum = |j: usize| row.try_get::<Option<i64>, _>(at + j).map(Option::unwrap_or_default);
-                    usage.requests = sum(0)?;
-                    usage.errors = sum(1)?;
-                    usage.prompt_tokens = sum(2)?;
-                    usage.cached_tokens = sum(3)?;
-                    usage.completion_tokens = sum(4)?;
-                    usage.reasoning_tokens = sum(5)?;
-                    usage.images = sum(6)?;
-                    usage.cost_micros = sum(7)?;
-                    usage.unpriced = sum(8)?;
-                    usage.estimated = sum(9)?;
-                    if usage.requests > 0 {
+                    let mut totals = [0; 10];
+                    for (j, value) in totals.iter_mut().enumerate() {
+                        *value = sum(j)?;
+                    }
+                    usage.totals = $crate::store::audit::UsageTotals::from_values(totals);
+                    if usage.totals.requests > 0 {
                         out.push(usage);
                     }
                 }

@@ -3,23 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::audit::{Record, UsageQuery, UsageRow};
-use super::record_rows::db_int;
-/// One row of `usage_hourly`: the sums of some records.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RollupSums {
-    pub requests: i64,
-    pub errors: i64,
-    pub prompt_tokens: i64,
-    pub cached_tokens: i64,
-    pub completion_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub images: i64,
-    pub cost_micros: i64,
-    pub unpriced: i64,
-    pub estimated: i64,
-}
-
+use super::audit::{Record, UsageQuery, UsageRow, UsageTotals};
 /// `(bucket start, caller, key_id, user_id, model)`; absent values are empty strings.
 pub(crate) type RollupKey = (i64, String, String, String, String);
 
@@ -31,8 +15,8 @@ pub(crate) const DAY_MS: i64 = 86_400_000;
 pub(crate) fn rollup<'a>(
     records: impl Iterator<Item = &'a Record>,
     bucket_ms: i64,
-) -> BTreeMap<RollupKey, RollupSums> {
-    let mut rows: BTreeMap<RollupKey, RollupSums> = BTreeMap::new();
+) -> BTreeMap<RollupKey, UsageTotals> {
+    let mut rows: BTreeMap<RollupKey, UsageTotals> = BTreeMap::new();
     for record in records {
         let key = (
             record.created_at_ms - record.created_at_ms.rem_euclid(bucket_ms),
@@ -45,22 +29,7 @@ pub(crate) fn rollup<'a>(
                 .or_else(|| record.model_requested.clone())
                 .unwrap_or_default(),
         );
-        let sums = rows.entry(key).or_default();
-        sums.requests += 1;
-        sums.errors += i64::from(record.status >= 400);
-        sums.prompt_tokens += db_int(record.usage.prompt_tokens);
-        sums.cached_tokens += db_int(record.usage.cached_tokens);
-        sums.completion_tokens += db_int(record.usage.completion_tokens);
-        sums.reasoning_tokens += db_int(record.usage.reasoning_tokens);
-        sums.images += db_int(record.images);
-        match record.cost_micros {
-            Some(cost) => sums.cost_micros += cost,
-            // Refusals cost nothing and are not "unpriced"; an answered request without a
-            // price is.
-            None if record.status < 400 => sums.unpriced += 1,
-            None => {}
-        }
-        sums.estimated += i64::from(record.estimated);
+        rows.entry(key).or_default().count(record);
     }
     rows
 }
@@ -134,16 +103,7 @@ pub(crate) fn merge_usage(pieces: Vec<Vec<UsageRow>>) -> Vec<UsageRow> {
             day: row.day.clone(),
             ..UsageRow::default()
         });
-        into.requests += row.requests;
-        into.errors += row.errors;
-        into.prompt_tokens += row.prompt_tokens;
-        into.cached_tokens += row.cached_tokens;
-        into.completion_tokens += row.completion_tokens;
-        into.reasoning_tokens += row.reasoning_tokens;
-        into.images += row.images;
-        into.cost_micros += row.cost_micros;
-        into.unpriced += row.unpriced;
-        into.estimated += row.estimated;
+        into.totals.add(&row.totals);
     }
     merged.into_values().collect()
 }
@@ -204,8 +164,11 @@ mod tests {
     fn pieces_of_one_group_are_added_up() {
         let row = |model: &str, requests| UsageRow {
             model: Some(model.to_owned()),
-            requests,
-            cost_micros: requests * 10,
+            totals: UsageTotals {
+                requests,
+                cost_micros: requests * 10,
+                ..UsageTotals::default()
+            },
             ..UsageRow::default()
         };
         let merged = merge_usage(vec![vec![row("b", 1), row("a", 2)], vec![row("a", 3)]]);

@@ -433,7 +433,7 @@ async fn usage_adds_up_across_rollups(database: Database) {
             .iter()
             .map(|r| {
                 let name = format!("{:?}/{:?}/{:?}/{:?}", r.key_id, r.user_id, r.model, r.day);
-                (name, (r.requests, r.cost_micros))
+                (name, (r.totals.requests, r.totals.cost_micros))
             })
             .collect();
         let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
