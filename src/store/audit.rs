@@ -171,9 +171,8 @@ pub struct UsageRow {
     pub totals: UsageTotals,
 }
 
-/// The ten counters every usage total has, in the rollups' column order (`requests`, `errors`,
-/// `prompt_tokens`, `cached_tokens`, `completion_tokens`, `reasoning_tokens`, `images`,
-/// `cost_micros`, `unpriced`, `estimated`): one rollup row, one usage row, one sum.
+/// The ten counters every usage total has, named in the rollups by [`Self::COLUMNS`]: one
+/// rollup row, one usage row, one sum.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct UsageTotals {
     pub requests: i64,
@@ -190,6 +189,20 @@ pub struct UsageTotals {
 }
 
 impl UsageTotals {
+    /// The counters' columns in the rollups, in [`Self::values`] order.
+    pub const COLUMNS: [&'static str; 10] = [
+        "requests",
+        "errors",
+        "prompt_tokens",
+        "cached_tokens",
+        "completion_tokens",
+        "reasoning_tokens",
+        "images",
+        "cost_micros",
+        "unpriced",
+        "estimated",
+    ];
+
     /// The counters in column order.
     pub fn values(&self) -> [i64; 10] {
         [

@@ -1,22 +1,27 @@
 //! The shared engine: PostgreSQL, for many replicas.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder};
 
-use super::records::sql_record_store;
-use super::{StoreError, migrations, sql_key_store};
+use super::audit::{Record, UsageTotals};
+use super::record_rows::{DAILY, HOURLY, RECORD_COLUMNS, push_record_values};
+use super::sql::{Engine, PostgresStore};
+use super::{StoreError, migrations};
 
-/// PostgreSQL-backed store. A `search_path` given in the URL's `options` is honoured, so
-/// tests (and operators) can keep Tollgate's tables in their own schema.
-#[derive(Debug, Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-}
+/// Rows per PostgreSQL statement at most: 34 columns × 1,900 rows stays under its 65,535
+/// parameters.
+const INSERT_CHUNK: usize = 1900;
+
+/// Statements a batch is split into, sent at once (see [`Engine::insert_records`]).
+const PARALLEL: usize = 4;
 
 impl PostgresStore {
-    /// Connects to `url` and migrates.
+    /// Connects to `url` and migrates. A `search_path` given in the URL's `options` is
+    /// honoured, so tests (and operators) can keep Tollgate's tables in their own schema.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         // JIT compilation costs more than it saves on the usage API's aggregates (measured: 1.6 s
         // of a 3.1 s group-by over 4 million rollup rows); Tollgate's queries are short.
@@ -31,5 +36,69 @@ impl PostgresStore {
     }
 }
 
-sql_key_store!(PostgresStore);
-sql_record_store!(PostgresStore, sqlx::Postgres, insert_with_rollup_in_sql);
+/// What each rollup counter sums over the new `requests` rows, in [`UsageTotals::COLUMNS`]
+/// order.
+const COUNTER_SUMS: [&str; 10] = [
+    "COUNT(*)",
+    "COUNT(*) FILTER (WHERE status >= 400)",
+    "SUM(prompt_tokens)",
+    "SUM(cached_tokens)",
+    "SUM(completion_tokens)",
+    "SUM(reasoning_tokens)",
+    "SUM(images)",
+    "COALESCE(SUM(cost_micros), 0)",
+    "COUNT(*) FILTER (WHERE cost_micros IS NULL AND status < 400)",
+    "COUNT(*) FILTER (WHERE estimated)",
+];
+
+/// The statement's tail after the records' `VALUES`: the returned new rows feed both rollups.
+static ROLLUPS_OF_NEW_ROWS: LazyLock<String> = LazyLock::new(|| {
+    debug_assert_eq!(COUNTER_SUMS.len(), UsageTotals::COLUMNS.len());
+    let sums = COUNTER_SUMS.join(", ");
+    let group = "caller, COALESCE(key_id, ''), COALESCE(user_id, ''), \
+                 COALESCE(model_used, model_requested, '')";
+    let from_new = "FROM new GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5";
+    format!(
+        " ON CONFLICT (id) DO NOTHING RETURNING created_at_ms, caller, key_id, user_id, \
+         model_used, model_requested, status, prompt_tokens, cached_tokens, completion_tokens, \
+         reasoning_tokens, images, cost_micros, estimated), \
+         hourly AS ({hourly} SELECT created_at_ms - created_at_ms % 3600000, {group}, {sums} \
+         {from_new}{hourly_upsert} RETURNING 1), \
+         daily AS ({daily} SELECT created_at_ms - created_at_ms % 86400000, {group}, {sums} \
+         {from_new}{daily_upsert} RETURNING 1) \
+         SELECT COUNT(*) FROM new",
+        hourly = HOURLY.insert,
+        hourly_upsert = HOURLY.upsert,
+        daily = DAILY.insert,
+        daily_upsert = DAILY.upsert,
+    )
+});
+
+impl Engine for Postgres {
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    /// The batch in `PARALLEL` slices, each one statement (one round trip) whose
+    /// data-modifying CTE inserts the records and upserts the rollups of exactly the rows that
+    /// were new, summed by PostgreSQL in key order (so replicas upserting the same hours cannot
+    /// deadlock). The slices go out at once on separate pool connections: sqlx 0.9.0 does not
+    /// set `TCP_NODELAY` (sqlx issue #4335, fixed upstream but not released), so every large
+    /// statement waits out a ~40 ms delayed ACK, and statements in parallel wait it out
+    /// together. Each statement is atomic; if one fails the writer spills the whole batch, and
+    /// the replay skips the rows that did get in.
+    async fn insert_records(pool: &PgPool, records: &[Record]) -> Result<u64, StoreError> {
+        let slice = records.len().div_ceil(PARALLEL).clamp(1, INSERT_CHUNK);
+        let statements = records.chunks(slice).map(|chunk| async move {
+            let mut query = QueryBuilder::<Postgres>::new(format!(
+                "WITH new AS (INSERT INTO requests ({RECORD_COLUMNS}) "
+            ));
+            push_record_values(&mut query, chunk);
+            query.push(&*ROLLUPS_OF_NEW_ROWS);
+            let (inserted,): (i64,) = query.build_query_as().fetch_one(pool).await?;
+            Ok::<u64, StoreError>(u64::try_from(inserted).unwrap_or(0))
+        });
+        let inserted = futures_util::future::try_join_all(statements).await?;
+        Ok(inserted.into_iter().sum())
+    }
+}

@@ -2,28 +2,23 @@
 //! multi-row `VALUES`, decoding a row, the fixed chunk sizes batches are cut into, and the
 //! rollups' upsert SQL.
 
+use std::sync::LazyLock;
+
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
 use super::StoreError;
-use super::audit::Record;
+use super::audit::{Record, UsageTotals};
+use super::keys_sql::to_json;
 use crate::openai::usage::Usage;
 
-/// Rows per PostgreSQL statement at most: 34 columns × 1,900 rows stays under its 65,535
-/// parameters.
-pub(crate) const PG_INSERT_CHUNK: usize = 1900;
-
-/// Statements a PostgreSQL batch is split into, sent at once (see `insert_with_rollup_in_sql!`).
-pub(crate) const PG_PARALLEL: usize = 4;
-
-/// The columns of `requests`, in the order [`bind_record!`] binds them.
-macro_rules! record_columns {
-    () => {
-        "id, created_at_ms, request_id, key_id, user_id, caller, method, route, model_requested, \
-         model_used, upstream, status, outcome, error_kind, stream, prompt_tokens, cached_tokens, \
-         completion_tokens, reasoning_tokens, image_input_tokens, images, image_size, image_quality, \
-         cost_micros, estimated, cache_status, latency_ms, upstream_ms, prompt_chars, \
-         completion_chars, rules_fired, client_ip, prompt_text, completion_text"
-    };
-}
-pub(crate) use record_columns;
+/// The columns of `requests`, in the order [`push_record_values`] binds them and
+/// [`record_from_row`] reads them.
+pub(crate) const RECORD_COLUMNS: &str = "id, created_at_ms, request_id, key_id, user_id, caller, \
+     method, route, model_requested, model_used, upstream, status, outcome, error_kind, stream, \
+     prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, image_input_tokens, \
+     images, image_size, image_quality, cost_micros, estimated, cache_status, latency_ms, \
+     upstream_ms, prompt_chars, completion_chars, rules_fired, client_ip, prompt_text, \
+     completion_text";
 
 /// The row counts a multi-row statement is built for. A batch is cut into chunks of these sizes
 /// (largest first), so the engine sees a handful of distinct statements, each prepared once per
@@ -47,7 +42,7 @@ pub(crate) fn db_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Reads one `requests` row (selected with [`record_columns!`]) of either engine.
+/// Reads one `requests` row (selected with [`RECORD_COLUMNS`]) of either engine.
 pub(crate) fn record_from_row<'r, R>(row: &'r R) -> Result<Record, StoreError>
 where
     R: sqlx::Row,
@@ -104,110 +99,101 @@ where
     })
 }
 
-/// The rollup's upsert: a row already there for the hour, caller, key, user and model gets the
-/// new sums added.
-macro_rules! rollup_upsert {
-    ($table:literal, $key:literal) => {
-        concat!(
-            " ON CONFLICT ",
-            $key,
-            " DO UPDATE SET ",
-            "requests = ",
-            $table,
-            ".requests + excluded.requests, ",
-            "errors = ",
-            $table,
-            ".errors + excluded.errors, ",
-            "prompt_tokens = ",
-            $table,
-            ".prompt_tokens + excluded.prompt_tokens, ",
-            "cached_tokens = ",
-            $table,
-            ".cached_tokens + excluded.cached_tokens, ",
-            "completion_tokens = ",
-            $table,
-            ".completion_tokens + excluded.completion_tokens, ",
-            "reasoning_tokens = ",
-            $table,
-            ".reasoning_tokens + excluded.reasoning_tokens, ",
-            "images = ",
-            $table,
-            ".images + excluded.images, ",
-            "cost_micros = ",
-            $table,
-            ".cost_micros + excluded.cost_micros, ",
-            "unpriced = ",
-            $table,
-            ".unpriced + excluded.unpriced, ",
-            "estimated = ",
-            $table,
-            ".estimated + excluded.estimated"
-        )
-    };
+/// The SQL of one rollup table (`usage_hourly` or `usage_daily`), built from
+/// [`UsageTotals::COLUMNS`] so the ten counters are named in one place.
+pub(crate) struct RollupSql {
+    /// `INSERT INTO table (bucket, caller, key_id, user_id, model, counters...) `.
+    pub insert: String,
+    /// ` ON CONFLICT (...) DO UPDATE SET counter = table.counter + excluded.counter, ...`:
+    /// a row already there for the bucket, caller, key, user and model gets the new sums added.
+    pub upsert: String,
 }
 
-/// Binds a rollup row's counters (`s`, an `audit::UsageTotals`) onto `row`, in column order.
-macro_rules! push_sums {
-    ($row:ident, $s:ident) => {
-        for value in $s.values() {
-            $row.push_bind(value);
+impl RollupSql {
+    fn new(table: &str, bucket: &str) -> Self {
+        let key = format!("{bucket}, caller, key_id, user_id, model");
+        let counters = UsageTotals::COLUMNS.join(", ");
+        let additions: Vec<String> = UsageTotals::COLUMNS
+            .iter()
+            .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+            .collect();
+        Self {
+            insert: format!("INSERT INTO {table} ({key}, {counters}) "),
+            upsert: format!(
+                " ON CONFLICT ({key}) DO UPDATE SET {}",
+                additions.join(", ")
+            ),
         }
-    };
+    }
 }
-pub(crate) use push_sums;
 
-/// The sums of a rollup row over records (PostgreSQL's insert computes them in SQL).
-macro_rules! rollup_sums {
-    () => {
-        "COUNT(*), COUNT(*) FILTER (WHERE status >= 400), SUM(prompt_tokens), SUM(cached_tokens), \
-         SUM(completion_tokens), SUM(reasoning_tokens), SUM(images), COALESCE(SUM(cost_micros), 0), \
-         COUNT(*) FILTER (WHERE cost_micros IS NULL AND status < 400), \
-         COUNT(*) FILTER (WHERE estimated)"
-    };
-}
-pub(crate) use rollup_sums;
-pub(crate) use rollup_upsert;
+/// The hourly rollup's SQL.
+pub(crate) static HOURLY: LazyLock<RollupSql> =
+    LazyLock::new(|| RollupSql::new("usage_hourly", "hour_ms"));
+/// The daily rollup's SQL.
+pub(crate) static DAILY: LazyLock<RollupSql> =
+    LazyLock::new(|| RollupSql::new("usage_daily", "day_ms"));
 
-/// Pushes `VALUES (...), (...)` for `chunk` in [`record_columns!`] order onto `query`.
-macro_rules! push_record_values {
-    ($query:ident, $chunk:expr) => {
-        use $crate::store::record_rows::db_int;
-        $query.push_values($chunk, |mut row, r| {
-            row.push_bind(r.id.as_str())
-                .push_bind(r.created_at_ms)
-                .push_bind(r.request_id.as_str())
-                .push_bind(r.key_id.as_deref())
-                .push_bind(r.user_id.as_deref())
-                .push_bind(r.caller.as_str())
-                .push_bind(r.method.as_str())
-                .push_bind(r.route.as_str())
-                .push_bind(r.model_requested.as_deref())
-                .push_bind(r.model_used.as_deref())
-                .push_bind(r.upstream.as_deref())
-                .push_bind(i32::from(r.status))
-                .push_bind(r.outcome.as_str())
-                .push_bind(r.error_kind.as_deref())
-                .push_bind(r.stream)
-                .push_bind(db_int(r.usage.prompt_tokens))
-                .push_bind(db_int(r.usage.cached_tokens))
-                .push_bind(db_int(r.usage.completion_tokens))
-                .push_bind(db_int(r.usage.reasoning_tokens))
-                .push_bind(db_int(r.usage.image_input_tokens))
-                .push_bind(db_int(r.images))
-                .push_bind(r.image_size.as_deref())
-                .push_bind(r.image_quality.as_deref())
-                .push_bind(r.cost_micros)
-                .push_bind(r.estimated)
-                .push_bind(r.cache_status.as_deref())
-                .push_bind(r.latency_ms)
-                .push_bind(r.upstream_ms)
-                .push_bind(r.prompt_chars)
-                .push_bind(r.completion_chars)
-                .push_bind($crate::store::to_json(&r.rules_fired))
-                .push_bind(r.client_ip.as_deref())
-                .push_bind(r.prompt_text.as_deref())
-                .push_bind(r.completion_text.as_deref());
-        });
-    };
+/// Pushes `VALUES (...), (...)` for `chunk` in [`RECORD_COLUMNS`] order onto `query`.
+pub(crate) fn push_record_values<'q, DB>(query: &mut QueryBuilder<DB>, chunk: &'q [Record])
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    i32: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
+{
+    query.push_values(chunk, |mut row, r| {
+        row.push_bind(r.id.as_str())
+            .push_bind(r.created_at_ms)
+            .push_bind(r.request_id.as_str())
+            .push_bind(r.key_id.as_deref())
+            .push_bind(r.user_id.as_deref())
+            .push_bind(r.caller.as_str())
+            .push_bind(r.method.as_str())
+            .push_bind(r.route.as_str())
+            .push_bind(r.model_requested.as_deref())
+            .push_bind(r.model_used.as_deref())
+            .push_bind(r.upstream.as_deref())
+            .push_bind(i32::from(r.status))
+            .push_bind(r.outcome.as_str())
+            .push_bind(r.error_kind.as_deref())
+            .push_bind(r.stream)
+            .push_bind(db_int(r.usage.prompt_tokens))
+            .push_bind(db_int(r.usage.cached_tokens))
+            .push_bind(db_int(r.usage.completion_tokens))
+            .push_bind(db_int(r.usage.reasoning_tokens))
+            .push_bind(db_int(r.usage.image_input_tokens))
+            .push_bind(db_int(r.images))
+            .push_bind(r.image_size.as_deref())
+            .push_bind(r.image_quality.as_deref())
+            .push_bind(r.cost_micros)
+            .push_bind(r.estimated)
+            .push_bind(r.cache_status.as_deref())
+            .push_bind(r.latency_ms)
+            .push_bind(r.upstream_ms)
+            .push_bind(r.prompt_chars)
+            .push_bind(r.completion_chars)
+            .push_bind(to_json(&r.rules_fired))
+            .push_bind(r.client_ip.as_deref())
+            .push_bind(r.prompt_text.as_deref())
+            .push_bind(r.completion_text.as_deref());
+    });
 }
-pub(crate) use push_record_values;
+
+#[cfg(test)]
+mod tests {
+    use super::fixed_chunks;
+
+    #[test]
+    fn batches_are_cut_into_a_few_fixed_sizes() {
+        let rows: Vec<u32> = (0..399).collect();
+        let sizes: Vec<usize> = fixed_chunks(&rows).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [256, 64, 64, 4, 4, 4, 1, 1, 1]);
+        assert_eq!(fixed_chunks(&rows).flatten().count(), 399);
+        assert_eq!(fixed_chunks::<u32>(&[]).count(), 0);
+    }
+}
