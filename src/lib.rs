@@ -35,6 +35,7 @@ pub mod error;
 pub mod extract;
 pub mod identity;
 pub mod jwt;
+pub mod key_cache;
 pub mod keys;
 pub mod limiter;
 pub mod metrics;

@@ -3,11 +3,7 @@
 //! `[anonymous]` allows it), the end user it acts for, the client IP, and what it may do
 //! (models, limit rules).
 //!
-//! Keys: the secret is hashed (SHA-256) and looked up by hash, so no secret is compared byte
-//! by byte in our code. Lookups, found or not, are cached for `keys.cache_ttl` (≤ 1 s): a
-//! request costs no database round trip, a burst of guesses cannot hammer the database, and a
-//! key revoked on any replica stops working everywhere within a second. A key's rules are
-//! merged with the configured defaults once, when it enters the cache.
+//! Keys are found through the [`KeyCache`](crate::key_cache::KeyCache) (by the secret's hash, cached for at most a second).
 //!
 //! The end user of a key caller is `x-user-id`, or else the body's `user` (read in the
 //! validate stage); the header wins when both are sent. Both must be 1–128 characters of
@@ -15,7 +11,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
@@ -26,53 +21,9 @@ use crate::error::GatewayError;
 use crate::identity::is_valid_user;
 pub use crate::identity::{Caller, Principal};
 use crate::jwt::{JwtError, JwtVerifier};
-use crate::keys::{self, ApiKey};
-use crate::limiter::rules::{self, Rule};
+use crate::key_cache::{KeyEntry, Unavailable};
+use crate::keys;
 use crate::state::AppState;
-
-/// A cached key with its merged rules.
-#[derive(Debug)]
-pub struct KeyEntry {
-    key: Arc<ApiKey>,
-    models: Arc<[String]>,
-    rules: Arc<[Rule]>,
-    routes: Arc<[String]>,
-}
-
-/// Recent key lookups by secret hash. `None` caches "no such key".
-#[derive(Clone)]
-pub struct KeyCache {
-    entries: moka::future::Cache<String, Option<Arc<KeyEntry>>>,
-    /// The last answer the database gave for each hash, kept longer: used only while the
-    /// database cannot answer, so an outage does not lock out every caller whose key was seen
-    /// in the last `LAST_KNOWN_TTL` (a key revoked during the outage is refused once it ends).
-    last_known: moka::future::Cache<String, Option<Arc<KeyEntry>>>,
-}
-
-/// How long a key's last known state may stand in for the database during an outage.
-const LAST_KNOWN_TTL: Duration = Duration::from_secs(15 * 60);
-
-impl KeyCache {
-    /// Forgets every cached lookup, so a change made through this replica (a revocation) takes
-    /// effect here at once; other replicas see it when their entries expire (`keys.cache_ttl_ms`).
-    pub fn forget_all(&self) {
-        self.entries.invalidate_all();
-    }
-
-    /// A cache whose entries live `ttl`.
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            entries: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-            last_known: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(LAST_KNOWN_TTL)
-                .build(),
-        }
-    }
-}
 
 /// The layer over every route that is not on the open list.
 pub async fn require_key(
@@ -187,45 +138,11 @@ pub async fn authenticate(
 }
 
 async fn find_key(state: &AppState, secret: &str) -> Result<Arc<KeyEntry>, GatewayError> {
-    let hash = keys::hash_secret(secret);
-    let store = state.keys.clone();
-    let defaults = state.config.limits.rules.clone();
-    let last_known = state.key_cache.last_known.clone();
-    let lookup_hash = hash.clone();
-    let looked_up = state
+    let found = state
         .key_cache
-        .entries
-        .try_get_with(hash.clone(), async move {
-            let key = store.find_by_hash(&lookup_hash).await?;
-            let entry = key.map(|key| {
-                let rules = rules::merge(&defaults, &key.own_rules());
-                Arc::new(KeyEntry {
-                    models: key.models.clone().into(),
-                    routes: key.routes.clone().into(),
-                    rules: rules.into(),
-                    key: Arc::new(key),
-                })
-            });
-            last_known.insert(lookup_hash, entry.clone()).await;
-            Ok::<_, crate::store::StoreError>(entry)
-        })
-        .await;
-    let found = match looked_up {
-        Ok(found) => found,
-        Err(error) => {
-            crate::metrics::record_backend_error("database");
-            match state.key_cache.last_known.get(&hash).await {
-                Some(known) => {
-                    tracing::warn!(error = %error, "key store unavailable: using the key's last known state");
-                    known
-                }
-                None => {
-                    tracing::error!(error = %error, "key lookup failed");
-                    return Err(GatewayError::Unavailable { what: "key store" });
-                }
-            }
-        }
-    };
+        .find(&state.keys, &state.config.limits.rules, secret)
+        .await
+        .map_err(|Unavailable| GatewayError::Unavailable { what: "key store" })?;
     found.ok_or(GatewayError::Unauthenticated {
         reason: "the key is not known",
     })
