@@ -166,7 +166,7 @@ impl AppState {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("building the upstream client: {0}")]
-    Upstream(#[from] reqwest::Error),
+    Upstream(#[from] crate::upstream::ClientError),
     #[error("configuring Redis (limits.redis_url): {0}")]
     Redis(String),
     #[error("configuring JWT verification: {0}")]

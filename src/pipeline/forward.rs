@@ -11,7 +11,7 @@ use crate::upstream::{self, OutgoingBody, UpstreamRequest};
 
 /// An upstream answer whose head has arrived.
 pub struct Forwarded {
-    pub upstream: reqwest::Response,
+    pub upstream: crate::upstream::UpstreamResponse,
     /// When the upstream call started (the record's `upstream_ms` of a stream runs from here).
     pub upstream_started: Instant,
     /// Where the answer's deadline runs from: the call's start, or for an upload the moment it

@@ -32,7 +32,7 @@ pub async fn respond(
         response
     } else if call.route == ModelRoute::Passthrough && !is_json(&headers) {
         call.spent = Some((None, Spend::Unknown));
-        let body = Body::from_stream(forwarded.upstream.bytes_stream());
+        let body = Body::new(forwarded.upstream.into_body());
         from_upstream(status, &headers, body)
     } else {
         let body = state

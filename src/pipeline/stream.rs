@@ -139,7 +139,7 @@ pub fn respond(
 /// stream is over, whether or not the caller stayed.
 pub fn relay(
     state: &AppState,
-    upstream: reqwest::Response,
+    upstream: crate::upstream::UpstreamResponse,
     first_event_deadline: Instant,
     options: RelayOptions,
     on_done: impl FnOnce(StreamOutcome) + Send + 'static,
@@ -165,13 +165,13 @@ pub fn relay(
 }
 
 async fn pump(
-    upstream: reqwest::Response,
+    upstream: crate::upstream::UpstreamResponse,
     sender: mpsc::Sender<Bytes>,
     first_event_deadline: Instant,
     idle_timeout: std::time::Duration,
     options: RelayOptions,
 ) -> StreamOutcome {
-    let mut bytes = upstream.bytes_stream();
+    let mut bytes = http_body_util::BodyDataStream::new(upstream.into_body());
     let mut parser = Parser::default();
     let mut outcome = StreamOutcome {
         end: StreamEnd::Completed,

@@ -73,7 +73,8 @@ impl Upload {
 /// An upload on its way upstream, its end held back until [`InFlight::finish`].
 pub struct InFlight {
     release: oneshot::Sender<()>,
-    sending: tokio::task::JoinHandle<Result<(reqwest::Response, Target), GatewayError>>,
+    sending:
+        tokio::task::JoinHandle<Result<(crate::upstream::UpstreamResponse, Target), GatewayError>>,
 }
 
 /// Starts sending `request` (whose body is the held form) to the default upstream and waits
@@ -121,7 +122,7 @@ async fn start(
 
 impl InFlight {
     /// Releases the form's end and waits for the upstream's answer.
-    pub async fn finish(self) -> Result<(reqwest::Response, Target), GatewayError> {
+    pub async fn finish(self) -> Result<(crate::upstream::UpstreamResponse, Target), GatewayError> {
         let _ = self.release.send(());
         match self.sending.await {
             Ok(sent) => sent,

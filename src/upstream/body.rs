@@ -17,7 +17,7 @@ pub enum OutgoingBody {
 /// deadline runs from then, since an upload takes the caller's time (its pace is held by
 /// `extract::Paced`).
 pub struct StreamedBody {
-    pub(super) body: reqwest::Body,
+    pub(super) body: axum::body::Body,
     pub(super) sent: watch::Receiver<bool>,
 }
 
@@ -30,7 +30,7 @@ impl OutgoingBody {
             signal: Some(signal),
         };
         Self::Streamed(StreamedBody {
-            body: reqwest::Body::wrap_stream(stream),
+            body: axum::body::Body::from_stream(stream),
             sent,
         })
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use url::Url;
 
 use crate::error::GatewayError;
@@ -28,9 +28,9 @@ pub struct Endpoint {
     /// `default` or the `[[upstreams]]` name (records and metrics say it).
     pub name: Arc<str>,
     pub(super) base_url: Url,
-    /// The model routes' URLs, joined once: URL parsing (with IDNA) per request showed in
-    /// profiles.
-    fixed_urls: Vec<(&'static str, Url)>,
+    /// The model routes' URLs, joined and parsed once: URL parsing (with IDNA) per request
+    /// showed in profiles.
+    fixed_uris: Vec<(&'static str, Uri)>,
     credentials: UpstreamCredentials,
 }
 
@@ -73,18 +73,17 @@ impl Endpoint {
             header.set_sensitive(true);
             header
         };
-        let fixed_urls = FIXED_PATHS
+        let fixed_uris = FIXED_PATHS
             .iter()
             .filter_map(|path| {
-                upstream_url(base_url, &ApiPath::fixed(path), None)
-                    .ok()
-                    .map(|url| (*path, url))
+                let url = upstream_url(base_url, &ApiPath::fixed(path), None).ok()?;
+                Some((*path, Uri::try_from(url.as_str()).ok()?))
             })
             .collect();
         Self {
             name: Arc::from(name),
             base_url: base_url.clone(),
-            fixed_urls,
+            fixed_uris,
             credentials: UpstreamCredentials {
                 authorization: authorization.map(secret_header),
                 organization: organization.map(secret_header),
@@ -93,26 +92,29 @@ impl Endpoint {
         }
     }
 
-    /// The URL for `path`: every one is built by [`upstream_url`], which cannot leave the
+    /// The URI for `path`: every one is built by [`upstream_url`], which cannot leave the
     /// base (the model routes' URLs were built by it once, at start).
-    pub(super) fn url_for(
+    pub(super) fn uri_for(
         &self,
         method: &Method,
         path: &ApiPath,
         query: Option<&str>,
-    ) -> Result<Url, GatewayError> {
+    ) -> Result<Uri, GatewayError> {
         if query.is_none()
-            && let Some((_, url)) = self
-                .fixed_urls
+            && let Some((_, uri)) = self
+                .fixed_uris
                 .iter()
                 .find(|(fixed, _)| *fixed == path.as_str())
         {
-            return Ok(url.clone());
+            return Ok(uri.clone());
         }
-        upstream_url(&self.base_url, path, query).map_err(|_| GatewayError::NotFound {
-            method: method.to_string(),
-            path: format!("/v1/{}", path.as_str()),
-        })
+        upstream_url(&self.base_url, path, query)
+            .ok()
+            .and_then(|url| Uri::try_from(url.as_str()).ok())
+            .ok_or_else(|| GatewayError::NotFound {
+                method: method.to_string(),
+                path: format!("/v1/{}", path.as_str()),
+            })
     }
 
     /// The caller's allowlisted headers with this endpoint's credentials.
