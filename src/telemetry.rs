@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ const FLUSH_AT: usize = 256 << 10;
 const MAX_BUFFERED: usize = 8 << 20;
 
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// The writer of JSON lines, once [`init`] installed it: [`access`] writes to it directly.
+static JSON_LINES: OnceLock<BatchWriter> = OnceLock::new();
 
 /// What the request threads and the writer thread share.
 #[derive(Default)]
@@ -138,6 +141,9 @@ pub fn init(config: &LogConfig) -> LogGuard {
     if installed.is_err() {
         return LogGuard { writer: None };
     }
+    if config.format == LogFormat::Json {
+        let _ = JSON_LINES.set(BatchWriter(shared.clone()));
+    }
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name("tollgate-log".to_owned())
@@ -150,4 +156,117 @@ pub fn init(config: &LogConfig) -> LogGuard {
 /// Lines dropped so far because the writer could not keep up.
 pub fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
+}
+
+/// What the access line of one request says (see `middleware::access_log`).
+#[derive(Debug)]
+pub struct AccessLine<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// The matched route, never the raw path and query.
+    pub path: &'a str,
+    pub status: u16,
+    pub duration: Duration,
+    pub key_id: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub error_kind: Option<&'a str>,
+}
+
+/// The target of the access line, the access log's module, as tracing names it.
+const ACCESS_TARGET: &str = "tollgate::middleware::access_log";
+
+/// Writes a request's access line when logs are JSON, formatted here, field by field, into the
+/// shape tracing's JSON formatter gives (which cost ~20,000 instructions a line, a tenth of a
+/// request). False when logs are text: the caller then logs a tracing event.
+pub fn write_json_access(line: &AccessLine<'_>) -> bool {
+    let Some(writer) = JSON_LINES.get() else {
+        return false;
+    };
+    let _ = writer
+        .clone()
+        .write(&json_access_line(line, time::OffsetDateTime::now_utc()));
+    true
+}
+
+/// The access line as one JSON object and a newline.
+fn json_access_line(line: &AccessLine<'_>, now: time::OffsetDateTime) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(320);
+    let _ = write!(
+        text,
+        "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"INFO\",\
+         \"message\":\"request\"",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.microsecond()
+    );
+    let mut field = |name: &str, value: &str| {
+        text.push_str(",\"");
+        text.push_str(name);
+        text.push_str("\":");
+        // Infallible for a string; it escapes what a caller could put in a model name.
+        let _ = serde_json::to_string(value).map(|quoted| text.push_str(&quoted));
+    };
+    field("request.id", line.request_id);
+    field("http.method", line.method);
+    field("http.path", line.path);
+    let optional = [
+        ("key.id", line.key_id),
+        ("model", line.model),
+        ("error.kind", line.error_kind),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            field(name, value);
+        }
+    }
+    let _ = write!(
+        text,
+        ",\"http.status\":{},\"duration_ms\":{},\"target\":\"",
+        line.status,
+        line.duration.as_secs_f64() * 1000.0
+    );
+    text.push_str(ACCESS_TARGET);
+    text.push_str("\"}\n");
+    text.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_line_is_one_json_object_with_every_field_escaped() {
+        let line = AccessLine {
+            request_id: "req-1",
+            method: "POST",
+            path: "/v1/chat/completions",
+            status: 200,
+            duration: Duration::from_micros(1_250),
+            key_id: Some("key_1"),
+            model: Some("evil\"},\n{\"x\":1"),
+            error_kind: None,
+        };
+        let now = time::macros::datetime!(2026-12-03 14:05:09.012345 UTC);
+        let bytes = json_access_line(&line, now);
+        assert_eq!(bytes.last(), Some(&b'\n'));
+        assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 1);
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["timestamp"], "2026-12-03T14:05:09.012345Z");
+        assert_eq!(value["level"], "INFO");
+        assert_eq!(value["message"], "request");
+        assert_eq!(value["request.id"], "req-1");
+        assert_eq!(value["http.method"], "POST");
+        assert_eq!(value["http.path"], "/v1/chat/completions");
+        assert_eq!(value["http.status"], 200);
+        assert_eq!(value["duration_ms"], 1.25);
+        assert_eq!(value["key.id"], "key_1");
+        assert_eq!(value["model"], "evil\"},\n{\"x\":1");
+        assert!(value.get("error.kind").is_none());
+        assert_eq!(value["target"], ACCESS_TARGET);
+    }
 }

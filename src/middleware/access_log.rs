@@ -1,7 +1,8 @@
 //! What every request leaves behind: one log line, the request metrics, and (for API routes)
 //! its audit record.
 //!
-//! The line is written when the response head is ready (for a stream: when it starts), with
+//! The line is written when the response head is ready (for a stream: when it starts), in JSON
+//! by `telemetry::write_json_access` (a tracing event when logs are text), with
 //! the stable fields `request.id`, `http.method`, `http.path` (the matched route, never the raw
 //! query), `http.status`, `duration_ms`, and — when the pipeline knows them — `key.id`,
 //! `model` and `error.kind`. Never a header value, a prompt or a completion.
@@ -21,6 +22,7 @@ use axum::response::Response;
 use super::request_id::RequestId;
 use crate::error::ErrorKind;
 use crate::records::{CallFacts, PendingFacts, Record, Recorder};
+use crate::telemetry::AccessLine;
 
 /// The layer.
 pub async fn observe(State(recorder): State<Recorder>, request: Request, next: Next) -> Response {
@@ -45,17 +47,31 @@ pub async fn observe(State(recorder): State<Recorder>, request: Request, next: N
     let status = response.status().as_u16();
     let facts = response.extensions_mut().remove::<CallFacts>();
     let error_kind = response.extensions().get::<ErrorKind>().map(|k| k.0);
-    tracing::info!(
-        request.id = %request_id,
-        http.method = %method,
-        http.path = %route,
-        http.status = status,
-        duration_ms = duration.as_secs_f64() * 1000.0,
-        key.id = facts.as_ref().and_then(|f| f.key_id.as_deref()),
-        model = facts.as_ref().and_then(|f| f.model_requested.as_deref()),
-        error.kind = error_kind,
-        "request"
-    );
+    if tracing::enabled!(tracing::Level::INFO) {
+        let line = AccessLine {
+            request_id: &request_id,
+            method: method.as_str(),
+            path: &route,
+            status,
+            duration,
+            key_id: facts.as_ref().and_then(|f| f.key_id.as_deref()),
+            model: facts.as_ref().and_then(|f| f.model_requested.as_deref()),
+            error_kind,
+        };
+        if !crate::telemetry::write_json_access(&line) {
+            tracing::info!(
+                request.id = line.request_id,
+                http.method = line.method,
+                http.path = line.path,
+                http.status = line.status,
+                duration_ms = duration.as_secs_f64() * 1000.0,
+                key.id = line.key_id,
+                model = line.model,
+                error.kind = line.error_kind,
+                "request"
+            );
+        }
+    }
     let upstream_wait = facts.as_ref().and_then(|f| f.upstream_wait);
     crate::metrics::record_request(
         &crate::metrics::RequestLabels {
