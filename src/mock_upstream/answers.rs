@@ -22,6 +22,8 @@ pub(super) struct Streaming {
     pub(super) cut_after: Option<usize>,
     pub(super) malformed: bool,
     pub(super) no_usage: bool,
+    /// Reported instead of the answer's own usage (JSON answers).
+    pub(super) usage: Option<Value>,
     pub(super) counters: Arc<StreamCounters>,
 }
 
@@ -84,10 +86,12 @@ pub(super) fn fault_response(status: u16, fault: &Fault) -> Response {
 
 /// A JSON answer, or half of one (cut), or garbage (malformed).
 pub(super) fn json_answer(mut body: Value, stream: &Streaming) -> Response {
-    if stream.no_usage
-        && let Some(fields) = body.as_object_mut()
-    {
-        fields.remove("usage");
+    if let Some(fields) = body.as_object_mut() {
+        if stream.no_usage {
+            fields.remove("usage");
+        } else if let Some(usage) = &stream.usage {
+            fields.insert("usage".to_owned(), usage.clone());
+        }
     }
     let bytes = Bytes::from(body.to_string());
     let mut response = if stream.malformed {
@@ -269,7 +273,11 @@ pub(super) fn images(body: &Value, stream: &Streaming) -> Response {
         .unwrap_or_default();
     let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
     let b64 = body.get("response_format").and_then(Value::as_str) == Some("b64_json");
-    json_answer(fixtures::images(model, prompt, n, b64), stream)
+    let text = |field: &str| body.get(field).and_then(Value::as_str);
+    json_answer(
+        fixtures::images(model, prompt, n, b64, text("quality"), text("size")),
+        stream,
+    )
 }
 
 pub(super) fn moderations(body: &Value, stream: &Streaming) -> Response {

@@ -14,6 +14,7 @@
 //! | `stream_interval_ms` | streams: pause this long between events |
 //! | `malformed` | answer 200 with a body that is not valid JSON (or SSE with garbage data) |
 //! | `no_usage` | answer without `usage` (an upstream that does not report it) |
+//! | `usage` | JSON answers: report this `usage` object instead of the answer's own (an upstream that bills more than the request's size suggests) |
 //! | `echo_authorization` | quote the `Authorization` received in the error message and in the `x-request-id`, `openai-version` and `content-disposition` headers (an upstream that leaks the key back) |
 
 use std::collections::VecDeque;
@@ -44,6 +45,7 @@ pub struct Fault {
     pub echo_authorization: bool,
     #[serde(default)]
     pub no_usage: bool,
+    pub usage: Option<serde_json::Value>,
 }
 
 fn one() -> u32 {
@@ -68,6 +70,7 @@ impl Default for Fault {
             malformed: false,
             echo_authorization: false,
             no_usage: false,
+            usage: None,
         }
     }
 }

@@ -240,8 +240,16 @@ pub fn default_dimensions(model: &str) -> usize {
     if model.contains("large") { 3072 } else { 1536 }
 }
 
-/// `ImagesResponse`; GPT image models answer in base64 and report token usage.
-pub fn images(model: &str, prompt: &str, n: u64, b64: bool) -> Value {
+/// `ImagesResponse`; GPT image models answer in base64 and report token usage: each image's
+/// output tokens by quality and size as OpenAI documents them (`auto` as the dearest).
+pub fn images(
+    model: &str,
+    prompt: &str,
+    n: u64,
+    b64: bool,
+    quality: Option<&str>,
+    size: Option<&str>,
+) -> Value {
     let token_model = model.starts_with("gpt-image");
     let data: Vec<Value> = (0..n)
         .map(|_| {
@@ -255,7 +263,7 @@ pub fn images(model: &str, prompt: &str, n: u64, b64: bool) -> Value {
     let mut body = json!({ "created": now(), "data": data });
     if token_model {
         let input = count_tokens(prompt);
-        let output = 1056 * n;
+        let output = crate::pricing::images::output_tokens(quality, size) * n;
         body["usage"] = json!({
             "input_tokens": input,
             "output_tokens": output,

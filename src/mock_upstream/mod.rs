@@ -286,6 +286,7 @@ async fn respond_with(
         cut_after: fault.cut_after_events,
         malformed: fault.malformed,
         no_usage: fault.no_usage,
+        usage: fault.usage.clone(),
         counters: state.streams.clone(),
     };
 

@@ -150,6 +150,18 @@ async fn find_key(state: &AppState, secret: &str) -> Result<Arc<KeyEntry>, Gatew
 
 /// The token of `Authorization: Bearer TOKEN` (scheme case-insensitive).
 fn bearer(headers: &HeaderMap) -> Result<&str, GatewayError> {
+    // Two credentials (a client's and a proxy's, say) leave it unclear who is calling: refused
+    // rather than one of them picked.
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(GatewayError::Unauthenticated {
+            reason: "send one Authorization header, not several",
+        });
+    }
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(GatewayError::Unauthenticated {

@@ -144,7 +144,7 @@ async fn hold(
             served_by,
             estimate.map_or(0, |e| e.prompt_tokens),
             estimate.and_then(|e| e.max_completion_tokens),
-            state.config.limits.default_completion_tokens,
+            estimate.map_or(1, |e| e.choices),
             request.images.as_ref(),
         );
         match cost {

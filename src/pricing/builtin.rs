@@ -14,7 +14,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 1_500_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(4_096),
+            max_output_tokens: 4_096,
         },
     ),
     (
@@ -25,7 +25,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 60_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(8_192),
+            max_output_tokens: 8_192,
         },
     ),
     (
@@ -36,7 +36,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 30_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(4_096),
+            max_output_tokens: 4_096,
         },
     ),
     (
@@ -47,7 +47,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 8_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(32_768),
+            max_output_tokens: 32_768,
         },
     ),
     (
@@ -58,7 +58,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 1_600_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(32_768),
+            max_output_tokens: 32_768,
         },
     ),
     (
@@ -69,7 +69,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 400_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(32_768),
+            max_output_tokens: 32_768,
         },
     ),
     (
@@ -80,7 +80,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 10_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(16_384),
+            max_output_tokens: 16_384,
         },
     ),
     (
@@ -91,7 +91,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 15_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(4_096),
+            max_output_tokens: 4_096,
         },
     ),
     (
@@ -102,7 +102,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 10_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(16_384),
+            max_output_tokens: 16_384,
         },
     ),
     (
@@ -113,7 +113,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 10_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(16_384),
+            max_output_tokens: 16_384,
         },
     ),
     (
@@ -124,7 +124,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 600_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(16_384),
+            max_output_tokens: 16_384,
         },
     ),
     (
@@ -135,7 +135,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 10_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: None,
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -146,7 +146,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 10_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -157,7 +157,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 10_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -168,7 +168,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 2_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -179,7 +179,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 400_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -190,7 +190,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 120_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(272_000),
+            max_output_tokens: 272_000,
         },
     ),
     (
@@ -201,7 +201,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 10_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -212,7 +212,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 10_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(16_384),
+            max_output_tokens: 16_384,
         },
     ),
     (
@@ -223,7 +223,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 10_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -234,7 +234,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 10_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -245,7 +245,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 2_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -256,7 +256,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 14_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -267,7 +267,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 14_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(16_384),
+            max_output_tokens: 16_384,
         },
     ),
     (
@@ -278,7 +278,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 14_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -289,7 +289,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 168_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -300,7 +300,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 14_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(16_384),
+            max_output_tokens: 16_384,
         },
     ),
     (
@@ -311,7 +311,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 14_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -322,7 +322,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 14_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(32_000),
+            max_output_tokens: 32_000,
         },
     ),
     (
@@ -338,7 +338,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
                 cached_input: Some(500_000),
                 output: 22_500_000,
             }),
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -349,7 +349,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 4_500_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -360,7 +360,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 1_250_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -376,7 +376,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
                 cached_input: None,
                 output: 270_000_000,
             }),
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -392,7 +392,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
                 cached_input: Some(1_000_000),
                 output: 45_000_000,
             }),
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -408,7 +408,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
                 cached_input: None,
                 output: 270_000_000,
             }),
-            max_output_tokens: Some(128_000),
+            max_output_tokens: 128_000,
         },
     ),
     (
@@ -419,7 +419,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 40_000_000,
             image_input: Some(10_000_000),
             long_context: None,
-            max_output_tokens: None,
+            max_output_tokens: 6_240,
         },
     ),
     (
@@ -430,7 +430,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 8_000_000,
             image_input: Some(2_500_000),
             long_context: None,
-            max_output_tokens: None,
+            max_output_tokens: 6_240,
         },
     ),
     (
@@ -441,7 +441,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 32_000_000,
             image_input: Some(8_000_000),
             long_context: None,
-            max_output_tokens: None,
+            max_output_tokens: 6_240,
         },
     ),
     (
@@ -452,7 +452,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 30_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: None,
+            max_output_tokens: 6_240,
         },
     ),
     (
@@ -463,7 +463,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 60_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(100_000),
+            max_output_tokens: 100_000,
         },
     ),
     (
@@ -474,7 +474,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 600_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(100_000),
+            max_output_tokens: 100_000,
         },
     ),
     (
@@ -485,7 +485,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 8_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(100_000),
+            max_output_tokens: 100_000,
         },
     ),
     (
@@ -496,7 +496,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 40_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(100_000),
+            max_output_tokens: 100_000,
         },
     ),
     (
@@ -507,7 +507,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 4_400_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(100_000),
+            max_output_tokens: 100_000,
         },
     ),
     (
@@ -518,7 +518,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 80_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(100_000),
+            max_output_tokens: 100_000,
         },
     ),
     (
@@ -529,7 +529,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 4_400_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(100_000),
+            max_output_tokens: 100_000,
         },
     ),
     (
@@ -540,7 +540,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 8_000_000,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(100_000),
+            max_output_tokens: 100_000,
         },
     ),
     (
@@ -551,7 +551,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 0,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(3_072),
+            max_output_tokens: 3_072,
         },
     ),
     (
@@ -562,7 +562,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 0,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(1_536),
+            max_output_tokens: 1_536,
         },
     ),
     (
@@ -573,7 +573,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             output: 0,
             image_input: None,
             long_context: None,
-            max_output_tokens: Some(1_536),
+            max_output_tokens: 1_536,
         },
     ),
 ];

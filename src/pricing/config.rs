@@ -5,6 +5,7 @@
 //! input = 0.15
 //! cached_input = 0.075
 //! output = 0.60
+//! max_output_tokens = 16384
 //!
 //! [pricing."my-image-model"]
 //! per_image = 0.04          # any quality and size
@@ -12,7 +13,7 @@
 //! ```
 //!
 //! A field given replaces that field of a built-in model's price and keeps the rest; a new
-//! model needs `input` and `output`, or an image price.
+//! model needs `input`, `output` and `max_output_tokens` (its worst case), or an image price.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -95,7 +96,9 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
                 output: micros(output),
                 image_input: None,
                 long_context: None,
-                max_output_tokens: None,
+                max_output_tokens: given.max_output_tokens.ok_or(
+                    "a new model needs max_output_tokens (a budget reserves a request's worst case)",
+                )?,
             },
             (None, _, _) => return Err("a new model needs both input and output".to_owned()),
         };
@@ -105,7 +108,7 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
             output: given.output.map_or(tokens.output, micros),
             image_input: given.image_input.map(micros).or(tokens.image_input),
             long_context: tokens.long_context,
-            max_output_tokens: given.max_output_tokens.or(tokens.max_output_tokens),
+            max_output_tokens: given.max_output_tokens.unwrap_or(tokens.max_output_tokens),
         });
     }
     if let Some(flat) = given.per_image {
@@ -142,7 +145,7 @@ mod tests {
     #[test]
     fn overrides_change_one_field_and_additions_need_input_and_output() {
         let config = load(
-            "[pricing.\"gpt-4o-mini\"]\noutput = 1.0\n\n[pricing.\"mine\"]\ninput = 1\noutput = 2\n",
+            "[pricing.\"gpt-4o-mini\"]\noutput = 1.0\n\n[pricing.\"mine\"]\ninput = 1\noutput = 2\nmax_output_tokens = 100\n",
         )
         .unwrap();
         let table = PriceTable::with_overrides(&config.pricing);
@@ -152,10 +155,15 @@ mod tests {
         assert_eq!((mine.input, mine.output), (1_000_000, 2_000_000));
 
         let errors = load(
-            "[pricing.\"half\"]\ninput = 1\n\n[pricing.\"neg\"]\ninput = -1\noutput = 1\n\n[pricing.\"typo\"]\ninptu = 1\n",
+            "[pricing.\"half\"]\ninput = 1\n\n[pricing.\"neg\"]\ninput = -1\noutput = 1\n\n[pricing.\"typo\"]\ninptu = 1\n\n[pricing.\"unbounded\"]\ninput = 1\noutput = 1\n",
         )
         .unwrap_err();
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("pricing.\"unbounded\"") && e.contains("max_output_tokens"))
+        );
         assert!(
             errors
                 .iter()

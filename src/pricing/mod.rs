@@ -11,6 +11,7 @@
 
 mod builtin;
 pub mod config;
+pub mod images;
 
 use std::collections::HashMap;
 
@@ -34,8 +35,9 @@ pub struct TokenPrice {
     pub image_input: Option<u64>,
     /// Higher prices once a prompt exceeds a size (the long-context tier of some models).
     pub long_context: Option<LongContext>,
-    /// The model's most output tokens, for worst-case estimates when a request sets no maximum.
-    pub max_output_tokens: Option<u64>,
+    /// The model's most output tokens (per image, for GPT image models): a request that sets
+    /// no maximum can use this many, so its worst case does. Every priced model has one.
+    pub max_output_tokens: u64,
 }
 
 /// A long-context price tier: applies to the whole request once the prompt is above the size.
@@ -162,48 +164,59 @@ impl PriceTable {
         ))
     }
 
-    /// The most a request can cost: `prompt_tokens` of input at the full input price plus
-    /// `max_output_tokens` of output (or the model's own maximum, else `fallback_output`), or
-    /// the images asked for. `None` when the model is unpriced.
+    /// The most a request can cost, `None` when the model is unpriced: `prompt_tokens` of
+    /// input at the full input price (the long-context tier when the prompt reaches it), plus
+    /// the output it allows — `max_output` (all `choices` together) capped at the model's own
+    /// limit per choice, or that limit for each choice when the request sets none. Images:
+    /// `count` × the dearest price the request's quality and size can resolve to, or for GPT
+    /// image models `count` × the most output tokens such an image can take.
     pub fn worst_case(
         &self,
         model: &str,
         prompt_tokens: u64,
-        max_output_tokens: Option<u64>,
-        fallback_output: u64,
+        max_output: Option<u64>,
+        choices: u64,
         images: Option<&ImageRequest>,
     ) -> Option<Micros> {
         let price = self.get(model)?;
-        if let Some(images) = images
-            && let Some(each) = price.image_price(images)
-        {
-            return Some(to_micros(
-                u128::from(each) * u128::from(images.count) * PICOS_PER_MICRO,
-            ));
-        }
-        let tokens = price.tokens.as_ref()?;
-        let output = max_output_tokens
-            .or(tokens.max_output_tokens)
-            .unwrap_or(fallback_output);
+        let output = match (images, &price.tokens) {
+            (Some(images), None) => {
+                let each = price.image_price(images)?;
+                return Some(to_micros(
+                    u128::from(each) * u128::from(images.count) * PICOS_PER_MICRO,
+                ));
+            }
+            (Some(images), Some(_)) => images
+                .count
+                .saturating_mul(images::most_output_tokens(images)),
+            (None, Some(tokens)) => {
+                let limit = tokens.max_output_tokens.saturating_mul(choices.max(1));
+                max_output.map_or(limit, |max| max.min(limit))
+            }
+            (None, None) => return None,
+        };
         let usage = Usage {
             prompt_tokens,
             completion_tokens: output,
             ..Usage::default()
         };
-        Some(token_cost(tokens, &usage))
+        Some(token_cost(price.tokens.as_ref()?, &usage))
     }
 }
 
 impl ModelPrice {
-    /// The price of one image of the requested quality and size, defaults filled in as OpenAI
-    /// does (`standard`, `1024x1024`).
+    /// The price of one image of the requested quality and size, `auto` and absent values
+    /// resolved as [`images::per_image_price`] says.
     fn image_price(&self, images: &ImageRequest) -> Option<u64> {
         if let Some(flat) = self.flat_image {
             return Some(flat);
         }
-        let quality = images.quality.as_deref().unwrap_or("standard");
-        let size = images.size.as_deref().unwrap_or("1024x1024");
-        self.per_image.get(&format!("{quality}:{size}")).copied()
+        images::per_image_price(
+            self.per_image
+                .iter()
+                .map(|(key, price)| (key.as_str(), *price)),
+            images,
+        )
     }
 }
 
@@ -366,15 +379,71 @@ mod tests {
     fn worst_case_uses_the_maximum_output() {
         let table = PriceTable::builtin();
         assert_eq!(
-            table.worst_case("gpt-4o-mini", 1000, Some(100), 4096, None),
+            table.worst_case("gpt-4o-mini", 1000, Some(100), 1, None),
             Some(150 + 60)
         );
-        // No maximum in the request: the model's own (16,384 for gpt-4o-mini).
+        // No maximum in the request: the model's own (16,384 for gpt-4o-mini), per choice.
         assert_eq!(
-            table.worst_case("gpt-4o-mini", 0, None, 4096, None),
+            table.worst_case("gpt-4o-mini", 0, None, 1, None),
             Some(9_830)
         );
-        assert_eq!(table.worst_case("unknown", 10, None, 4096, None), None);
+        assert_eq!(
+            table.worst_case("gpt-4o-mini", 0, None, 3, None),
+            Some(29_491)
+        );
+        // A maximum above the model's limit cannot be reached.
+        assert_eq!(
+            table.worst_case("gpt-4o-mini", 0, Some(10_000_000), 1, None),
+            Some(9_830)
+        );
+        // gpt-5 had no limit in models.dev: 128,000 × $10 per million.
+        assert_eq!(table.worst_case("gpt-5", 0, None, 1, None), Some(1_280_000));
+        assert_eq!(table.worst_case("unknown", 10, None, 1, None), None);
+    }
+
+    #[test]
+    fn image_worst_cases_take_the_count_and_the_dearest_resolvable_choice() {
+        let table = PriceTable::builtin();
+        let ask = |count, quality: Option<&str>, size: Option<&str>| ImageRequest {
+            count,
+            quality: quality.map(str::to_owned),
+            size: size.map(str::to_owned),
+        };
+        // gpt-image-1, 10 high-quality images of the default size: 10 × 6,240 × $40 per
+        // million, plus 10 prompt tokens at $5 per million.
+        assert_eq!(
+            table.worst_case(
+                "gpt-image-1",
+                10,
+                None,
+                1,
+                Some(&ask(10, Some("high"), None))
+            ),
+            Some(10 * 6_240 * 40 + 10 * 5)
+        );
+        assert_eq!(
+            table.worst_case(
+                "gpt-image-1",
+                0,
+                None,
+                1,
+                Some(&ask(2, Some("low"), Some("1024x1024")))
+            ),
+            Some(2 * 272 * 40)
+        );
+        // dall-e-3 with quality auto (the API's default): the dearest quality, hd.
+        assert_eq!(
+            table.worst_case("dall-e-3", 0, None, 1, Some(&ask(1, Some("auto"), None))),
+            Some(80_000)
+        );
+        assert_eq!(
+            table.cost(
+                "dall-e-3",
+                &Usage::default(),
+                Some(&ask(1, Some("auto"), None))
+            ),
+            Some(80_000)
+        );
     }
 
     #[test]

@@ -173,6 +173,27 @@ async fn missing_unknown_revoked_and_expired_keys_are_401() {
             "{authorization:?}: {error}"
         );
     }
+    // Two credentials, even both valid: which caller is meant is not for the gateway to guess.
+    let (_, valid) = gw.create_key(&[]).await;
+    let (status, error) = error_of(
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .header("authorization", format!("Bearer {valid}"))
+            .header("authorization", format!("Bearer {valid}"))
+            .json(&chat_body())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("one Authorization header"),
+        "{error}"
+    );
     gw.stop().await;
 }
 

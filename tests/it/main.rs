@@ -32,3 +32,4 @@ mod server;
 mod signals;
 mod streaming;
 mod upstream;
+mod worst_case;

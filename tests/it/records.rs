@@ -322,7 +322,7 @@ async fn an_unpriced_model_is_recorded_without_a_cost() {
 #[tokio::test]
 async fn pricing_overrides_apply() {
     let gw = TestGateway::builder()
-        .toml("[pricing.\"my-private-model\"]\ninput = 1000\noutput = 2000\n")
+        .toml("[pricing.\"my-private-model\"]\ninput = 1000\noutput = 2000\nmax_output_tokens = 4096\n")
         .start()
         .await
         .unwrap();
