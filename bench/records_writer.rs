@@ -46,7 +46,7 @@ fn record(i: u64, now: i64) -> Record {
             completion_tokens: 40 + i % 30,
             ..Usage::default()
         },
-        cost_micros: Some(42),
+        cost_nanos: Some(42),
         latency_ms: 480,
         upstream_ms: Some(470),
         client_ip: Some("10.1.2.3".to_owned()),

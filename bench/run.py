@@ -355,7 +355,7 @@ def usage(args, workdir, report):
     first_day, last_day = -(-(to - 30 * day) // day) * day, to - to % day
     plan = subprocess.run(["psql", f"{args.postgres}?options=-c%20search_path%3D{schema}", "-tA", "-c", "SET jit = off", "-c",
                            "EXPLAIN (ANALYZE, BUFFERS) SELECT key_id, model, (day_ms / 86400000), CAST(SUM(requests) AS BIGINT), "
-                           "CAST(SUM(cost_micros) AS BIGINT) FROM usage_daily "
+                           "CAST(SUM(cost_nanos) AS BIGINT) FROM usage_daily "
                            f"WHERE day_ms >= {first_day} AND day_ms < {last_day} "
                            "GROUP BY key_id, model, (day_ms / 86400000) ORDER BY key_id, model, (day_ms / 86400000)"],
                           check=True, capture_output=True, text=True).stdout

@@ -5,7 +5,7 @@
 \set now_ms `date +%s%3N`
 INSERT INTO requests (id, created_at_ms, request_id, key_id, user_id, caller, method, route,
     model_requested, model_used, upstream, status, outcome, stream, prompt_tokens, cached_tokens,
-    completion_tokens, reasoning_tokens, image_input_tokens, images, cost_micros, estimated,
+    completion_tokens, reasoning_tokens, image_input_tokens, images, cost_nanos, estimated,
     latency_ms, upstream_ms, rules_fired, client_ip)
 SELECT 'rec-' || g,
        :now_ms - (g::bigint * 259) % 2592000000,
@@ -26,20 +26,20 @@ FROM generate_series(1, 10000000) AS g,
         [1 + (CASE WHEN g % 10 = 0 THEN g / 5000 ELSE g % 5000 END) % 12] AS model) AS m;
 
 INSERT INTO usage_hourly (hour_ms, caller, key_id, user_id, model, requests, errors,
-    prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, images, cost_micros,
+    prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, images, cost_nanos,
     unpriced, estimated)
 SELECT created_at_ms - created_at_ms % 3600000, caller, COALESCE(key_id, ''),
        COALESCE(user_id, ''), COALESCE(model_used, model_requested, ''), COUNT(*),
        COUNT(*) FILTER (WHERE status >= 400), SUM(prompt_tokens), SUM(cached_tokens),
-       SUM(completion_tokens), SUM(reasoning_tokens), SUM(images), COALESCE(SUM(cost_micros), 0),
-       COUNT(*) FILTER (WHERE cost_micros IS NULL AND status < 400),
+       SUM(completion_tokens), SUM(reasoning_tokens), SUM(images), COALESCE(SUM(cost_nanos), 0),
+       COUNT(*) FILTER (WHERE cost_nanos IS NULL AND status < 400),
        COUNT(*) FILTER (WHERE estimated)
 FROM requests GROUP BY 1, 2, 3, 4, 5;
 INSERT INTO usage_daily (day_ms, caller, key_id, user_id, model, requests, errors, prompt_tokens,
-    cached_tokens, completion_tokens, reasoning_tokens, images, cost_micros, unpriced, estimated)
+    cached_tokens, completion_tokens, reasoning_tokens, images, cost_nanos, unpriced, estimated)
 SELECT hour_ms - hour_ms % 86400000, caller, key_id, user_id, model, SUM(requests), SUM(errors),
        SUM(prompt_tokens), SUM(cached_tokens), SUM(completion_tokens), SUM(reasoning_tokens),
-       SUM(images), SUM(cost_micros), SUM(unpriced), SUM(estimated)
+       SUM(images), SUM(cost_nanos), SUM(unpriced), SUM(estimated)
 FROM usage_hourly GROUP BY 1, 2, 3, 4, 5;
 ANALYZE usage_daily;
 ANALYZE requests;

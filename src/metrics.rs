@@ -104,9 +104,9 @@ const CATALOGUE: [(&str, Kind, &str); 21] = [
         "Tokens by model and class (prompt, completion, cached, reasoning).",
     ),
     (
-        "tollgate_cost_microdollars_total",
+        "tollgate_cost_nanodollars_total",
         Kind::Counter,
-        "Priced cost in micro-dollars, by model.",
+        "Priced cost in nano-dollars (10⁻⁹ USD), by model.",
     ),
     (
         "tollgate_unpriced_requests_total",
@@ -343,7 +343,7 @@ pub fn record_usage(
     route: &'static str,
     model: Option<Arc<str>>,
     usage: &crate::openai::usage::Usage,
-    cost: Option<crate::pricing::Micros>,
+    cost: Option<crate::pricing::Nanos>,
 ) {
     let model = model.map_or(SharedString::const_str("none"), SharedString::from);
     for (class, tokens) in [
@@ -358,7 +358,7 @@ pub fn record_usage(
         }
     }
     match cost {
-        Some(cost) => metrics::counter!("tollgate_cost_microdollars_total", "model" => model)
+        Some(cost) => metrics::counter!("tollgate_cost_nanodollars_total", "model" => model)
             .increment(u64::try_from(cost).unwrap_or(0)),
         None => record_unpriced(route),
     }

@@ -11,7 +11,7 @@ use crate::budget::BudgetLine;
 use crate::error::GatewayError;
 use crate::extract::ApiJson;
 use crate::keys::{self, ApiKey, KeyPatch, NewKey};
-use crate::pricing::{Micros, format_usd};
+use crate::pricing::{Nanos, format_usd};
 use crate::records::SpendScope;
 use crate::state::AppState;
 
@@ -28,7 +28,7 @@ struct KeyView {
 struct Spend {
     window_start_ms: i64,
     spent_usd: String,
-    spent_micros: Micros,
+    spent_nanos: Nanos,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_usd: Option<f64>,
 }
@@ -53,7 +53,7 @@ async fn view(state: &AppState, key: ApiKey) -> Result<KeyView, GatewayError> {
         spend: Spend {
             window_start_ms: line.window_start_ms,
             spent_usd: format_usd(spent),
-            spent_micros: spent,
+            spent_nanos: spent,
             max_usd: key.budgets.key.as_ref().map(|b| b.max_usd),
         },
         key,

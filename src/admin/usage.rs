@@ -82,7 +82,7 @@ pub async fn usage(
     let data: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|row| {
-            let cost = format_usd(row.totals.cost_micros);
+            let cost = format_usd(row.totals.cost_nanos);
             let mut value = serde_json::to_value(row).unwrap_or_default();
             value["cost_usd"] = serde_json::Value::String(cost);
             value

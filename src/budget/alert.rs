@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use super::BudgetLine;
-use crate::pricing::{Micros, format_usd};
+use crate::pricing::{Nanos, format_usd};
 use crate::records::SpendScope;
 
 const ATTEMPTS: u32 = 5;
@@ -35,7 +35,7 @@ pub struct BudgetAlert {
 
 impl BudgetAlert {
     /// The alert for `line` having reached `spent`.
-    pub fn new(line: &BudgetLine, spent: Micros) -> Self {
+    pub fn new(line: &BudgetLine, spent: Nanos) -> Self {
         let (scope, key_id, user) = match &line.scope {
             SpendScope::Key(key) => ("key", Some(key.clone()), None),
             SpendScope::KeyUser(key, user) => ("key_user", Some(key.clone()), Some(user.clone())),

@@ -6,12 +6,12 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{BudgetError, BudgetLine, BudgetStore, Exceeded, Reservation};
-use crate::pricing::Micros;
+use crate::pricing::Nanos;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Counter {
-    spent: Micros,
-    reserved: Micros,
+    spent: Nanos,
+    reserved: Nanos,
     alerted: bool,
     expires_at_ms: Option<i64>,
 }
@@ -41,7 +41,7 @@ impl BudgetStore for MemoryBudgets {
     async fn reserve(
         &self,
         lines: &[BudgetLine],
-        amount: Micros,
+        amount: Nanos,
     ) -> Result<Reservation, BudgetError> {
         let mut counters = self.counters();
         let missing: Vec<usize> = (0..lines.len())
@@ -71,8 +71,8 @@ impl BudgetStore for MemoryBudgets {
     async fn settle(
         &self,
         lines: &[BudgetLine],
-        reserved: Micros,
-        actual: Micros,
+        reserved: Nanos,
+        actual: Nanos,
     ) -> Result<Vec<usize>, BudgetError> {
         let mut counters = self.counters();
         let mut crossed = Vec::new();
@@ -90,7 +90,7 @@ impl BudgetStore for MemoryBudgets {
         Ok(crossed)
     }
 
-    async fn seed(&self, line: &BudgetLine, spent: Micros) -> Result<(), BudgetError> {
+    async fn seed(&self, line: &BudgetLine, spent: Nanos) -> Result<(), BudgetError> {
         let now = crate::records::now_ms();
         let mut counters = self.counters();
         counters.retain(|_, c| c.expires_at_ms.is_none_or(|at| at > now));
@@ -104,7 +104,7 @@ impl BudgetStore for MemoryBudgets {
         Ok(())
     }
 
-    async fn spent(&self, line: &BudgetLine) -> Result<Option<Micros>, BudgetError> {
+    async fn spent(&self, line: &BudgetLine) -> Result<Option<Nanos>, BudgetError> {
         Ok(self.counters().get(&line.id).map(|c| c.spent))
     }
 }

@@ -25,7 +25,7 @@ pub use memory::MemoryBudgets;
 pub use redis::RedisBudgets;
 
 use crate::config::{BudgetPeriod, BudgetSpec};
-use crate::pricing::{Micros, usd_to_micros};
+use crate::pricing::{Nanos, usd_to_nanos};
 use crate::records::{RecordStore, SpendScope};
 
 /// One budget that applies to a request, in its current window.
@@ -33,11 +33,11 @@ use crate::records::{RecordStore, SpendScope};
 pub struct BudgetLine {
     /// Whose spend this is (also how the rollup is queried when seeding).
     pub scope: SpendScope,
-    /// The backend key: scope, hash tag and window (`{b:key:ID}:2026-11`).
+    /// The backend key: scope, hash tag, window and unit (`{b:key:ID}:2026-11:nanos`).
     pub id: String,
-    pub limit: Micros,
+    pub limit: Nanos,
     /// Spend at which the alert goes out (`alert_at × limit`).
-    pub alert_threshold: Micros,
+    pub alert_threshold: Nanos,
     pub period: BudgetPeriod,
     /// Start of the window, Unix ms (0 for `total`).
     pub window_start_ms: i64,
@@ -50,11 +50,13 @@ impl BudgetLine {
     /// The line for `scope` under `spec`, in the window containing `now_ms`.
     pub fn new(scope: SpendScope, spec: &BudgetSpec, now_ms: i64) -> Self {
         let (window, start, end) = window(spec.period, now_ms);
-        let limit = usd_to_micros(spec.max_usd);
+        let limit = usd_to_nanos(spec.max_usd);
         #[expect(clippy::cast_possible_truncation, reason = "alert_at is within 0..=1")]
-        let alert_threshold = (limit as f64 * spec.alert_at).ceil() as Micros;
+        let alert_threshold = (limit as f64 * spec.alert_at).ceil() as Nanos;
         Self {
-            id: format!("{}:{window}", scope.tag()),
+            // `:nanos`: counters count nano-dollars; those of micro-dollar releases (no suffix)
+            // are left to expire, and these seed from the migrated records.
+            id: format!("{}:{window}:nanos", scope.tag()),
             scope,
             limit,
             alert_threshold,
@@ -96,8 +98,8 @@ fn window(period: BudgetPeriod, now_ms: i64) -> (String, i64, Option<i64>) {
 pub struct Exceeded {
     /// Which of the lines would go over.
     pub line: usize,
-    pub spent: Micros,
-    pub reserved: Micros,
+    pub spent: Nanos,
+    pub reserved: Nanos,
 }
 
 /// What a backend answers to a reservation.
@@ -121,20 +123,20 @@ pub trait BudgetStore: Send + Sync {
     async fn reserve(
         &self,
         lines: &[BudgetLine],
-        amount: Micros,
+        amount: Nanos,
     ) -> Result<Reservation, BudgetError>;
     /// Replaces `reserved` with `actual` on every line; returns the lines whose alert
     /// threshold this settlement crossed (each line alerts once per window).
     async fn settle(
         &self,
         lines: &[BudgetLine],
-        reserved: Micros,
-        actual: Micros,
+        reserved: Nanos,
+        actual: Nanos,
     ) -> Result<Vec<usize>, BudgetError>;
     /// Starts a line's counter at `spent` unless it exists.
-    async fn seed(&self, line: &BudgetLine, spent: Micros) -> Result<(), BudgetError>;
+    async fn seed(&self, line: &BudgetLine, spent: Nanos) -> Result<(), BudgetError>;
     /// Settled spend of a line, if it has a counter (the admin API).
-    async fn spent(&self, line: &BudgetLine) -> Result<Option<Micros>, BudgetError>;
+    async fn spent(&self, line: &BudgetLine) -> Result<Option<Nanos>, BudgetError>;
 }
 
 /// The budget stage's handle: counters plus the records they are seeded from.
@@ -153,7 +155,7 @@ impl Budgets {
     pub async fn reserve(
         &self,
         lines: &[BudgetLine],
-        amount: Micros,
+        amount: Nanos,
     ) -> Result<Result<(), Exceeded>, BudgetError> {
         for _ in 0..3 {
             match self.store.reserve(lines, amount).await? {
@@ -181,14 +183,14 @@ impl Budgets {
     pub async fn settle(
         &self,
         lines: &[BudgetLine],
-        reserved: Micros,
-        actual: Micros,
+        reserved: Nanos,
+        actual: Nanos,
     ) -> Result<Vec<usize>, BudgetError> {
         self.store.settle(lines, reserved, actual).await
     }
 
     /// A line's settled spend, seeded from the records if the backend has none.
-    pub async fn spent(&self, line: &BudgetLine) -> Result<Micros, BudgetError> {
+    pub async fn spent(&self, line: &BudgetLine) -> Result<Nanos, BudgetError> {
         if let Some(spent) = self.store.spent(line).await? {
             return Ok(spent);
         }
@@ -238,8 +240,8 @@ mod tests {
             &spec,
             at("2026-11-23T10:00:00Z"),
         );
-        assert_eq!(line.limit, 2_500_000);
-        assert_eq!(line.alert_threshold, 2_000_000);
-        assert_eq!(line.id, "{b:key:key_1}:u:ann:2026-11");
+        assert_eq!(line.limit, 2_500_000_000);
+        assert_eq!(line.alert_threshold, 2_000_000_000);
+        assert_eq!(line.id, "{b:key:key_1}:u:ann:2026-11:nanos");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{BudgetError, BudgetLine, BudgetStore, Exceeded, Reservation};
-use crate::pricing::Micros;
+use crate::pricing::Nanos;
 use crate::redis_link::{RedisCalls, RedisLink};
 
 /// Counters in Redis under `prefix`.
@@ -52,7 +52,7 @@ impl BudgetStore for RedisBudgets {
     async fn reserve(
         &self,
         lines: &[BudgetLine],
-        amount: Micros,
+        amount: Nanos,
     ) -> Result<Reservation, BudgetError> {
         let mut invocation = self.script.prepare_invoke();
         invocation.arg("reserve").arg(amount);
@@ -78,8 +78,8 @@ impl BudgetStore for RedisBudgets {
     async fn settle(
         &self,
         lines: &[BudgetLine],
-        reserved: Micros,
-        actual: Micros,
+        reserved: Nanos,
+        actual: Nanos,
     ) -> Result<Vec<usize>, BudgetError> {
         let mut invocation = self.script.prepare_invoke();
         invocation.arg("settle").arg(reserved).arg(actual);
@@ -96,7 +96,7 @@ impl BudgetStore for RedisBudgets {
             .collect())
     }
 
-    async fn seed(&self, line: &BudgetLine, spent: Micros) -> Result<(), BudgetError> {
+    async fn seed(&self, line: &BudgetLine, spent: Nanos) -> Result<(), BudgetError> {
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(self.key(line))
@@ -107,7 +107,7 @@ impl BudgetStore for RedisBudgets {
         self.run::<i64>(&invocation).await.map(|_| ())
     }
 
-    async fn spent(&self, line: &BudgetLine) -> Result<Option<Micros>, BudgetError> {
+    async fn spent(&self, line: &BudgetLine) -> Result<Option<Nanos>, BudgetError> {
         let mut invocation = self.script.prepare_invoke();
         invocation.key(self.key(line)).arg("spent");
         let spent: i64 = self.run(&invocation).await?;

@@ -96,7 +96,7 @@ pub async fn run(args: UsageArgs, path: Option<&Path>, env: &Env) -> anyhow::Res
                 row.totals.prompt_tokens.to_string(),
                 row.totals.cached_tokens.to_string(),
                 row.totals.completion_tokens.to_string(),
-                format_usd(row.totals.cost_micros),
+                format_usd(row.totals.cost_nanos),
                 row.totals.unpriced.to_string(),
             ]);
             cells

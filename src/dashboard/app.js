@@ -44,7 +44,7 @@ function wrap(node) {
   return td;
 }
 
-const usd = (micros) => (Number(micros || 0) / 1e6).toFixed(micros && micros < 10000 ? 6 : 2);
+const usd = (nanos) => (Number(nanos || 0) / 1e9).toFixed(nanos && nanos < 10000000 ? 6 : 2);
 const count = (n) => Number(n || 0).toLocaleString("en");
 const when = (ms) => new Date(ms).toISOString().replace("T", " ").slice(0, 19);
 const keyLabel = (id) => (id ? keyNames.get(id) || id.slice(0, 8) : "–");
@@ -70,7 +70,7 @@ async function loadUsage() {
   const byGroup = await api(`/admin/usage?group_by=${dimension}&from=${from}&to=${to}`);
 
   const sum = (field) => totals.data.reduce((total, r) => total + Number(r[field] || 0), 0);
-  $("total-cost").textContent = `$${usd(sum("cost_micros"))}`;
+  $("total-cost").textContent = `$${usd(sum("cost_nanos"))}`;
   $("total-requests").textContent = count(sum("requests"));
   $("total-tokens").textContent = count(sum("prompt_tokens") + sum("completion_tokens"));
   $("total-errors").textContent = count(sum("errors"));
@@ -82,17 +82,17 @@ async function loadUsage() {
   const body = $("breakdown").querySelector("tbody");
   body.replaceChildren();
   const field = dimension === "key" ? "key_id" : dimension === "user" ? "user_id" : "model";
-  const rows = [...byGroup.data].sort((a, b) => (b.cost_micros || 0) - (a.cost_micros || 0));
+  const rows = [...byGroup.data].sort((a, b) => (b.cost_nanos || 0) - (a.cost_nanos || 0));
   for (const r of rows) {
     body.append(row([groupName(dimension, r[field]), count(r.requests), count(r.errors),
-      count(r.prompt_tokens), count(r.completion_tokens), usd(r.cost_micros)]));
+      count(r.prompt_tokens), count(r.completion_tokens), usd(r.cost_nanos)]));
   }
   if (rows.length === 0) body.append(row(["no requests in this period", "", "", "", "", ""]));
 }
 
 function drawChart(data, dimension, measure, days, now) {
   const field = dimension === "key" ? "key_id" : dimension === "user" ? "user_id" : "model";
-  const value = (r) => Number(measure === "cost" ? r.cost_micros || 0 : r.requests || 0);
+  const value = (r) => Number(measure === "cost" ? r.cost_nanos || 0 : r.requests || 0);
   const dayNames = [];
   for (let i = days - 1; i >= 0; i--) dayNames.push(new Date(now - i * 86400000).toISOString().slice(0, 10));
   const totals = new Map();
@@ -221,7 +221,7 @@ async function loadRequests() {
     const tokens = (r.usage && (r.usage.prompt_tokens || 0) + (r.usage.completion_tokens || 0)) || 0;
     const tr = row([when(r.created_at_ms), keyLabel(r.key_id), r.user_id || "–", r.route,
       r.model_requested || "–", r.status, r.cache_status || "–", count(tokens),
-      r.cost_micros !== null && r.cost_micros !== undefined ? usd(r.cost_micros) : tokens > 0 ? "unpriced" : "–",
+      r.cost_nanos !== null && r.cost_nanos !== undefined ? usd(r.cost_nanos) : tokens > 0 ? "unpriced" : "–",
       r.latency_ms]);
     tr.dataset.requestId = r.request_id;
     if (r.status >= 400) tr.className = "failed";

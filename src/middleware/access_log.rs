@@ -176,7 +176,7 @@ fn apply(record: &mut Record, facts: CallFacts, recorder: &Recorder) {
         record.image_size = images.size;
         record.image_quality = images.quality;
     }
-    record.cost_micros = facts.cost_micros;
+    record.cost_nanos = facts.cost_nanos;
     record.estimated = facts.estimated;
     record.upstream_ms = facts.upstream_ms;
     record.prompt_chars = facts.prompt_chars;

@@ -119,7 +119,7 @@ mod tests {
         )
         .unwrap();
         // $2.50 and $10 per million: 2,500 + 1,000 micro-dollars.
-        assert_eq!(accounting.cost, Some(3_500));
+        assert_eq!(accounting.cost, Some(3_500_000));
         assert_eq!(accounting.model_used.as_deref(), Some("gpt-4o-2024-08-06"));
     }
 
@@ -138,7 +138,7 @@ mod tests {
         let body = br#"{"created":1,"data":[{"url":"a"},{"url":"b"}]}"#;
         let accounting = account(&prices, ModelRoute::Images, &request, summarize(body)).unwrap();
         assert_eq!(accounting.images.as_ref().map(|i| i.count), Some(2));
-        assert_eq!(accounting.cost, Some(160_000));
+        assert_eq!(accounting.cost, Some(160_000_000));
     }
 
     #[test]

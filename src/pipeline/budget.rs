@@ -19,7 +19,7 @@ use crate::config::{BackendErrorPolicy, BudgetPeriod, UnpricedPolicy};
 use crate::error::GatewayError;
 use crate::identity::{Caller, Principal};
 use crate::openai::requests::RequestFacts;
-use crate::pricing::{Micros, format_usd};
+use crate::pricing::{Nanos, format_usd};
 use crate::records::SpendScope;
 use crate::state::AppState;
 use crate::tokens::Estimate;
@@ -43,7 +43,7 @@ fn unpriced_refusal(model: Option<&str>) -> GatewayError {
 #[derive(Debug, Clone)]
 pub struct Hold {
     lines: Vec<BudgetLine>,
-    reserved: Micros,
+    reserved: Nanos,
 }
 
 impl Hold {
@@ -53,7 +53,7 @@ impl Hold {
     }
 
     /// The worst case held on each.
-    pub fn reserved(&self) -> Micros {
+    pub fn reserved(&self) -> Nanos {
         self.reserved
     }
 }
@@ -184,7 +184,7 @@ async fn hold(
     }
 }
 
-fn refusal(lines: &[BudgetLine], exceeded: &Exceeded, worst: Micros) -> GatewayError {
+fn refusal(lines: &[BudgetLine], exceeded: &Exceeded, worst: Nanos) -> GatewayError {
     let line = &lines[exceeded.line];
     let whose = match &line.scope {
         SpendScope::Key(_) => "this key's",

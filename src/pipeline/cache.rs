@@ -161,7 +161,7 @@ fn plan(
 fn hit(answer: CachedAnswer, facts: &mut CallFacts) -> Response {
     facts.cache_status = Some(CacheStatus::Hit.as_str());
     facts.model_used = answer.model;
-    facts.cost_micros = Some(0);
+    facts.cost_nanos = Some(0);
     let mut response = respond::json(StatusCode::OK, &HeaderMap::new(), answer.body);
     respond::set_cost(&mut response, 0);
     CacheStatus::Hit.write_header(&mut response);

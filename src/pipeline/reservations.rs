@@ -15,14 +15,14 @@ use axum::http::HeaderMap;
 use super::budget::Hold;
 use super::rate_limit::Admission;
 use crate::budget::alert::BudgetAlert;
-use crate::pricing::Micros;
+use crate::pricing::Nanos;
 use crate::state::AppState;
 
 /// What a finished call spent, as far as it is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spend {
     /// Exactly this much (0: nothing was served).
-    Cost(Micros),
+    Cost(Nanos),
     /// Served, at an unknown cost: settled at the reservation, the most it could cost.
     Unknown,
 }
@@ -63,7 +63,7 @@ impl Reservations {
     }
 
     /// The worst case held on the budgets, if any.
-    pub fn budget_held(&self) -> Option<Micros> {
+    pub fn budget_held(&self) -> Option<Nanos> {
         self.hold.as_ref().map(Hold::reserved)
     }
 
@@ -126,7 +126,7 @@ impl Drop for Reservations {
 }
 
 /// Settles `hold` to `actual` off the request path, and sends the alerts it crossed.
-fn settle_budget(state: &AppState, hold: Hold, actual: Micros) {
+fn settle_budget(state: &AppState, hold: Hold, actual: Nanos) {
     let task_state = state.clone();
     state.tasks.spawn(async move {
         let state = task_state;

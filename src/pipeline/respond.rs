@@ -138,7 +138,7 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// `x-tollgate-cost-usd`: what the call cost, in USD with six places.
-pub fn set_cost(response: &mut Response, cost: crate::pricing::Micros) {
+pub fn set_cost(response: &mut Response, cost: crate::pricing::Nanos) {
     if let Ok(value) = HeaderValue::from_str(&crate::pricing::format_usd(cost)) {
         response
             .headers_mut()

@@ -30,7 +30,7 @@ use super::forward::Forwarded;
 use super::{Call, ModelRoute, Spend, account, respond};
 use crate::openai::sse::Parser;
 use crate::openai::usage::{self, Usage};
-use crate::pricing::Micros;
+use crate::pricing::Nanos;
 use crate::records::PendingFacts;
 use crate::state::AppState;
 
@@ -44,7 +44,7 @@ pub struct RelayOptions {
 }
 
 /// Prices a usage for a model name, if the stream names one.
-pub type PriceFn = Box<dyn Fn(&Usage, Option<&str>) -> Option<Micros> + Send>;
+pub type PriceFn = Box<dyn Fn(&Usage, Option<&str>) -> Option<Nanos> + Send>;
 
 /// Content relayed is kept for a broken stream's estimate up to this many bytes of events.
 const KEPT_FOR_ESTIMATE: usize = 4 << 20;
@@ -70,7 +70,7 @@ pub struct StreamOutcome {
     /// The model the stream's chunks name.
     pub model: Option<String>,
     /// The cost sent in the stream's cost comment.
-    pub cost: Option<Micros>,
+    pub cost: Option<Nanos>,
     /// Events relayed to the caller.
     pub events: u64,
     /// The data of the content events relayed (bounded), kept so that a stream that ends

@@ -11,10 +11,10 @@ use crate::keys::{ApiKey, KeyBudgets};
 use crate::limiter::rules::{RouteClass, Rule, Scope, Unit};
 
 const TOKEN_LIMIT: u64 = 10_000;
-/// $1 in micro-dollars.
-const BUDGET: i64 = 1_000_000;
+/// $1 in nano-dollars.
+const BUDGET: i64 = 1_000_000_000;
 
-/// A budget line's state, in micro-dollars.
+/// A budget line's state, in nano-dollars.
 #[derive(Debug, Default, PartialEq)]
 struct Money {
     spent: i64,

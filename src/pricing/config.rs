@@ -91,9 +91,9 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
         let tokens = match (price.tokens, given.input, given.output) {
             (Some(tokens), _, _) => tokens,
             (None, Some(input), Some(output)) => TokenPrice {
-                input: micros(input),
+                input: usd_to_micros(input),
                 cached_input: None,
-                output: micros(output),
+                output: usd_to_micros(output),
                 image_input: None,
                 long_context: None,
                 max_output_tokens: given.max_output_tokens.ok_or(
@@ -103,16 +103,19 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
             (None, _, _) => return Err("a new model needs both input and output".to_owned()),
         };
         price.tokens = Some(TokenPrice {
-            input: given.input.map_or(tokens.input, micros),
-            cached_input: given.cached_input.map(micros).or(tokens.cached_input),
-            output: given.output.map_or(tokens.output, micros),
-            image_input: given.image_input.map(micros).or(tokens.image_input),
+            input: given.input.map_or(tokens.input, usd_to_micros),
+            cached_input: given
+                .cached_input
+                .map(usd_to_micros)
+                .or(tokens.cached_input),
+            output: given.output.map_or(tokens.output, usd_to_micros),
+            image_input: given.image_input.map(usd_to_micros).or(tokens.image_input),
             long_context: tokens.long_context,
             max_output_tokens: given.max_output_tokens.unwrap_or(tokens.max_output_tokens),
         });
     }
     if let Some(flat) = given.per_image {
-        price.flat_image = Some(micros(flat));
+        price.flat_image = Some(usd_to_micros(flat));
     }
     for (quality_size, usd) in &given.images {
         if !quality_size.contains(':') {
@@ -120,16 +123,14 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
                 "images keys are \"QUALITY:SIZE\" (like \"hd:1024x1024\"), not {quality_size:?}"
             ));
         }
-        price.per_image.insert(quality_size.clone(), micros(*usd));
+        price
+            .per_image
+            .insert(quality_size.clone(), usd_to_micros(*usd));
     }
     if price == ModelPrice::default() {
         return Err("no price given".to_owned());
     }
     Ok(price)
-}
-
-fn micros(usd: f64) -> u64 {
-    u64::try_from(usd_to_micros(usd)).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -190,7 +191,7 @@ mod tests {
             quality: Some("hd".into()),
         };
         let usage = crate::openai::usage::Usage::default();
-        assert_eq!(table.cost("pics", &usage, Some(&hd)), Some(1_500_000));
-        assert_eq!(table.cost("flat", &usage, Some(&hd)), Some(30_000));
+        assert_eq!(table.cost("pics", &usage, Some(&hd)), Some(1_500_000_000));
+        assert_eq!(table.cost("flat", &usage, Some(&hd)), Some(30_000_000));
     }
 }

@@ -1,13 +1,16 @@
-//! Prices and costs: what a request cost, in integer micro-dollars.
+//! Prices and costs: what a request cost, in integer nano-dollars.
 //!
 //! The built-in table ([`builtin`], generated from models.dev's OpenAI files and OpenAI's image
 //! prices) is overlaid by `[pricing."MODEL"]` in the TOML file, which can change a built-in
 //! price or add a model. A model found in neither is *unpriced*: its cost is `None`, never zero.
 //!
-//! Arithmetic: prices are micro-dollars per million tokens (or per image). A request's cost is
-//! the sum over token classes of `tokens × price`, in pico-dollars (exact integers), rounded
-//! once, half up, to micro-dollars. So a recorded cost is off from the exact figure by at most
-//! half a micro-dollar, and sums of records never drift by float rounding.
+//! Arithmetic: prices are micro-dollars per million tokens — pico-dollars per token — or
+//! micro-dollars per image. A request's cost is the sum over token classes of `tokens × price`,
+//! in pico-dollars (exact integers), rounded once, half up, to nano-dollars (10⁻⁹ USD). Every
+//! published price is a whole number of nano-dollars per token above $0.001 per million, so a
+//! recorded cost is exact for them (a 3-token embedding at $0.02 per million is 60 n$, and a
+//! million of them add up to exactly $0.06), off by at most half a nano-dollar otherwise, and
+//! sums of records never drift by float rounding.
 
 mod builtin;
 pub mod config;
@@ -19,8 +22,8 @@ use serde::Serialize;
 
 use crate::openai::usage::Usage;
 
-/// Micro-dollars (10⁻⁶ USD): the unit of every cost, budget and spend.
-pub type Micros = i64;
+/// Nano-dollars (10⁻⁹ USD): the unit of every cost, budget and spend.
+pub type Nanos = i64;
 
 /// Prices of a model billed by token class, micro-dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,6 +85,8 @@ pub struct PriceTable {
     models: HashMap<String, ModelPrice>,
 }
 
+/// Pico-dollars in a nano-dollar (a cost's unit) and in a micro-dollar (a per-image price's).
+const PICOS_PER_NANO: u128 = 1_000;
 const PICOS_PER_MICRO: u128 = 1_000_000;
 
 impl PriceTable {
@@ -145,12 +150,7 @@ impl PriceTable {
 
     /// The cost of a finished request, or `None` when the model is unpriced. Token usage is
     /// priced by class when the model has token prices; otherwise images are priced each.
-    pub fn cost(
-        &self,
-        model: &str,
-        usage: &Usage,
-        images: Option<&ImageRequest>,
-    ) -> Option<Micros> {
+    pub fn cost(&self, model: &str, usage: &Usage, images: Option<&ImageRequest>) -> Option<Nanos> {
         let price = self.get(model)?;
         if let Some(tokens) = &price.tokens
             && (usage.total_tokens() > 0 || images.is_none())
@@ -159,7 +159,7 @@ impl PriceTable {
         }
         let images = images?;
         let each = price.image_price(images)?;
-        Some(to_micros(
+        Some(to_nanos(
             u128::from(each) * u128::from(images.count) * PICOS_PER_MICRO,
         ))
     }
@@ -177,12 +177,12 @@ impl PriceTable {
         max_output: Option<u64>,
         choices: u64,
         images: Option<&ImageRequest>,
-    ) -> Option<Micros> {
+    ) -> Option<Nanos> {
         let price = self.get(model)?;
         let output = match (images, &price.tokens) {
             (Some(images), None) => {
                 let each = price.image_price(images)?;
-                return Some(to_micros(
+                return Some(to_nanos(
                     u128::from(each) * u128::from(images.count) * PICOS_PER_MICRO,
                 ));
             }
@@ -220,8 +220,8 @@ impl ModelPrice {
     }
 }
 
-/// Tokens by class times their prices, in micro-dollars.
-fn token_cost(price: &TokenPrice, usage: &Usage) -> Micros {
+/// Tokens by class times their prices, in nano-dollars.
+fn token_cost(price: &TokenPrice, usage: &Usage) -> Nanos {
     let (input, cached_input, output) = match price.long_context {
         Some(tier) if usage.prompt_tokens > tier.above_prompt_tokens => {
             (tier.input, tier.cached_input, tier.output)
@@ -235,12 +235,12 @@ fn token_cost(price: &TokenPrice, usage: &Usage) -> Micros {
         + u128::from(cached) * u128::from(cached_input.unwrap_or(input))
         + u128::from(image_input) * u128::from(price.image_input.unwrap_or(input))
         + u128::from(usage.completion_tokens) * u128::from(output);
-    to_micros(picos)
+    to_nanos(picos)
 }
 
-/// Pico-dollars to micro-dollars, rounded half up; saturates rather than wraps.
-fn to_micros(picos: u128) -> Micros {
-    Micros::try_from((picos + PICOS_PER_MICRO / 2) / PICOS_PER_MICRO).unwrap_or(Micros::MAX)
+/// Pico-dollars to nano-dollars, rounded half up; saturates rather than wraps.
+fn to_nanos(picos: u128) -> Nanos {
+    Nanos::try_from((picos + PICOS_PER_NANO / 2) / PICOS_PER_NANO).unwrap_or(Nanos::MAX)
 }
 
 /// `gpt-4o-mini-2024-07-18` → `gpt-4o-mini`; `None` when there is no `-YYYY-MM-DD` suffix.
@@ -256,19 +256,36 @@ fn without_date_suffix(model: &str) -> Option<&str> {
     is_date.then_some(base)
 }
 
-/// Micro-dollars as a decimal USD string with six places (`x-tollgate-cost-usd: 0.000123`).
-pub fn format_usd(micros: Micros) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
-    let abs = micros.unsigned_abs();
-    format!("{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
+/// Nano-dollars as a decimal USD string (`x-tollgate-cost-usd: 0.000123`): six places at least,
+/// and the seventh to ninth when they are not zero (`0.00000006` for 60 n$), so the figure is
+/// exact and the common case reads as it always has.
+pub fn format_usd(nanos: Nanos) -> String {
+    let sign = if nanos < 0 { "-" } else { "" };
+    let abs = nanos.unsigned_abs();
+    let fraction = format!("{:09}", abs % 1_000_000_000);
+    let fraction = fraction.trim_end_matches('0');
+    let places = fraction.len().max(6);
+    format!("{sign}{}.{fraction:0<places$}", abs / 1_000_000_000)
 }
 
-/// USD (from configuration) to micro-dollars, rounded to the nearest.
-pub fn usd_to_micros(usd: f64) -> Micros {
+/// USD (from configuration) to nano-dollars, rounded to the nearest.
+pub fn usd_to_nanos(usd: f64) -> Nanos {
     // Configuration values are small and positive (validated by the callers); the cast is the
     // documented rounding step.
     #[expect(clippy::cast_possible_truncation, reason = "validated range")]
-    let micros = (usd * 1_000_000.0).round() as Micros;
+    let nanos = (usd * 1_000_000_000.0).round() as Nanos;
+    nanos
+}
+
+/// USD per million tokens (or per image), as configuration gives prices, to the table's unit:
+/// micro-dollars, rounded to the nearest.
+pub fn usd_to_micros(usd: f64) -> u64 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "validated range: 0 to 1,000,000 USD"
+    )]
+    let micros = (usd * 1_000_000.0).round() as u64;
     micros
 }
 
@@ -293,11 +310,25 @@ mod tests {
         // micro-dollars.
         assert_eq!(
             table.cost("gpt-4o-mini", &usage(1000, 400, 500), None),
-            Some(420)
+            Some(420_000)
         );
-        // 3 input tokens = 0.45 µ$ → 0; 4 = 0.6 µ$ → 1 (half up, once per request).
-        assert_eq!(table.cost("gpt-4o-mini", &usage(3, 0, 0), None), Some(0));
-        assert_eq!(table.cost("gpt-4o-mini", &usage(4, 0, 0), None), Some(1));
+        // 3 input tokens = 0.45 µ$, exactly 450 n$; one cached token 75 n$.
+        assert_eq!(table.cost("gpt-4o-mini", &usage(3, 0, 0), None), Some(450));
+        assert_eq!(table.cost("gpt-4o-mini", &usage(1, 1, 0), None), Some(75));
+    }
+
+    #[test]
+    fn a_million_tiny_calls_add_up_to_their_true_price() {
+        // text-embedding-3-small at $0.02 per million: 3 tokens = 60 n$, and 1,000,000 of
+        // them are exactly $0.06 (in micro-dollars each rounded to 0, they summed to $0.00).
+        let table = PriceTable::builtin();
+        let one = table
+            .cost("text-embedding-3-small", &usage(3, 0, 0), None)
+            .unwrap();
+        assert_eq!(one, 60);
+        let total: Nanos = (0..1_000_000).map(|_| one).sum();
+        assert_eq!(format_usd(total), "0.060000");
+        assert_eq!(total, usd_to_nanos(0.06));
     }
 
     #[test]
@@ -305,7 +336,7 @@ mod tests {
         let table = PriceTable::builtin();
         assert_eq!(
             table.cost("gpt-4o-mini-2024-07-18", &usage(1_000_000, 0, 0), None),
-            Some(150_000)
+            Some(150_000_000)
         );
         assert_eq!(table.cost("my-finetune", &usage(10, 0, 10), None), None);
         assert_eq!(without_date_suffix("o3-2025-04-16"), Some("o3"));
@@ -323,15 +354,15 @@ mod tests {
             ..Usage::default()
         };
         // o3: output $8 per million → 1,000 tokens = 8,000 µ$.
-        assert_eq!(table.cost("o3", &reasoning, None), Some(8_000));
+        assert_eq!(table.cost("o3", &reasoning, None), Some(8_000_000));
         // gpt-5.4: $2.50 input, above 272,000 prompt tokens $5.00.
         assert_eq!(
             table.cost("gpt-5.4", &usage(272_000, 0, 0), None),
-            Some(680_000)
+            Some(680_000_000)
         );
         assert_eq!(
             table.cost("gpt-5.4", &usage(272_001, 0, 0), None),
-            Some(1_360_005)
+            Some(1_360_005_000)
         );
     }
 
@@ -345,7 +376,7 @@ mod tests {
         };
         assert_eq!(
             table.cost("dall-e-3", &Usage::default(), Some(&hd_wide)),
-            Some(240_000)
+            Some(240_000_000)
         );
         let default = ImageRequest {
             count: 1,
@@ -353,7 +384,7 @@ mod tests {
         };
         assert_eq!(
             table.cost("dall-e-2", &Usage::default(), Some(&default)),
-            Some(20_000)
+            Some(20_000_000)
         );
         // gpt-image-1: text in $5, image in $10, image out $40 per million tokens.
         let tokens = Usage {
@@ -364,7 +395,7 @@ mod tests {
         };
         assert_eq!(
             table.cost("gpt-image-1", &tokens, Some(&default)),
-            Some(40 * 5 + 10 * 10 + 4160 * 40)
+            Some((40 * 5 + 10 * 10 + 4160 * 40) * 1_000)
         );
         // An unknown size of a per-image model is unpriced, not free.
         let odd = ImageRequest {
@@ -380,24 +411,27 @@ mod tests {
         let table = PriceTable::builtin();
         assert_eq!(
             table.worst_case("gpt-4o-mini", 1000, Some(100), 1, None),
-            Some(150 + 60)
+            Some((150 + 60) * 1_000)
         );
         // No maximum in the request: the model's own (16,384 for gpt-4o-mini), per choice.
         assert_eq!(
             table.worst_case("gpt-4o-mini", 0, None, 1, None),
-            Some(9_830)
+            Some(9_830_400)
         );
         assert_eq!(
             table.worst_case("gpt-4o-mini", 0, None, 3, None),
-            Some(29_491)
+            Some(29_491_200)
         );
         // A maximum above the model's limit cannot be reached.
         assert_eq!(
             table.worst_case("gpt-4o-mini", 0, Some(10_000_000), 1, None),
-            Some(9_830)
+            Some(9_830_400)
         );
         // gpt-5 had no limit in models.dev: 128,000 × $10 per million.
-        assert_eq!(table.worst_case("gpt-5", 0, None, 1, None), Some(1_280_000));
+        assert_eq!(
+            table.worst_case("gpt-5", 0, None, 1, None),
+            Some(1_280_000_000)
+        );
         assert_eq!(table.worst_case("unknown", 10, None, 1, None), None);
     }
 
@@ -419,7 +453,7 @@ mod tests {
                 1,
                 Some(&ask(10, Some("high"), None))
             ),
-            Some(10 * 6_240 * 40 + 10 * 5)
+            Some((10 * 6_240 * 40 + 10 * 5) * 1_000)
         );
         assert_eq!(
             table.worst_case(
@@ -429,12 +463,12 @@ mod tests {
                 1,
                 Some(&ask(2, Some("low"), Some("1024x1024")))
             ),
-            Some(2 * 272 * 40)
+            Some(2 * 272 * 40 * 1_000)
         );
         // dall-e-3 with quality auto (the API's default): the dearest quality, hd.
         assert_eq!(
             table.worst_case("dall-e-3", 0, None, 1, Some(&ask(1, Some("auto"), None))),
-            Some(80_000)
+            Some(80_000_000)
         );
         assert_eq!(
             table.cost(
@@ -442,15 +476,19 @@ mod tests {
                 &Usage::default(),
                 Some(&ask(1, Some("auto"), None))
             ),
-            Some(80_000)
+            Some(80_000_000)
         );
     }
 
     #[test]
-    fn usd_formats_with_six_places() {
-        assert_eq!(format_usd(420), "0.000420");
-        assert_eq!(format_usd(12_345_678), "12.345678");
-        assert_eq!(format_usd(-5), "-0.000005");
+    fn usd_formats_with_six_places_or_as_many_as_it_takes() {
+        assert_eq!(format_usd(420_000), "0.000420");
+        assert_eq!(format_usd(12_345_678_000), "12.345678");
+        assert_eq!(format_usd(-5_000), "-0.000005");
+        assert_eq!(format_usd(60), "0.00000006");
+        assert_eq!(format_usd(1_000_000_001), "1.000000001");
+        assert_eq!(format_usd(0), "0.000000");
+        assert_eq!(usd_to_nanos(0.15), 150_000_000);
         assert_eq!(usd_to_micros(0.15), 150_000);
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::openai::usage::Usage;
-use crate::pricing::{ImageRequest, Micros};
+use crate::pricing::{ImageRequest, Nanos};
 
 /// Usage and cost of one call.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,7 +21,7 @@ pub struct Accounting {
     /// Images generated, for the images route.
     pub images: Option<ImageRequest>,
     /// `None`: the model is unpriced (or nothing is known to price).
-    pub cost: Option<Micros>,
+    pub cost: Option<Nanos>,
     /// Usage counted by Tollgate, not reported by the upstream.
     pub estimated: bool,
 }
@@ -45,7 +45,7 @@ pub struct CallFacts {
     pub stream: bool,
     pub usage: Usage,
     pub images: Option<ImageRequest>,
-    pub cost_micros: Option<Micros>,
+    pub cost_nanos: Option<Nanos>,
     /// Usage counted by Tollgate because the upstream's never arrived.
     pub estimated: bool,
     pub upstream_ms: Option<i64>,
@@ -85,7 +85,7 @@ impl CallFacts {
             route,
             self.model_label.clone(),
             &self.usage,
-            self.cost_micros,
+            self.cost_nanos,
         );
     }
 
@@ -102,7 +102,7 @@ impl CallFacts {
         }
         self.usage = accounting.usage;
         self.images = accounting.images;
-        self.cost_micros = accounting.cost;
+        self.cost_nanos = accounting.cost;
         self.estimated = accounting.estimated;
     }
 }

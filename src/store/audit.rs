@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use super::record_rows::db_int;
 use crate::openai::usage::Usage;
-use crate::pricing::Micros;
+use crate::pricing::Nanos;
 
 /// One request as the audit log keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,7 +42,7 @@ pub struct Record {
     pub image_size: Option<String>,
     pub image_quality: Option<String>,
     /// `None`: unpriced model, or no usage known.
-    pub cost_micros: Option<Micros>,
+    pub cost_nanos: Option<Nanos>,
     /// Usage counted by Tollgate's tokenizer because the upstream's was not seen.
     pub estimated: bool,
     /// `HIT`, `MISS`, `BYPASS` once the cache exists; `None` when not consulted.
@@ -107,7 +107,7 @@ pub trait RecordStore: Send + Sync {
     async fn recent(&self, query: &RecentQuery) -> Result<Vec<Record>, StoreError>;
     /// Total cost of `scope`'s records since `since_ms` (from the hourly rollup, so
     /// `since_ms` should be on an hour boundary).
-    async fn spend(&self, scope: &SpendScope, since_ms: i64) -> Result<Micros, StoreError>;
+    async fn spend(&self, scope: &SpendScope, since_ms: i64) -> Result<Nanos, StoreError>;
     /// Usage between two instants, grouped (from the hourly rollup: `from_ms` and `to_ms` are
     /// rounded down to the hour).
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
@@ -182,8 +182,8 @@ pub struct UsageTotals {
     pub completion_tokens: i64,
     pub reasoning_tokens: i64,
     pub images: i64,
-    pub cost_micros: i64,
-    /// Answered requests whose model has no price: their cost is not in `cost_micros`.
+    pub cost_nanos: i64,
+    /// Answered requests whose model has no price: their cost is not in `cost_nanos`.
     pub unpriced: i64,
     pub estimated: i64,
 }
@@ -198,7 +198,7 @@ impl UsageTotals {
         "completion_tokens",
         "reasoning_tokens",
         "images",
-        "cost_micros",
+        "cost_nanos",
         "unpriced",
         "estimated",
     ];
@@ -213,7 +213,7 @@ impl UsageTotals {
             self.completion_tokens,
             self.reasoning_tokens,
             self.images,
-            self.cost_micros,
+            self.cost_nanos,
             self.unpriced,
             self.estimated,
         ]
@@ -229,7 +229,7 @@ impl UsageTotals {
             completion_tokens,
             reasoning_tokens,
             images,
-            cost_micros,
+            cost_nanos,
             unpriced,
             estimated,
         ]: [i64; 10],
@@ -242,7 +242,7 @@ impl UsageTotals {
             completion_tokens,
             reasoning_tokens,
             images,
-            cost_micros,
+            cost_nanos,
             unpriced,
             estimated,
         }
@@ -266,8 +266,8 @@ impl UsageTotals {
         self.completion_tokens += db_int(record.usage.completion_tokens);
         self.reasoning_tokens += db_int(record.usage.reasoning_tokens);
         self.images += db_int(record.images);
-        match record.cost_micros {
-            Some(cost) => self.cost_micros += cost,
+        match record.cost_nanos {
+            Some(cost) => self.cost_nanos += cost,
             // Refusals cost nothing and are not "unpriced"; an answered request without a
             // price is.
             None if record.status < 400 => self.unpriced += 1,

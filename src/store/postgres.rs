@@ -46,8 +46,8 @@ const COUNTER_SUMS: [&str; 10] = [
     "SUM(completion_tokens)",
     "SUM(reasoning_tokens)",
     "SUM(images)",
-    "COALESCE(SUM(cost_micros), 0)",
-    "COUNT(*) FILTER (WHERE cost_micros IS NULL AND status < 400)",
+    "COALESCE(SUM(cost_nanos), 0)",
+    "COUNT(*) FILTER (WHERE cost_nanos IS NULL AND status < 400)",
     "COUNT(*) FILTER (WHERE estimated)",
 ];
 
@@ -61,7 +61,7 @@ static ROLLUPS_OF_NEW_ROWS: LazyLock<String> = LazyLock::new(|| {
     format!(
         " ON CONFLICT (id) DO NOTHING RETURNING created_at_ms, caller, key_id, user_id, \
          model_used, model_requested, status, prompt_tokens, cached_tokens, completion_tokens, \
-         reasoning_tokens, images, cost_micros, estimated), \
+         reasoning_tokens, images, cost_nanos, estimated), \
          hourly AS ({hourly} SELECT created_at_ms - created_at_ms % 3600000, {group}, {sums} \
          {from_new}{hourly_upsert} RETURNING 1), \
          daily AS ({daily} SELECT created_at_ms - created_at_ms % 86400000, {group}, {sums} \

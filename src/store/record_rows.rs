@@ -16,7 +16,7 @@ use crate::openai::usage::Usage;
 pub(crate) const RECORD_COLUMNS: &str = "id, created_at_ms, request_id, key_id, user_id, caller, \
      method, route, model_requested, model_used, upstream, status, outcome, error_kind, stream, \
      prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, image_input_tokens, \
-     images, image_size, image_quality, cost_micros, estimated, cache_status, latency_ms, \
+     images, image_size, image_quality, cost_nanos, estimated, cache_status, latency_ms, \
      upstream_ms, prompt_chars, completion_chars, rules_fired, client_ip, prompt_text, \
      completion_text";
 
@@ -84,7 +84,7 @@ where
         images: count(20)?,
         image_size: row.try_get(21)?,
         image_quality: row.try_get(22)?,
-        cost_micros: row.try_get(23)?,
+        cost_nanos: row.try_get(23)?,
         estimated: row.try_get(24)?,
         cache_status: row.try_get(25)?,
         latency_ms: row.try_get(26)?,
@@ -170,7 +170,7 @@ where
             .push_bind(db_int(r.images))
             .push_bind(r.image_size.as_deref())
             .push_bind(r.image_quality.as_deref())
-            .push_bind(r.cost_micros)
+            .push_bind(r.cost_nanos)
             .push_bind(r.estimated)
             .push_bind(r.cache_status.as_deref())
             .push_bind(r.latency_ms)

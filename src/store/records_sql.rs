@@ -11,7 +11,7 @@ use super::audit::{
 use super::record_rows::{RECORD_COLUMNS, record_from_row};
 use super::rollup::{UsagePiece, day_name, merge_usage, usage_pieces};
 use super::sql::{Engine, SqlStore};
-use crate::pricing::Micros;
+use crate::pricing::Nanos;
 
 #[async_trait]
 impl<DB> RecordStore for SqlStore<DB>
@@ -98,9 +98,9 @@ where
         rows.iter().map(record_from_row).collect()
     }
 
-    async fn spend(&self, scope: &SpendScope, since_ms: i64) -> Result<Micros, StoreError> {
+    async fn spend(&self, scope: &SpendScope, since_ms: i64) -> Result<Nanos, StoreError> {
         let mut sql = sqlx::QueryBuilder::<DB>::new(
-            "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM usage_hourly \
+            "SELECT CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT) FROM usage_hourly \
              WHERE hour_ms >= ",
         );
         sql.push_bind(since_ms);

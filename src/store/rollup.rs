@@ -166,7 +166,7 @@ mod tests {
             model: Some(model.to_owned()),
             totals: UsageTotals {
                 requests,
-                cost_micros: requests * 10,
+                cost_nanos: requests * 10,
                 ..UsageTotals::default()
             },
             ..UsageRow::default()

@@ -143,10 +143,10 @@ async fn keys_usage_and_requests(database: Database) {
         .chain(rest["data"].as_array().unwrap())
         .collect();
     assert_eq!(all.len(), 3, "{rest}");
-    let total: i64 = all.iter().map(|r| r["cost_micros"].as_i64().unwrap()).sum();
+    let total: i64 = all.iter().map(|r| r["cost_nanos"].as_i64().unwrap()).sum();
     assert!(total > 0);
     assert_eq!(
-        shown["spend"]["spent_micros"].as_i64(),
+        shown["spend"]["spent_nanos"].as_i64(),
         Some(total),
         "{shown}"
     );
@@ -174,7 +174,7 @@ async fn keys_usage_and_requests(database: Database) {
     assert_eq!(ann["model"], "gpt-4o-mini");
     assert!(ann["day"].as_str().unwrap().starts_with("20"));
     assert_eq!(
-        ann["cost_micros"].as_i64().unwrap() + bob["cost_micros"].as_i64().unwrap(),
+        ann["cost_nanos"].as_i64().unwrap() + bob["cost_nanos"].as_i64().unwrap(),
         total
     );
     let bad = admin(&gw, reqwest::Method::GET, "/admin/usage?group_by=planet")

@@ -30,11 +30,11 @@ fn spec(max_usd: f64, alert_at: f64) -> BudgetSpec {
 async fn behaviour(store: Arc<dyn BudgetStore>) {
     let owner = uuid::Uuid::new_v4().simple().to_string();
     let now = tollgate::records::now_ms();
-    // Limits of 100 and 60 micro-dollars; alerts at half.
-    let key = BudgetLine::new(SpendScope::Key(owner.clone()), &spec(0.0001, 0.5), now);
+    // Limits of 100 and 60 nano-dollars; alerts at half.
+    let key = BudgetLine::new(SpendScope::Key(owner.clone()), &spec(0.000_000_1, 0.5), now);
     let user = BudgetLine::new(
         SpendScope::KeyUser(owner.clone(), "ann".into()),
-        &spec(0.00006, 0.5),
+        &spec(0.000_000_06, 0.5),
         now,
     );
     let both = [key.clone(), user.clone()];
@@ -224,8 +224,8 @@ async fn concurrent_requests_never_overspend_one_gateway() {
         .await
         .unwrap();
     assert!(
-        total <= tollgate::pricing::usd_to_micros(BUDGET_USD),
-        "spent {total} µ$ of a {BUDGET_USD} budget"
+        total <= tollgate::pricing::usd_to_nanos(BUDGET_USD),
+        "spent {total} n$ of a {BUDGET_USD} budget"
     );
     gw.stop().await;
 }
@@ -310,8 +310,8 @@ async fn two_processes_sharing_redis_and_postgres_never_overspend() {
         "every answered request, admitted or refused, has its record"
     );
     assert!(
-        total <= tollgate::pricing::usd_to_micros(BUDGET_USD),
-        "two replicas spent {total} µ$ of a {BUDGET_USD} budget"
+        total <= tollgate::pricing::usd_to_nanos(BUDGET_USD),
+        "two replicas spent {total} n$ of a {BUDGET_USD} budget"
     );
     assert!(total > 0);
     database.drop_schema().await;

@@ -111,11 +111,11 @@ async fn behaviour(engine: Engine) {
     // The hit's record: zero cost, the model that answered, HIT; the miss's: its real cost.
     let record = gw.record_of(&second.request_id).await;
     assert_eq!(record.cache_status.as_deref(), Some("HIT"));
-    assert_eq!(record.cost_micros, Some(0));
+    assert_eq!(record.cost_nanos, Some(0));
     assert_eq!(record.model_used.as_deref(), first.body["model"].as_str());
     let miss = gw.record_of(&first.request_id).await;
     assert_eq!(miss.cache_status.as_deref(), Some("MISS"));
-    assert!(miss.cost_micros.unwrap() > 0);
+    assert!(miss.cost_nanos.unwrap() > 0);
 
     // Another tenant never sees this key's answers.
     let (_, other_key) = gw.create_key(&[]).await;

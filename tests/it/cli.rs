@@ -231,13 +231,13 @@ async fn keys_lifecycle(database: Database) {
         model_requested: Some("gpt-4o-mini".into()),
         status: 200,
         outcome: "ok".into(),
-        cost_micros: Some(cost),
+        cost_nanos: Some(cost),
         ..tollgate::records::Record::default()
     };
     let records = [
-        record(1, "ann", 1_500),
-        record(2, "ann", 500),
-        record(3, "bob", 250_000),
+        record(1, "ann", 1_500_000),
+        record(2, "ann", 500_000),
+        record(3, "bob", 250_000_000),
     ];
     assert_eq!(stores.records.insert(&records).await.unwrap(), 3);
     assert_eq!(
@@ -260,13 +260,13 @@ async fn keys_lifecycle(database: Database) {
     assert_eq!(
         usage,
         serde_json::json!([
-            { "user_id": "ann", "requests": 2, "errors": 0, "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "images": 0, "cost_micros": 2000, "unpriced": 0, "estimated": 0 },
-            { "user_id": "bob", "requests": 1, "errors": 0, "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "images": 0, "cost_micros": 250000, "unpriced": 0, "estimated": 0 },
+            { "user_id": "ann", "requests": 2, "errors": 0, "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "images": 0, "cost_nanos": 2000000, "unpriced": 0, "estimated": 0 },
+            { "user_id": "bob", "requests": 1, "errors": 0, "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "images": 0, "cost_nanos": 250000000, "unpriced": 0, "estimated": 0 },
         ])
     );
     // A record three days old is read from the daily rollup (whole days), the rest from the
     // hourly one (today's partial day): together, by key.
-    let mut old = record(4, "cy", 7);
+    let mut old = record(4, "cy", 7_000);
     old.created_at_ms = now - 3 * 86_400_000;
     stores.records.insert(&[old]).await.unwrap();
     let by_key = tollgate(
@@ -277,7 +277,7 @@ async fn keys_lifecycle(database: Database) {
     .await;
     let by_key: Value = serde_json::from_slice(&by_key.stdout).unwrap();
     assert_eq!(by_key[0]["requests"], 4, "{by_key}");
-    assert_eq!(by_key[0]["cost_micros"], 252_007, "{by_key}");
+    assert_eq!(by_key[0]["cost_nanos"], 252_007_000, "{by_key}");
     let table = tollgate(&["usage", "--by", "key,day"], &env, dir.path()).await;
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(

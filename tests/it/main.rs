@@ -22,6 +22,7 @@ mod jwt;
 mod key_store;
 mod limiter;
 mod limits;
+mod money;
 mod observability;
 mod records;
 mod routes;

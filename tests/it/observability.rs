@@ -101,7 +101,7 @@ async fn metrics_carry_the_designed_names_and_only_bounded_labels() {
         ("tollgate_gateway_overhead_seconds_bucket", &["route", "le"]),
         ("tollgate_upstream_attempts_total", &["outcome"]),
         ("tollgate_tokens_total", &["model", "class"]),
-        ("tollgate_cost_microdollars_total", &["model"]),
+        ("tollgate_cost_nanodollars_total", &["model"]),
         ("tollgate_rate_limited_total", &["scope", "unit"]),
         ("tollgate_budget_refusals_total", &[]),
         ("tollgate_content_refusals_total", &[]),

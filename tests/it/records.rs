@@ -209,7 +209,7 @@ async fn every_route_is_recorded_at_its_price(database: Database) {
     let stored = records(&gw, expected.len() as u64).await;
     for (request_id, usage, cost) in &expected {
         let record = by_request_id(&stored, request_id);
-        assert_eq!(record.cost_micros, Some(*cost), "{record:?}");
+        assert_eq!(record.cost_nanos, Some(*cost), "{record:?}");
         assert_eq!(record.usage, *usage, "{record:?}");
         assert_eq!(record.caller, "key");
         assert_eq!(record.outcome, "ok");
@@ -274,7 +274,7 @@ async fn refusals_are_recorded_and_health_is_not() {
         (bad.status, bad.outcome.as_str(), bad.caller.as_str()),
         (400, "refused", "key")
     );
-    assert_eq!(bad.cost_micros, None);
+    assert_eq!(bad.cost_nanos, None);
     // Give a stray health record time to show up, then check there is none.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(gw.state.records.count().await.unwrap(), 2);
@@ -298,7 +298,7 @@ async fn a_broken_stream_is_recorded_with_an_estimate() {
     assert!(record.usage.prompt_tokens > 0, "{record:?}");
     assert!(record.usage.completion_tokens > 0, "{record:?}");
     let expected = PriceTable::builtin().cost("gpt-4o-mini", &record.usage, None);
-    assert_eq!(record.cost_micros, expected);
+    assert_eq!(record.cost_nanos, expected);
     gw.stop().await;
 }
 
@@ -314,7 +314,7 @@ async fn an_unpriced_model_is_recorded_without_a_cost() {
     assert_eq!(answer.cost_header, None);
     let stored = records(&gw, 1).await;
     let record = by_request_id(&stored, &answer.request_id);
-    assert_eq!(record.cost_micros, None);
+    assert_eq!(record.cost_nanos, None);
     assert!(record.usage.total_tokens() > 0);
     gw.stop().await;
 }
@@ -333,7 +333,8 @@ async fn pricing_overrides_apply() {
     )
     .await;
     let usage = summarize(answer.body.to_string().as_bytes()).usage.unwrap();
-    let cost = (usage.prompt_tokens * 1000 + usage.completion_tokens * 2000) as i64;
+    // $1,000 and $2,000 per million tokens: 1,000,000 and 2,000,000 n$ a token.
+    let cost = (usage.prompt_tokens * 1_000_000 + usage.completion_tokens * 2_000_000) as i64;
     assert_eq!(answer.cost_header, Some(format_usd(cost)));
     gw.stop().await;
 }
@@ -356,7 +357,7 @@ async fn the_seeds_generate_route_is_recorded_and_priced() {
     let record = by_request_id(&stored, &request_id);
     assert_eq!(record.route, "/api/ai/generate");
     assert_eq!(record.model_requested.as_deref(), Some("gpt-4o-mini"));
-    assert_eq!(record.cost_micros.map(format_usd), Some(cost));
+    assert_eq!(record.cost_nanos.map(format_usd), Some(cost));
     assert!(record.usage.total_tokens() > 0);
     gw.stop().await;
 }
@@ -396,7 +397,7 @@ async fn usage_adds_up_across_rollups(database: Database) {
                     model_used: Some(model.to_owned()),
                     status: 200,
                     outcome: "ok".to_owned(),
-                    cost_micros: Some(100 + day * 10 + hour + n as i64),
+                    cost_nanos: Some(100 + day * 10 + hour + n as i64),
                     ..Record::default()
                 });
             }
@@ -433,7 +434,7 @@ async fn usage_adds_up_across_rollups(database: Database) {
             .iter()
             .map(|r| {
                 let name = format!("{:?}/{:?}/{:?}/{:?}", r.key_id, r.user_id, r.model, r.day);
-                (name, (r.totals.requests, r.totals.cost_micros))
+                (name, (r.totals.requests, r.totals.cost_nanos))
             })
             .collect();
         let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
@@ -454,7 +455,7 @@ async fn usage_adds_up_across_rollups(database: Database) {
             );
             let entry = expected.entry(name).or_default();
             entry.0 += 1;
-            entry.1 += record.cost_micros.unwrap();
+            entry.1 += record.cost_nanos.unwrap();
         }
         assert_eq!(got, expected, "grouped by {group_by:?}");
     }

@@ -93,7 +93,7 @@ async fn an_alias_sends_its_target_and_the_record_keeps_both_names() {
         .usage
         .unwrap();
     assert_eq!(
-        record.cost_micros,
+        record.cost_nanos,
         PriceTable::builtin().cost("gpt-4o-mini", &usage, None),
         "an alias is priced as the model that served it"
     );

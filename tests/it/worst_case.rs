@@ -126,11 +126,11 @@ async fn no_class_of_model_can_spend_past_a_budget() {
             .spend(&SpendScope::Key(key_id), 0)
             .await
             .unwrap();
-        let budget = tollgate::pricing::usd_to_micros(budget_usd);
+        let budget = tollgate::pricing::usd_to_nanos(budget_usd);
         assert!(spent > 0, "{}: the answer was priced", class.name);
         assert!(
             spent <= budget,
-            "{}: spent {spent} µ$ of a budget of {budget} µ$",
+            "{}: spent {spent} n$ of a budget of {budget} n$",
             class.name
         );
         gw.stop().await;
