@@ -9,8 +9,10 @@
 //!
 //! The audit record is queued before the response is returned, so a client never holds an
 //! answer whose record is not at least in the queue; a stream's record is queued when the
-//! stream ends, with its usage. Open routes (health, metrics), the admin API and the dashboard
-//! leave no record.
+//! stream ends, with its usage. A caller who leaves before the answer still leaves a record
+//! (outcome `client_left`): the upstream part of the call runs on and hands its facts to the
+//! [`LeftBehind`] slot this layer puts in the request. Open routes (health, metrics), the admin
+//! API and the dashboard leave no record.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -21,11 +23,15 @@ use axum::response::Response;
 
 use super::request_id::RequestId;
 use crate::error::ErrorKind;
-use crate::records::{CallFacts, PendingFacts, Record, Recorder};
+use crate::records::{CallFacts, LeftBehind, PendingFacts, Record, Recorder, Unanswered};
 use crate::telemetry::AccessLine;
 
 /// The layer.
-pub async fn observe(State(recorder): State<Recorder>, request: Request, next: Next) -> Response {
+pub async fn observe(
+    State(recorder): State<Recorder>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let created_at_ms = crate::records::now_ms();
     let method = request.method().clone();
@@ -42,7 +48,24 @@ pub async fn observe(State(recorder): State<Recorder>, request: Request, next: N
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let mut departure = Departure::watch(&mut request, &recorder, |status| Record {
+        id: uuid::Uuid::now_v7().to_string(),
+        created_at_ms,
+        request_id: request_id.clone(),
+        method: method.to_string(),
+        route: route.clone(),
+        status,
+        latency_ms: millis(started.elapsed()),
+        client_ip: peer.map(|ip| ip.to_string()),
+        caller: "none".to_owned(),
+        outcome: "client_left".to_owned(),
+        ..Record::default()
+    });
+    if !is_audited(&route) {
+        departure.stay();
+    }
     let mut response = next.run(request).await;
+    departure.stay();
     let duration = started.elapsed();
     let status = response.status().as_u16();
     let facts = response.extensions_mut().remove::<CallFacts>();
@@ -121,6 +144,53 @@ pub async fn observe(State(recorder): State<Recorder>, request: Request, next: N
         }
     }
     response
+}
+
+/// A caller's departure, watched while the request runs: dropped before the response exists
+/// (the caller left, and the layer's future with it), it queues the record of the call, which
+/// waits for what the call's upstream part hands to the [`LeftBehind`] slot.
+struct Departure {
+    armed: Option<(Recorder, Record, tokio::sync::oneshot::Receiver<Unanswered>)>,
+}
+
+impl Departure {
+    /// Puts the slot in `request`; `draft` makes the record (for a status) should it be needed.
+    fn watch(
+        request: &mut Request,
+        recorder: &Recorder,
+        draft: impl FnOnce(u16) -> Record,
+    ) -> Self {
+        if !recorder.enabled() {
+            return Self { armed: None };
+        }
+        let (slot, unanswered) = LeftBehind::new();
+        request.extensions_mut().insert(slot);
+        // 499: nginx's "client closed request", for a call that never got an answer at all.
+        Self {
+            armed: Some((recorder.clone(), draft(499), unanswered)),
+        }
+    }
+
+    /// The caller stayed (or the route keeps no record): nothing to do on drop.
+    fn stay(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for Departure {
+    fn drop(&mut self) {
+        let Some((recorder, draft, unanswered)) = self.armed.take() else {
+            return;
+        };
+        let recorder_for_facts = recorder.clone();
+        recorder.record_after(draft, unanswered, move |mut record, left| {
+            record.status = left.status;
+            record.error_kind = left.error_kind.map(str::to_owned);
+            apply(&mut record, left.facts, &recorder_for_facts);
+            record.outcome = "client_left".to_owned();
+            record
+        });
+    }
 }
 
 /// `Server-Timing`: the gateway's own time and, when it called one, the upstream's wait, in

@@ -20,7 +20,9 @@ use crate::openai::ModelRoute;
 use crate::openai::operations::Operation;
 use crate::openai::path::ApiPath;
 use crate::openai::requests::RequestFacts;
-use crate::records::CallFacts;
+use crate::openai::usage::Usage;
+use crate::pricing::PriceTable;
+use crate::records::{CallFacts, LeftBehind, Unanswered};
 use crate::state::AppState;
 use crate::tokens::Estimate;
 use crate::upstream::{OutgoingBody, Target};
@@ -47,6 +49,8 @@ pub struct ModelCall {
     /// The passthrough operation (its governance and family); `None` for Tollgate's own model
     /// routes, which always name their model.
     pub operation: Option<Arc<Operation>>,
+    /// Where the call's facts go if its caller leaves (the audit layer's slot).
+    pub left_behind: Option<LeftBehind>,
 }
 
 /// The caller's JSON body, parsed into a tree at most once (by the first stage that reads
@@ -117,6 +121,11 @@ pub struct Call {
     pub spent: Option<(Option<u64>, Spend)>,
     /// What the audit record will say.
     pub facts: CallFacts,
+    /// Where the facts go if the caller leaves before the answer.
+    pub left_behind: Option<LeftBehind>,
+    /// Set once the call has gone upstream: the prices its record is counted at should the
+    /// caller leave before the answer.
+    pub gone_upstream: Option<Arc<PriceTable>>,
     pub started: Instant,
 }
 
@@ -143,6 +152,8 @@ impl Call {
             cache: CacheState::default(),
             moderation: None,
             spent: None,
+            left_behind: call.left_behind,
+            gone_upstream: None,
             started: Instant::now(),
         }
     }
@@ -184,6 +195,60 @@ impl Call {
                 Err(error)
             }
         };
+        self.left_behind = None;
         (result, std::mem::take(&mut self.facts))
+    }
+
+    /// The facts of a call whose caller left after it went upstream: it may have run, so it
+    /// is counted at its worst case — the prompt as estimated and the most output it allows,
+    /// at what the budget holds for it (the same figure the budget is settled at) — and
+    /// marked estimated.
+    fn abandoned(&mut self, prices: &PriceTable) -> CallFacts {
+        let estimate = self.estimate();
+        let prompt_tokens = estimate.map_or(0, |e| e.prompt_tokens);
+        let choices = estimate.map_or(1, |e| e.choices);
+        let max_output = estimate.and_then(|e| e.max_completion_tokens);
+        let model = self
+            .facts
+            .model_used
+            .clone()
+            .or_else(|| self.request.model.clone())
+            .unwrap_or_default();
+        let images = self.request.images.clone();
+        let limit = prices
+            .get(&model)
+            .and_then(|price| price.tokens)
+            .map_or(0, |tokens| tokens.max_output_tokens.saturating_mul(choices));
+        let cost = self.reservations.budget_held().or_else(|| {
+            prices.worst_case(&model, prompt_tokens, max_output, choices, images.as_ref())
+        });
+        let mut facts = std::mem::take(&mut self.facts);
+        facts.usage = Usage {
+            prompt_tokens,
+            completion_tokens: max_output.map_or(limit, |max| max.min(limit)),
+            ..Usage::default()
+        };
+        facts.images = images;
+        facts.cost_nanos = cost;
+        facts.estimated = true;
+        facts.outcome = Some("client_left");
+        facts
+    }
+}
+
+impl Drop for Call {
+    /// A call dropped before `finish` after it went upstream lost its caller (the handler's
+    /// future was dropped): its record, waiting in the audit layer, gets the worst case.
+    fn drop(&mut self) {
+        let (Some(slot), Some(prices)) = (self.left_behind.take(), self.gone_upstream.take())
+        else {
+            return;
+        };
+        let facts = self.abandoned(&prices);
+        slot.deliver(Unanswered {
+            status: 499,
+            error_kind: None,
+            facts,
+        });
     }
 }

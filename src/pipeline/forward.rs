@@ -24,6 +24,7 @@ pub struct Forwarded {
 pub async fn forward(call: &mut Call, state: &AppState) -> Result<Forwarded, GatewayError> {
     let streamed_body = call.upload.is_some() || matches!(call.body, OutgoingBody::Streamed(_));
     call.reservations.mark_sent();
+    call.gone_upstream = Some(state.prices.clone());
     let upstream_started = Instant::now();
     let sent = match call.upload.take() {
         Some(in_flight) => in_flight.finish().await,

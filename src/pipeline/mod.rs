@@ -90,6 +90,7 @@ pub async fn complete_chat(
         headers,
         body: CallBody::Json(body),
         operation: None,
+        left_behind: None,
     };
     let mut call = Call::new(state, principal, request);
     let result = run(&mut call, state).await;

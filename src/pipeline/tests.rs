@@ -94,6 +94,7 @@ fn chat() -> ModelCall {
             br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":1000}"#,
         )),
         operation: None,
+        left_behind: None,
     }
 }
 

@@ -127,3 +127,38 @@ impl PendingFacts {
             .take()
     }
 }
+
+/// What became of a call whose caller left before its answer: the status and error kind it
+/// would have had, and its facts (usage and cost as the upstream reported them).
+#[derive(Debug)]
+pub struct Unanswered {
+    pub status: u16,
+    pub error_kind: Option<&'static str>,
+    pub facts: CallFacts,
+}
+
+/// Where a call whose caller left hands over what it learned: the audit layer puts one in the
+/// request's extensions, and if the caller leaves, its record waits on the other end. The
+/// upstream part of a call runs on, so the record has the real usage and cost.
+#[derive(Debug, Clone)]
+pub struct LeftBehind(Arc<Mutex<Option<oneshot::Sender<Unanswered>>>>);
+
+impl LeftBehind {
+    /// A slot and the receiver its record waits on.
+    pub fn new() -> (Self, oneshot::Receiver<Unanswered>) {
+        let (sender, receiver) = oneshot::channel();
+        (Self(Arc::new(Mutex::new(Some(sender)))), receiver)
+    }
+
+    /// Hands `unanswered` to the waiting record (once; later calls do nothing).
+    pub fn deliver(&self, unanswered: Unanswered) {
+        let sender = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.send(unanswered);
+        }
+    }
+}

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 pub use crate::store::audit::{
     GroupBy, RecentQuery, Record, RecordStore, SpendScope, UsageQuery, UsageRow,
 };
-pub use facts::{Accounting, CallFacts, PendingFacts};
+pub use facts::{Accounting, CallFacts, LeftBehind, PendingFacts, Unanswered};
 pub use writer::RecordWriter;
 
 /// The request path's handle on the queue. Cloning is cheap.
@@ -89,13 +89,14 @@ impl Recorder {
 }
 
 impl Recorder {
-    /// Queues `draft` once `facts` arrive (a stream's end), completed by `complete`. If the
-    /// facts never come (the relay vanished), the draft is recorded as it is.
-    pub fn record_after(
+    /// Queues `draft` once `facts` arrive (a stream's end, or what a call whose caller left
+    /// learned), completed by `complete`. If the facts never come (the relay vanished, the call
+    /// ended before it went upstream), the draft is recorded as it is.
+    pub fn record_after<T: Send + 'static>(
         &self,
         draft: Record,
-        facts: tokio::sync::oneshot::Receiver<CallFacts>,
-        complete: impl FnOnce(Record, CallFacts) -> Record + Send + 'static,
+        facts: tokio::sync::oneshot::Receiver<T>,
+        complete: impl FnOnce(Record, T) -> Record + Send + 'static,
     ) {
         let Some(inner) = &self.inner else {
             return;

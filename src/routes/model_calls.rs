@@ -9,6 +9,7 @@ use axum::routing::{MethodRouter, post};
 use crate::extract::JsonBody;
 use crate::openai::path::ApiPath;
 use crate::pipeline::{self, CallBody, ModelCall, ModelRoute, Principal};
+use crate::records::LeftBehind;
 use crate::state::AppState;
 
 /// The POST route for `route`, forwarding to the upstream's `upstream_path`.
@@ -16,6 +17,7 @@ pub fn route(route: ModelRoute, upstream_path: &'static str) -> MethodRouter<App
     post(
         move |State(state): State<AppState>,
               Extension(principal): Extension<Principal>,
+              left_behind: Option<Extension<LeftBehind>>,
               headers: HeaderMap,
               body: JsonBody| async move {
             let call = ModelCall {
@@ -26,6 +28,7 @@ pub fn route(route: ModelRoute, upstream_path: &'static str) -> MethodRouter<App
                 headers,
                 body: CallBody::Json(body.0),
                 operation: None,
+                left_behind: left_behind.map(|Extension(slot)| slot),
             };
             pipeline::handle(&state, &principal, call).await
         },

@@ -2,6 +2,7 @@
 //! included (answered by Tollgate itself).
 
 use axum::Extension;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 use crate::error::GatewayError;
 use crate::openai::path::ApiPath;
 use crate::pipeline::{self, CallBody, ModelCall, ModelRoute, Principal, respond};
+use crate::records::LeftBehind;
 use crate::state::AppState;
 use crate::upstream::{self, OutgoingBody, UpstreamRequest};
 
@@ -29,6 +31,7 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    left_behind: Option<Extension<LeftBehind>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -59,6 +62,7 @@ pub async fn show(
         headers,
         body: CallBody::Empty,
         operation,
+        left_behind: left_behind.map(|Extension(slot)| slot),
     };
     pipeline::handle(&state, &principal, call).await
 }

@@ -16,6 +16,7 @@ use crate::middleware::content_type::media_type;
 use crate::openai::operations::{BodyKinds, NotForwarded};
 use crate::openai::path::ApiPath;
 use crate::pipeline::{self, CallBody, ModelCall, ModelRoute, Principal};
+use crate::records::LeftBehind;
 use crate::state::AppState;
 
 /// The handler.
@@ -44,6 +45,7 @@ pub async fn forward(
         Err(NotForwarded::Method(allowed)) => return method_not_allowed(&method, &uri, &allowed),
     };
     let headers = request.headers().clone();
+    let left_behind = request.extensions().get::<LeftBehind>().cloned();
     let body = match body_of(&state, request, operation.body).await {
         Ok(body) => body,
         Err(error) => return error.into_response(),
@@ -56,6 +58,7 @@ pub async fn forward(
         headers,
         body,
         operation: Some(operation.clone()),
+        left_behind,
     };
     pipeline::handle(&state, &principal, call).await
 }

@@ -1,10 +1,15 @@
 //! Money, exactly, end to end: costs in nano-dollars add up to their true price through the
-//! records, the rollups and the admin usage API.
+//! records, the rollups and the admin usage API; every upstream call has its record, even one
+//! whose caller left.
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
+use tollgate::budget::BudgetLine;
+use tollgate::config::{BudgetPeriod, BudgetSpec};
+use tollgate::keys::{KeyBudgets, NewKey, now_ms};
+use tollgate::records::SpendScope;
 
-use crate::support::TestGateway;
+use crate::support::{TestGateway, eventually};
 
 const ADMIN: &str = "money-suite-admin-token-0123456789";
 
@@ -60,5 +65,78 @@ async fn a_thousand_tiny_calls_add_up_to_their_true_price() {
     // 3,000 tokens × 20 n$ (USD 0.02 per million).
     assert_eq!(row["cost_nanos"], 3_000 * 20, "{row}");
     assert_eq!(row["cost_usd"], "0.000060", "{row}");
+    gw.stop().await;
+}
+
+/// A caller who gives up on a plain call while the upstream is still answering: the upstream
+/// call is cancelled (`streaming::a_client_that_leaves_a_plain_call_cancels_it_too`), but it
+/// may have run, so its record says so — outcome `client_left`, the prompt as estimated and the
+/// most output the request allowed, priced at the worst case its budget was charged, marked
+/// estimated. Before, the call left no record at all while its budget paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_leaves_a_plain_call_leaves_its_record_at_the_worst_case() {
+    let gw = TestGateway::start().await;
+    let budget = BudgetSpec {
+        max_usd: 10.0,
+        period: BudgetPeriod::Month,
+        alert_at: 1.0,
+    };
+    let (key_id, secret) = gw
+        .create_key_with(NewKey {
+            name: "leaver".into(),
+            budgets: KeyBudgets {
+                key: Some(budget.clone()),
+                user: None,
+            },
+            ..NewKey::default()
+        })
+        .await;
+    gw.fault(json!({ "latency_ms": 800 })).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&secret)
+        .header("x-request-id", "left-before-the-answer")
+        .json(&json!({
+            "model": "gpt-4o-mini",
+            "max_tokens": 50,
+            "messages": [{ "role": "user", "content": "echo: worth paying for" }]
+        }))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the caller gave up first");
+    let record = gw.record_of("left-before-the-answer").await;
+    assert_eq!(record.outcome, "client_left", "{record:?}");
+    assert_eq!(record.status, 499, "{record:?}");
+    assert_eq!(record.key_id.as_deref(), Some(key_id.as_str()));
+    assert!(record.estimated, "{record:?}");
+    assert_eq!(
+        record.usage.completion_tokens, 50,
+        "the most it allowed: {record:?}"
+    );
+    assert!(record.usage.prompt_tokens > 0, "{record:?}");
+    // gpt-4o-mini: $0.15 in and $0.60 out per million, 150 and 600 n$ a token.
+    let worst = (record.usage.prompt_tokens * 150 + 50 * 600) as i64;
+    assert_eq!(record.cost_nanos, Some(worst), "{record:?}");
+    let line = BudgetLine::new(SpendScope::Key(key_id.clone()), &budget, now_ms());
+    let settled = eventually(std::time::Duration::from_secs(5), || async {
+        gw.state.budgets.spent(&line).await.ok() == Some(worst)
+    })
+    .await;
+    assert!(settled, "the budget was charged what the record says");
+    gw.state.finish_records().await;
+    let recorded = gw
+        .state
+        .records
+        .spend(&SpendScope::Key(key_id), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded, worst,
+        "and the records, which seed the budget after a restart"
+    );
     gw.stop().await;
 }
