@@ -4,6 +4,7 @@ mod config_check;
 mod demo;
 mod keys;
 mod mock_upstream;
+mod prices;
 mod serve;
 mod usage;
 
@@ -37,6 +38,8 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Requests, tokens and cost from the audit records (--by key,user,model,day --since 7d).
     Usage(usage::UsageArgs),
+    /// The price table in force (built in, with [pricing] overrides marked) and its version.
+    Prices(prices::PricesArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -58,6 +61,7 @@ pub async fn run(cli: Cli, env: Env) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args, cli.config.as_deref(), env).await,
         Command::Keys(command) => keys::run(command, cli.config.as_deref(), &env).await,
         Command::Usage(args) => usage::run(args, cli.config.as_deref(), &env).await,
+        Command::Prices(args) => prices::run(&args, cli.config.as_deref(), &env),
         Command::Config(ConfigCommand::Check) => Ok(config_check::run(cli.config.as_deref(), &env)),
         Command::MockUpstream(args) => mock_upstream::run(args).await,
     }
@@ -74,4 +78,34 @@ fn env_without_upstream(env: &Env) -> Env {
     let mut env = env.clone();
     env.set_default("OPENAI_API_KEY", "unused-by-this-command");
     env
+}
+
+/// Writes `lines` under `header` in columns two spaces apart, each as wide as its widest cell.
+fn write_table(
+    out: &mut dyn std::io::Write,
+    header: &[&str],
+    lines: &[Vec<String>],
+) -> std::io::Result<()> {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            lines
+                .iter()
+                .map(|line| line[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut print = |cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(out, "{}", padded.join("  ").trim_end())
+    };
+    print(&mut header.iter().copied())?;
+    for line in lines {
+        print(&mut line.iter().map(String::as_str))?;
+    }
+    Ok(())
 }

@@ -102,29 +102,7 @@ pub async fn run(args: UsageArgs, path: Option<&Path>, env: &Env) -> anyhow::Res
             cells
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            lines
-                .iter()
-                .map(|l| l[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let print = |out: &mut dyn Write, cells: &[&str]| -> std::io::Result<()> {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        writeln!(out, "{}", padded.join("  ").trim_end())
-    };
-    print(&mut out, &header)?;
-    for line in &lines {
-        let cells: Vec<&str> = line.iter().map(String::as_str).collect();
-        print(&mut out, &cells)?;
-    }
+    super::write_table(&mut out, &header, &lines)?;
     if lines.is_empty() {
         writeln!(out, "(no requests in the last {})", args.since)?;
     }

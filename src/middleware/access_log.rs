@@ -247,6 +247,7 @@ fn apply(record: &mut Record, facts: CallFacts, recorder: &Recorder) {
         record.image_quality = images.quality;
     }
     record.cost_nanos = facts.cost_nanos;
+    record.price_version = facts.price_version.as_deref().map(str::to_owned);
     record.estimated = facts.estimated;
     record.upstream_ms = facts.upstream_ms;
     record.prompt_chars = facts.prompt_chars;

@@ -35,8 +35,10 @@ pub fn account(
     }
     let usage = summary.usage.unwrap_or_default();
     let model = summary.model.as_deref().or(request.model.as_deref())?;
+    let cost = prices.cost(model, &usage, images.as_ref());
     Some(Accounting {
-        cost: prices.cost(model, &usage, images.as_ref()),
+        price_version: cost.map(|_| prices.version()),
+        cost,
         model_used: summary.model.clone(),
         usage,
         images,
@@ -85,8 +87,10 @@ pub fn estimate_unreported(
         completion_tokens: crate::tokens::count(model, completion_text),
         ..Usage::default()
     };
+    let cost = prices.cost(model, &usage, None);
     Accounting {
-        cost: prices.cost(model, &usage, None),
+        price_version: cost.map(|_| prices.version()),
+        cost,
         model_used: None,
         usage,
         images: None,

@@ -230,6 +230,7 @@ impl Call {
         };
         facts.images = images;
         facts.cost_nanos = cost;
+        facts.price_version = cost.map(|_| prices.version());
         facts.estimated = true;
         facts.outcome = Some("client_left");
         facts

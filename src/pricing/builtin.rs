@@ -4,6 +4,9 @@
 
 use super::{ImagePrice, LongContext, TokenPrice};
 
+/// This table's version: a digest of its prices, named in every record it priced.
+pub(super) const VERSION: &str = "builtin-85653f808638";
+
 /// Models priced by token class, sorted by id.
 pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
     (

@@ -16,9 +16,11 @@ mod builtin;
 pub mod config;
 pub mod images;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::openai::usage::Usage;
 
@@ -83,6 +85,11 @@ pub struct ImageRequest {
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
     models: HashMap<String, ModelPrice>,
+    /// Named in every record this table priced: the built-in table's digest, plus a digest of
+    /// the `[pricing]` overrides when there are any.
+    version: Arc<str>,
+    /// Models whose price `[pricing]` set or changed.
+    overridden: BTreeSet<String>,
 }
 
 /// Pico-dollars in a nano-dollar (a cost's unit) and in a micro-dollar (a per-image price's).
@@ -112,16 +119,46 @@ impl PriceTable {
                     .insert(format!("{}:{}", price.quality, price.size), price.price);
             }
         }
-        Self { models }
+        Self {
+            models,
+            version: Arc::from(builtin::VERSION),
+            overridden: BTreeSet::new(),
+        }
     }
 
     /// The built-in table with `[pricing]` applied: an override replaces the model's entry.
     pub fn with_overrides(overrides: &HashMap<String, ModelPrice>) -> Self {
         let mut table = Self::builtin();
-        for (model, price) in overrides {
-            table.models.insert(model.clone(), price.clone());
+        if overrides.is_empty() {
+            return table;
         }
+        let mut digest = Sha256::new();
+        let sorted: BTreeMap<&String, &ModelPrice> = overrides.iter().collect();
+        for (model, price) in sorted {
+            let images: BTreeMap<&String, &u64> = price.per_image.iter().collect();
+            digest.update(format!(
+                "{model}|{:?}|{images:?}|{:?}\n",
+                price.tokens, price.flat_image
+            ));
+            table.models.insert(model.clone(), price.clone());
+            table.overridden.insert(model.clone());
+        }
+        let hex: String = digest.finalize()[..6]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        table.version = Arc::from(format!("{}+config-{hex}", builtin::VERSION));
         table
+    }
+
+    /// The table's version, as records name it.
+    pub fn version(&self) -> Arc<str> {
+        self.version.clone()
+    }
+
+    /// Whether `[pricing]` set or changed `model`'s price.
+    pub fn is_overridden(&self, model: &str) -> bool {
+        self.overridden.contains(model)
     }
 
     /// The price of `model`: its own entry, else that of the model without a date suffix
@@ -478,6 +515,39 @@ mod tests {
             ),
             Some(80_000_000)
         );
+    }
+
+    #[test]
+    fn the_version_names_the_builtin_table_and_any_overrides() {
+        let builtin = PriceTable::builtin();
+        assert!(builtin.version().starts_with("builtin-"));
+        assert_eq!(
+            PriceTable::with_overrides(&HashMap::new()).version(),
+            builtin.version()
+        );
+        let price = |output| ModelPrice {
+            tokens: Some(TokenPrice {
+                input: 1,
+                cached_input: None,
+                output,
+                image_input: None,
+                long_context: None,
+                max_output_tokens: 10,
+            }),
+            ..ModelPrice::default()
+        };
+        let one = PriceTable::with_overrides(&HashMap::from([("m".to_owned(), price(2))]));
+        let other = PriceTable::with_overrides(&HashMap::from([("m".to_owned(), price(3))]));
+        assert!(
+            one.version()
+                .starts_with(&format!("{}+config-", builtin.version()))
+        );
+        assert_ne!(
+            one.version(),
+            other.version(),
+            "a changed price is a new version"
+        );
+        assert!(one.is_overridden("m") && !one.is_overridden("gpt-4o"));
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Accounting {
     pub images: Option<ImageRequest>,
     /// `None`: the model is unpriced (or nothing is known to price).
     pub cost: Option<Nanos>,
+    /// The price table that priced `cost`.
+    pub price_version: Option<Arc<str>>,
     /// Usage counted by Tollgate, not reported by the upstream.
     pub estimated: bool,
 }
@@ -46,6 +48,8 @@ pub struct CallFacts {
     pub usage: Usage,
     pub images: Option<ImageRequest>,
     pub cost_nanos: Option<Nanos>,
+    /// The price table that priced `cost_nanos`.
+    pub price_version: Option<Arc<str>>,
     /// Usage counted by Tollgate because the upstream's never arrived.
     pub estimated: bool,
     pub upstream_ms: Option<i64>,
@@ -103,6 +107,7 @@ impl CallFacts {
         self.usage = accounting.usage;
         self.images = accounting.images;
         self.cost_nanos = accounting.cost;
+        self.price_version = accounting.price_version;
         self.estimated = accounting.estimated;
     }
 }

@@ -58,6 +58,8 @@ pub struct Record {
     /// Only with `records.store_text = true`.
     pub prompt_text: Option<String>,
     pub completion_text: Option<String>,
+    /// The price table that priced the cost (`PriceTable::version`); `None` when unpriced.
+    pub price_version: Option<String>,
 }
 
 impl Record {
@@ -85,6 +87,7 @@ impl Record {
                 &self.client_ip,
                 &self.prompt_text,
                 &self.completion_text,
+                &self.price_version,
             ]
             .into_iter()
             .map(text)

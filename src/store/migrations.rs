@@ -26,7 +26,7 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
 }
 
 /// SQLite's migrations, in order.
-const SQLITE: [(i64, &str, &str); 9] = [
+const SQLITE: [(i64, &str, &str); 10] = [
     (
         1,
         "api keys",
@@ -72,6 +72,11 @@ const SQLITE: [(i64, &str, &str); 9] = [
         "costs in nano-dollars",
         include_str!("../../migrations/sqlite/0009_cost_nanos.sql"),
     ),
+    (
+        10,
+        "price version",
+        include_str!("../../migrations/sqlite/0010_price_version.sql"),
+    ),
 ];
 
 /// SQLite's migrator.
@@ -80,7 +85,7 @@ pub fn sqlite() -> Migrator {
 }
 
 /// PostgreSQL's migrations, in order.
-const POSTGRES: [(i64, &str, &str); 9] = [
+const POSTGRES: [(i64, &str, &str); 10] = [
     (
         1,
         "api keys",
@@ -125,6 +130,11 @@ const POSTGRES: [(i64, &str, &str); 9] = [
         9,
         "costs in nano-dollars",
         include_str!("../../migrations/postgres/0009_cost_nanos.sql"),
+    ),
+    (
+        10,
+        "price version",
+        include_str!("../../migrations/postgres/0010_price_version.sql"),
     ),
 ];
 

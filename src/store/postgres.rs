@@ -12,9 +12,9 @@ use super::record_rows::{DAILY, HOURLY, RECORD_COLUMNS, push_record_values};
 use super::sql::{Engine, PostgresStore};
 use super::{StoreError, migrations};
 
-/// Rows per PostgreSQL statement at most: 34 columns × 1,900 rows stays under its 65,535
+/// Rows per PostgreSQL statement at most: 35 columns × 1,800 rows stays under its 65,535
 /// parameters.
-const INSERT_CHUNK: usize = 1900;
+const INSERT_CHUNK: usize = 1800;
 
 /// Statements a batch is split into, sent at once (see [`Engine::insert_records`]).
 const PARALLEL: usize = 4;

@@ -94,6 +94,63 @@ async fn a_missing_named_config_file_is_an_error() {
     assert!(String::from_utf8_lossy(&output.stderr).starts_with("nope.toml: cannot read"));
 }
 
+#[tokio::test]
+async fn prices_show_the_table_in_force_its_version_and_the_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tollgate.toml"),
+        "[pricing.\"gpt-4o\"]\noutput = 11\n\n[pricing.\"mine\"]\ninput = 1\noutput = 2\nmax_output_tokens = 100\n",
+    )
+    .unwrap();
+    let listed = tollgate(&["prices", "--json"], &[], dir.path()).await;
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let builtin = tollgate::pricing::PriceTable::builtin().version();
+    let version = listed["version"].as_str().unwrap();
+    assert!(
+        version.starts_with(&format!("{builtin}+config-")),
+        "{version}"
+    );
+    let model = |name: &str| {
+        listed["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["model"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert_eq!(model("gpt-4o")["source"], "override");
+    assert_eq!(model("gpt-4o")["output_usd"], "11.000000");
+    assert_eq!(
+        model("gpt-4o")["input_usd"],
+        "2.500000",
+        "the rest stays built in"
+    );
+    assert_eq!(model("mine")["max_output_tokens"], 100);
+    assert_eq!(model("gpt-4o-mini")["source"], "builtin");
+
+    let one = tollgate(
+        &["prices", "--model", "gpt-4o-mini-2024-07-18"],
+        &[],
+        dir.path(),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&one.stdout);
+    assert!(one.status.success());
+    assert!(
+        text.contains(version) && text.contains("0.600000"),
+        "{text}"
+    );
+    let unknown = tollgate(&["prices", "--model", "nope"], &[], dir.path()).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("nope has no price"));
+}
+
 async fn keys_lifecycle(database: Database) {
     let Some(db) = TestDatabase::create(database).await else {
         return;

@@ -210,6 +210,11 @@ async fn every_route_is_recorded_at_its_price(database: Database) {
     for (request_id, usage, cost) in &expected {
         let record = by_request_id(&stored, request_id);
         assert_eq!(record.cost_nanos, Some(*cost), "{record:?}");
+        assert_eq!(
+            record.price_version.as_deref(),
+            Some(&*PriceTable::builtin().version()),
+            "each cost names the table that priced it"
+        );
         assert_eq!(record.usage, *usage, "{record:?}");
         assert_eq!(record.caller, "key");
         assert_eq!(record.outcome, "ok");
@@ -315,6 +320,7 @@ async fn an_unpriced_model_is_recorded_without_a_cost() {
     let stored = records(&gw, 1).await;
     let record = by_request_id(&stored, &answer.request_id);
     assert_eq!(record.cost_nanos, None);
+    assert_eq!(record.price_version, None, "nothing was priced");
     assert!(record.usage.total_tokens() > 0);
     gw.stop().await;
 }
@@ -336,6 +342,15 @@ async fn pricing_overrides_apply() {
     // $1,000 and $2,000 per million tokens: 1,000,000 and 2,000,000 n$ a token.
     let cost = (usage.prompt_tokens * 1_000_000 + usage.completion_tokens * 2_000_000) as i64;
     assert_eq!(answer.cost_header, Some(format_usd(cost)));
+    let stored = records(&gw, 1).await;
+    let version = by_request_id(&stored, &answer.request_id)
+        .price_version
+        .clone()
+        .unwrap();
+    assert!(
+        version.starts_with(&format!("{}+config-", PriceTable::builtin().version())),
+        "an overridden table is a version of its own: {version}"
+    );
     gw.stop().await;
 }
 
