@@ -61,7 +61,18 @@ def output_limit(model_id, model):
     return limit
 
 
-def token_price(cost, output_limit, image_input=None):
+def priority_price(model):
+    """The priority tier's prices: models.dev's `fast` mode, where it sends service_tier=priority."""
+    fast = model.get("experimental", {}).get("modes", {}).get("fast", {})
+    if fast.get("provider", {}).get("body", {}).get("service_tier") != "priority":
+        return "None"
+    cost = fast["cost"]
+    cached = cost.get("cache_read")
+    return (f"Some(TierPrice {{ input: {micros(cost['input']):_}, "
+            f"cached_input: {option(micros(cached) if cached else None)}, output: {micros(cost['output']):_} }})")
+
+
+def token_price(cost, output_limit, image_input=None, priority="None"):
     cached = cost.get("cache_read") or cost.get("cached_input")
     tier = None
     for t in cost.get("tiers", []):
@@ -72,7 +83,7 @@ def token_price(cost, output_limit, image_input=None):
         f"cached_input: {option(tier[2])}, output: {tier[3]:_} }})")
     return (f"TokenPrice {{ input: {micros(cost['input']):_}, cached_input: {option(micros(cached) if cached else None)}, "
             f"output: {micros(cost.get('output', 0)):_}, image_input: {option(micros(image_input) if image_input else None)}, "
-            f"long_context: {long_context}, max_output_tokens: {output_limit:_} }}")
+            f"long_context: {long_context}, max_output_tokens: {output_limit:_}, priority: {priority} }}")
 
 
 def main():
@@ -87,7 +98,7 @@ def main():
         model_id = name[: -len(".toml")]
         if not cost or model_id in IMAGE_TOKEN_MODELS:
             continue
-        tokens[model_id] = token_price(cost, output_limit(model_id, model))
+        tokens[model_id] = token_price(cost, output_limit(model_id, model), priority=priority_price(model))
     for model_id, p in IMAGE_TOKEN_MODELS.items():
         tokens[model_id] = token_price(dict(input=p["input"], cache_read=p["cached_input"], output=p["output"]),
                                        output_limit(model_id, {}), image_input=p["image_input"])
@@ -108,7 +119,7 @@ def main():
     print("//! (token prices) and OpenAI's published image prices; do not edit by hand, regenerate.")
     print("//! Prices are micro-dollars per million tokens, or per image.")
     print()
-    print("use super::{ImagePrice, LongContext, TokenPrice};")
+    print("use super::{ImagePrice, LongContext, TierPrice, TokenPrice};")
     print()
     print("/// This table's version: a digest of its prices, named in every record it priced.")
     print(f'pub(super) const VERSION: &str = "{version}";')

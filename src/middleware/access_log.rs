@@ -248,6 +248,7 @@ fn apply(record: &mut Record, facts: CallFacts, recorder: &Recorder) {
     }
     record.cost_nanos = facts.cost_nanos;
     record.price_version = facts.price_version.as_deref().map(str::to_owned);
+    record.service_tier = facts.service_tier;
     record.estimated = facts.estimated;
     record.upstream_ms = facts.upstream_ms;
     record.prompt_chars = facts.prompt_chars;

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::faults::Fault;
 use super::fixtures;
@@ -24,6 +24,8 @@ pub(super) struct Streaming {
     pub(super) no_usage: bool,
     /// Reported instead of the answer's own usage (JSON answers).
     pub(super) usage: Option<Value>,
+    /// Named as the model that answered (a snapshot, say) instead of the one asked for.
+    pub(super) answer_model: Option<String>,
     pub(super) counters: Arc<StreamCounters>,
 }
 
@@ -224,6 +226,8 @@ pub(super) fn chat(body: &Value, stream: &Streaming) -> Response {
     let (words, truncated) =
         fixtures::reply_words(&fixtures::last_message_text(messages), max_tokens);
     let prompt_tokens = fixtures::chat_prompt_tokens(messages);
+    let model = stream.answer_model.as_deref().unwrap_or(model);
+    let tier = served_tier(body);
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         let include_usage = body
             .pointer("/stream_options/include_usage")
@@ -232,16 +236,18 @@ pub(super) fn chat(body: &Value, stream: &Streaming) -> Response {
         let mut events: Vec<(Option<String>, String)> =
             fixtures::chat_stream_chunks(model, &words, truncated, prompt_tokens, include_usage)
                 .into_iter()
-                .map(|chunk| (None, chunk.to_string()))
+                .map(|mut chunk| {
+                    chunk["service_tier"] = json!(tier);
+                    (None, chunk.to_string())
+                })
                 .collect();
         events.push((None, "[DONE]".to_owned()));
         return sse_answer(events, stream);
     }
     let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
-    json_answer(
-        fixtures::chat_completion(model, &words, truncated, n, prompt_tokens),
-        stream,
-    )
+    let mut answer = fixtures::chat_completion(model, &words, truncated, n, prompt_tokens);
+    answer["service_tier"] = json!(tier);
+    json_answer(answer, stream)
 }
 
 pub(super) fn embeddings(body: &Value, stream: &Streaming) -> Response {
@@ -313,21 +319,36 @@ pub(super) fn responses(body: &Value, stream: &Streaming) -> Response {
     let max_tokens = body.get("max_output_tokens").and_then(Value::as_u64);
     let (words, _) = fixtures::reply_words(&last, max_tokens);
     let response_id = format!("resp_{}", uuid::Uuid::new_v4().simple());
+    let model = stream.answer_model.as_deref().unwrap_or(model);
+    let tier = served_tier(body);
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         let events = fixtures::response_stream_events(&response_id, model, &words, input_tokens)
             .into_iter()
-            .map(|(kind, data)| (Some(kind), data.to_string()))
+            .map(|(kind, mut data)| {
+                if let Some(response) = data.get_mut("response") {
+                    response["service_tier"] = json!(tier);
+                }
+                (Some(kind), data.to_string())
+            })
             .collect();
         return sse_answer(events, stream);
     }
-    json_answer(
-        fixtures::response_object(
-            &response_id,
-            model,
-            &words.join(" "),
-            "completed",
-            input_tokens,
-        ),
-        stream,
-    )
+    let mut answer = fixtures::response_object(
+        &response_id,
+        model,
+        &words.join(" "),
+        "completed",
+        input_tokens,
+    );
+    answer["service_tier"] = json!(tier);
+    json_answer(answer, stream)
+}
+
+/// The tier an answer reports: the one asked for when OpenAI offers it, else `default`.
+fn served_tier(body: &Value) -> &'static str {
+    match body.get("service_tier").and_then(Value::as_str) {
+        Some("flex") => "flex",
+        Some("priority") => "priority",
+        _ => "default",
+    }
 }

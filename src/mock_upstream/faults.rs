@@ -15,6 +15,7 @@
 //! | `malformed` | answer 200 with a body that is not valid JSON (or SSE with garbage data) |
 //! | `no_usage` | answer without `usage` (an upstream that does not report it) |
 //! | `usage` | JSON answers: report this `usage` object instead of the answer's own (an upstream that bills more than the request's size suggests) |
+//! | `answer_model` | chat and Responses (JSON and SSE): name this model as the one that answered (a dated snapshot, as OpenAI does) |
 //! | `echo_authorization` | quote the `Authorization` received in the error message and in the `x-request-id`, `openai-version` and `content-disposition` headers (an upstream that leaks the key back) |
 
 use std::collections::VecDeque;
@@ -46,6 +47,7 @@ pub struct Fault {
     #[serde(default)]
     pub no_usage: bool,
     pub usage: Option<serde_json::Value>,
+    pub answer_model: Option<String>,
 }
 
 fn one() -> u32 {
@@ -71,6 +73,7 @@ impl Default for Fault {
             echo_authorization: false,
             no_usage: false,
             usage: None,
+            answer_model: None,
         }
     }
 }
@@ -80,7 +83,7 @@ impl Default for Fault {
 #[serde(untagged)]
 pub enum FaultsBody {
     Many(Vec<Fault>),
-    One(Fault),
+    One(Box<Fault>),
 }
 
 /// The queue of pending faults.

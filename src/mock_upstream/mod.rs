@@ -135,7 +135,7 @@ pub fn router(options: MockOptions) -> Router {
 async fn push_faults(State(state): State<Arc<MockState>>, body: Bytes) -> Response {
     match serde_json::from_slice::<FaultsBody>(&body) {
         Ok(FaultsBody::Many(list)) => state.faults.push(list),
-        Ok(FaultsBody::One(fault)) => state.faults.push(vec![fault]),
+        Ok(FaultsBody::One(fault)) => state.faults.push(vec![*fault]),
         Err(error) => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -287,6 +287,7 @@ async fn respond_with(
         malformed: fault.malformed,
         no_usage: fault.no_usage,
         usage: fault.usage.clone(),
+        answer_model: fault.answer_model.clone(),
         counters: state.streams.clone(),
     };
 

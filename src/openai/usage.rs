@@ -77,6 +77,9 @@ impl From<WireUsage> for Usage {
 struct WithUsage {
     #[serde(default)]
     model: Option<String>,
+    /// The processing tier that served the answer (`default`, `flex`, `priority`, ...).
+    #[serde(default)]
+    service_tier: Option<String>,
     #[serde(default)]
     data: Option<Vec<serde::de::IgnoredAny>>,
     #[serde(default)]
@@ -96,6 +99,7 @@ pub fn from_json(body: &[u8]) -> Option<Usage> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ResponseSummary {
     pub model: Option<String>,
+    pub service_tier: Option<String>,
     pub usage: Option<Usage>,
     pub data_items: Option<u64>,
 }
@@ -105,12 +109,15 @@ pub fn summarize(body: &[u8]) -> ResponseSummary {
     let Ok(parsed) = serde_json::from_slice::<WithUsage>(body) else {
         return ResponseSummary::default();
     };
-    let (usage, model) = match parsed.response {
-        Some(response) if parsed.usage.is_none() => (response.usage, response.model),
-        _ => (parsed.usage, parsed.model),
+    let (usage, model, service_tier) = match parsed.response {
+        Some(response) if parsed.usage.is_none() => {
+            (response.usage, response.model, response.service_tier)
+        }
+        _ => (parsed.usage, parsed.model, parsed.service_tier),
     };
     ResponseSummary {
         model,
+        service_tier,
         usage: usage.map(Usage::from),
         data_items: parsed.data.map(|items| items.len() as u64),
     }

@@ -10,7 +10,7 @@ use super::stream::StreamOutcome;
 use crate::openai::ModelRoute;
 use crate::openai::requests::RequestFacts;
 use crate::openai::usage::{ResponseSummary, Usage};
-use crate::pricing::PriceTable;
+use crate::pricing::{PriceTable, ServiceTier};
 pub use crate::records::Accounting;
 
 /// Prices `summary` (what a response body or a stream reported) for `request` on `route`.
@@ -35,15 +35,27 @@ pub fn account(
     }
     let usage = summary.usage.unwrap_or_default();
     let model = summary.model.as_deref().or(request.model.as_deref())?;
-    let cost = prices.cost(model, &usage, images.as_ref());
+    let tier = ServiceTier::parse(summary.service_tier.as_deref());
+    let cost = prices.cost_at(model, &usage, images.as_ref(), tier);
     Some(Accounting {
         price_version: cost.map(|_| prices.version()),
+        service_tier: summary.service_tier.clone(),
         cost,
         model_used: summary.model.clone(),
         usage,
         images,
         estimated: false,
     })
+}
+
+/// The accounting of an operation OpenAI does not bill (moderations): its usage, at no cost.
+pub fn free(summary: ResponseSummary) -> Accounting {
+    Accounting {
+        model_used: summary.model,
+        usage: summary.usage.unwrap_or_default(),
+        cost: Some(0),
+        ..Accounting::default()
+    }
 }
 
 /// A finished stream's accounting: the usage it reported, or else an estimate from the
@@ -57,6 +69,7 @@ pub fn stream(
 ) -> Accounting {
     let summary = ResponseSummary {
         model: outcome.model.clone(),
+        service_tier: outcome.service_tier.clone(),
         usage: outcome.usage,
         data_items: None,
     };
@@ -90,6 +103,7 @@ pub fn estimate_unreported(
     let cost = prices.cost(model, &usage, None);
     Accounting {
         price_version: cost.map(|_| prices.version()),
+        service_tier: None,
         cost,
         model_used: None,
         usage,

@@ -19,7 +19,7 @@ use crate::config::{BackendErrorPolicy, BudgetPeriod, UnpricedPolicy};
 use crate::error::GatewayError;
 use crate::identity::{Caller, Principal};
 use crate::openai::requests::RequestFacts;
-use crate::pricing::{Nanos, format_usd};
+use crate::pricing::{Nanos, ServiceTier, format_usd};
 use crate::records::SpendScope;
 use crate::state::AppState;
 use crate::tokens::Estimate;
@@ -113,7 +113,16 @@ pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayErr
     let billed = call.operation.as_deref().is_none_or(|op| op.billed);
     // Counted only now that a budget applies (the tokenizer is the dearest part of a call).
     let estimate = call.estimate();
-    let hold = hold(state, lines, &call.request, &call.targets, estimate, billed).await?;
+    let tier = call.asked_tier();
+    let hold = hold(
+        state,
+        lines,
+        &call.request,
+        &call.targets,
+        (estimate, tier),
+        billed,
+    )
+    .await?;
     call.reservations.hold_budget(hold);
     Ok(())
 }
@@ -123,7 +132,7 @@ async fn hold(
     lines: Vec<BudgetLine>,
     request: &RequestFacts,
     targets: &[Target],
-    estimate: Option<Estimate>,
+    (estimate, tier): (Option<Estimate>, ServiceTier),
     priced_operation: bool,
 ) -> Result<Option<Hold>, GatewayError> {
     let refuse_unpriced =
@@ -146,6 +155,7 @@ async fn hold(
             estimate.and_then(|e| e.max_completion_tokens),
             estimate.map_or(1, |e| e.choices),
             request.images.as_ref(),
+            tier,
         );
         match cost {
             Some(cost) => worst = worst.max(Some(cost)),

@@ -21,7 +21,7 @@ use crate::openai::operations::Operation;
 use crate::openai::path::ApiPath;
 use crate::openai::requests::RequestFacts;
 use crate::openai::usage::Usage;
-use crate::pricing::PriceTable;
+use crate::pricing::{PriceTable, ServiceTier};
 use crate::records::{CallFacts, LeftBehind, Unanswered};
 use crate::state::AppState;
 use crate::tokens::Estimate;
@@ -163,6 +163,15 @@ impl Call {
         self.json = Some(JsonRequest::new(raw));
     }
 
+    /// The service tier the request asks for (`service_tier`; standard when it names none).
+    pub fn asked_tier(&mut self) -> ServiceTier {
+        let tree = self.json.as_mut().map(JsonRequest::tree);
+        ServiceTier::parse(
+            tree.and_then(|tree| tree.get("service_tier"))
+                .and_then(serde_json::Value::as_str),
+        )
+    }
+
     /// The request's token estimate (0 prompt tokens for a call without a JSON body).
     pub fn estimate(&mut self) -> Option<Estimate> {
         let route = self.route;
@@ -220,7 +229,15 @@ impl Call {
             .and_then(|price| price.tokens)
             .map_or(0, |tokens| tokens.max_output_tokens.saturating_mul(choices));
         let cost = self.reservations.budget_held().or_else(|| {
-            prices.worst_case(&model, prompt_tokens, max_output, choices, images.as_ref())
+            let tier = self.asked_tier();
+            prices.worst_case(
+                &model,
+                prompt_tokens,
+                max_output,
+                choices,
+                images.as_ref(),
+                tier,
+            )
         });
         let mut facts = std::mem::take(&mut self.facts);
         facts.usage = Usage {

@@ -41,13 +41,14 @@ pub async fn respond(
             .await?;
         call.facts
             .set_upstream_wait(forwarded.upstream_started.elapsed());
-        // The account step: usage and cost, as the upstream reported them.
-        let accounting = account::account(
-            &state.prices,
-            call.route,
-            &call.request,
-            usage::summarize(&body),
-        );
+        // The account step: usage and cost, as the upstream reported them; an operation
+        // OpenAI does not bill (moderations) is free, not unpriced.
+        let summary = usage::summarize(&body);
+        let accounting = if call.operation.as_deref().is_some_and(|op| !op.billed) {
+            Some(account::free(summary))
+        } else {
+            account::account(&state.prices, call.route, &call.request, summary)
+        };
         let tokens = accounting.as_ref().map(|a| a.usage.total_tokens());
         let cost = accounting.as_ref().and_then(|a| a.cost);
         let spend = match cost {

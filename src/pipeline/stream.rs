@@ -30,7 +30,7 @@ use super::forward::Forwarded;
 use super::{Call, ModelRoute, Spend, account, respond};
 use crate::openai::sse::Parser;
 use crate::openai::usage::{self, Usage};
-use crate::pricing::Nanos;
+use crate::pricing::{Nanos, ServiceTier};
 use crate::records::PendingFacts;
 use crate::state::AppState;
 
@@ -43,8 +43,8 @@ pub struct RelayOptions {
     pub price: PriceFn,
 }
 
-/// Prices a usage for a model name, if the stream names one.
-pub type PriceFn = Box<dyn Fn(&Usage, Option<&str>) -> Option<Nanos> + Send>;
+/// Prices a usage for a model name, if the stream names one, on the tier that served it.
+pub type PriceFn = Box<dyn Fn(&Usage, Option<&str>, ServiceTier) -> Option<Nanos> + Send>;
 
 /// Content relayed is kept for a broken stream's estimate up to this many bytes of events.
 const KEPT_FOR_ESTIMATE: usize = 4 << 20;
@@ -67,8 +67,11 @@ pub enum StreamEnd {
 pub struct StreamOutcome {
     pub end: StreamEnd,
     pub usage: Option<Usage>,
-    /// The model the stream's chunks name.
+    /// The model the stream's chunks name (a Responses stream: its `response`'s, the snapshot
+    /// that served it).
     pub model: Option<String>,
+    /// The processing tier the stream's chunks name.
+    pub service_tier: Option<String>,
     /// The cost sent in the stream's cost comment.
     pub cost: Option<Nanos>,
     /// Events relayed to the caller.
@@ -93,7 +96,9 @@ pub fn respond(
     let asked = call.request.model.clone();
     let options = RelayOptions {
         strip_usage_chunk: route == ModelRoute::Chat && !call.request.include_usage,
-        price: Box::new(move |usage, model| prices.cost(model.or(asked.as_deref())?, usage, None)),
+        price: Box::new(move |usage, model, tier| {
+            prices.cost_at(model.or(asked.as_deref())?, usage, None, tier)
+        }),
     };
     let (pending, deliver) = PendingFacts::new();
     let mut reservations = call.reservations.take();
@@ -177,6 +182,7 @@ async fn pump(
         end: StreamEnd::Completed,
         usage: None,
         model: None,
+        service_tier: None,
         cost: None,
         events: 0,
         relayed: Vec::new(),
@@ -231,8 +237,11 @@ async fn pump(
                         terminal = peek.is_terminal();
                         saw_done |= terminal;
                         let usage_only = peek.is_usage_only();
-                        if let Some(model) = &peek.model {
-                            outcome.model = Some(model.to_string());
+                        if let Some(model) = peek.model() {
+                            outcome.model = Some(model.to_owned());
+                        }
+                        if let Some(tier) = peek.service_tier() {
+                            outcome.service_tier = Some(tier.to_owned());
                         }
                         if let Some(found) = peek.usage() {
                             outcome.usage = Some(found);
@@ -271,7 +280,8 @@ fn cost_comment(outcome: &mut StreamOutcome, options: &RelayOptions) -> Vec<u8> 
     let Some(usage) = &outcome.usage else {
         return Vec::new();
     };
-    outcome.cost = (options.price)(usage, outcome.model.as_deref());
+    let tier = ServiceTier::parse(outcome.service_tier.as_deref());
+    outcome.cost = (options.price)(usage, outcome.model.as_deref(), tier);
     outcome.cost.map_or_else(Vec::new, |cost| {
         format!(
             ": x-tollgate-cost-usd: {}\n\n",
@@ -346,21 +356,42 @@ struct EventPeek<'a> {
     kind: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    service_tier: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     choices: Option<Vec<serde::de::IgnoredAny>>,
     #[serde(default)]
     usage: Option<usage::WireUsage>,
-    #[serde(default)]
-    response: Option<ResponsePeek>,
+    #[serde(default, borrow)]
+    response: Option<ResponsePeek<'a>>,
 }
 
+/// The `response` a Responses API event carries.
 #[derive(Deserialize)]
-struct ResponsePeek {
+struct ResponsePeek<'a> {
     #[serde(default)]
     usage: Option<usage::WireUsage>,
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    service_tier: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl EventPeek<'_> {
+    /// The model the event names: a chat chunk's own, or a Responses event's response's.
+    fn model(&self) -> Option<&str> {
+        self.model
+            .as_deref()
+            .or_else(|| self.response.as_ref()?.model.as_deref())
+    }
+
+    /// The tier the event names, as [`Self::model`].
+    fn service_tier(&self) -> Option<&str> {
+        self.service_tier
+            .as_deref()
+            .or_else(|| self.response.as_ref()?.service_tier.as_deref())
+    }
+
     /// Chat streams end with `[DONE]`; Responses API streams with one of these events.
     fn is_terminal(&self) -> bool {
         matches!(

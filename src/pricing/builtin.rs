@@ -2,10 +2,10 @@
 //! (token prices) and OpenAI's published image prices; do not edit by hand, regenerate.
 //! Prices are micro-dollars per million tokens, or per image.
 
-use super::{ImagePrice, LongContext, TokenPrice};
+use super::{ImagePrice, LongContext, TierPrice, TokenPrice};
 
 /// This table's version: a digest of its prices, named in every record it priced.
-pub(super) const VERSION: &str = "builtin-85653f808638";
+pub(super) const VERSION: &str = "builtin-b66e17d52981";
 
 /// Models priced by token class, sorted by id.
 pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
@@ -18,6 +18,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 4_096,
+            priority: None,
         },
     ),
     (
@@ -29,6 +30,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 8_192,
+            priority: None,
         },
     ),
     (
@@ -40,6 +42,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 4_096,
+            priority: None,
         },
     ),
     (
@@ -51,6 +54,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 32_768,
+            priority: None,
         },
     ),
     (
@@ -62,6 +66,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 32_768,
+            priority: None,
         },
     ),
     (
@@ -73,6 +78,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 32_768,
+            priority: None,
         },
     ),
     (
@@ -84,6 +90,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 16_384,
+            priority: None,
         },
     ),
     (
@@ -95,6 +102,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 4_096,
+            priority: None,
         },
     ),
     (
@@ -106,6 +114,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 16_384,
+            priority: None,
         },
     ),
     (
@@ -117,6 +126,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 16_384,
+            priority: None,
         },
     ),
     (
@@ -128,6 +138,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 16_384,
+            priority: None,
         },
     ),
     (
@@ -139,6 +150,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -150,6 +162,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -161,6 +174,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -172,6 +186,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -183,6 +198,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -194,6 +210,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 272_000,
+            priority: None,
         },
     ),
     (
@@ -205,6 +222,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -216,6 +234,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 16_384,
+            priority: None,
         },
     ),
     (
@@ -227,6 +246,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -238,6 +258,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -249,6 +270,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -260,6 +282,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -271,6 +294,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 16_384,
+            priority: None,
         },
     ),
     (
@@ -282,6 +306,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -293,6 +318,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -304,6 +330,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 16_384,
+            priority: None,
         },
     ),
     (
@@ -315,6 +342,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -326,6 +354,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 32_000,
+            priority: None,
         },
     ),
     (
@@ -342,6 +371,11 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
                 output: 22_500_000,
             }),
             max_output_tokens: 128_000,
+            priority: Some(TierPrice {
+                input: 5_000_000,
+                cached_input: Some(500_000),
+                output: 30_000_000,
+            }),
         },
     ),
     (
@@ -353,6 +387,11 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: Some(TierPrice {
+                input: 1_500_000,
+                cached_input: Some(150_000),
+                output: 9_000_000,
+            }),
         },
     ),
     (
@@ -364,6 +403,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -380,6 +420,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
                 output: 270_000_000,
             }),
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -396,6 +437,11 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
                 output: 45_000_000,
             }),
             max_output_tokens: 128_000,
+            priority: Some(TierPrice {
+                input: 12_500_000,
+                cached_input: Some(1_250_000),
+                output: 75_000_000,
+            }),
         },
     ),
     (
@@ -412,6 +458,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
                 output: 270_000_000,
             }),
             max_output_tokens: 128_000,
+            priority: None,
         },
     ),
     (
@@ -423,6 +470,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: Some(10_000_000),
             long_context: None,
             max_output_tokens: 6_240,
+            priority: None,
         },
     ),
     (
@@ -434,6 +482,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: Some(2_500_000),
             long_context: None,
             max_output_tokens: 6_240,
+            priority: None,
         },
     ),
     (
@@ -445,6 +494,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: Some(8_000_000),
             long_context: None,
             max_output_tokens: 6_240,
+            priority: None,
         },
     ),
     (
@@ -456,6 +506,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 6_240,
+            priority: None,
         },
     ),
     (
@@ -467,6 +518,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 100_000,
+            priority: None,
         },
     ),
     (
@@ -478,6 +530,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 100_000,
+            priority: None,
         },
     ),
     (
@@ -489,6 +542,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 100_000,
+            priority: None,
         },
     ),
     (
@@ -500,6 +554,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 100_000,
+            priority: None,
         },
     ),
     (
@@ -511,6 +566,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 100_000,
+            priority: None,
         },
     ),
     (
@@ -522,6 +578,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 100_000,
+            priority: None,
         },
     ),
     (
@@ -533,6 +590,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 100_000,
+            priority: None,
         },
     ),
     (
@@ -544,6 +602,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 100_000,
+            priority: None,
         },
     ),
     (
@@ -555,6 +614,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 3_072,
+            priority: None,
         },
     ),
     (
@@ -566,6 +626,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 1_536,
+            priority: None,
         },
     ),
     (
@@ -577,6 +638,7 @@ pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &[
             image_input: None,
             long_context: None,
             max_output_tokens: 1_536,
+            priority: None,
         },
     ),
 ];

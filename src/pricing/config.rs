@@ -99,6 +99,7 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
                 max_output_tokens: given.max_output_tokens.ok_or(
                     "a new model needs max_output_tokens (a budget reserves a request's worst case)",
                 )?,
+                priority: None,
             },
             (None, _, _) => return Err("a new model needs both input and output".to_owned()),
         };
@@ -112,6 +113,7 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
             image_input: given.image_input.map(usd_to_micros).or(tokens.image_input),
             long_context: tokens.long_context,
             max_output_tokens: given.max_output_tokens.unwrap_or(tokens.max_output_tokens),
+            priority: tokens.priority,
         });
     }
     if let Some(flat) = given.per_image {

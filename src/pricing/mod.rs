@@ -43,6 +43,41 @@ pub struct TokenPrice {
     /// The model's most output tokens (per image, for GPT image models): a request that sets
     /// no maximum can use this many, so its worst case does. Every priced model has one.
     pub max_output_tokens: u64,
+    /// Prices of the priority tier (`service_tier: "priority"`), where OpenAI publishes them;
+    /// a priority answer of a model without them is unpriced.
+    pub priority: Option<TierPrice>,
+}
+
+/// A tier's prices, micro-dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TierPrice {
+    pub input: u64,
+    pub cached_input: Option<u64>,
+    pub output: u64,
+}
+
+/// The processing tier an answer reports (`service_tier`). Flex and batch are billed at half
+/// the standard prices; priority at its own; `default`, `auto`, `scale` and anything else at
+/// the standard prices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServiceTier {
+    #[default]
+    Standard,
+    Flex,
+    Batch,
+    Priority,
+}
+
+impl ServiceTier {
+    /// The tier an answer's (or a request's) `service_tier` names.
+    pub fn parse(name: Option<&str>) -> Self {
+        match name {
+            Some("flex") => Self::Flex,
+            Some("batch") => Self::Batch,
+            Some("priority") => Self::Priority,
+            _ => Self::Standard,
+        }
+    }
 }
 
 /// A long-context price tier: applies to the whole request once the prompt is above the size.
@@ -188,11 +223,23 @@ impl PriceTable {
     /// The cost of a finished request, or `None` when the model is unpriced. Token usage is
     /// priced by class when the model has token prices; otherwise images are priced each.
     pub fn cost(&self, model: &str, usage: &Usage, images: Option<&ImageRequest>) -> Option<Nanos> {
+        self.cost_at(model, usage, images, ServiceTier::Standard)
+    }
+
+    /// [`Self::cost`] on a service tier; `None` also for a priority answer of a model without
+    /// priority prices.
+    pub fn cost_at(
+        &self,
+        model: &str,
+        usage: &Usage,
+        images: Option<&ImageRequest>,
+        tier: ServiceTier,
+    ) -> Option<Nanos> {
         let price = self.get(model)?;
         if let Some(tokens) = &price.tokens
             && (usage.total_tokens() > 0 || images.is_none())
         {
-            return Some(token_cost(tokens, usage));
+            return token_cost(tokens, usage, tier);
         }
         let images = images?;
         let each = price.image_price(images)?;
@@ -206,7 +253,9 @@ impl PriceTable {
     /// the output it allows — `max_output` (all `choices` together) capped at the model's own
     /// limit per choice, or that limit for each choice when the request sets none. Images:
     /// `count` × the dearest price the request's quality and size can resolve to, or for GPT
-    /// image models `count` × the most output tokens such an image can take.
+    /// image models `count` × the most output tokens such an image can take. A request for the
+    /// priority tier is held at priority prices (none known: `None`); flex is held at the
+    /// standard prices, as it may be served at them.
     pub fn worst_case(
         &self,
         model: &str,
@@ -214,6 +263,7 @@ impl PriceTable {
         max_output: Option<u64>,
         choices: u64,
         images: Option<&ImageRequest>,
+        tier: ServiceTier,
     ) -> Option<Nanos> {
         let price = self.get(model)?;
         let output = match (images, &price.tokens) {
@@ -237,7 +287,11 @@ impl PriceTable {
             completion_tokens: output,
             ..Usage::default()
         };
-        Some(token_cost(price.tokens.as_ref()?, &usage))
+        let tier = match tier {
+            ServiceTier::Priority => ServiceTier::Priority,
+            _ => ServiceTier::Standard,
+        };
+        token_cost(price.tokens.as_ref()?, &usage, tier)
     }
 }
 
@@ -257,11 +311,16 @@ impl ModelPrice {
     }
 }
 
-/// Tokens by class times their prices, in nano-dollars.
-fn token_cost(price: &TokenPrice, usage: &Usage) -> Nanos {
-    let (input, cached_input, output) = match price.long_context {
-        Some(tier) if usage.prompt_tokens > tier.above_prompt_tokens => {
-            (tier.input, tier.cached_input, tier.output)
+/// Tokens by class times their prices on `tier`, in nano-dollars; `None` for the priority tier
+/// of a model without priority prices.
+fn token_cost(price: &TokenPrice, usage: &Usage, tier: ServiceTier) -> Option<Nanos> {
+    let (input, cached_input, output) = match (tier, price.long_context) {
+        (ServiceTier::Priority, _) => {
+            let priority = price.priority?;
+            (priority.input, priority.cached_input, priority.output)
+        }
+        (_, Some(long)) if usage.prompt_tokens > long.above_prompt_tokens => {
+            (long.input, long.cached_input, long.output)
         }
         _ => (price.input, price.cached_input, price.output),
     };
@@ -272,7 +331,12 @@ fn token_cost(price: &TokenPrice, usage: &Usage) -> Nanos {
         + u128::from(cached) * u128::from(cached_input.unwrap_or(input))
         + u128::from(image_input) * u128::from(price.image_input.unwrap_or(input))
         + u128::from(usage.completion_tokens) * u128::from(output);
-    to_nanos(picos)
+    // Flex and batch: half price, halved before the one rounding.
+    let picos = match tier {
+        ServiceTier::Flex | ServiceTier::Batch => picos / 2,
+        ServiceTier::Standard | ServiceTier::Priority => picos,
+    };
+    Some(to_nanos(picos))
 }
 
 /// Pico-dollars to nano-dollars, rounded half up; saturates rather than wraps.
@@ -280,17 +344,35 @@ fn to_nanos(picos: u128) -> Nanos {
     Nanos::try_from((picos + PICOS_PER_NANO / 2) / PICOS_PER_NANO).unwrap_or(Nanos::MAX)
 }
 
-/// `gpt-4o-mini-2024-07-18` → `gpt-4o-mini`; `None` when there is no `-YYYY-MM-DD` suffix.
+/// A snapshot's base model, as OpenAI names snapshots: `gpt-4o-mini-2024-07-18` →
+/// `gpt-4o-mini`, `gpt-3.5-turbo-0125` → `gpt-3.5-turbo`; `None` when there is no
+/// `-YYYY-MM-DD` or `-MMDD` suffix (a month 01–12 and a day 01–31).
 fn without_date_suffix(model: &str) -> Option<&str> {
-    let (base, date) = model.split_at_checked(model.len().checked_sub(11)?)?;
-    let bytes = date.as_bytes();
-    let is_date = bytes[0] == b'-'
-        && bytes[5] == b'-'
-        && bytes[8] == b'-'
-        && [1, 2, 3, 4, 6, 7, 9, 10]
-            .iter()
-            .all(|&i| bytes[i].is_ascii_digit());
-    is_date.then_some(base)
+    let digits = |text: &str| text.bytes().all(|b| b.is_ascii_digit());
+    let month_day = |month: &str, day: &str| {
+        digits(month)
+            && digits(day)
+            && matches!(month.parse::<u8>(), Ok(1..=12))
+            && matches!(day.parse::<u8>(), Ok(1..=31))
+    };
+    if let Some((base, date)) = model
+        .len()
+        .checked_sub(11)
+        .and_then(|at| model.split_at_checked(at))
+        && let [b'-', ..] = date.as_bytes()
+        && let Some((year, rest)) = date[1..].split_once('-')
+        && let Some((month, day)) = rest.split_once('-')
+        && year.len() == 4
+        && digits(year)
+        && month.len() == 2
+        && day.len() == 2
+        && month_day(month, day)
+    {
+        return Some(base);
+    }
+    let (base, date) = model.split_at_checked(model.len().checked_sub(5)?)?;
+    let date = date.strip_prefix('-')?;
+    (month_day(&date[..2], &date[2..]) && !base.is_empty()).then_some(base)
 }
 
 /// Nano-dollars as a decimal USD string (`x-tollgate-cost-usd: 0.000123`): six places at least,
@@ -379,6 +461,19 @@ mod tests {
         assert_eq!(without_date_suffix("o3-2025-04-16"), Some("o3"));
         assert_eq!(without_date_suffix("gpt-4o"), None);
         assert_eq!(without_date_suffix("é-2024-07-18"), Some("é"));
+        assert_eq!(
+            without_date_suffix("gpt-3.5-turbo-0125"),
+            Some("gpt-3.5-turbo")
+        );
+        assert_eq!(without_date_suffix("gpt-4-0613"), Some("gpt-4"));
+        assert_eq!(without_date_suffix("o1-2099"), None, "not a month and day");
+        assert_eq!(without_date_suffix("gpt-4-1399"), None);
+        assert_eq!(without_date_suffix("-0613"), None);
+        assert_eq!(
+            table.cost("gpt-3.5-turbo-0125", &usage(1_000_000, 0, 0), None),
+            Some(500_000_000),
+            "a -MMDD snapshot takes its base model's price"
+        );
     }
 
     #[test]
@@ -447,29 +542,46 @@ mod tests {
     fn worst_case_uses_the_maximum_output() {
         let table = PriceTable::builtin();
         assert_eq!(
-            table.worst_case("gpt-4o-mini", 1000, Some(100), 1, None),
+            table.worst_case(
+                "gpt-4o-mini",
+                1000,
+                Some(100),
+                1,
+                None,
+                ServiceTier::Standard
+            ),
             Some((150 + 60) * 1_000)
         );
         // No maximum in the request: the model's own (16,384 for gpt-4o-mini), per choice.
         assert_eq!(
-            table.worst_case("gpt-4o-mini", 0, None, 1, None),
+            table.worst_case("gpt-4o-mini", 0, None, 1, None, ServiceTier::Standard),
             Some(9_830_400)
         );
         assert_eq!(
-            table.worst_case("gpt-4o-mini", 0, None, 3, None),
+            table.worst_case("gpt-4o-mini", 0, None, 3, None, ServiceTier::Standard),
             Some(29_491_200)
         );
         // A maximum above the model's limit cannot be reached.
         assert_eq!(
-            table.worst_case("gpt-4o-mini", 0, Some(10_000_000), 1, None),
+            table.worst_case(
+                "gpt-4o-mini",
+                0,
+                Some(10_000_000),
+                1,
+                None,
+                ServiceTier::Standard
+            ),
             Some(9_830_400)
         );
         // gpt-5 had no limit in models.dev: 128,000 × $10 per million.
         assert_eq!(
-            table.worst_case("gpt-5", 0, None, 1, None),
+            table.worst_case("gpt-5", 0, None, 1, None, ServiceTier::Standard),
             Some(1_280_000_000)
         );
-        assert_eq!(table.worst_case("unknown", 10, None, 1, None), None);
+        assert_eq!(
+            table.worst_case("unknown", 10, None, 1, None, ServiceTier::Standard),
+            None
+        );
     }
 
     #[test]
@@ -488,7 +600,8 @@ mod tests {
                 10,
                 None,
                 1,
-                Some(&ask(10, Some("high"), None))
+                Some(&ask(10, Some("high"), None)),
+                ServiceTier::Standard
             ),
             Some((10 * 6_240 * 40 + 10 * 5) * 1_000)
         );
@@ -498,13 +611,21 @@ mod tests {
                 0,
                 None,
                 1,
-                Some(&ask(2, Some("low"), Some("1024x1024")))
+                Some(&ask(2, Some("low"), Some("1024x1024"))),
+                ServiceTier::Standard
             ),
             Some(2 * 272 * 40 * 1_000)
         );
         // dall-e-3 with quality auto (the API's default): the dearest quality, hd.
         assert_eq!(
-            table.worst_case("dall-e-3", 0, None, 1, Some(&ask(1, Some("auto"), None))),
+            table.worst_case(
+                "dall-e-3",
+                0,
+                None,
+                1,
+                Some(&ask(1, Some("auto"), None)),
+                ServiceTier::Standard
+            ),
             Some(80_000_000)
         );
         assert_eq!(
@@ -515,6 +636,39 @@ mod tests {
             ),
             Some(80_000_000)
         );
+    }
+
+    #[test]
+    fn flex_and_batch_are_half_price_and_priority_has_its_own_or_none() {
+        let table = PriceTable::builtin();
+        let tokens = usage(1_000, 0, 1_000);
+        let at = |model, tier| table.cost_at(model, &tokens, None, tier);
+        // o3: $2 in, $8 out per million: 2,000 + 8,000 µ$ standard, half on flex and batch.
+        assert_eq!(at("o3", ServiceTier::Standard), Some(10_000_000));
+        assert_eq!(at("o3", ServiceTier::Flex), Some(5_000_000));
+        assert_eq!(at("o3", ServiceTier::Batch), Some(5_000_000));
+        // gpt-5.4's priority prices (models.dev's fast mode): $5 in, $30 out.
+        assert_eq!(at("gpt-5.4", ServiceTier::Priority), Some(35_000_000));
+        assert_eq!(at("gpt-5.4", ServiceTier::Standard), Some(17_500_000));
+        // No priority prices known for o3: unpriced, never the standard price.
+        assert_eq!(at("o3", ServiceTier::Priority), None);
+        assert_eq!(
+            table.worst_case(
+                "gpt-5.4",
+                1_000,
+                Some(1_000),
+                1,
+                None,
+                ServiceTier::Priority
+            ),
+            Some(35_000_000)
+        );
+        assert_eq!(
+            table.worst_case("o3", 1_000, Some(1_000), 1, None, ServiceTier::Flex),
+            Some(10_000_000),
+            "flex is held at the standard price"
+        );
+        assert_eq!(ServiceTier::parse(Some("scale")), ServiceTier::Standard);
     }
 
     #[test]
@@ -533,6 +687,7 @@ mod tests {
                 image_input: None,
                 long_context: None,
                 max_output_tokens: 10,
+                priority: None,
             }),
             ..ModelPrice::default()
         };

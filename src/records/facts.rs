@@ -24,6 +24,8 @@ pub struct Accounting {
     pub cost: Option<Nanos>,
     /// The price table that priced `cost`.
     pub price_version: Option<Arc<str>>,
+    /// The processing tier the answer reports (`default`, `flex`, `priority`, ...).
+    pub service_tier: Option<String>,
     /// Usage counted by Tollgate, not reported by the upstream.
     pub estimated: bool,
 }
@@ -50,6 +52,8 @@ pub struct CallFacts {
     pub cost_nanos: Option<Nanos>,
     /// The price table that priced `cost_nanos`.
     pub price_version: Option<Arc<str>>,
+    /// The processing tier the answer reports.
+    pub service_tier: Option<String>,
     /// Usage counted by Tollgate because the upstream's never arrived.
     pub estimated: bool,
     pub upstream_ms: Option<i64>,
@@ -108,6 +112,7 @@ impl CallFacts {
         self.images = accounting.images;
         self.cost_nanos = accounting.cost;
         self.price_version = accounting.price_version;
+        self.service_tier = accounting.service_tier;
         self.estimated = accounting.estimated;
     }
 }

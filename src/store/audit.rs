@@ -60,6 +60,8 @@ pub struct Record {
     pub completion_text: Option<String>,
     /// The price table that priced the cost (`PriceTable::version`); `None` when unpriced.
     pub price_version: Option<String>,
+    /// The processing tier the answer reports (`default`, `flex`, `priority`, `batch`, ...).
+    pub service_tier: Option<String>,
 }
 
 impl Record {
@@ -88,6 +90,7 @@ impl Record {
                 &self.prompt_text,
                 &self.completion_text,
                 &self.price_version,
+                &self.service_tier,
             ]
             .into_iter()
             .map(text)

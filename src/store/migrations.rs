@@ -26,7 +26,7 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
 }
 
 /// SQLite's migrations, in order.
-const SQLITE: [(i64, &str, &str); 10] = [
+const SQLITE: [(i64, &str, &str); 11] = [
     (
         1,
         "api keys",
@@ -77,6 +77,11 @@ const SQLITE: [(i64, &str, &str); 10] = [
         "price version",
         include_str!("../../migrations/sqlite/0010_price_version.sql"),
     ),
+    (
+        11,
+        "service tier",
+        include_str!("../../migrations/sqlite/0011_service_tier.sql"),
+    ),
 ];
 
 /// SQLite's migrator.
@@ -85,7 +90,7 @@ pub fn sqlite() -> Migrator {
 }
 
 /// PostgreSQL's migrations, in order.
-const POSTGRES: [(i64, &str, &str); 10] = [
+const POSTGRES: [(i64, &str, &str); 11] = [
     (
         1,
         "api keys",
@@ -135,6 +140,11 @@ const POSTGRES: [(i64, &str, &str); 10] = [
         10,
         "price version",
         include_str!("../../migrations/postgres/0010_price_version.sql"),
+    ),
+    (
+        11,
+        "service tier",
+        include_str!("../../migrations/postgres/0011_service_tier.sql"),
     ),
 ];
 

@@ -12,7 +12,7 @@ use super::record_rows::{DAILY, HOURLY, RECORD_COLUMNS, push_record_values};
 use super::sql::{Engine, PostgresStore};
 use super::{StoreError, migrations};
 
-/// Rows per PostgreSQL statement at most: 35 columns × 1,800 rows stays under its 65,535
+/// Rows per PostgreSQL statement at most: 36 columns × 1,800 rows stays under its 65,535
 /// parameters.
 const INSERT_CHUNK: usize = 1800;
 

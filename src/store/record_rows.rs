@@ -18,13 +18,13 @@ pub(crate) const RECORD_COLUMNS: &str = "id, created_at_ms, request_id, key_id, 
      prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, image_input_tokens, \
      images, image_size, image_quality, cost_nanos, estimated, cache_status, latency_ms, \
      upstream_ms, prompt_chars, completion_chars, rules_fired, client_ip, prompt_text, \
-     completion_text, price_version";
+     completion_text, price_version, service_tier";
 
 /// The row counts a multi-row statement is built for. A batch is cut into chunks of these sizes
 /// (largest first), so the engine sees a handful of distinct statements, each prepared once per
 /// connection and then reused from sqlx's statement cache, instead of a new statement (parsed
 /// and planned: ~400,000 instructions for a record insert) for every batch size.
-/// 35 columns × 256 rows stays under SQLite's 32,766 bound parameters.
+/// 36 columns × 256 rows stays under SQLite's 32,766 bound parameters.
 const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// `items` in chunks of [`CHUNK_SIZES`], largest first.
@@ -97,6 +97,7 @@ where
         prompt_text: row.try_get(32)?,
         completion_text: row.try_get(33)?,
         price_version: row.try_get(34)?,
+        service_tier: row.try_get(35)?,
     })
 }
 
@@ -182,7 +183,8 @@ where
             .push_bind(r.client_ip.as_deref())
             .push_bind(r.prompt_text.as_deref())
             .push_bind(r.completion_text.as_deref())
-            .push_bind(r.price_version.as_deref());
+            .push_bind(r.price_version.as_deref())
+            .push_bind(r.service_tier.as_deref());
     });
 }
 

@@ -140,3 +140,158 @@ async fn a_caller_who_leaves_a_plain_call_leaves_its_record_at_the_worst_case() 
     );
     gw.stop().await;
 }
+
+/// Posts `body` to `path` with the gateway's key and an id of our own; the answer's JSON
+/// (a stream's text as a string).
+async fn call(gw: &TestGateway, path: &str, id: &str, body: Value) -> (u16, Value) {
+    let response = gw
+        .post(path, &body)
+        .header("x-request-id", id)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The service tier is read from the answer: flex at half price, priority at its own prices,
+/// a priority answer of a model without published priority prices unpriced (never the
+/// standard price), and the tier recorded. A budgeted caller cannot ask for a tier whose
+/// worst case is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_tiers_are_priced_as_the_answer_reports_them() {
+    let gw = TestGateway::start().await;
+    let chat = |model: &str, tier: &str| {
+        json!({ "model": model, "service_tier": tier, "max_tokens": 20,
+                "messages": [{ "role": "user", "content": "echo: one two three four" }] })
+    };
+    let (status, flex) = call(&gw, "/v1/chat/completions", "tier-flex", chat("o3", "flex")).await;
+    assert_eq!((status, flex["service_tier"].as_str()), (200, Some("flex")));
+    let record = gw.record_of("tier-flex").await;
+    let (p, c) = (
+        record.usage.prompt_tokens as i64,
+        record.usage.completion_tokens as i64,
+    );
+    // o3: $2 and $8 per million (2,000 and 8,000 n$ a token), half on flex.
+    assert_eq!(record.cost_nanos, Some((p * 2_000 + c * 8_000) / 2));
+    assert_eq!(record.service_tier.as_deref(), Some("flex"));
+
+    call(
+        &gw,
+        "/v1/chat/completions",
+        "tier-priority",
+        chat("gpt-5.4", "priority"),
+    )
+    .await;
+    let record = gw.record_of("tier-priority").await;
+    let (p, c) = (
+        record.usage.prompt_tokens as i64,
+        record.usage.completion_tokens as i64,
+    );
+    // gpt-5.4 priority: $5 and $30 per million (standard: $2.50 and $15).
+    assert_eq!(record.cost_nanos, Some(p * 5_000 + c * 30_000));
+    assert_eq!(record.service_tier.as_deref(), Some("priority"));
+
+    call(
+        &gw,
+        "/v1/chat/completions",
+        "tier-unknown",
+        chat("o3", "priority"),
+    )
+    .await;
+    let record = gw.record_of("tier-unknown").await;
+    assert_eq!(
+        record.cost_nanos, None,
+        "no priority price for o3: unpriced"
+    );
+    assert_eq!(record.service_tier.as_deref(), Some("priority"));
+
+    let (_, secret) = gw
+        .create_key_with(NewKey {
+            name: "budgeted".into(),
+            budgets: KeyBudgets {
+                key: Some(BudgetSpec {
+                    max_usd: 10.0,
+                    period: BudgetPeriod::Month,
+                    alert_at: 1.0,
+                }),
+                user: None,
+            },
+            ..NewKey::default()
+        })
+        .await;
+    let refused = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&secret)
+        .json(&chat("o3", "priority"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "its worst case cannot be known");
+    gw.stop().await;
+}
+
+/// A Responses stream is priced as the snapshot its `response` names (OpenAI answers `gpt-4o`
+/// with a dated snapshot whose price may differ), and the record says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responses_stream_is_priced_as_the_snapshot_that_served_it() {
+    let gw = TestGateway::start().await;
+    gw.fault(json!({ "answer_model": "gpt-4o-2024-05-13" }))
+        .await;
+    let (status, _) = call(
+        &gw,
+        "/v1/responses",
+        "snapshot-stream",
+        json!({ "model": "gpt-4o", "input": "echo: priced as served", "stream": true }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let record = gw.record_of("snapshot-stream").await;
+    assert_eq!(record.model_used.as_deref(), Some("gpt-4o-2024-05-13"));
+    let (p, c) = (
+        record.usage.prompt_tokens as i64,
+        record.usage.completion_tokens as i64,
+    );
+    assert!(c > 0);
+    // gpt-4o-2024-05-13: $5 and $15 per million, not gpt-4o's $2.50 and $10.
+    assert_eq!(
+        record.cost_nanos,
+        Some(p * 5_000 + c * 15_000),
+        "{record:?}"
+    );
+    gw.stop().await;
+}
+
+/// Moderations are free at OpenAI: recorded at a cost of 0, not counted as unpriced.
+#[tokio::test]
+async fn moderations_are_free_not_unpriced() {
+    let gw = TestGateway::start().await;
+    let (status, _) = call(
+        &gw,
+        "/v1/moderations",
+        "moderation-free",
+        json!({ "model": "omni-moderation-latest", "input": "a kind word" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let record = gw.record_of("moderation-free").await;
+    assert_eq!(record.cost_nanos, Some(0), "{record:?}");
+    gw.state.finish_records().await;
+    let usage = gw
+        .state
+        .records
+        .usage(&tollgate::records::UsageQuery {
+            group_by: vec![],
+            from_ms: 0,
+            to_ms: now_ms() + 3_600_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(usage[0].totals.unpriced, 0, "{usage:?}");
+    gw.stop().await;
+}
