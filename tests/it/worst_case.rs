@@ -10,6 +10,7 @@ use tollgate::keys::{KeyBudgets, NewKey};
 use tollgate::records::SpendScope;
 
 use crate::support::TestGateway;
+use crate::support::engines::required_env;
 
 /// One class of request, and the most its answer can cost, in USD, written out from the price
 /// table (USD per million tokens) and the model's output limit.
@@ -70,10 +71,34 @@ fn classes() -> Vec<Class> {
     ]
 }
 
+/// A gateway with its budget counters in memory, or in Redis under a prefix of its own.
+async fn gateway(redis: Option<&str>) -> TestGateway {
+    let mut builder = TestGateway::builder();
+    if let Some(url) = redis {
+        let prefix = format!("tg-worst-{}:", uuid::Uuid::new_v4().simple());
+        builder = builder.env("REDIS_URL", url).toml(&format!(
+            "[limits]\nredis_prefix = \"{prefix}\"\nbackend_timeout_ms = 500\n"
+        ));
+    }
+    builder.start().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_class_of_model_can_spend_past_a_budget() {
+async fn no_class_of_model_can_spend_past_a_budget_in_memory() {
+    spends_within_budgets(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_class_of_model_can_spend_past_a_budget_in_redis() {
+    let Some(url) = required_env("TOLLGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    spends_within_budgets(Some(&url)).await;
+}
+
+async fn spends_within_budgets(redis: Option<&str>) {
     for class in classes() {
-        let gw = TestGateway::start().await;
+        let gw = gateway(redis).await;
         let budget_usd = class.worst_usd * 1.5;
         let (key_id, secret) = gw
             .create_key_with(NewKey {
