@@ -44,6 +44,7 @@ pub mod mock_upstream;
 pub mod openai;
 pub mod pipeline;
 pub mod pricing;
+pub mod reconcile;
 pub mod records;
 pub mod redis_link;
 pub mod routes;

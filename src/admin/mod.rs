@@ -6,6 +6,7 @@
 //! remain. The routes are described in `GET /admin/openapi.json`.
 
 mod keys;
+mod reconcile;
 mod usage;
 
 use axum::Router;
@@ -33,6 +34,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(keys::show).patch(keys::update).delete(keys::revoke),
         )
         .route("/admin/usage", get(usage::usage))
+        .route("/admin/reconcile", get(reconcile::reconcile_route))
         .route("/admin/requests", get(usage::requests))
         .route("/admin/cache", axum::routing::delete(purge_cache))
         .route_layer(axum::middleware::from_fn_with_state(

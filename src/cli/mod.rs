@@ -5,6 +5,7 @@ mod demo;
 mod keys;
 mod mock_upstream;
 mod prices;
+mod reconcile;
 mod serve;
 mod usage;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Usage(usage::UsageArgs),
     /// The price table in force (built in, with [pricing] overrides marked) and its version.
     Prices(prices::PricesArgs),
+    /// Tollgate's spend per day and model beside OpenAI's Costs and Usage APIs (OPENAI_ADMIN_KEY).
+    Reconcile(reconcile::ReconcileArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -62,6 +65,7 @@ pub async fn run(cli: Cli, env: Env) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => keys::run(command, cli.config.as_deref(), &env).await,
         Command::Usage(args) => usage::run(args, cli.config.as_deref(), &env).await,
         Command::Prices(args) => prices::run(&args, cli.config.as_deref(), &env),
+        Command::Reconcile(args) => reconcile::run(args, cli.config.as_deref(), &env).await,
         Command::Config(ConfigCommand::Check) => Ok(config_check::run(cli.config.as_deref(), &env)),
         Command::MockUpstream(args) => mock_upstream::run(args).await,
     }

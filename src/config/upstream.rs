@@ -24,6 +24,10 @@ pub struct UpstreamConfig {
     /// `OPENAI_PROJECT`, sent as `OpenAI-Project`.
     #[serde(serialize_with = "serialize_optional_secret")]
     pub project: Option<SecretString>,
+    /// `OPENAI_ADMIN_KEY` (environment only): an organization admin key, used only to read
+    /// OpenAI's Costs and Usage APIs for `tollgate reconcile`; never sent with a request.
+    #[serde(serialize_with = "serialize_optional_secret")]
+    pub admin_key: Option<SecretString>,
     /// `OPENAI_MAX_RETRIES`: retries after the first attempt on 408/409/429/5xx/connect errors.
     pub max_retries: u32,
     /// `OPENAI_TIMEOUT`: a whole non-streaming call, retries included.
@@ -103,6 +107,7 @@ impl UpstreamConfig {
             base_url,
             organization: s.optional("upstream.organization", Some("OPENAI_ORGANIZATION")),
             project: s.optional("upstream.project", Some("OPENAI_PROJECT")),
+            admin_key: s.optional_env("OPENAI_ADMIN_KEY"),
             max_retries,
             timeout: positive(s, "upstream.timeout_ms", Some("OPENAI_TIMEOUT"), 60_000),
             connect_timeout: positive(s, "upstream.connect_timeout_ms", None, 5_000),

@@ -5,11 +5,14 @@
 //! the prefix, with bodies shaped after OpenAI's schemas ([`fixtures`]). Control routes:
 //! `POST /_mock/faults` scripts misbehaviour for the next answers ([`faults`]),
 //! `GET /_mock/requests` returns what it received (method, path, query, headers, body) so a
-//! test can assert what Tollgate sent upstream, and `DELETE` on either clears it.
+//! test can assert what Tollgate sent upstream, and `DELETE` on either clears it. What it
+//! served is billed in a [`ledger`], read through OpenAI's organization Costs and Usage APIs
+//! with an admin key, so reconciliation can be tested against it.
 
 mod answers;
 pub mod faults;
 pub mod fixtures;
+mod ledger;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +63,7 @@ struct MockState {
     faults: FaultQueue,
     requests: Mutex<VecDeque<Value>>,
     streams: Arc<StreamCounters>,
+    ledger: ledger::Ledger,
 }
 
 /// How the streams the mock sent ended: a test proves cancellation with `cancelled`.
@@ -120,6 +124,7 @@ pub fn router(options: MockOptions) -> Router {
         faults: FaultQueue::default(),
         requests: Mutex::new(VecDeque::new()),
         streams: Arc::default(),
+        ledger: ledger::Ledger::default(),
     });
     Router::new()
         .route(
@@ -128,6 +133,7 @@ pub fn router(options: MockOptions) -> Router {
         )
         .route("/_mock/streams", get(stream_counts))
         .route("/_mock/requests", get(list_requests).delete(clear_requests))
+        .route("/_mock/ledger", post(add_to_ledger))
         .fallback(answer)
         .with_state(state)
 }
@@ -145,6 +151,16 @@ async fn push_faults(State(state): State<Arc<MockState>>, body: Bytes) -> Respon
         }
     }
     Json(json!({ "pending": state.faults.remaining() })).into_response()
+}
+
+async fn add_to_ledger(State(state): State<Arc<MockState>>, body: Bytes) -> Response {
+    let added = serde_json::from_slice::<ledger::ExtraLine>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|extra| state.ledger.add_extra(&extra));
+    match added {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response(),
+    }
 }
 
 async fn clear_faults(State(state): State<Arc<MockState>>) -> StatusCode {
@@ -212,6 +228,9 @@ async fn respond(state: &MockState, request: Request) -> Response {
         .to_owned();
     state.record(&parts, &body);
 
+    if let Some(route) = path.strip_prefix("/organization/") {
+        return organization(state, &parts, route);
+    }
     if let Some(expected) = &state.options.api_key {
         let sent = parts
             .headers
@@ -237,12 +256,73 @@ async fn respond(state: &MockState, request: Request) -> Response {
         fault.message = Some(format!("{message} (received Authorization: {quoted})"));
     }
     let mut response = respond_with(state, &parts, &body, &path, &fault).await;
+    let billable = fault.cut_after_events.is_none() && !fault.malformed;
+    if billable && state.options.record_limit > 0 && response.status() == StatusCode::OK {
+        response = bill(state, &path, response).await;
+    }
     if let Some(value) = echoed {
         for name in ["x-request-id", "openai-version", "content-disposition"] {
             response.headers_mut().insert(name, value.clone());
         }
     }
     response
+}
+
+/// Counts a JSON answer's usage in the ledger, handing the same answer on.
+async fn bill(state: &MockState, path: &str, response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    state
+        .ledger
+        .count(path, &crate::openai::usage::summarize(&bytes));
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// OpenAI's organization APIs (Costs, Usage): an admin key only, GET only.
+fn organization(state: &MockState, parts: &axum::http::request::Parts, route: &str) -> Response {
+    let admin = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer sk-admin"));
+    if !admin {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "The organization APIs need an admin key (sk-admin-…).",
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        );
+    }
+    let query: std::collections::BTreeMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    match (
+        parts.method == Method::GET,
+        state.ledger.answer(route, &query),
+    ) {
+        (true, Some(page)) => Json(page).into_response(),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!("Invalid URL ({} /v1/organization/{route})", parts.method),
+            "invalid_request_error",
+            None,
+        ),
+    }
 }
 
 /// The answer once the fault is known: the fault's own, or the route's.

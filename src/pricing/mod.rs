@@ -344,6 +344,12 @@ fn to_nanos(picos: u128) -> Nanos {
     Nanos::try_from((picos + PICOS_PER_NANO / 2) / PICOS_PER_NANO).unwrap_or(Nanos::MAX)
 }
 
+/// The model a snapshot is of (`gpt-4o-mini-2024-07-18` → `gpt-4o-mini`); any other name as
+/// it is.
+pub fn base_model(model: &str) -> &str {
+    without_date_suffix(model).unwrap_or(model)
+}
+
 /// A snapshot's base model, as OpenAI names snapshots: `gpt-4o-mini-2024-07-18` →
 /// `gpt-4o-mini`, `gpt-3.5-turbo-0125` → `gpt-3.5-turbo`; `None` when there is no
 /// `-YYYY-MM-DD` or `-MMDD` suffix (a month 01–12 and a day 01–31).

@@ -64,6 +64,7 @@ async fn the_admin_api_is_absent_without_a_token_and_refuses_a_wrong_one() {
         "/admin/keys/{id}",
         "/admin/usage",
         "/admin/requests",
+        "/admin/reconcile",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");
     }

@@ -24,6 +24,7 @@ mod limiter;
 mod limits;
 mod money;
 mod observability;
+mod reconcile;
 mod records;
 mod routes;
 mod routing;

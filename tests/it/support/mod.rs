@@ -114,6 +114,11 @@ impl TestGateway {
         (issued.key.id, issued.secret)
     }
 
+    /// The database the gateway uses, for commands run beside it.
+    pub fn database_url(&self) -> &str {
+        &self.database.url
+    }
+
     /// Queues faults on the mock.
     pub async fn fault(&self, faults: Value) {
         let response = self
