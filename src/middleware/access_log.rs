@@ -32,49 +32,41 @@ pub async fn observe(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
-    let created_at_ms = crate::records::now_ms();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.as_str().to_owned())
-        .unwrap_or_default();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let mut departure = Departure::watch(&mut request, &recorder, |status| Record {
-        id: uuid::Uuid::now_v7().to_string(),
-        created_at_ms,
-        request_id: request_id.clone(),
-        method: method.to_string(),
-        route: route.clone(),
-        status,
-        latency_ms: millis(started.elapsed()),
-        client_ip: peer.map(|ip| ip.to_string()),
-        caller: "none".to_owned(),
-        outcome: "client_left".to_owned(),
-        ..Record::default()
-    });
-    if !is_audited(&route) {
-        departure.stay();
-    }
+    let seen = Seen {
+        started: Instant::now(),
+        created_at_ms: crate::records::now_ms(),
+        method: request.method().clone(),
+        route: request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned()),
+        request_id: request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default(),
+        peer: request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
+    };
+    let audited = recorder.enabled() && is_audited(&seen.route);
+    let departure = Departure::watch(&mut request, audited.then_some(&recorder), seen);
     let mut response = next.run(request).await;
-    departure.stay();
+    let Some(seen) = departure.stay() else {
+        return response;
+    };
+    let started = seen.started;
+    let (method, route, request_id) = (&seen.method, &seen.route, &seen.request_id);
     let duration = started.elapsed();
     let status = response.status().as_u16();
     let facts = response.extensions_mut().remove::<CallFacts>();
     let error_kind = response.extensions().get::<ErrorKind>().map(|k| k.0);
     if tracing::enabled!(tracing::Level::INFO) {
         let line = AccessLine {
-            request_id: &request_id,
+            request_id,
             method: method.as_str(),
-            path: &route,
+            path: route,
             status,
             duration,
             key_id: facts.as_ref().and_then(|f| f.key_id.as_deref()),
@@ -98,7 +90,7 @@ pub async fn observe(
     let upstream_wait = facts.as_ref().and_then(|f| f.upstream_wait);
     crate::metrics::record_request(
         &crate::metrics::RequestLabels {
-            route: &route,
+            route,
             status,
             model: facts.as_ref().and_then(|f| f.model_label.clone()),
             cache: facts.as_ref().and_then(|f| f.cache_status),
@@ -109,21 +101,11 @@ pub async fn observe(
     );
     server_timing(&mut response, duration, upstream_wait);
 
-    if recorder.enabled() && is_audited(&route) {
-        let mut draft = Record {
-            id: uuid::Uuid::now_v7().to_string(),
-            created_at_ms,
-            request_id,
-            method: method.to_string(),
-            route,
-            status,
-            error_kind: error_kind.map(str::to_owned),
-            latency_ms: millis(duration),
-            client_ip: peer.map(|ip| ip.to_string()),
-            caller: "none".to_owned(),
-            outcome: outcome_of(status, error_kind).to_owned(),
-            ..Record::default()
-        };
+    if audited {
+        let outcome = outcome_of(status, error_kind);
+        let mut draft = seen.draft(status, outcome);
+        draft.error_kind = error_kind.map(str::to_owned);
+        draft.latency_ms = millis(duration);
         if let Some(facts) = facts {
             apply(&mut draft, facts, &recorder);
         }
@@ -146,42 +128,72 @@ pub async fn observe(
     response
 }
 
+/// What the layer notes of a request before running it.
+struct Seen {
+    started: Instant,
+    created_at_ms: i64,
+    method: axum::http::Method,
+    route: String,
+    request_id: String,
+    peer: Option<std::net::IpAddr>,
+}
+
+impl Seen {
+    /// The request's record as far as the layer knows it.
+    fn draft(self, status: u16, outcome: &str) -> Record {
+        Record {
+            id: uuid::Uuid::now_v7().to_string(),
+            created_at_ms: self.created_at_ms,
+            request_id: self.request_id,
+            method: self.method.to_string(),
+            route: self.route,
+            status,
+            latency_ms: millis(self.started.elapsed()),
+            client_ip: self.peer.map(|ip| ip.to_string()),
+            caller: "none".to_owned(),
+            outcome: outcome.to_owned(),
+            ..Record::default()
+        }
+    }
+}
+
 /// A caller's departure, watched while the request runs: dropped before the response exists
 /// (the caller left, and the layer's future with it), it queues the record of the call, which
 /// waits for what the call's upstream part hands to the [`LeftBehind`] slot.
 struct Departure {
-    armed: Option<(Recorder, Record, tokio::sync::oneshot::Receiver<Unanswered>)>,
+    seen: Option<Seen>,
+    armed: Option<(Recorder, tokio::sync::oneshot::Receiver<Unanswered>)>,
 }
 
 impl Departure {
-    /// Puts the slot in `request`; `draft` makes the record (for a status) should it be needed.
-    fn watch(
-        request: &mut Request,
-        recorder: &Recorder,
-        draft: impl FnOnce(u16) -> Record,
-    ) -> Self {
-        if !recorder.enabled() {
-            return Self { armed: None };
-        }
-        let (slot, unanswered) = LeftBehind::new();
-        request.extensions_mut().insert(slot);
-        // 499: nginx's "client closed request", for a call that never got an answer at all.
+    /// Puts the slot in `request` when `recorder` is to record it.
+    fn watch(request: &mut Request, recorder: Option<&Recorder>, seen: Seen) -> Self {
+        let armed = recorder.map(|recorder| {
+            let (slot, unanswered) = LeftBehind::new();
+            request.extensions_mut().insert(slot);
+            (recorder.clone(), unanswered)
+        });
         Self {
-            armed: Some((recorder.clone(), draft(499), unanswered)),
+            seen: Some(seen),
+            armed,
         }
     }
 
-    /// The caller stayed (or the route keeps no record): nothing to do on drop.
-    fn stay(&mut self) {
+    /// The caller stayed: nothing to do on drop; what was seen goes to the normal record.
+    fn stay(mut self) -> Option<Seen> {
         self.armed = None;
+        self.seen.take()
     }
 }
 
 impl Drop for Departure {
     fn drop(&mut self) {
-        let Some((recorder, draft, unanswered)) = self.armed.take() else {
+        let (Some((recorder, unanswered)), Some(seen)) = (self.armed.take(), self.seen.take())
+        else {
             return;
         };
+        // 499: nginx's "client closed request", for a call that never got an answer at all.
+        let draft = seen.draft(499, "client_left");
         let recorder_for_facts = recorder.clone();
         recorder.record_after(draft, unanswered, move |mut record, left| {
             record.status = left.status;

@@ -46,7 +46,11 @@ impl Engine for Sqlite {
     /// returned id back as its own message, a thread handoff per record (measured: most of the
     /// audit log's CPU cost).
     async fn insert_records(pool: &SqlitePool, records: &[Record]) -> Result<u64, StoreError> {
-        let mut tx = pool.begin().await?;
+        // IMMEDIATE: the write lock up front. A deferred transaction starts with the look-up
+        // (a read) and must upgrade to write; if another connection wrote meanwhile, WAL mode
+        // answers SQLITE_BUSY at once, without the busy timeout (seen when a spill replay or a
+        // second writer inserts beside the writer).
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut new_ids: HashSet<&str> = HashSet::with_capacity(records.len());
         let insert = format!("INSERT INTO requests ({RECORD_COLUMNS}) ");
         for chunk in fixed_chunks(records) {
