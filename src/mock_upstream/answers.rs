@@ -101,12 +101,19 @@ pub(super) fn json_answer(mut body: Value, stream: &Streaming) -> Response {
             "{\"id\": \"chatcmpl-broken\", \"choices\": [tru",
         ))
     } else if stream.cut_after.is_some() {
+        // Half the body goes out (the head with it), and the connection breaks a moment later,
+        // as when an upstream dies mid-answer.
         let half = bytes.slice(..bytes.len() / 2);
-        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-            Ok(half),
-            Err(std::io::Error::other("mock cut the connection")),
-        ];
-        Response::new(Body::from_stream(futures_util::stream::iter(chunks)))
+        let chunks = futures_util::stream::unfold(Some(half), |next| async move {
+            match next {
+                Some(half) => Some((Ok(half), None)),
+                None => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Some((Err(std::io::Error::other("mock cut the connection")), None))
+                }
+            }
+        });
+        Response::new(Body::from_stream(chunks))
     } else {
         Response::new(Body::from(bytes))
     };

@@ -126,6 +126,8 @@ pub struct Call {
     /// Set once the call has gone upstream: the prices its record is counted at should the
     /// caller leave before the answer.
     pub gone_upstream: Option<Arc<PriceTable>>,
+    /// The upstream answered with a success head: it ran, and bills, even if its body is lost.
+    pub answered: bool,
     pub started: Instant,
 }
 
@@ -154,6 +156,7 @@ impl Call {
             spent: None,
             left_behind: call.left_behind,
             gone_upstream: None,
+            answered: false,
             started: Instant::now(),
         }
     }
@@ -195,6 +198,15 @@ impl Call {
                 }
                 Ok(response)
             }
+            // The upstream answered 2xx and then its body was lost: it ran and bills, so the
+            // call keeps its worst case, in the budget and in the record alike.
+            Err(error) if self.answered => {
+                if let Some(prices) = self.gone_upstream.take() {
+                    self.facts = self.at_worst_case(&prices, None);
+                }
+                self.reservations.settle(None, Spend::Unknown);
+                Err(error)
+            }
             Err(error) => {
                 let spend = match error {
                     GatewayError::UpstreamTimeout => Spend::Unknown,
@@ -208,11 +220,11 @@ impl Call {
         (result, std::mem::take(&mut self.facts))
     }
 
-    /// The facts of a call whose caller left after it went upstream: it may have run, so it
-    /// is counted at its worst case — the prompt as estimated and the most output it allows,
-    /// at what the budget holds for it (the same figure the budget is settled at) — and
-    /// marked estimated.
-    fn abandoned(&mut self, prices: &PriceTable) -> CallFacts {
+    /// The facts of a call that ran upstream but whose answer was lost (its caller left, or
+    /// its body broke after a success head): it is counted at its worst case — the prompt as
+    /// estimated and the most output it allows, at what the budget holds for it (the same
+    /// figure the budget is settled at) — marked estimated, and ended as `outcome` says.
+    fn at_worst_case(&mut self, prices: &PriceTable, outcome: Option<&'static str>) -> CallFacts {
         let estimate = self.estimate();
         let prompt_tokens = estimate.map_or(0, |e| e.prompt_tokens);
         let choices = estimate.map_or(1, |e| e.choices);
@@ -249,7 +261,7 @@ impl Call {
         facts.cost_nanos = cost;
         facts.price_version = cost.map(|_| prices.version());
         facts.estimated = true;
-        facts.outcome = Some("client_left");
+        facts.outcome = outcome;
         facts
     }
 }
@@ -262,7 +274,7 @@ impl Drop for Call {
         else {
             return;
         };
-        let facts = self.abandoned(&prices);
+        let facts = self.at_worst_case(&prices, Some("client_left"));
         slot.deliver(Unanswered {
             status: 499,
             error_kind: None,

@@ -43,6 +43,7 @@ pub async fn forward(call: &mut Call, state: &AppState) -> Result<Forwarded, Gat
     };
     call.facts.set_upstream_wait(upstream_started.elapsed());
     let (upstream, target) = sent?;
+    call.answered = upstream.status().is_success();
     call.facts.upstream = Some(state.upstream.name_of(target.endpoint));
     if let Some(model) = target.model {
         call.facts.model_used = Some(model.to_string());

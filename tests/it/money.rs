@@ -295,3 +295,51 @@ async fn moderations_are_free_not_unpriced() {
     assert_eq!(usage[0].totals.unpriced, 0, "{usage:?}");
     gw.stop().await;
 }
+
+/// An upstream that answers 200 and then breaks its body has run the call and bills it: the
+/// caller gets a 502, but the budget keeps the call's worst case and the record says so
+/// (estimated), instead of both counting it free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_lost_after_a_success_head_is_paid_at_its_worst_case() {
+    let gw = TestGateway::start().await;
+    let budget = BudgetSpec {
+        max_usd: 10.0,
+        period: BudgetPeriod::Month,
+        alert_at: 1.0,
+    };
+    let (key_id, secret) = gw
+        .create_key_with(NewKey {
+            name: "cut".into(),
+            budgets: KeyBudgets {
+                key: Some(budget.clone()),
+                user: None,
+            },
+            ..NewKey::default()
+        })
+        .await;
+    gw.fault(json!({ "cut_after_events": 1 })).await;
+    let response = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&secret)
+        .header("x-request-id", "cut-after-the-head")
+        .json(&json!({ "model": "gpt-4o-mini", "max_tokens": 40,
+                        "messages": [{ "role": "user", "content": "echo: cut me" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let record = gw.record_of("cut-after-the-head").await;
+    assert!(record.estimated, "{record:?}");
+    assert_eq!(record.usage.completion_tokens, 40, "{record:?}");
+    // gpt-4o-mini: 150 and 600 n$ a token.
+    let worst = (record.usage.prompt_tokens * 150 + 40 * 600) as i64;
+    assert_eq!(record.cost_nanos, Some(worst), "{record:?}");
+    let line = BudgetLine::new(SpendScope::Key(key_id), &budget, now_ms());
+    let charged = eventually(std::time::Duration::from_secs(5), || async {
+        gw.state.budgets.spent(&line).await.ok() == Some(worst)
+    })
+    .await;
+    assert!(charged, "the budget was charged the worst case");
+    gw.stop().await;
+}
