@@ -385,12 +385,20 @@ fn without_date_suffix(model: &str) -> Option<&str> {
 /// and the seventh to ninth when they are not zero (`0.00000006` for 60 n$), so the figure is
 /// exact and the common case reads as it always has.
 pub fn format_usd(nanos: Nanos) -> String {
-    let sign = if nanos < 0 { "-" } else { "" };
+    use std::fmt::Write as _;
     let abs = nanos.unsigned_abs();
-    let fraction = format!("{:09}", abs % 1_000_000_000);
-    let fraction = fraction.trim_end_matches('0');
-    let places = fraction.len().max(6);
-    format!("{sign}{}.{fraction:0<places$}", abs / 1_000_000_000)
+    let (whole, mut fraction) = (abs / 1_000_000_000, abs % 1_000_000_000);
+    let mut places = 9;
+    while places > 6 && fraction % 10 == 0 {
+        fraction /= 10;
+        places -= 1;
+    }
+    let mut text = String::with_capacity(24);
+    if nanos < 0 {
+        text.push('-');
+    }
+    let _ = write!(text, "{whole}.{fraction:0places$}");
+    text
 }
 
 /// USD (from configuration) to nano-dollars, rounded to the nearest.
