@@ -287,10 +287,30 @@ pub(super) fn images(body: &Value, stream: &Streaming) -> Response {
     let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
     let b64 = body.get("response_format").and_then(Value::as_str) == Some("b64_json");
     let text = |field: &str| body.get(field).and_then(Value::as_str);
-    json_answer(
-        fixtures::images(model, prompt, n, b64, text("quality"), text("size")),
-        stream,
-    )
+    let answer = fixtures::images(model, prompt, n, b64, text("quality"), text("size"));
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        // A GPT image stream: a partial image, then the final image with the usage.
+        let image = answer
+            .pointer("/data/0/b64_json")
+            .cloned()
+            .unwrap_or_default();
+        let events = vec![
+            (
+                Some("image_generation.partial_image".to_owned()),
+                json!({ "type": "image_generation.partial_image", "b64_json": image,
+                        "partial_image_index": 0, "created_at": answer["created"] })
+                .to_string(),
+            ),
+            (
+                Some("image_generation.completed".to_owned()),
+                json!({ "type": "image_generation.completed", "b64_json": image,
+                        "created_at": answer["created"], "usage": answer["usage"] })
+                .to_string(),
+            ),
+        ];
+        return sse_answer(events, stream);
+    }
+    json_answer(answer, stream)
 }
 
 pub(super) fn moderations(body: &Value, stream: &Streaming) -> Response {

@@ -87,6 +87,9 @@ pub struct ImagesRequest {
     pub size: Option<String>,
     #[serde(default)]
     pub quality: Option<String>,
+    /// GPT image models stream partial images and a final event with the usage.
+    #[serde(default)]
+    pub stream: Option<bool>,
 }
 
 /// `POST /v1/responses`.
@@ -296,7 +299,7 @@ impl ImagesRequest {
         let model = self.model.clone().unwrap_or_else(|| "dall-e-2".to_owned());
         Ok(RequestFacts {
             model: Some(model),
-            stream: false,
+            stream: self.stream.unwrap_or(false),
             include_usage: false,
             user: check_user(self.user.as_ref())?,
             images: Some(crate::pricing::ImageRequest {

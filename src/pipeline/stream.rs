@@ -392,11 +392,18 @@ impl EventPeek<'_> {
             .or_else(|| self.response.as_ref()?.service_tier.as_deref())
     }
 
-    /// Chat streams end with `[DONE]`; Responses API streams with one of these events.
+    /// Chat streams end with `[DONE]`; Responses API and image streams with one of these
+    /// events.
     fn is_terminal(&self) -> bool {
         matches!(
             self.kind.as_deref(),
-            Some("response.completed" | "response.failed" | "response.incomplete")
+            Some(
+                "response.completed"
+                    | "response.failed"
+                    | "response.incomplete"
+                    | "image_generation.completed"
+                    | "image_edit.completed"
+            )
         )
     }
 

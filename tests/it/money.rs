@@ -343,3 +343,37 @@ async fn a_body_lost_after_a_success_head_is_paid_at_its_worst_case() {
     assert!(charged, "the budget was charged the worst case");
     gw.stop().await;
 }
+
+/// A GPT image stream is relayed as it comes (partial images, then the final image) and priced
+/// from the usage its final event reports, with the cost comment after that event.
+#[tokio::test]
+async fn an_image_stream_is_relayed_and_priced_from_its_final_event() {
+    let gw = TestGateway::start().await;
+    let (status, body) = call(
+        &gw,
+        "/v1/images/generations",
+        "image-stream",
+        json!({ "model": "gpt-image-1", "prompt": "a fox at dawn", "stream": true }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = body.as_str().expect("an event stream");
+    let partial = text.find("event: image_generation.partial_image").unwrap();
+    let completed = text.find("event: image_generation.completed").unwrap();
+    let comment = text.find(": x-tollgate-cost-usd: ").unwrap();
+    assert!(partial < completed && completed < comment, "{text}");
+    let record = gw.record_of("image-stream").await;
+    let (p, c) = (
+        record.usage.prompt_tokens as i64,
+        record.usage.completion_tokens as i64,
+    );
+    assert!(c > 0 && !record.estimated, "{record:?}");
+    // gpt-image-1: text in $5, image out $40 per million (5,000 and 40,000 n$ a token).
+    assert_eq!(
+        record.cost_nanos,
+        Some(p * 5_000 + c * 40_000),
+        "{record:?}"
+    );
+    assert!(record.stream);
+    gw.stop().await;
+}
