@@ -87,16 +87,43 @@ impl Estimate {
     }
 }
 
+/// A request's [`Estimate`] without the tokenizer: the prompt as a quarter of the body's
+/// `bytes` (a rough count, for records of calls whose prompt was never counted), the output
+/// limits as [`estimate_value`] reads them.
+pub fn estimate_roughly(route: ModelRoute, request: &Value, bytes: usize) -> Estimate {
+    let (max_completion_tokens, choices) = output_limits(route, request);
+    Estimate {
+        prompt_tokens: u64::try_from(bytes.div_ceil(4)).unwrap_or(u64::MAX),
+        max_completion_tokens,
+        choices,
+    }
+}
+
+/// The output a request allows (all choices together; `None` when it sets no maximum) and its
+/// number of choices.
+fn output_limits(route: ModelRoute, request: &Value) -> (Option<u64>, u64) {
+    let number = |field: &str| request.get(field).and_then(Value::as_u64);
+    let choices = number("n").unwrap_or(1).max(1);
+    let limit = match route {
+        ModelRoute::Chat => number("max_completion_tokens")
+            .or(number("max_tokens"))
+            .map(|c| c * choices),
+        ModelRoute::Embeddings | ModelRoute::Images => Some(0),
+        ModelRoute::Responses | ModelRoute::Passthrough => {
+            number("max_output_tokens").or(number("max_tokens"))
+        }
+    };
+    (limit, choices)
+}
+
 /// A request's [`Estimate`], from its body parsed into a tree (the pipeline parses a body once).
 pub fn estimate_value(route: ModelRoute, request: &Value) -> Estimate {
-    let number = |field: &str| request.get(field).and_then(Value::as_u64);
     let model = request
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("gpt-4o");
     let input = request.get("input").unwrap_or(&Value::Null);
-    let choices = number("n").unwrap_or(1).max(1);
-    let (prompt_tokens, max_completion_tokens) = match route {
+    let prompt_tokens = match route {
         ModelRoute::Chat => {
             let messages = request
                 .get("messages")
@@ -108,36 +135,26 @@ pub fn estimate_value(route: ModelRoute, request: &Value) -> Estimate {
                 .filter_map(|m| m.get("content"))
                 .map(|content| count_value(model, content))
                 .sum();
-            let prompt = text + 3 * messages.len() as u64 + 3;
-            let completion = number("max_completion_tokens").or(number("max_tokens"));
-            (prompt, completion.map(|c| c * choices))
+            text + 3 * messages.len() as u64 + 3
         }
-        ModelRoute::Embeddings => {
-            let tokens = match input {
-                Value::Array(items) if items.iter().all(Value::is_u64) => items.len() as u64,
-                Value::Array(items) => items
-                    .iter()
-                    .map(|item| match item {
-                        Value::Array(ids) => ids.len() as u64,
-                        other => count_value(model, other),
-                    })
-                    .sum(),
-                other => count_value(model, other),
-            };
-            (tokens, Some(0))
-        }
-        ModelRoute::Images => (
-            request
-                .get("prompt")
-                .and_then(Value::as_str)
-                .map_or(0, |p| count(model, p)),
-            Some(0),
-        ),
-        ModelRoute::Responses | ModelRoute::Passthrough => (
-            count_value(model, input) + 3,
-            number("max_output_tokens").or(number("max_tokens")),
-        ),
+        ModelRoute::Embeddings => match input {
+            Value::Array(items) if items.iter().all(Value::is_u64) => items.len() as u64,
+            Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    Value::Array(ids) => ids.len() as u64,
+                    other => count_value(model, other),
+                })
+                .sum(),
+            other => count_value(model, other),
+        },
+        ModelRoute::Images => request
+            .get("prompt")
+            .and_then(Value::as_str)
+            .map_or(0, |p| count(model, p)),
+        ModelRoute::Responses | ModelRoute::Passthrough => count_value(model, input) + 3,
     };
+    let (max_completion_tokens, choices) = output_limits(route, request);
     Estimate {
         prompt_tokens,
         max_completion_tokens,

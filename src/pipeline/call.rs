@@ -225,7 +225,16 @@ impl Call {
     /// estimated and the most output it allows, at what the budget holds for it (the same
     /// figure the budget is settled at) — marked estimated, and ended as `outcome` says.
     fn at_worst_case(&mut self, prices: &PriceTable, outcome: Option<&'static str>) -> CallFacts {
-        let estimate = self.estimate();
+        // The prompt as counted for a budget, or else roughly: this may run in `Drop`, where a
+        // caller who sent a large prompt and left must not buy a tokenizer run.
+        let route = self.route;
+        let estimate = self.json.as_mut().map(|json| match json.estimate {
+            Some(counted) => counted,
+            None => {
+                let bytes = json.raw.len();
+                crate::tokens::estimate_roughly(route, json.tree(), bytes)
+            }
+        });
         let prompt_tokens = estimate.map_or(0, |e| e.prompt_tokens);
         let choices = estimate.map_or(1, |e| e.choices);
         let max_output = estimate.and_then(|e| e.max_completion_tokens);

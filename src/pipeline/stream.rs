@@ -113,7 +113,9 @@ pub fn respond(
         tracing::debug!(route = route.label(), end = ?outcome.end, events = outcome.events, "stream finished");
         // The account step: the stream's own usage, or an estimate of what it relayed.
         let accounting = account::stream(&task_state.prices, route, &request, prompt, &outcome);
-        let spend = Spend::Cost(accounting.cost.unwrap_or(0));
+        // No cost known (an unpriced answer, a stream cut before its usage with nothing to
+        // count): it was served, so it keeps what was held, as a plain call does.
+        let spend = accounting.cost.map_or(Spend::Unknown, Spend::Cost);
         reservations.settle(Some(accounting.usage.total_tokens()), spend);
         facts.outcome = match outcome.end {
             StreamEnd::Completed => None,

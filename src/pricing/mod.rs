@@ -254,8 +254,8 @@ impl PriceTable {
     /// limit per choice, or that limit for each choice when the request sets none. Images:
     /// `count` × the dearest price the request's quality and size can resolve to, or for GPT
     /// image models `count` × the most output tokens such an image can take. A request for the
-    /// priority tier is held at priority prices (none known: `None`); flex is held at the
-    /// standard prices, as it may be served at them.
+    /// priority tier is held at priority prices (none published: twice the standard ones); flex
+    /// is held at the standard prices, as it may be served at them.
     pub fn worst_case(
         &self,
         model: &str,
@@ -287,11 +287,18 @@ impl PriceTable {
             completion_tokens: output,
             ..Usage::default()
         };
-        let tier = match tier {
-            ServiceTier::Priority => ServiceTier::Priority,
-            _ => ServiceTier::Standard,
-        };
-        token_cost(price.tokens.as_ref()?, &usage, tier)
+        let tokens = price.tokens.as_ref()?;
+        match tier {
+            ServiceTier::Priority if tokens.priority.is_some() => {
+                token_cost(tokens, &usage, ServiceTier::Priority)
+            }
+            // A field the caller sets must not make a priced model unpriced (and so unbudgeted):
+            // priority without published prices is held at twice the standard price, above
+            // every priority price OpenAI publishes (1.7–2×).
+            ServiceTier::Priority => token_cost(tokens, &usage, ServiceTier::Standard)
+                .map(|standard| standard.saturating_mul(2)),
+            _ => token_cost(tokens, &usage, ServiceTier::Standard),
+        }
     }
 }
 
@@ -664,8 +671,13 @@ mod tests {
         // gpt-5.4's priority prices (models.dev's fast mode): $5 in, $30 out.
         assert_eq!(at("gpt-5.4", ServiceTier::Priority), Some(35_000_000));
         assert_eq!(at("gpt-5.4", ServiceTier::Standard), Some(17_500_000));
-        // No priority prices known for o3: unpriced, never the standard price.
+        // No priority prices known for o3: unpriced, never the standard price; held at twice
+        // the standard price, so asking for priority cannot slip a call past a budget.
         assert_eq!(at("o3", ServiceTier::Priority), None);
+        assert_eq!(
+            table.worst_case("o3", 1_000, Some(1_000), 1, None, ServiceTier::Priority),
+            Some(20_000_000)
+        );
         assert_eq!(
             table.worst_case(
                 "gpt-5.4",
