@@ -18,34 +18,42 @@ use crate::pricing::{Nanos, base_model, format_usd};
 use crate::store::StoreError;
 use crate::store::audit::{GroupBy, RecordStore, UsageQuery, UsageRow};
 
+/// The longest range compared, in days (each side is read whole).
+pub const MAX_DAYS: i64 = 93;
+
 /// The default tolerance on a day and model's cost: $0.00001 (OpenAI reports costs as decimal
 /// USD, which may not carry every nano-dollar).
 pub const DEFAULT_TOLERANCE: Nanos = 10_000;
 
 /// Compares Tollgate's records with OpenAI's Costs and Usage APIs over whole UTC days from
-/// `from_ms`'s day through `to_ms`.
+/// `from_ms`'s day through `to_ms` (at most [`MAX_DAYS`]), for `project` when the upstream
+/// names one (other projects of the organization are not Tollgate's).
 pub async fn reconcile(
     records: &dyn RecordStore,
-    base: &Url,
-    admin_key: Option<&SecretString>,
+    (base, admin_key, project): (&Url, Option<&SecretString>, Option<&SecretString>),
     (from_ms, to_ms): (i64, i64),
     tolerance: Nanos,
 ) -> Result<Report, ReconcileError> {
+    const HOUR_MS: i64 = 3_600_000;
     const DAY_MS: i64 = 86_400_000;
+    if to_ms.saturating_sub(from_ms) > MAX_DAYS * DAY_MS {
+        return Err(ReconcileError::Range);
+    }
+    // Whole days from `from`'s, through the end of the hour `to` falls in, on both sides.
     let from_ms = from_ms - from_ms.rem_euclid(DAY_MS);
-    let openai = openai_ledger(base, admin_key, from_ms / 1000, to_ms / 1000).await?;
+    let to_ms = (to_ms - to_ms.rem_euclid(HOUR_MS)).saturating_add(HOUR_MS);
+    let openai = openai_ledger(base, admin_key, project, from_ms / 1000, to_ms / 1000).await?;
     let rows = records
         .usage(&UsageQuery {
             group_by: vec![GroupBy::Day, GroupBy::Model],
             from_ms,
-            // Through the hour `to_ms` falls in.
-            to_ms: to_ms + 3_600_000,
+            to_ms,
         })
         .await
         .map_err(ReconcileError::Records)?;
     let mut report = compare(&tollgate_ledger(&rows), &openai, tolerance);
     report.from = day_of(from_ms / 1000);
-    report.to = day_of(to_ms / 1000);
+    report.to = day_of((to_ms - 1) / 1000);
     Ok(report)
 }
 
@@ -90,6 +98,8 @@ pub enum ReconcileError {
     Upstream { what: &'static str, detail: String },
     #[error("reading the records: {0}")]
     Records(StoreError),
+    #[error("a range of at most {MAX_DAYS} days")]
+    Range,
 }
 
 /// A page of an organization API: buckets of results.
@@ -139,6 +149,7 @@ struct UsageResult {
 pub async fn openai_ledger(
     base: &Url,
     admin_key: Option<&SecretString>,
+    project: Option<&SecretString>,
     from_s: i64,
     to_s: i64,
 ) -> Result<Ledger, ReconcileError> {
@@ -152,6 +163,7 @@ pub async fn openai_ledger(
         client,
         base,
         admin_key,
+        project,
         from_s,
         to_s,
     };
@@ -202,6 +214,7 @@ struct Reader<'a> {
     client: reqwest::Client,
     base: &'a Url,
     admin_key: &'a SecretString,
+    project: Option<&'a SecretString>,
     from_s: i64,
     to_s: i64,
 }
@@ -223,6 +236,10 @@ impl Reader<'_> {
             .append_pair("bucket_width", "1d")
             .append_pair("group_by", group_by)
             .append_pair("limit", "31");
+        if let Some(project) = self.project {
+            url.query_pairs_mut()
+                .append_pair("project_ids", project.expose_secret());
+        }
         let mut results = Vec::new();
         let mut cursor: Option<String> = None;
         // A bound on pages: 100 × 31 days is more than any range asked for.

@@ -53,8 +53,11 @@ pub async fn reconcile_route(
     let upstream = &state.config.upstream;
     let report = reconcile(
         state.records.as_ref(),
-        &upstream.base_url,
-        upstream.admin_key.as_ref(),
+        (
+            &upstream.admin_base_url,
+            upstream.admin_key.as_ref(),
+            upstream.project.as_ref(),
+        ),
         (from_ms, to_ms),
         tolerance,
     )
@@ -64,6 +67,7 @@ pub async fn reconcile_route(
             what: "reconciliation (OPENAI_ADMIN_KEY is not set)",
         },
         ReconcileError::Records(error) => unavailable(error),
+        ReconcileError::Range => bad_param("from", "The range compared is at most 93 days."),
         upstream @ ReconcileError::Upstream { .. } => GatewayError::UpstreamFailed {
             detail: upstream.to_string(),
         },

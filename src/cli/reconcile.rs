@@ -42,10 +42,14 @@ pub async fn run(args: ReconcileArgs, path: Option<&Path>, env: &Env) -> anyhow:
         .await
         .context("opening the database")?
         .records;
+    let upstream = &config.upstream;
     let report = reconcile(
         records.as_ref(),
-        &config.upstream.base_url,
-        config.upstream.admin_key.as_ref(),
+        (
+            &upstream.admin_base_url,
+            upstream.admin_key.as_ref(),
+            upstream.project.as_ref(),
+        ),
         (from_ms, now),
         tolerance,
     )

@@ -28,6 +28,9 @@ pub struct UpstreamConfig {
     /// OpenAI's Costs and Usage APIs for `tollgate reconcile`; never sent with a request.
     #[serde(serialize_with = "serialize_optional_secret")]
     pub admin_key: Option<SecretString>,
+    /// `OPENAI_ADMIN_BASE_URL`: where the admin key goes (OpenAI itself by default, not the
+    /// upstream, which may be a proxy or another provider); https, or http to loopback only.
+    pub admin_base_url: Url,
     /// `OPENAI_MAX_RETRIES`: retries after the first attempt on 408/409/429/5xx/connect errors.
     pub max_retries: u32,
     /// `OPENAI_TIMEOUT`: a whole non-streaming call, retries included.
@@ -78,6 +81,30 @@ impl UpstreamConfig {
                 "must not carry credentials; use OPENAI_API_KEY",
             );
         }
+        let mut admin_base_url: Url = s.get(
+            "upstream.admin_base_url",
+            Some("OPENAI_ADMIN_BASE_URL"),
+            Url::parse("https://api.openai.com/v1/")
+                .unwrap_or_else(|_| unreachable!("constant URL")),
+        );
+        if !admin_base_url.path().ends_with('/') {
+            admin_base_url.set_path(&format!("{}/", admin_base_url.path()));
+        }
+        let loopback = matches!(admin_base_url.host(), Some(url::Host::Domain("localhost")))
+            || matches!(admin_base_url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+            || matches!(admin_base_url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+        let carries_credentials =
+            !admin_base_url.username().is_empty() || admin_base_url.password().is_some();
+        if !(admin_base_url.scheme() == "https" || admin_base_url.scheme() == "http" && loopback)
+            || carries_credentials
+        {
+            s.invalid(
+                "upstream.admin_base_url",
+                Some("OPENAI_ADMIN_BASE_URL"),
+                "must be https (http only to a loopback address), without credentials: the \
+                 organization admin key is sent there",
+            );
+        }
         let max_retries = s.get("upstream.max_retries", Some("OPENAI_MAX_RETRIES"), 3u32);
         if max_retries > 10 {
             s.invalid(
@@ -108,6 +135,7 @@ impl UpstreamConfig {
             organization: s.optional("upstream.organization", Some("OPENAI_ORGANIZATION")),
             project: s.optional("upstream.project", Some("OPENAI_PROJECT")),
             admin_key: s.optional_env("OPENAI_ADMIN_KEY"),
+            admin_base_url,
             max_retries,
             timeout: positive(s, "upstream.timeout_ms", Some("OPENAI_TIMEOUT"), 60_000),
             connect_timeout: positive(s, "upstream.connect_timeout_ms", None, 5_000),

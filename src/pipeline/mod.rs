@@ -41,7 +41,7 @@ use crate::error::GatewayError;
 pub use crate::identity::{Caller, Principal};
 pub use crate::openai::ModelRoute;
 use crate::openai::path::ApiPath;
-use crate::records::CallFacts;
+use crate::records::{CallFacts, LeftBehind};
 use crate::state::AppState;
 pub use call::{Call, CallBody, JsonRequest, ModelCall};
 pub use reservations::{Reservations, Spend};
@@ -79,7 +79,7 @@ async fn run(call: &mut Call, state: &AppState) -> Result<Response, GatewayError
 pub async fn complete_chat(
     state: &AppState,
     principal: &Principal,
-    headers: HeaderMap,
+    (headers, left_behind): (HeaderMap, Option<LeftBehind>),
     body: Bytes,
 ) -> Result<(HeaderMap, Bytes, CallFacts), GatewayError> {
     let request = ModelCall {
@@ -90,7 +90,7 @@ pub async fn complete_chat(
         headers,
         body: CallBody::Json(body),
         operation: None,
-        left_behind: None,
+        left_behind,
     };
     let mut call = Call::new(state, principal, request);
     let result = run(&mut call, state).await;

@@ -9,7 +9,7 @@
 //! model the key allows is accepted (the seed pinned two retired models), and an explicit
 //! `temperature: 0` stays 0 (the seed's `|| 0.1` turned it into 0.1).
 
-use crate::records::CallFacts;
+use crate::records::{CallFacts, LeftBehind};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,11 +80,13 @@ pub async fn generate(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(request_id): Extension<RequestId>,
+    left_behind: Option<Extension<LeftBehind>>,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Response {
     let started = Instant::now();
-    match answer(&state, &principal, headers, body).await {
+    let left_behind = left_behind.map(|Extension(slot)| slot);
+    match answer(&state, &principal, headers, body, left_behind).await {
         Ok((content, model, usage, limit_headers, facts)) => {
             let mut response = Json(json!({
             "success": true,
@@ -121,6 +123,7 @@ async fn answer(
     principal: &Principal,
     headers: HeaderMap,
     body: JsonBody,
+    left_behind: Option<LeftBehind>,
 ) -> Result<(String, String, Value, HeaderMap, CallFacts), GatewayError> {
     let request: GenerateRequest = decode(&body.0)?;
     request.validate()?;
@@ -133,7 +136,7 @@ async fn answer(
     });
     let chat = serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let (limit_headers, upstream, facts) =
-        pipeline::complete_chat(state, principal, headers, chat.into()).await?;
+        pipeline::complete_chat(state, principal, (headers, left_behind), chat.into()).await?;
 
     #[derive(Deserialize)]
     struct Completion {

@@ -87,7 +87,7 @@ async fn the_gateways_spend_is_reconciled_with_openais_bill() {
         .args(["reconcile", "--since", "1d", "--json"])
         .env_clear()
         .env("DATABASE_URL", gw.database_url())
-        .env("OPENAI_BASE_URL", format!("{}/v1", gw.mock_base))
+        .env("OPENAI_ADMIN_BASE_URL", format!("{}/v1", gw.mock_base))
         .env("OPENAI_ADMIN_KEY", OPENAI_ADMIN_KEY)
         .output()
         .await
@@ -128,4 +128,21 @@ async fn without_an_admin_key_reconciliation_says_what_is_missing() {
         .unwrap();
     assert_eq!(refused.status(), 401);
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_key_goes_only_to_https_or_loopback() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["reconcile", "--json"])
+        .env_clear()
+        .env("DATABASE_URL", "sqlite::memory:")
+        .env("OPENAI_ADMIN_KEY", OPENAI_ADMIN_KEY)
+        .env("OPENAI_ADMIN_BASE_URL", "http://billing.example.com/v1")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("OPENAI_ADMIN_BASE_URL"), "{stderr}");
+    assert!(!stderr.contains(OPENAI_ADMIN_KEY), "{stderr}");
 }

@@ -256,6 +256,11 @@ impl Builder {
                 "OPENAI_BASE_URL".to_owned(),
                 format!("http://{mock_address}/v1"),
             ),
+            // The organization APIs (reconciliation) are the mock's too.
+            (
+                "OPENAI_ADMIN_BASE_URL".to_owned(),
+                format!("http://{mock_address}/v1"),
+            ),
             ("DATABASE_URL".to_owned(), database.url.clone()),
             ("PORT".to_owned(), "0".to_owned()),
             // Tests should not wait a quarter second per retry.
