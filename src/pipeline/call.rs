@@ -194,6 +194,15 @@ impl Call {
             Ok(mut response) => {
                 self.reservations.write_headers(response.headers_mut());
                 if let Some((tokens, spend)) = self.spent.take() {
+                    // Served at an unknown cost: it keeps what was held, and its record says
+                    // so (a budget seeded from the records after a restart then agrees).
+                    if spend == Spend::Unknown
+                        && self.facts.cost_nanos.is_none()
+                        && let Some(held) = self.reservations.budget_held()
+                    {
+                        self.facts.cost_nanos = Some(held);
+                        self.facts.estimated = true;
+                    }
                     self.reservations.settle(tokens, spend);
                 }
                 Ok(response)

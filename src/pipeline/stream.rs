@@ -112,10 +112,17 @@ pub fn respond(
     let on_done = move |outcome: StreamOutcome| {
         tracing::debug!(route = route.label(), end = ?outcome.end, events = outcome.events, "stream finished");
         // The account step: the stream's own usage, or an estimate of what it relayed.
-        let accounting = account::stream(&task_state.prices, route, &request, prompt, &outcome);
+        let mut accounting = account::stream(&task_state.prices, route, &request, prompt, &outcome);
         // No cost known (an unpriced answer, a stream cut before its usage with nothing to
-        // count): it was served, so it keeps what was held, as a plain call does.
+        // count): it was served, so it keeps what was held, as a plain call does, and its
+        // record says so (a budget seeded from the records after a restart then agrees).
         let spend = accounting.cost.map_or(Spend::Unknown, Spend::Cost);
+        if accounting.cost.is_none()
+            && let Some(held) = reservations.budget_held()
+        {
+            accounting.cost = Some(held);
+            accounting.estimated = true;
+        }
         reservations.settle(Some(accounting.usage.total_tokens()), spend);
         facts.outcome = match outcome.end {
             StreamEnd::Completed => None,

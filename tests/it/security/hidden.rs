@@ -42,6 +42,19 @@ async fn budgets_and_model_lists_hold_where_cost_or_model_is_hidden() {
     })
     .await;
     assert!(charged, "an answer without usage was free");
+    // And its record says what the budget was charged, so a budget seeded from the records
+    // after a restart agrees.
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let record = gw.record_of(&request_id).await;
+    assert!(record.estimated, "{record:?}");
+    assert_eq!(
+        record.cost_nanos,
+        gw.state.budgets.spent(&line).await.ok(),
+        "{record:?}"
+    );
 
     // A tool that runs its own model: the model list applies, and a budget cannot price it.
     let tooled = json!({ "model": "gpt-4o-mini", "input": "draw", "tools": [{ "type": "image_generation", "model": "gpt-image-1" }] });
