@@ -46,15 +46,18 @@ async fn the_admin_api_is_absent_without_a_token_and_refuses_a_wrong_one() {
     gw.stop().await;
 
     let gw = gateway(Database::Sqlite).await.unwrap();
-    for token in ["wrong", &gw.key] {
-        let response = gw
-            .client
-            .get(gw.url("/admin/keys"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(error_of(response).await.0, 401, "token {token}");
+    // Every admin route, the one that spends OpenAI's admin key (reconcile) included.
+    for path in ["/admin/keys", "/admin/usage", "/admin/reconcile"] {
+        for token in ["wrong", &gw.key] {
+            let response = gw
+                .client
+                .get(gw.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(error_of(response).await.0, 401, "{path} with token {token}");
+        }
     }
     let response = gw.client.get(gw.url("/admin/keys")).send().await.unwrap();
     assert_eq!(error_of(response).await.0, 401);

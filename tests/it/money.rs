@@ -13,6 +13,28 @@ use crate::support::{TestGateway, eventually};
 
 const ADMIN: &str = "money-suite-admin-token-0123456789";
 
+/// A budget no test here comes near: what it holds and settles is what is checked.
+fn ten_dollars_a_month() -> BudgetSpec {
+    BudgetSpec {
+        max_usd: 10.0,
+        period: BudgetPeriod::Month,
+        alert_at: 1.0,
+    }
+}
+
+/// A key held to `budget`: its id and secret.
+async fn budgeted_key(gw: &TestGateway, budget: &BudgetSpec) -> (String, String) {
+    gw.create_key_with(NewKey {
+        name: "budgeted".into(),
+        budgets: KeyBudgets {
+            key: Some(budget.clone()),
+            user: None,
+        },
+        ..NewKey::default()
+    })
+    .await
+}
+
 /// A thousand 3-token embeddings at $0.02 per million tokens cost 60 n$ each, exactly $0.00006
 /// together. In micro-dollars each call rounded to 0 and the thousand to $0.00.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,21 +98,8 @@ async fn a_thousand_tiny_calls_add_up_to_their_true_price() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_who_leaves_a_plain_call_leaves_its_record_at_the_worst_case() {
     let gw = TestGateway::start().await;
-    let budget = BudgetSpec {
-        max_usd: 10.0,
-        period: BudgetPeriod::Month,
-        alert_at: 1.0,
-    };
-    let (key_id, secret) = gw
-        .create_key_with(NewKey {
-            name: "leaver".into(),
-            budgets: KeyBudgets {
-                key: Some(budget.clone()),
-                user: None,
-            },
-            ..NewKey::default()
-        })
-        .await;
+    let budget = ten_dollars_a_month();
+    let (key_id, secret) = budgeted_key(&gw, &budget).await;
     gw.fault(json!({ "latency_ms": 800 })).await;
     let impatient = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(200))
@@ -210,20 +219,7 @@ async fn service_tiers_are_priced_as_the_answer_reports_them() {
     );
     assert_eq!(record.service_tier.as_deref(), Some("priority"));
 
-    let (_, secret) = gw
-        .create_key_with(NewKey {
-            name: "budgeted".into(),
-            budgets: KeyBudgets {
-                key: Some(BudgetSpec {
-                    max_usd: 10.0,
-                    period: BudgetPeriod::Month,
-                    alert_at: 1.0,
-                }),
-                user: None,
-            },
-            ..NewKey::default()
-        })
-        .await;
+    let (_, secret) = budgeted_key(&gw, &ten_dollars_a_month()).await;
     let held = gw
         .client
         .post(gw.url("/v1/chat/completions"))
@@ -306,21 +302,8 @@ async fn moderations_are_free_not_unpriced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_lost_after_a_success_head_is_paid_at_its_worst_case() {
     let gw = TestGateway::start().await;
-    let budget = BudgetSpec {
-        max_usd: 10.0,
-        period: BudgetPeriod::Month,
-        alert_at: 1.0,
-    };
-    let (key_id, secret) = gw
-        .create_key_with(NewKey {
-            name: "cut".into(),
-            budgets: KeyBudgets {
-                key: Some(budget.clone()),
-                user: None,
-            },
-            ..NewKey::default()
-        })
-        .await;
+    let budget = ten_dollars_a_month();
+    let (key_id, secret) = budgeted_key(&gw, &budget).await;
     gw.fault(json!({ "cut_after_events": 1 })).await;
     let response = gw
         .client
