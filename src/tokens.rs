@@ -74,6 +74,11 @@ pub struct Estimate {
     pub max_completion_tokens: Option<u64>,
     /// Choices asked for (`n`), at least 1.
     pub choices: u64,
+    /// Audio in the prompt (chat `input_audio` parts), decoded bytes: audio models bill it as
+    /// audio tokens, which the tokenizer does not count.
+    pub prompt_audio_bytes: u64,
+    /// Whether the answer may be audio (`modalities` names it).
+    pub audio_output: bool,
 }
 
 impl Estimate {
@@ -96,7 +101,31 @@ pub fn estimate_roughly(route: ModelRoute, request: &Value, bytes: usize) -> Est
         prompt_tokens: u64::try_from(bytes.div_ceil(4)).unwrap_or(u64::MAX),
         max_completion_tokens,
         choices,
+        prompt_audio_bytes: prompt_audio_bytes(request),
+        audio_output: asks_for_audio(request),
     }
+}
+
+/// The decoded size of every `input_audio` part of a chat request's messages (base64 carries
+/// three bytes in four characters).
+fn prompt_audio_bytes(request: &Value) -> u64 {
+    let messages = request.get("messages").and_then(Value::as_array);
+    messages
+        .into_iter()
+        .flatten()
+        .filter_map(|message| message.get("content")?.as_array())
+        .flatten()
+        .filter_map(|part| part.get("input_audio")?.get("data")?.as_str())
+        .map(|data| (data.len() as u64).div_ceil(4) * 3)
+        .sum()
+}
+
+/// Whether a request's `modalities` include audio.
+fn asks_for_audio(request: &Value) -> bool {
+    request
+        .get("modalities")
+        .and_then(Value::as_array)
+        .is_some_and(|list| list.iter().any(|m| m.as_str() == Some("audio")))
 }
 
 /// The output a request allows (all choices together; `None` when it sets no maximum) and its
@@ -159,6 +188,8 @@ pub fn estimate_value(route: ModelRoute, request: &Value) -> Estimate {
         prompt_tokens,
         max_completion_tokens,
         choices,
+        prompt_audio_bytes: prompt_audio_bytes(request),
+        audio_output: asks_for_audio(request),
     }
 }
 

@@ -63,11 +63,21 @@ pub fn run(args: &PricesArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<
     }
     writeln!(
         out,
-        "price table {} (USD per million tokens, or per image)",
+        "price table {} (USD per million tokens; OTHER: per image, per minute of audio, per \
+         million characters)",
         table.version()
     )?;
     let header = [
-        "MODEL", "INPUT", "CACHED", "OUTPUT", "IMAGE_IN", "MAX_OUT", "SOURCE", "IMAGES",
+        "MODEL",
+        "INPUT",
+        "CACHED",
+        "OUTPUT",
+        "IMAGE_IN",
+        "AUDIO_IN",
+        "AUDIO_OUT",
+        "MAX_OUT",
+        "SOURCE",
+        "OTHER",
     ];
     let lines: Vec<Vec<String>> = rows
         .iter()
@@ -99,22 +109,31 @@ fn image_prices(price: &ModelPrice) -> Vec<(String, String)> {
 fn text_row(model: &str, price: &ModelPrice, source: &str) -> Vec<String> {
     let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
     let tokens = price.tokens.as_ref();
-    let images: Vec<String> = image_prices(price)
+    let audio = tokens.and_then(|t| t.audio);
+    let mut other: Vec<String> = image_prices(price)
         .into_iter()
         .map(|(key, usd)| format!("{key}={usd}"))
         .collect();
+    if let Some(per_minute) = price.per_minute {
+        other.push(format!("per_minute={}", usd(per_minute)));
+    }
+    if let Some(per_million) = price.per_million_characters {
+        other.push(format!("per_million_characters={}", usd(per_million)));
+    }
     vec![
         model.to_owned(),
         or_dash(tokens.map(|t| usd(t.input))),
         or_dash(tokens.and_then(|t| t.cached_input).map(usd)),
         or_dash(tokens.map(|t| usd(t.output))),
         or_dash(tokens.and_then(|t| t.image_input).map(usd)),
+        or_dash(audio.map(|a| usd(a.input))),
+        or_dash(audio.map(|a| usd(a.output))),
         or_dash(tokens.map(|t| t.max_output_tokens.to_string())),
         source.to_owned(),
-        if images.is_empty() {
+        if other.is_empty() {
             "-".to_owned()
         } else {
-            images.join(" ")
+            other.join(" ")
         },
     ]
 }
@@ -134,7 +153,11 @@ fn json_row(model: &str, price: &ModelPrice, source: &str) -> Value {
             "cached_input_usd": tier.cached_input.map(usd),
             "output_usd": usd(tier.output),
         })),
+        "audio_input_usd": tokens.and_then(|t| t.audio).map(|a| usd(a.input)),
+        "audio_output_usd": tokens.and_then(|t| t.audio).map(|a| usd(a.output)),
         "max_output_tokens": tokens.map(|t| t.max_output_tokens),
+        "per_minute_usd": price.per_minute.map(usd),
+        "per_million_characters_usd": price.per_million_characters.map(usd),
         "per_image_usd": image_prices(price)
             .into_iter()
             .map(|(key, usd)| (key, Value::String(usd)))

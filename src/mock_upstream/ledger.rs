@@ -77,7 +77,7 @@ impl Ledger {
         let tier = ServiceTier::parse(summary.service_tier.as_deref());
         let priced = |usage: Usage| {
             prices
-                .cost_at(model, &usage, None, tier)
+                .cost_at(model, &usage, crate::pricing::Asked::default(), tier)
                 .unwrap_or_default()
         };
         let input_nanos = priced(Usage {

@@ -1,7 +1,8 @@
 //! `tollgate mock-upstream`: a fake OpenAI for tests, benchmarks and the demo.
 //!
 //! It answers chat (JSON and SSE, usage in the last chunk when asked), embeddings (float and
-//! base64), images, moderations, responses (JSON and SSE) and models, at `/v1/...` and without
+//! base64), images (generations, edits, variations), audio (speech, transcriptions,
+//! translations), moderations, responses (JSON and SSE) and models, at `/v1/...` and without
 //! the prefix, with bodies shaped after OpenAI's schemas ([`fixtures`]). Control routes:
 //! `POST /_mock/faults` scripts misbehaviour for the next answers ([`faults`]),
 //! `GET /_mock/requests` returns what it received (method, path, query, headers, body) so a
@@ -10,6 +11,7 @@
 //! with an admin key, so reconciliation can be tested against it.
 
 mod answers;
+mod audio;
 pub mod faults;
 pub mod fixtures;
 mod ledger;
@@ -343,6 +345,13 @@ async fn respond_with(
 
     let json: Value = if body.is_empty() {
         Value::Null
+    } else if is_multipart(&parts.headers) {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        audio::form_fields(content_type, body).unwrap_or_default()
     } else {
         match serde_json::from_slice(body) {
             Ok(value) => value,
@@ -374,7 +383,13 @@ async fn respond_with(
     match (parts.method.clone(), path) {
         (Method::POST, "/chat/completions") => chat(&json, &stream),
         (Method::POST, "/embeddings") => embeddings(&json, &stream),
-        (Method::POST, "/images/generations") => images(&json, &stream),
+        (Method::POST, "/images/generations" | "/images/edits" | "/images/variations") => {
+            images(&json, &stream)
+        }
+        (Method::POST, "/audio/speech") => audio::speech(&json, &stream),
+        (Method::POST, "/audio/transcriptions" | "/audio/translations") => {
+            audio::transcription(&json, &stream)
+        }
         (Method::POST, "/moderations") => moderations(&json, &stream),
         (Method::POST, "/responses") => responses(&json, &stream),
         (Method::GET, "/models") => json_answer(fixtures::model_list(), &stream),

@@ -18,6 +18,8 @@ pub struct RequestFacts {
     pub user: Option<String>,
     /// An images request: how many, what size and quality (to price per-image models).
     pub images: Option<crate::pricing::ImageRequest>,
+    /// A speech or transcription request: its text or its upload's size (to price audio).
+    pub audio: Option<crate::pricing::AudioRequest>,
     /// A chat request that asks for a deterministic answer (`temperature: 0`), which the
     /// cache keeps under its default policy.
     pub deterministic: bool,
@@ -224,6 +226,7 @@ impl ChatRequest {
                 .unwrap_or(false),
             user: check_user(self.user.as_ref())?,
             images: None,
+            audio: None,
             tool_models: Vec::new(),
         })
     }
@@ -276,10 +279,89 @@ impl EmbeddingsRequest {
             include_usage: false,
             user: check_user(self.user.as_ref())?,
             images: None,
+            audio: None,
             deterministic: false,
             tool_models: Vec::new(),
         })
     }
+}
+
+/// An images request's count, size and quality, `n` checked to OpenAI's range (1 to 10) from
+/// its text (a form field or a JSON number's text).
+pub fn image_request(
+    n: Option<&str>,
+    size: Option<String>,
+    quality: Option<String>,
+) -> Result<crate::pricing::ImageRequest, GatewayError> {
+    let count = match n {
+        None => 1,
+        Some(n) => n
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=10).contains(n))
+            .ok_or_else(|| {
+                GatewayError::invalid("'n' must be an integer from 1 to 10.", Some("n".to_owned()))
+            })?,
+    };
+    Ok(crate::pricing::ImageRequest {
+        count,
+        size,
+        quality,
+    })
+}
+
+/// The priced fields of a JSON body to an OpenAI operation: `/audio/speech`'s text (and its
+/// `stream_format: "sse"`, a stream), `/images/edits`' images. Other operations have none.
+pub fn add_operation_facts(
+    template: &str,
+    body: &[u8],
+    facts: &mut RequestFacts,
+) -> Result<(), GatewayError> {
+    match template {
+        "/audio/speech" => {
+            let speech: SpeechRequest = crate::extract::decode(body)?;
+            let text = [Some(&speech.input), speech.instructions.as_ref()];
+            let text = text.iter().flatten();
+            facts.audio = Some(crate::pricing::AudioRequest::Speech {
+                characters: text.clone().map(|t| t.chars().count() as u64).sum(),
+                text_bytes: text.map(|t| t.len() as u64).sum(),
+            });
+            facts.stream = speech.stream_format.as_deref() == Some("sse");
+        }
+        "/images/edits" => {
+            let edit: ImageOptions = crate::extract::decode(body)?;
+            check_range("n", edit.n, 1, 10)?;
+            facts.images = Some(crate::pricing::ImageRequest {
+                count: u64::from(edit.n.unwrap_or(1)),
+                size: edit.size,
+                quality: edit.quality,
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `POST /v1/audio/speech`, read for its price: the characters to speak.
+#[derive(Debug, Clone, Deserialize)]
+struct SpeechRequest {
+    input: String,
+    #[serde(default)]
+    instructions: Option<String>,
+    #[serde(default)]
+    stream_format: Option<String>,
+}
+
+/// The image options of an `/images/edits` JSON body.
+#[derive(Debug, Clone, Deserialize)]
+struct ImageOptions {
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    size: Option<String>,
+    #[serde(default)]
+    quality: Option<String>,
 }
 
 impl ImagesRequest {
@@ -307,6 +389,7 @@ impl ImagesRequest {
                 size: self.size.clone(),
                 quality: self.quality.clone(),
             }),
+            audio: None,
             deterministic: false,
             tool_models: Vec::new(),
         })
@@ -339,6 +422,7 @@ impl ResponsesRequest {
             include_usage: false,
             user: check_user(self.user.as_ref())?,
             images: None,
+            audio: None,
             deterministic: false,
             tool_models,
         })
@@ -372,6 +456,7 @@ impl PassthroughRequest {
             include_usage: false,
             user,
             images: None,
+            audio: None,
             deterministic: false,
             tool_models: Vec::new(),
         })

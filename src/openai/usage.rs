@@ -18,6 +18,12 @@ pub struct Usage {
     pub reasoning_tokens: u64,
     /// Part of `prompt_tokens` that were images (GPT image models price them apart).
     pub image_input_tokens: u64,
+    /// Part of `prompt_tokens` that were audio (audio models price them apart).
+    pub audio_input_tokens: u64,
+    /// Part of `completion_tokens` that were audio.
+    pub audio_output_tokens: u64,
+    /// Input audio billed by its length (`whisper-1`: `usage.type = "duration"`), milliseconds.
+    pub audio_millis: u64,
 }
 
 impl Usage {
@@ -35,6 +41,8 @@ struct Details {
     reasoning_tokens: Option<u64>,
     #[serde(default)]
     image_tokens: Option<u64>,
+    #[serde(default)]
+    audio_tokens: Option<u64>,
 }
 
 /// The `usage` object in any of OpenAI's spellings.
@@ -44,33 +52,56 @@ pub struct WireUsage {
     prompt_tokens: Option<u64>,
     #[serde(default, alias = "output_tokens")]
     completion_tokens: Option<u64>,
-    #[serde(default, alias = "input_tokens_details")]
+    /// `input_token_details` (singular) is the transcription routes' spelling.
+    #[serde(default, alias = "input_tokens_details", alias = "input_token_details")]
     prompt_tokens_details: Option<Details>,
     #[serde(default, alias = "output_tokens_details")]
     completion_tokens_details: Option<Details>,
+    /// Seconds of input audio, when the usage is of `type: "duration"`.
+    #[serde(default)]
+    seconds: Option<f64>,
 }
 
 impl From<WireUsage> for Usage {
     fn from(wire: WireUsage) -> Self {
+        let input = |read: fn(&Details) -> Option<u64>| {
+            wire.prompt_tokens_details
+                .as_ref()
+                .and_then(read)
+                .unwrap_or(0)
+        };
+        let output = |read: fn(&Details) -> Option<u64>| {
+            wire.completion_tokens_details
+                .as_ref()
+                .and_then(read)
+                .unwrap_or(0)
+        };
         Self {
             prompt_tokens: wire.prompt_tokens.unwrap_or(0),
             completion_tokens: wire.completion_tokens.unwrap_or(0),
-            cached_tokens: wire
-                .prompt_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            reasoning_tokens: wire
-                .completion_tokens_details
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
-            image_input_tokens: wire
-                .prompt_tokens_details
-                .as_ref()
-                .and_then(|d| d.image_tokens)
-                .unwrap_or(0),
+            cached_tokens: input(|d| d.cached_tokens),
+            reasoning_tokens: output(|d| d.reasoning_tokens),
+            image_input_tokens: input(|d| d.image_tokens),
+            audio_input_tokens: input(|d| d.audio_tokens),
+            audio_output_tokens: output(|d| d.audio_tokens),
+            audio_millis: wire.seconds.map_or(0, seconds_to_millis),
         }
     }
+}
+
+/// Seconds (a JSON number) to whole milliseconds, rounded up: a negative or non-finite value
+/// is 0, a huge one saturates.
+fn seconds_to_millis(seconds: f64) -> u64 {
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return 0;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "positive and finite; `as` saturates at u64::MAX"
+    )]
+    let millis = (seconds * 1000.0).ceil() as u64;
+    millis
 }
 
 #[derive(Deserialize)]
@@ -137,11 +168,30 @@ mod tests {
                 completion_tokens: 5,
                 cached_tokens: 4,
                 reasoning_tokens: 2,
-                image_input_tokens: 0,
+                ..Usage::default()
             })
         );
         let responses = br#"{"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":3}}}"#;
         assert_eq!(from_json(responses).map(|u| u.total_tokens()), Some(10));
         assert_eq!(from_json(br#"{"usage":null}"#), None);
+    }
+
+    #[test]
+    fn reads_audio_classes_and_durations() {
+        let chat = br#"{"usage":{"prompt_tokens":30,"completion_tokens":50,"prompt_tokens_details":{"audio_tokens":20},"completion_tokens_details":{"audio_tokens":40}}}"#;
+        let usage = from_json(chat).unwrap();
+        assert_eq!(
+            (usage.audio_input_tokens, usage.audio_output_tokens),
+            (20, 40)
+        );
+        let transcription = br#"{"text":"hi","usage":{"type":"tokens","input_tokens":14,"input_token_details":{"text_tokens":4,"audio_tokens":10},"output_tokens":3,"total_tokens":17}}"#;
+        let usage = from_json(transcription).unwrap();
+        assert_eq!((usage.prompt_tokens, usage.audio_input_tokens), (14, 10));
+        let whisper = br#"{"text":"hi","usage":{"type":"duration","seconds":8.4700002}}"#;
+        assert_eq!(from_json(whisper).unwrap().audio_millis, 8_471);
+        let hostile = br#"{"usage":{"type":"duration","seconds":-3}}"#;
+        assert_eq!(from_json(hostile).unwrap().audio_millis, 0);
+        let speech = br#"{"type":"speech.audio.done","usage":{"input_tokens":14,"output_tokens":101,"total_tokens":115}}"#;
+        assert_eq!(from_json(speech).unwrap().total_tokens(), 115);
     }
 }

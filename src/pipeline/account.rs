@@ -10,33 +10,34 @@ use super::stream::StreamOutcome;
 use crate::openai::ModelRoute;
 use crate::openai::requests::RequestFacts;
 use crate::openai::usage::{ResponseSummary, Usage};
-use crate::pricing::{PriceTable, ServiceTier};
+use crate::pricing::{Asked, PriceTable, ServiceTier};
 pub use crate::records::Accounting;
 
-/// Prices `summary` (what a response body or a stream reported) for `request` on `route`.
-/// `None` when there is nothing to account: no usage and no images.
+/// Prices `summary` (what a response body or a stream reported) for `request`: its usage, the
+/// images it generated, the audio it asked for. `None` when there is nothing to account: no
+/// usage, no images and no audio.
 pub fn account(
     prices: &PriceTable,
-    route: ModelRoute,
     request: &RequestFacts,
     summary: ResponseSummary,
 ) -> Option<Accounting> {
-    let images = (route == ModelRoute::Images)
-        .then(|| request.images.clone())
-        .flatten()
-        .map(|mut images| {
-            if let Some(generated) = summary.data_items {
-                images.count = generated;
-            }
-            images
-        });
-    if summary.usage.is_none() && images.is_none() {
+    let images = request.images.clone().map(|mut images| {
+        if let Some(generated) = summary.data_items {
+            images.count = generated;
+        }
+        images
+    });
+    if summary.usage.is_none() && images.is_none() && request.audio.is_none() {
         return None;
     }
     let usage = summary.usage.unwrap_or_default();
     let model = summary.model.as_deref().or(request.model.as_deref())?;
     let tier = ServiceTier::parse(summary.service_tier.as_deref());
-    let cost = prices.cost_at(model, &usage, images.as_ref(), tier);
+    let asked = Asked {
+        images: images.as_ref(),
+        audio: request.audio.as_ref(),
+    };
+    let cost = prices.cost_at(model, &usage, asked, tier);
     Some(Accounting {
         price_version: cost.map(|_| prices.version()),
         service_tier: summary.service_tier.clone(),
@@ -59,7 +60,9 @@ pub fn free(summary: ResponseSummary) -> Accounting {
 }
 
 /// A finished stream's accounting: the usage it reported, or else an estimate from the
-/// request's prompt (counted once, before sending, or now) and the text it relayed.
+/// request's prompt (counted once, before sending, or now) and the text it relayed. Audio
+/// relayed cannot be counted so: an audio stream without usage has no cost (it keeps what
+/// was held).
 pub fn stream(
     prices: &PriceTable,
     route: ModelRoute,
@@ -73,7 +76,13 @@ pub fn stream(
         usage: outcome.usage,
         data_items: None,
     };
-    if let Some(mut accounting) = account(prices, route, request, summary) {
+    if request.audio.is_some() && outcome.usage.is_none() {
+        return Accounting {
+            estimated: true,
+            ..Accounting::default()
+        };
+    }
+    if let Some(mut accounting) = account(prices, request, summary) {
         accounting.cost = outcome.cost.or(accounting.cost);
         return accounting;
     }
@@ -129,13 +138,7 @@ mod tests {
     fn the_answering_model_is_priced() {
         let prices = PriceTable::builtin();
         let body = br#"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1000,"completion_tokens":100}}"#;
-        let accounting = account(
-            &prices,
-            ModelRoute::Chat,
-            &chat_request("gpt-4o"),
-            summarize(body),
-        )
-        .unwrap();
+        let accounting = account(&prices, &chat_request("gpt-4o"), summarize(body)).unwrap();
         // $2.50 and $10 per million: 2,500 + 1,000 micro-dollars.
         assert_eq!(accounting.cost, Some(3_500_000));
         assert_eq!(accounting.model_used.as_deref(), Some("gpt-4o-2024-08-06"));
@@ -154,7 +157,7 @@ mod tests {
             ..RequestFacts::default()
         };
         let body = br#"{"created":1,"data":[{"url":"a"},{"url":"b"}]}"#;
-        let accounting = account(&prices, ModelRoute::Images, &request, summarize(body)).unwrap();
+        let accounting = account(&prices, &request, summarize(body)).unwrap();
         assert_eq!(accounting.images.as_ref().map(|i| i.count), Some(2));
         assert_eq!(accounting.cost, Some(160_000_000));
     }
@@ -165,20 +168,13 @@ mod tests {
         assert_eq!(
             account(
                 &prices,
-                ModelRoute::Passthrough,
                 &RequestFacts::default(),
                 summarize(br#"{"object":"list","data":[]}"#)
             ),
             None
         );
         let body = br#"{"model":"my-model","usage":{"prompt_tokens":5,"completion_tokens":5}}"#;
-        let accounting = account(
-            &prices,
-            ModelRoute::Chat,
-            &chat_request("my-model"),
-            summarize(body),
-        )
-        .unwrap();
+        let accounting = account(&prices, &chat_request("my-model"), summarize(body)).unwrap();
         assert_eq!(accounting.cost, None);
         assert_eq!(accounting.usage.total_tokens(), 10);
     }

@@ -18,11 +18,9 @@ use crate::budget::{BudgetLine, Exceeded};
 use crate::config::{BackendErrorPolicy, BudgetPeriod, UnpricedPolicy};
 use crate::error::GatewayError;
 use crate::identity::{Caller, Principal};
-use crate::openai::requests::RequestFacts;
-use crate::pricing::{Nanos, ServiceTier, format_usd};
+use crate::pricing::{Demand, Nanos, format_usd};
 use crate::records::SpendScope;
 use crate::state::AppState;
-use crate::tokens::Estimate;
 use crate::upstream::Target;
 
 /// The 403 for a budgeted call whose cost cannot be known in advance.
@@ -114,12 +112,13 @@ pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayErr
     // Counted only now that a budget applies (the tokenizer is the dearest part of a call).
     let estimate = call.estimate();
     let tier = call.asked_tier();
+    let demand = super::call::demand(&call.request, estimate, tier);
     let hold = hold(
         state,
         lines,
-        &call.request,
+        call.request.model.as_deref(),
         &call.targets,
-        (estimate, tier),
+        &demand,
         billed,
     )
     .await?;
@@ -130,14 +129,14 @@ pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayErr
 async fn hold(
     state: &AppState,
     lines: Vec<BudgetLine>,
-    request: &RequestFacts,
+    model: Option<&str>,
     targets: &[Target],
-    (estimate, tier): (Option<Estimate>, ServiceTier),
+    demand: &Demand<'_>,
     priced_operation: bool,
 ) -> Result<Option<Hold>, GatewayError> {
     let refuse_unpriced =
         priced_operation && state.config.limits.unpriced == UnpricedPolicy::Refuse;
-    let Some(model) = request.model.as_deref() else {
+    let Some(model) = model else {
         return if refuse_unpriced {
             Err(unpriced_refusal(None))
         } else {
@@ -149,14 +148,7 @@ async fn hold(
     let mut worst = None;
     for target in targets.iter() {
         let served_by = target.model.as_deref().unwrap_or(model);
-        let cost = state.prices.worst_case(
-            served_by,
-            estimate.map_or(0, |e| e.prompt_tokens),
-            estimate.and_then(|e| e.max_completion_tokens),
-            estimate.map_or(1, |e| e.choices),
-            request.images.as_ref(),
-            tier,
-        );
+        let cost = state.prices.worst_case(served_by, demand);
         match cost {
             Some(cost) => worst = worst.max(Some(cost)),
             None if refuse_unpriced => return Err(unpriced_refusal(Some(served_by))),

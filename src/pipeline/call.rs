@@ -21,7 +21,7 @@ use crate::openai::operations::Operation;
 use crate::openai::path::ApiPath;
 use crate::openai::requests::RequestFacts;
 use crate::openai::usage::Usage;
-use crate::pricing::{PriceTable, ServiceTier};
+use crate::pricing::{Asked, Demand, PriceTable, ServiceTier};
 use crate::records::{CallFacts, LeftBehind, Unanswered};
 use crate::state::AppState;
 use crate::tokens::Estimate;
@@ -253,22 +253,16 @@ impl Call {
             .clone()
             .or_else(|| self.request.model.clone())
             .unwrap_or_default();
-        let images = self.request.images.clone();
         let limit = prices
             .get(&model)
             .and_then(|price| price.tokens)
             .map_or(0, |tokens| tokens.max_output_tokens.saturating_mul(choices));
-        let cost = self.reservations.budget_held().or_else(|| {
-            let tier = self.asked_tier();
-            prices.worst_case(
-                &model,
-                prompt_tokens,
-                max_output,
-                choices,
-                images.as_ref(),
-                tier,
-            )
-        });
+        let tier = self.asked_tier();
+        let cost = self
+            .reservations
+            .budget_held()
+            .or_else(|| prices.worst_case(&model, &demand(&self.request, estimate, tier)));
+        let images = self.request.images.clone();
         let mut facts = std::mem::take(&mut self.facts);
         facts.usage = Usage {
             prompt_tokens,
@@ -281,6 +275,23 @@ impl Call {
         facts.estimated = true;
         facts.outcome = outcome;
         facts
+    }
+}
+
+/// What a request may use, for its worst case: the counts of its estimate (none without a
+/// JSON body), the images or audio it asked for, and its tier.
+pub fn demand(request: &RequestFacts, estimate: Option<Estimate>, tier: ServiceTier) -> Demand<'_> {
+    Demand {
+        prompt_tokens: estimate.map_or(0, |e| e.prompt_tokens),
+        max_output: estimate.and_then(|e| e.max_completion_tokens),
+        choices: estimate.map_or(1, |e| e.choices),
+        prompt_audio_bytes: estimate.map_or(0, |e| e.prompt_audio_bytes),
+        audio_output: estimate.is_some_and(|e| e.audio_output),
+        asked: Asked {
+            images: request.images.as_ref(),
+            audio: request.audio.as_ref(),
+        },
+        tier,
     }
 }
 

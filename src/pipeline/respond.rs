@@ -14,11 +14,13 @@ use super::forward::Forwarded;
 use super::{Call, ModelRoute, Spend, account, cache, stream};
 use crate::error::GatewayError;
 use crate::openai::usage;
+use crate::pricing::Nanos;
 use crate::state::AppState;
 
 /// The stage: an event stream is relayed event by event (accounted when it ends); a file or
-/// audio answer is streamed back (its cost is not in it); a JSON answer is read within the
-/// deadline, accounted, handed to the cache, and returned with its cost.
+/// audio answer is streamed back (its cost is not in it: speech is priced from its request
+/// where its model bills characters, and otherwise keeps what was held); a JSON answer is read
+/// within the deadline, accounted, handed to the cache, and returned with its cost.
 pub async fn respond(
     call: &mut Call,
     state: &AppState,
@@ -31,9 +33,19 @@ pub async fn respond(
         mark_event_stream(&mut response);
         response
     } else if call.route == ModelRoute::Passthrough && !is_json(&headers) {
-        call.spent = Some((None, Spend::Unknown));
+        let accounting = call
+            .request
+            .audio
+            .is_some()
+            .then(|| account::account(&state.prices, &call.request, Default::default()))
+            .flatten();
+        let cost = charge(call, accounting);
         let body = Body::new(forwarded.upstream.into_body());
-        from_upstream(status, &headers, body)
+        let mut response = from_upstream(status, &headers, body);
+        if let Some(cost) = cost {
+            set_cost(&mut response, cost);
+        }
+        response
     } else {
         let body = state
             .upstream
@@ -47,20 +59,9 @@ pub async fn respond(
         let accounting = if call.operation.as_deref().is_some_and(|op| !op.billed) {
             Some(account::free(summary))
         } else {
-            account::account(&state.prices, call.route, &call.request, summary)
+            account::account(&state.prices, &call.request, summary)
         };
-        let tokens = accounting.as_ref().map(|a| a.usage.total_tokens());
-        let cost = accounting.as_ref().and_then(|a| a.cost);
-        let spend = match cost {
-            Some(cost) => Spend::Cost(cost),
-            None if status.is_success() => Spend::Unknown,
-            None => Spend::Cost(0),
-        };
-        call.spent = Some((tokens, spend));
-        if let Some(accounting) = accounting {
-            call.facts.apply(accounting);
-            call.facts.count_usage(call.route.label());
-        }
+        let cost = charge(call, accounting);
         cache::store(call, state, status, &body);
         let mut response = json(status, &headers, body);
         if let Some(cost) = cost {
@@ -72,6 +73,19 @@ pub async fn respond(
         status.write_header(&mut response);
     }
     Ok(response)
+}
+
+/// Notes what a served answer used and cost for `finish` to settle, and puts it in the
+/// record; returns the cost. An answer whose cost is unknown keeps what was held.
+fn charge(call: &mut Call, accounting: Option<account::Accounting>) -> Option<Nanos> {
+    let tokens = accounting.as_ref().map(|a| a.usage.total_tokens());
+    let cost = accounting.as_ref().and_then(|a| a.cost);
+    call.spent = Some((tokens, cost.map_or(Spend::Unknown, Spend::Cost)));
+    if let Some(accounting) = accounting {
+        call.facts.apply(accounting);
+        call.facts.count_usage(call.route.label());
+    }
+    cost
 }
 
 /// Response headers copied from the upstream.

@@ -30,7 +30,7 @@ use super::forward::Forwarded;
 use super::{Call, ModelRoute, Spend, account, respond};
 use crate::openai::sse::Parser;
 use crate::openai::usage::{self, Usage};
-use crate::pricing::{Nanos, ServiceTier};
+use crate::pricing::{Asked, Nanos, ServiceTier};
 use crate::records::PendingFacts;
 use crate::state::AppState;
 
@@ -94,10 +94,15 @@ pub fn respond(
     let route = call.route;
     let prices = state.prices.clone();
     let asked = call.request.model.clone();
+    let audio = call.request.audio;
     let options = RelayOptions {
         strip_usage_chunk: route == ModelRoute::Chat && !call.request.include_usage,
         price: Box::new(move |usage, model, tier| {
-            prices.cost_at(model.or(asked.as_deref())?, usage, None, tier)
+            let work = Asked {
+                images: None,
+                audio: audio.as_ref(),
+            };
+            prices.cost_at(model.or(asked.as_deref())?, usage, work, tier)
         }),
     };
     let (pending, deliver) = PendingFacts::new();
@@ -355,6 +360,8 @@ fn worth_parsing(data: &str) -> bool {
         || data.contains("\"response.completed\"")
         || data.contains("\"response.failed\"")
         || data.contains("\"response.incomplete\"")
+        || data.contains("\"speech.audio.done\"")
+        || data.contains("\"transcript.text.done\"")
 }
 
 /// The fields of one event's JSON that the relay looks at.
@@ -401,8 +408,8 @@ impl EventPeek<'_> {
             .or_else(|| self.response.as_ref()?.service_tier.as_deref())
     }
 
-    /// Chat streams end with `[DONE]`; Responses API and image streams with one of these
-    /// events.
+    /// Chat streams end with `[DONE]`; Responses API, image, speech and transcription streams
+    /// with one of these events.
     fn is_terminal(&self) -> bool {
         matches!(
             self.kind.as_deref(),
@@ -412,6 +419,8 @@ impl EventPeek<'_> {
                     | "response.incomplete"
                     | "image_generation.completed"
                     | "image_edit.completed"
+                    | "speech.audio.done"
+                    | "transcript.text.done"
             )
         )
     }

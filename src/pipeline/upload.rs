@@ -26,8 +26,16 @@ use crate::openai::requests::RequestFacts;
 use crate::state::AppState;
 use crate::upstream::{OutgoingBody, Target, UpstreamRequest};
 
-/// The fields of an upload, or why they could not be read.
-pub type Fields = Result<std::collections::BTreeMap<String, String>, FormError>;
+/// A form as read: the fields the gateway checks, and its size (an audio upload's bounds its
+/// length, and so its price).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Form {
+    pub fields: std::collections::BTreeMap<String, String>,
+    pub bytes: u64,
+}
+
+/// The form of an upload, or why it could not be read.
+pub type Fields = Result<Form, FormError>;
 
 /// The pipeline's side of a held upload.
 pub struct Upload {
@@ -54,6 +62,7 @@ impl Upload {
             fields: Some(fields_tx),
             released: Some(released),
             ended: false,
+            bytes: 0,
         };
         (Body::new(held), Self { fields, release })
     }
@@ -164,8 +173,12 @@ pub async fn begin(call: &mut Call, state: &AppState, body: Body) -> Result<(), 
     };
     let (fields, in_flight) = start(state, upload, sending).await?;
     call.upload = Some(in_flight);
+    let template = call
+        .operation
+        .as_deref()
+        .map_or("", |op| op.template.as_str());
     match fields {
-        Ok(fields) => call.request = facts(&fields)?,
+        Ok(form) => call.request = facts(template, &form)?,
         Err(form_error) => {
             // Unreadable for us: a restricted caller is refused by the authorize stage.
             tracing::debug!(%form_error, "upload fields not read");
@@ -188,35 +201,29 @@ pub async fn begin(call: &mut Call, state: &AppState, body: Body) -> Result<(), 
     Ok(())
 }
 
-/// What the pipeline knows of an upload from its fields: the model, images, stream.
-pub fn facts(
-    fields: &std::collections::BTreeMap<String, String>,
-) -> Result<RequestFacts, GatewayError> {
-    let model = fields.get("model").cloned();
-    let images = match fields.get("n") {
-        Some(n) => Some(
-            n.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (1..=10).contains(n))
-                .ok_or_else(|| {
-                    GatewayError::invalid(
-                        "'n' must be an integer from 1 to 10.",
-                        Some("n".to_owned()),
-                    )
-                })?,
-        ),
-        None => None,
+/// What the pipeline knows of an upload to `template` from its form: the model, whether it
+/// streams, and what prices it: the images asked for (`/images/edits`, `/images/variations`)
+/// or the audio's size (`/audio/transcriptions`, `/audio/translations`).
+pub fn facts(template: &str, form: &Form) -> Result<RequestFacts, GatewayError> {
+    let fields = &form.fields;
+    let images = match template {
+        "/images/edits" | "/images/variations" => Some(crate::openai::requests::image_request(
+            fields.get("n").map(String::as_str),
+            fields.get("size").cloned(),
+            fields.get("quality").cloned(),
+        )?),
+        _ => None,
     };
-    let count = images.unwrap_or(1);
+    let audio = matches!(template, "/audio/transcriptions" | "/audio/translations").then_some(
+        crate::pricing::AudioRequest::Transcription {
+            upload_bytes: form.bytes,
+        },
+    );
     Ok(RequestFacts {
-        model,
+        model: fields.get("model").cloned(),
         stream: fields.get("stream").is_some_and(|s| s.trim() == "true"),
-        images: Some(crate::pricing::ImageRequest {
-            count,
-            size: fields.get("size").cloned(),
-            quality: fields.get("quality").cloned(),
-        }),
+        images,
+        audio,
         ..RequestFacts::default()
     })
 }
@@ -231,6 +238,8 @@ struct Held {
     /// `None` once the release came.
     released: Option<oneshot::Receiver<()>>,
     ended: bool,
+    /// Bytes of the form read so far.
+    bytes: u64,
 }
 
 impl Held {
@@ -279,8 +288,9 @@ impl http_body::Body for Held {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
                     this.ended = true;
+                    let bytes = this.bytes;
                     let fields = match this.scanner.take() {
-                        Some(scanner) => scanner.finish(),
+                        Some(scanner) => scanner.finish().map(|fields| Form { fields, bytes }),
                         None => Err(FormError::Truncated),
                     };
                     this.report(fields);
@@ -294,6 +304,7 @@ impl http_body::Body for Held {
                         continue;
                     };
                     this.tail.extend_from_slice(&data);
+                    this.bytes += data.len() as u64;
                     if let Some(scanner) = &mut this.scanner
                         && let Err(error) = scanner.feed(&data)
                     {
@@ -341,7 +352,8 @@ mod tests {
         let reader =
             TaskTracker::new().spawn(async move { body.collect().await.map(|c| c.to_bytes()) });
         let fields = upload.fields().await.unwrap().unwrap();
-        assert_eq!(fields["model"], "whisper-1");
+        assert_eq!(fields.fields["model"], "whisper-1");
+        assert_eq!(fields.bytes, form().len() as u64);
         assert!(
             !reader.is_finished(),
             "the closing delimiter was sent before the release"

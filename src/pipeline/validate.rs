@@ -18,7 +18,7 @@ use crate::identity::Caller;
 use crate::openai::ModelRoute;
 use crate::openai::requests::{
     ChatRequest, EmbeddingsRequest, ImagesRequest, PassthroughRequest, RequestFacts,
-    ResponsesRequest, with_field,
+    ResponsesRequest, add_operation_facts, with_field,
 };
 use crate::state::AppState;
 use crate::upstream::OutgoingBody;
@@ -29,6 +29,9 @@ pub async fn validate(call: &mut Call, state: &AppState) -> Result<(), GatewayEr
     match call.received.take().unwrap_or(CallBody::Empty) {
         CallBody::Json(bytes) => {
             call.request = facts(call.route, &bytes)?;
+            if let Some(operation) = call.operation.as_deref() {
+                add_operation_facts(&operation.template, &bytes, &mut call.request)?;
+            }
             let body = upstream_body(call.route, &call.request, bytes.clone())?;
             call.body = OutgoingBody::Buffered(body);
             call.keep_json(bytes);

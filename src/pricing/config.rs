@@ -10,6 +10,12 @@
 //! [pricing."my-image-model"]
 //! per_image = 0.04          # any quality and size
 //! images = { "hd:1024x1024" = 0.08 }   # or by quality:size
+//!
+//! [pricing."my-whisper"]
+//! per_minute = 0.006        # of input audio
+//!
+//! [pricing."my-tts"]
+//! per_million_characters = 15.0
 //! ```
 //!
 //! A field given replaces that field of a built-in model's price and keeps the rest; a new
@@ -31,6 +37,8 @@ struct PriceOverride {
     image_input: Option<f64>,
     max_output_tokens: Option<u64>,
     per_image: Option<f64>,
+    per_minute: Option<f64>,
+    per_million_characters: Option<f64>,
     #[serde(default)]
     images: BTreeMap<String, f64>,
 }
@@ -73,6 +81,8 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
         given.output,
         given.image_input,
         given.per_image,
+        given.per_minute,
+        given.per_million_characters,
     ];
     if all
         .iter()
@@ -100,6 +110,7 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
                     "a new model needs max_output_tokens (a budget reserves a request's worst case)",
                 )?,
                 priority: None,
+                audio: None,
             },
             (None, _, _) => return Err("a new model needs both input and output".to_owned()),
         };
@@ -114,10 +125,17 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
             long_context: tokens.long_context,
             max_output_tokens: given.max_output_tokens.unwrap_or(tokens.max_output_tokens),
             priority: tokens.priority,
+            audio: tokens.audio,
         });
     }
     if let Some(flat) = given.per_image {
         price.flat_image = Some(usd_to_micros(flat));
+    }
+    if let Some(per_minute) = given.per_minute {
+        price.per_minute = Some(usd_to_micros(per_minute));
+    }
+    if let Some(per_million) = given.per_million_characters {
+        price.per_million_characters = Some(usd_to_micros(per_million));
     }
     for (quality_size, usd) in &given.images {
         if !quality_size.contains(':') {

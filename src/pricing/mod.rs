@@ -12,6 +12,7 @@
 //! million of them add up to exactly $0.06), off by at most half a nano-dollar otherwise, and
 //! sums of records never drift by float rounding.
 
+pub mod audio;
 mod builtin;
 pub mod config;
 pub mod images;
@@ -23,6 +24,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::openai::usage::Usage;
+pub use audio::AudioRequest;
 
 /// Nano-dollars (10⁻⁹ USD): the unit of every cost, budget and spend.
 pub type Nanos = i64;
@@ -46,6 +48,19 @@ pub struct TokenPrice {
     /// Prices of the priority tier (`service_tier: "priority"`), where OpenAI publishes them;
     /// a priority answer of a model without them is unpriced.
     pub priority: Option<TierPrice>,
+    /// Prices of audio tokens, for models that hear or speak; an answer reporting audio
+    /// tokens from a model without them is unpriced.
+    pub audio: Option<AudioTokenPrice>,
+}
+
+/// Audio token prices, micro-dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AudioTokenPrice {
+    pub input: u64,
+    pub output: u64,
+    /// The most input tokens a request can hold (the context window): a transcription's
+    /// audio tokens can be no more.
+    pub context_window: u64,
 }
 
 /// A tier's prices, micro-dollars per million tokens.
@@ -106,6 +121,48 @@ pub struct ModelPrice {
     pub per_image: HashMap<String, u64>,
     /// Per image whatever its quality and size (a `[pricing]` override).
     pub flat_image: Option<u64>,
+    /// Per minute of input audio (`whisper-1`), micro-dollars.
+    pub per_minute: Option<u64>,
+    /// Per million characters of input text (`tts-1`), micro-dollars.
+    pub per_million_characters: Option<u64>,
+}
+
+/// What a request asked for besides tokens, where its price depends on it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked<'a> {
+    pub images: Option<&'a ImageRequest>,
+    pub audio: Option<&'a AudioRequest>,
+}
+
+/// What a request may use, as far as the most it can cost depends on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Demand<'a> {
+    /// The prompt, counted before sending.
+    pub prompt_tokens: u64,
+    /// The output the request allows (all choices together); `None` when it sets no maximum.
+    pub max_output: Option<u64>,
+    /// Choices asked for (`n`), at least 1.
+    pub choices: u64,
+    /// Audio in a chat prompt (`input_audio` parts), decoded bytes.
+    pub prompt_audio_bytes: u64,
+    /// Whether the answer may speak (`modalities` names audio).
+    pub audio_output: bool,
+    pub asked: Asked<'a>,
+    pub tier: ServiceTier,
+}
+
+impl Default for Demand<'_> {
+    fn default() -> Self {
+        Self {
+            prompt_tokens: 0,
+            max_output: None,
+            choices: 1,
+            prompt_audio_bytes: 0,
+            audio_output: false,
+            asked: Asked::default(),
+            tier: ServiceTier::Standard,
+        }
+    }
 }
 
 /// What an images request asked for: enough to price images billed per image.
@@ -146,6 +203,15 @@ impl PriceTable {
                 )
             })
             .collect();
+        for (id, per_minute) in builtin::DURATION_PRICES {
+            models.entry((*id).to_owned()).or_default().per_minute = Some(*per_minute);
+        }
+        for (id, per_million) in builtin::CHARACTER_PRICES {
+            models
+                .entry((*id).to_owned())
+                .or_default()
+                .per_million_characters = Some(*per_million);
+        }
         for (id, prices) in builtin::IMAGE_PRICES {
             let entry = models.entry((*id).to_owned()).or_default();
             for price in *prices {
@@ -172,8 +238,8 @@ impl PriceTable {
         for (model, price) in sorted {
             let images: BTreeMap<&String, &u64> = price.per_image.iter().collect();
             digest.update(format!(
-                "{model}|{:?}|{images:?}|{:?}\n",
-                price.tokens, price.flat_image
+                "{model}|{:?}|{images:?}|{:?}|{:?}|{:?}\n",
+                price.tokens, price.flat_image, price.per_minute, price.per_million_characters
             ));
             table.models.insert(model.clone(), price.clone());
             table.overridden.insert(model.clone());
@@ -223,25 +289,40 @@ impl PriceTable {
     /// The cost of a finished request, or `None` when the model is unpriced. Token usage is
     /// priced by class when the model has token prices; otherwise images are priced each.
     pub fn cost(&self, model: &str, usage: &Usage, images: Option<&ImageRequest>) -> Option<Nanos> {
-        self.cost_at(model, usage, images, ServiceTier::Standard)
+        let asked = Asked {
+            images,
+            audio: None,
+        };
+        self.cost_at(model, usage, asked, ServiceTier::Standard)
     }
 
-    /// [`Self::cost`] on a service tier; `None` also for a priority answer of a model without
-    /// priority prices.
+    /// [`Self::cost`] on a service tier, for what the request `asked`: audio billed by its
+    /// length or its characters is priced so, anything else by token class or by image. `None`
+    /// also for a priority answer of a model without priority prices, and for audio tokens of
+    /// a model without audio prices.
     pub fn cost_at(
         &self,
         model: &str,
         usage: &Usage,
-        images: Option<&ImageRequest>,
+        asked: Asked<'_>,
         tier: ServiceTier,
     ) -> Option<Nanos> {
         let price = self.get(model)?;
+        if let Some(per_minute) = price.per_minute {
+            // Billed by the minute: the answer must say how long the audio was.
+            return (usage.audio_millis > 0).then(|| duration_cost(per_minute, usage.audio_millis));
+        }
+        if let (Some(per_million), Some(AudioRequest::Speech { characters, .. })) =
+            (price.per_million_characters, asked.audio)
+        {
+            return Some(to_nanos(u128::from(*characters) * u128::from(per_million)));
+        }
         if let Some(tokens) = &price.tokens
-            && (usage.total_tokens() > 0 || images.is_none())
+            && (usage.total_tokens() > 0 || asked.images.is_none())
         {
             return token_cost(tokens, usage, tier);
         }
-        let images = images?;
+        let images = asked.images?;
         let each = price.image_price(images)?;
         Some(to_nanos(
             u128::from(each) * u128::from(images.count) * PICOS_PER_MICRO,
@@ -253,42 +334,46 @@ impl PriceTable {
     /// the output it allows — `max_output` (all `choices` together) capped at the model's own
     /// limit per choice, or that limit for each choice when the request sets none. Images:
     /// `count` × the dearest price the request's quality and size can resolve to, or for GPT
-    /// image models `count` × the most output tokens such an image can take. A request for the
+    /// image models `count` × the most output tokens such an image can take. Audio: the
+    /// longest audio the upload can hold (by the minute), the text's characters, or the most
+    /// audio tokens its size or the model's context allows (see [`audio`]). A request for the
     /// priority tier is held at priority prices (none published: twice the standard ones); flex
     /// is held at the standard prices, as it may be served at them.
-    pub fn worst_case(
-        &self,
-        model: &str,
-        prompt_tokens: u64,
-        max_output: Option<u64>,
-        choices: u64,
-        images: Option<&ImageRequest>,
-        tier: ServiceTier,
-    ) -> Option<Nanos> {
+    pub fn worst_case(&self, model: &str, demand: &Demand<'_>) -> Option<Nanos> {
         let price = self.get(model)?;
-        let output = match (images, &price.tokens) {
+        match (
+            demand.asked.audio,
+            price.per_minute,
+            price.per_million_characters,
+        ) {
+            (Some(AudioRequest::Transcription { upload_bytes }), Some(per_minute), _) => {
+                return Some(duration_cost(per_minute, audio::most_millis(*upload_bytes)));
+            }
+            (_, Some(_), _) => return None,
+            (Some(AudioRequest::Speech { characters, .. }), _, Some(per_million)) => {
+                return Some(to_nanos(u128::from(*characters) * u128::from(per_million)));
+            }
+            _ => {}
+        }
+        let usage = match (demand.asked.images, &price.tokens) {
             (Some(images), None) => {
                 let each = price.image_price(images)?;
                 return Some(to_nanos(
                     u128::from(each) * u128::from(images.count) * PICOS_PER_MICRO,
                 ));
             }
-            (Some(images), Some(_)) => images
-                .count
-                .saturating_mul(images::most_output_tokens(images)),
-            (None, Some(tokens)) => {
-                let limit = tokens.max_output_tokens.saturating_mul(choices.max(1));
-                max_output.map_or(limit, |max| max.min(limit))
-            }
+            (Some(images), Some(_)) => Usage {
+                prompt_tokens: demand.prompt_tokens,
+                completion_tokens: images
+                    .count
+                    .saturating_mul(images::most_output_tokens(images)),
+                ..Usage::default()
+            },
+            (None, Some(tokens)) => worst_token_usage(tokens, demand),
             (None, None) => return None,
         };
-        let usage = Usage {
-            prompt_tokens,
-            completion_tokens: output,
-            ..Usage::default()
-        };
         let tokens = price.tokens.as_ref()?;
-        match tier {
+        match demand.tier {
             ServiceTier::Priority if tokens.priority.is_some() => {
                 token_cost(tokens, &usage, ServiceTier::Priority)
             }
@@ -299,6 +384,41 @@ impl PriceTable {
                 .map(|standard| standard.saturating_mul(2)),
             _ => token_cost(tokens, &usage, ServiceTier::Standard),
         }
+    }
+}
+
+/// The most tokens of each class a request to a token-priced model can use.
+fn worst_token_usage(tokens: &TokenPrice, demand: &Demand<'_>) -> Usage {
+    let limit = tokens
+        .max_output_tokens
+        .saturating_mul(demand.choices.max(1));
+    let output = demand.max_output.map_or(limit, |max| max.min(limit));
+    let context = tokens.audio.map(|audio| audio.context_window);
+    let (text_input, audio_input) = match demand.asked.audio {
+        // A transcription's prompt is its audio: as many tokens as the upload can hold, never
+        // more than the model's context.
+        Some(AudioRequest::Transcription { upload_bytes }) => (
+            0,
+            audio::most_input_tokens(*upload_bytes).min(context.unwrap_or(u64::MAX)),
+        ),
+        // Speech: its text, no more tokens than bytes.
+        Some(AudioRequest::Speech { text_bytes, .. }) => (*text_bytes, 0),
+        None => (
+            demand.prompt_tokens,
+            audio::most_input_tokens(demand.prompt_audio_bytes),
+        ),
+    };
+    let audio_output = if demand.audio_output && tokens.audio.is_some() {
+        output
+    } else {
+        0
+    };
+    Usage {
+        prompt_tokens: text_input.saturating_add(audio_input),
+        audio_input_tokens: audio_input,
+        completion_tokens: output,
+        audio_output_tokens: audio_output,
+        ..Usage::default()
     }
 }
 
@@ -333,17 +453,38 @@ fn token_cost(price: &TokenPrice, usage: &Usage, tier: ServiceTier) -> Option<Na
     };
     let cached = usage.cached_tokens.min(usage.prompt_tokens);
     let image_input = usage.image_input_tokens.min(usage.prompt_tokens - cached);
-    let text_input = usage.prompt_tokens - cached - image_input;
+    let audio_input = usage
+        .audio_input_tokens
+        .min(usage.prompt_tokens - cached - image_input);
+    let text_input = usage.prompt_tokens - cached - image_input - audio_input;
+    let audio_output = usage.audio_output_tokens.min(usage.completion_tokens);
+    let text_output = usage.completion_tokens - audio_output;
+    let audio = match price.audio {
+        Some(audio) => audio,
+        None if audio_input == 0 && audio_output == 0 => AudioTokenPrice {
+            input: 0,
+            output: 0,
+            context_window: 0,
+        },
+        None => return None,
+    };
     let picos = u128::from(text_input) * u128::from(input)
         + u128::from(cached) * u128::from(cached_input.unwrap_or(input))
         + u128::from(image_input) * u128::from(price.image_input.unwrap_or(input))
-        + u128::from(usage.completion_tokens) * u128::from(output);
+        + u128::from(audio_input) * u128::from(audio.input)
+        + u128::from(text_output) * u128::from(output)
+        + u128::from(audio_output) * u128::from(audio.output);
     // Flex and batch: half price, halved before the one rounding.
     let picos = match tier {
         ServiceTier::Flex | ServiceTier::Batch => picos / 2,
         ServiceTier::Standard | ServiceTier::Priority => picos,
     };
     Some(to_nanos(picos))
+}
+
+/// Audio of `millis` at `per_minute` micro-dollars a minute, in nano-dollars.
+fn duration_cost(per_minute: u64, millis: u64) -> Nanos {
+    to_nanos(u128::from(per_minute) * PICOS_PER_MICRO * u128::from(millis) / 60_000)
 }
 
 /// Pico-dollars to nano-dollars, rounded half up; saturates rather than wraps.
@@ -432,6 +573,30 @@ pub fn usd_to_micros(usd: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`PriceTable::worst_case`] with the demand spelled out.
+    fn worst(
+        table: &PriceTable,
+        model: &str,
+        prompt_tokens: u64,
+        max_output: Option<u64>,
+        choices: u64,
+        images: Option<&ImageRequest>,
+        tier: ServiceTier,
+    ) -> Option<Nanos> {
+        let demand = Demand {
+            prompt_tokens,
+            max_output,
+            choices,
+            asked: Asked {
+                images,
+                audio: None,
+            },
+            tier,
+            ..Demand::default()
+        };
+        table.worst_case(model, &demand)
+    }
 
     fn usage(prompt: u64, cached: u64, completion: u64) -> Usage {
         Usage {
@@ -563,7 +728,8 @@ mod tests {
     fn worst_case_uses_the_maximum_output() {
         let table = PriceTable::builtin();
         assert_eq!(
-            table.worst_case(
+            worst(
+                &table,
                 "gpt-4o-mini",
                 1000,
                 Some(100),
@@ -575,16 +741,33 @@ mod tests {
         );
         // No maximum in the request: the model's own (16,384 for gpt-4o-mini), per choice.
         assert_eq!(
-            table.worst_case("gpt-4o-mini", 0, None, 1, None, ServiceTier::Standard),
+            worst(
+                &table,
+                "gpt-4o-mini",
+                0,
+                None,
+                1,
+                None,
+                ServiceTier::Standard
+            ),
             Some(9_830_400)
         );
         assert_eq!(
-            table.worst_case("gpt-4o-mini", 0, None, 3, None, ServiceTier::Standard),
+            worst(
+                &table,
+                "gpt-4o-mini",
+                0,
+                None,
+                3,
+                None,
+                ServiceTier::Standard
+            ),
             Some(29_491_200)
         );
         // A maximum above the model's limit cannot be reached.
         assert_eq!(
-            table.worst_case(
+            worst(
+                &table,
                 "gpt-4o-mini",
                 0,
                 Some(10_000_000),
@@ -596,11 +779,11 @@ mod tests {
         );
         // gpt-5 had no limit in models.dev: 128,000 × $10 per million.
         assert_eq!(
-            table.worst_case("gpt-5", 0, None, 1, None, ServiceTier::Standard),
+            worst(&table, "gpt-5", 0, None, 1, None, ServiceTier::Standard),
             Some(1_280_000_000)
         );
         assert_eq!(
-            table.worst_case("unknown", 10, None, 1, None, ServiceTier::Standard),
+            worst(&table, "unknown", 10, None, 1, None, ServiceTier::Standard),
             None
         );
     }
@@ -616,7 +799,8 @@ mod tests {
         // gpt-image-1, 10 high-quality images of the default size: 10 × 6,240 × $40 per
         // million, plus 10 prompt tokens at $5 per million.
         assert_eq!(
-            table.worst_case(
+            worst(
+                &table,
                 "gpt-image-1",
                 10,
                 None,
@@ -627,7 +811,8 @@ mod tests {
             Some((10 * 6_240 * 40 + 10 * 5) * 1_000)
         );
         assert_eq!(
-            table.worst_case(
+            worst(
+                &table,
                 "gpt-image-1",
                 0,
                 None,
@@ -639,7 +824,8 @@ mod tests {
         );
         // dall-e-3 with quality auto (the API's default): the dearest quality, hd.
         assert_eq!(
-            table.worst_case(
+            worst(
+                &table,
                 "dall-e-3",
                 0,
                 None,
@@ -663,7 +849,7 @@ mod tests {
     fn flex_and_batch_are_half_price_and_priority_has_its_own_or_none() {
         let table = PriceTable::builtin();
         let tokens = usage(1_000, 0, 1_000);
-        let at = |model, tier| table.cost_at(model, &tokens, None, tier);
+        let at = |model, tier| table.cost_at(model, &tokens, Asked::default(), tier);
         // o3: $2 in, $8 out per million: 2,000 + 8,000 µ$ standard, half on flex and batch.
         assert_eq!(at("o3", ServiceTier::Standard), Some(10_000_000));
         assert_eq!(at("o3", ServiceTier::Flex), Some(5_000_000));
@@ -675,11 +861,20 @@ mod tests {
         // the standard price, so asking for priority cannot slip a call past a budget.
         assert_eq!(at("o3", ServiceTier::Priority), None);
         assert_eq!(
-            table.worst_case("o3", 1_000, Some(1_000), 1, None, ServiceTier::Priority),
+            worst(
+                &table,
+                "o3",
+                1_000,
+                Some(1_000),
+                1,
+                None,
+                ServiceTier::Priority
+            ),
             Some(20_000_000)
         );
         assert_eq!(
-            table.worst_case(
+            worst(
+                &table,
                 "gpt-5.4",
                 1_000,
                 Some(1_000),
@@ -690,11 +885,131 @@ mod tests {
             Some(35_000_000)
         );
         assert_eq!(
-            table.worst_case("o3", 1_000, Some(1_000), 1, None, ServiceTier::Flex),
+            worst(&table, "o3", 1_000, Some(1_000), 1, None, ServiceTier::Flex),
             Some(10_000_000),
             "flex is held at the standard price"
         );
         assert_eq!(ServiceTier::parse(Some("scale")), ServiceTier::Standard);
+    }
+
+    #[test]
+    fn audio_is_priced_by_the_minute_the_character_or_the_token_class() {
+        let table = PriceTable::builtin();
+        let speech = AudioRequest::Speech {
+            characters: 1_000,
+            text_bytes: 1_200,
+        };
+        let upload = AudioRequest::Transcription {
+            upload_bytes: 75_000,
+        };
+        let at = |model, usage: &Usage, audio: &AudioRequest| {
+            let asked = Asked {
+                images: None,
+                audio: Some(audio),
+            };
+            table.cost_at(model, usage, asked, ServiceTier::Standard)
+        };
+        // whisper-1: $0.006 a minute, by the millisecond: 8.471 s = 847.1 µ$.
+        let heard = Usage {
+            audio_millis: 8_471,
+            ..Usage::default()
+        };
+        assert_eq!(at("whisper-1", &heard, &upload), Some(847_100));
+        assert_eq!(
+            at("whisper-1", &Usage::default(), &upload),
+            None,
+            "no length reported: unknown, never free"
+        );
+        // tts-1: $15 per million characters; tts-1-hd $30.
+        assert_eq!(at("tts-1", &Usage::default(), &speech), Some(15_000_000));
+        assert_eq!(at("tts-1-hd", &Usage::default(), &speech), Some(30_000_000));
+        // gpt-4o-transcribe: text in $2.50, audio in $6, out $10 per million.
+        let transcribed = Usage {
+            prompt_tokens: 1_010,
+            audio_input_tokens: 1_000,
+            completion_tokens: 200,
+            ..Usage::default()
+        };
+        assert_eq!(
+            at("gpt-4o-transcribe", &transcribed, &upload),
+            Some(10 * 2_500 + 1_000 * 6_000 + 200 * 10_000)
+        );
+        // gpt-audio: text $2.50/$10, audio $32/$64 per million.
+        let spoken = Usage {
+            prompt_tokens: 300,
+            audio_input_tokens: 200,
+            completion_tokens: 500,
+            audio_output_tokens: 400,
+            ..Usage::default()
+        };
+        assert_eq!(
+            table.cost("gpt-audio", &spoken, None),
+            Some(100 * 2_500 + 200 * 32_000 + 100 * 10_000 + 400 * 64_000)
+        );
+        // Audio tokens from a model without audio prices: unpriced, not priced as text.
+        assert_eq!(table.cost("gpt-4o", &spoken, None), None);
+    }
+
+    #[test]
+    fn audio_worst_cases_follow_the_upload_the_text_or_the_context() {
+        let table = PriceTable::builtin();
+        fn demand(audio: &AudioRequest) -> Demand<'_> {
+            Demand {
+                asked: Asked {
+                    images: None,
+                    audio: Some(audio),
+                },
+                ..Demand::default()
+            }
+        }
+        // A 75,000-byte upload holds at most 100 s (at 6 kbit/s): $0.01 on whisper-1.
+        let upload = AudioRequest::Transcription {
+            upload_bytes: 75_000,
+        };
+        assert_eq!(
+            table.worst_case("whisper-1", &demand(&upload)),
+            Some(10_000_000)
+        );
+        // gpt-4o-transcribe: 2,000 audio tokens (20 a second) at $6, plus 2,000 output at $10.
+        assert_eq!(
+            table.worst_case("gpt-4o-transcribe", &demand(&upload)),
+            Some(2_000 * 6_000 + 2_000 * 10_000)
+        );
+        // A large upload is capped at the model's 16,000-token context.
+        let large = AudioRequest::Transcription {
+            upload_bytes: 25 << 20,
+        };
+        assert_eq!(
+            table.worst_case("gpt-4o-transcribe", &demand(&large)),
+            Some(16_000 * 6_000 + 2_000 * 10_000)
+        );
+        let speech = AudioRequest::Speech {
+            characters: 1_000,
+            text_bytes: 1_200,
+        };
+        assert_eq!(
+            table.worst_case("tts-1", &demand(&speech)),
+            Some(15_000_000)
+        );
+        // gpt-4o-mini-tts: the text's bytes at $0.60, 16,384 audio tokens at $12.
+        assert_eq!(
+            table.worst_case("gpt-4o-mini-tts", &demand(&speech)),
+            Some(1_200 * 600 + 16_384 * 12_000)
+        );
+        // A chat that may speak is held at the audio output price; its input audio as tokens.
+        let chat = Demand {
+            prompt_tokens: 100,
+            max_output: Some(1_000),
+            prompt_audio_bytes: 7_500,
+            audio_output: true,
+            ..Demand::default()
+        };
+        assert_eq!(
+            table.worst_case("gpt-audio", &chat),
+            Some(100 * 2_500 + 200 * 32_000 + 1_000 * 64_000)
+        );
+        // Whisper asked for anything but a transcription has no price to hold.
+        assert_eq!(table.worst_case("whisper-1", &Demand::default()), None);
     }
 
     #[test]
@@ -714,6 +1029,7 @@ mod tests {
                 long_context: None,
                 max_output_tokens: 10,
                 priority: None,
+                audio: None,
             }),
             ..ModelPrice::default()
         };

@@ -26,7 +26,7 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
 }
 
 /// SQLite's migrations, in order.
-const SQLITE: [(i64, &str, &str); 11] = [
+const SQLITE: [(i64, &str, &str); 12] = [
     (
         1,
         "api keys",
@@ -82,6 +82,11 @@ const SQLITE: [(i64, &str, &str); 11] = [
         "service tier",
         include_str!("../../migrations/sqlite/0011_service_tier.sql"),
     ),
+    (
+        12,
+        "audio usage",
+        include_str!("../../migrations/sqlite/0012_audio_usage.sql"),
+    ),
 ];
 
 /// SQLite's migrator.
@@ -90,7 +95,7 @@ pub fn sqlite() -> Migrator {
 }
 
 /// PostgreSQL's migrations, in order.
-const POSTGRES: [(i64, &str, &str); 11] = [
+const POSTGRES: [(i64, &str, &str); 12] = [
     (
         1,
         "api keys",
@@ -145,6 +150,11 @@ const POSTGRES: [(i64, &str, &str); 11] = [
         11,
         "service tier",
         include_str!("../../migrations/postgres/0011_service_tier.sql"),
+    ),
+    (
+        12,
+        "audio usage",
+        include_str!("../../migrations/postgres/0012_audio_usage.sql"),
     ),
 ];
 

@@ -18,13 +18,14 @@ pub(crate) const RECORD_COLUMNS: &str = "id, created_at_ms, request_id, key_id, 
      prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, image_input_tokens, \
      images, image_size, image_quality, cost_nanos, estimated, cache_status, latency_ms, \
      upstream_ms, prompt_chars, completion_chars, rules_fired, client_ip, prompt_text, \
-     completion_text, price_version, service_tier";
+     completion_text, price_version, service_tier, audio_input_tokens, audio_output_tokens, \
+     audio_ms";
 
 /// The row counts a multi-row statement is built for. A batch is cut into chunks of these sizes
 /// (largest first), so the engine sees a handful of distinct statements, each prepared once per
 /// connection and then reused from sqlx's statement cache, instead of a new statement (parsed
 /// and planned: ~400,000 instructions for a record insert) for every batch size.
-/// 36 columns × 256 rows stays under SQLite's 32,766 bound parameters.
+/// 39 columns × 256 rows stays under SQLite's 32,766 bound parameters.
 const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// `items` in chunks of [`CHUNK_SIZES`], largest first.
@@ -80,6 +81,9 @@ where
             completion_tokens: count(17)?,
             reasoning_tokens: count(18)?,
             image_input_tokens: count(19)?,
+            audio_input_tokens: count(36)?,
+            audio_output_tokens: count(37)?,
+            audio_millis: count(38)?,
         },
         images: count(20)?,
         image_size: row.try_get(21)?,
@@ -184,7 +188,10 @@ where
             .push_bind(r.prompt_text.as_deref())
             .push_bind(r.completion_text.as_deref())
             .push_bind(r.price_version.as_deref())
-            .push_bind(r.service_tier.as_deref());
+            .push_bind(r.service_tier.as_deref())
+            .push_bind(db_int(r.usage.audio_input_tokens))
+            .push_bind(db_int(r.usage.audio_output_tokens))
+            .push_bind(db_int(r.usage.audio_millis));
     });
 }
 

@@ -14,6 +14,7 @@ mod budgets;
 mod cache;
 mod cli;
 mod content;
+mod cost_table;
 mod dashboard;
 mod durability;
 mod errors;

@@ -100,6 +100,27 @@ async fn a_caller_who_leaves_a_plain_call_leaves_its_record_at_the_worst_case() 
     let gw = TestGateway::start().await;
     let budget = ten_dollars_a_month();
     let (key_id, secret) = budgeted_key(&gw, &budget).await;
+    // One call first, so the one that matters pays no first-call costs (a cold key cache, a
+    // tokenizer still loading) before its caller's patience runs out.
+    let warm = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&secret)
+        .json(&json!({
+            "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "warm up" }]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200);
+    let line = BudgetLine::new(SpendScope::Key(key_id.clone()), &budget, now_ms());
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            gw.state.budgets.spent(&line).await.unwrap_or(0) > 0
+        })
+        .await
+    );
+    let before = gw.state.budgets.spent(&line).await.unwrap();
     gw.fault(json!({ "latency_ms": 800 })).await;
     let impatient = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(200))
@@ -120,7 +141,11 @@ async fn a_caller_who_leaves_a_plain_call_leaves_its_record_at_the_worst_case() 
     let record = gw.record_of("left-before-the-answer").await;
     assert_eq!(record.outcome, "client_left", "{record:?}");
     assert_eq!(record.status, 499, "{record:?}");
-    assert_eq!(record.key_id.as_deref(), Some(key_id.as_str()));
+    assert_eq!(
+        record.key_id.as_deref(),
+        Some(key_id.as_str()),
+        "{record:?}"
+    );
     assert!(record.estimated, "{record:?}");
     assert_eq!(
         record.usage.completion_tokens, 50,
@@ -130,9 +155,8 @@ async fn a_caller_who_leaves_a_plain_call_leaves_its_record_at_the_worst_case() 
     // gpt-4o-mini: $0.15 in and $0.60 out per million, 150 and 600 n$ a token.
     let worst = (record.usage.prompt_tokens * 150 + 50 * 600) as i64;
     assert_eq!(record.cost_nanos, Some(worst), "{record:?}");
-    let line = BudgetLine::new(SpendScope::Key(key_id.clone()), &budget, now_ms());
     let settled = eventually(std::time::Duration::from_secs(5), || async {
-        gw.state.budgets.spent(&line).await.ok() == Some(worst)
+        gw.state.budgets.spent(&line).await.ok() == Some(before + worst)
     })
     .await;
     assert!(settled, "the budget was charged what the record says");
@@ -144,7 +168,8 @@ async fn a_caller_who_leaves_a_plain_call_leaves_its_record_at_the_worst_case() 
         .await
         .unwrap();
     assert_eq!(
-        recorded, worst,
+        recorded,
+        before + worst,
         "and the records, which seed the budget after a restart"
     );
     gw.stop().await;

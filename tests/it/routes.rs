@@ -402,9 +402,10 @@ async fn an_upload_longer_than_the_upstream_timeout_is_not_cut_by_it() {
         .await
         .unwrap();
     let boundary = "slow-boundary";
-    for (path, field) in [
-        ("/v1/files", "purpose"),
-        ("/v1/audio/transcriptions", "model"),
+    // The mock has no files API (404) and answers transcriptions (200): either way, forwarded.
+    for (path, field, answered) in [
+        ("/v1/files", "purpose", 404),
+        ("/v1/audio/transcriptions", "model", 200),
     ] {
         let head = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\nwhisper-1\r\n\
@@ -434,11 +435,7 @@ async fn an_upload_longer_than_the_upstream_timeout_is_not_cut_by_it() {
             .await
             .unwrap();
         assert!(started.elapsed() > Duration::from_millis(1500));
-        assert_eq!(
-            response.status(),
-            404,
-            "{path}: forwarded whole to the mock (no such API there)"
-        );
+        assert_eq!(response.status(), answered, "{path}: forwarded whole");
     }
     gw.stop().await;
 }

@@ -17,18 +17,32 @@ use crate::support::engines::required_env;
 struct Class {
     name: &'static str,
     path: &'static str,
-    body: Value,
+    body: Body,
     /// What the upstream reports instead of the mock's own usage (`None`: the mock's own).
     usage: Option<Value>,
     worst_usd: f64,
 }
 
+/// A request body: JSON, or a form with these fields and a file of this many bytes.
+enum Body {
+    Json(Value),
+    Form(&'static [(&'static str, &'static str)], usize),
+}
+
 fn classes() -> Vec<Class> {
+    let mut all = json_classes();
+    all.extend(audio_and_upload_classes());
+    all
+}
+
+fn json_classes() -> Vec<Class> {
     vec![
         Class {
             name: "gpt-5 chat without max_tokens: its 128,000-token limit at $10 per million",
             path: "/v1/chat/completions",
-            body: json!({ "model": "gpt-5", "messages": [{ "role": "user", "content": "think hard" }] }),
+            body: Body::Json(
+                json!({ "model": "gpt-5", "messages": [{ "role": "user", "content": "think hard" }] }),
+            ),
             usage: Some(json!({
                 "prompt_tokens": 12, "completion_tokens": 128_000, "total_tokens": 128_012,
                 "completion_tokens_details": { "reasoning_tokens": 120_000 }
@@ -38,7 +52,9 @@ fn classes() -> Vec<Class> {
         Class {
             name: "gpt-4o-mini chat with n = 3 and no max: 3 × 16,384 tokens at $0.60 per million",
             path: "/v1/chat/completions",
-            body: json!({ "model": "gpt-4o-mini", "n": 3, "messages": [{ "role": "user", "content": "three ways" }] }),
+            body: Body::Json(
+                json!({ "model": "gpt-4o-mini", "n": 3, "messages": [{ "role": "user", "content": "three ways" }] }),
+            ),
             usage: Some(json!({
                 "prompt_tokens": 10, "completion_tokens": 49_152, "total_tokens": 49_162
             })),
@@ -47,7 +63,7 @@ fn classes() -> Vec<Class> {
         Class {
             name: "o3 Responses without max_output_tokens: 100,000 tokens at $8 per million",
             path: "/v1/responses",
-            body: json!({ "model": "o3", "input": "prove it" }),
+            body: Body::Json(json!({ "model": "o3", "input": "prove it" })),
             usage: Some(json!({
                 "input_tokens": 10, "output_tokens": 100_000, "total_tokens": 100_010,
                 "output_tokens_details": { "reasoning_tokens": 90_000 }
@@ -57,16 +73,103 @@ fn classes() -> Vec<Class> {
         Class {
             name: "gpt-image-1, n = 10, high quality, size auto: 10 × 6,240 image tokens at $40 per million",
             path: "/v1/images/generations",
-            body: json!({ "model": "gpt-image-1", "prompt": "a fox", "n": 10, "quality": "high" }),
+            body: Body::Json(
+                json!({ "model": "gpt-image-1", "prompt": "a fox", "n": 10, "quality": "high" }),
+            ),
             usage: None,
             worst_usd: 10.0 * 6_240.0 * 40.0 / 1e6,
         },
         Class {
             name: "dall-e-3 with quality auto (the API's default): one hd image, $0.08",
             path: "/v1/images/generations",
-            body: json!({ "model": "dall-e-3", "prompt": "a fox", "quality": "auto" }),
+            body: Body::Json(json!({ "model": "dall-e-3", "prompt": "a fox", "quality": "auto" })),
             usage: None,
             worst_usd: 0.08,
+        },
+    ]
+}
+
+/// Audio (by the minute, the character and the token class, each bounded by the request's
+/// size) and image uploads.
+fn audio_and_upload_classes() -> Vec<Class> {
+    // 10,000 base64 characters: 7,500 bytes of audio, at most 10 s (6 kbit/s), 200 tokens.
+    let audio = "A".repeat(10_000);
+    vec![
+        Class {
+            name: "whisper-1, a 75,000-byte upload: at most 100.4 s (the form's bytes at 6 kbit/s) at $0.006 a minute",
+            path: "/v1/audio/transcriptions",
+            body: Body::Form(&[("model", "whisper-1")], 75_000),
+            usage: Some(json!({ "type": "duration", "seconds": 100.4 })),
+            worst_usd: 100.5 * 0.006 / 60.0,
+        },
+        Class {
+            name: "gpt-4o-transcribe, a 75,000-byte upload: 2,000 audio tokens at $6 and 2,000 out at $10 per million",
+            path: "/v1/audio/translations",
+            body: Body::Form(&[("model", "gpt-4o-transcribe")], 75_000),
+            usage: Some(json!({
+                "type": "tokens", "input_tokens": 2_000, "output_tokens": 2_000, "total_tokens": 4_000,
+                "input_token_details": { "text_tokens": 0, "audio_tokens": 2_000 }
+            })),
+            worst_usd: (2_010.0 * 6.0 + 2_000.0 * 10.0) / 1e6,
+        },
+        Class {
+            name: "tts-1, 1,000 characters: $15 per million characters, exactly, from an audio answer",
+            path: "/v1/audio/speech",
+            body: Body::Json(
+                json!({ "model": "tts-1", "input": "a".repeat(1_000), "voice": "alloy" }),
+            ),
+            usage: None,
+            worst_usd: 1_000.0 * 15.0 / 1e6,
+        },
+        Class {
+            name: "gpt-4o-mini-tts streamed: 100 text bytes at $0.60, 16,384 audio tokens at $12 per million",
+            path: "/v1/audio/speech",
+            body: Body::Json(
+                json!({ "model": "gpt-4o-mini-tts", "input": "a".repeat(100), "voice": "alloy", "stream_format": "sse" }),
+            ),
+            usage: Some(
+                json!({ "input_tokens": 100, "output_tokens": 16_384, "total_tokens": 16_484 }),
+            ),
+            worst_usd: (100.0 * 0.60 + 16_384.0 * 12.0) / 1e6,
+        },
+        Class {
+            name: "gpt-audio chat that may speak: 200 audio tokens in at $32, 1,000 audio tokens out at $64 per million",
+            path: "/v1/chat/completions",
+            body: Body::Json(json!({
+                "model": "gpt-audio", "modalities": ["text", "audio"], "max_completion_tokens": 1_000,
+                "audio": { "voice": "alloy", "format": "wav" },
+                "messages": [{ "role": "user", "content": [
+                    { "type": "input_audio", "input_audio": { "data": audio, "format": "wav" } }
+                ] }]
+            })),
+            usage: Some(json!({
+                "prompt_tokens": 206, "completion_tokens": 1_000, "total_tokens": 1_206,
+                "prompt_tokens_details": { "audio_tokens": 200 },
+                "completion_tokens_details": { "audio_tokens": 1_000 }
+            })),
+            worst_usd: (6.0 * 2.5 + 200.0 * 32.0 + 1_000.0 * 64.0) / 1e6,
+        },
+        Class {
+            name: "dall-e-2 variations, n = 3 at 512x512 (a form): 3 × $0.018",
+            path: "/v1/images/variations",
+            body: Body::Form(
+                &[("model", "dall-e-2"), ("n", "3"), ("size", "512x512")],
+                1_000,
+            ),
+            usage: None,
+            worst_usd: 3.0 * 0.018,
+        },
+        Class {
+            name: "gpt-image-1 edits, n = 2, high quality (a form): 2 × 6,240 image tokens at $40 per million",
+            path: "/v1/images/edits",
+            body: Body::Form(
+                &[("model", "gpt-image-1"), ("n", "2"), ("quality", "high")],
+                1_000,
+            ),
+            usage: Some(json!({
+                "input_tokens": 0, "output_tokens": 12_480, "total_tokens": 12_480
+            })),
+            worst_usd: 2.0 * 6_240.0 * 40.0 / 1e6,
         },
     ]
 }
@@ -119,16 +222,18 @@ async fn spends_within_budgets(redis: Option<&str>) {
         }
         let mut statuses = Vec::new();
         for _ in 0..3 {
-            let response = gw
-                .client
-                .post(gw.url(class.path))
-                .bearer_auth(&secret)
-                .json(&class.body)
-                .send()
-                .await
-                .unwrap();
+            let request = gw.client.post(gw.url(class.path)).bearer_auth(&secret);
+            let request = match &class.body {
+                Body::Json(body) => request.json(body),
+                Body::Form(fields, file_bytes) => {
+                    let (content_type, body) = crate::support::form(fields, *file_bytes);
+                    request.header("content-type", content_type).body(body)
+                }
+            };
+            let response = request.send().await.unwrap();
             let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap_or_default();
+            let body: Value = serde_json::from_slice(&response.bytes().await.unwrap_or_default())
+                .unwrap_or_default();
             if status == 429 {
                 assert_eq!(
                     body["error"]["code"], "insufficient_quota",

@@ -86,6 +86,24 @@ test('images', async () => {
   assert.match(images.data[0].url, /^https:\/\//);
 });
 
+test('audio: speech and transcriptions (the file first, as this SDK sends it)', async () => {
+  const speech = await client().audio.speech.create({ model: 'tts-1', voice: 'alloy', input: 'hello' });
+  assert.equal(speech.headers.get('x-tollgate-cost-usd'), '0.000075');
+  assert.ok((await speech.arrayBuffer()).byteLength > 0);
+  const file = await OpenAI.toFile(Buffer.alloc(16_000, 120), 'a.mp3');
+  const heard = await client().audio.transcriptions.create({ file, model: 'whisper-1' });
+  assert.equal(heard.text, 'The beach was a popular spot on a hot summer day.');
+  assert.equal(heard.usage.seconds, 1);
+});
+
+test('images: edits and variations', async () => {
+  const image = await OpenAI.toFile(Buffer.from('png'), 'a.png');
+  const edited = await client().images.edit({ model: 'gpt-image-1', image, prompt: 'add a hat', n: 2 });
+  assert.equal(edited.data.length, 2);
+  const varied = await client().images.createVariation({ image: await OpenAI.toFile(Buffer.from('png'), 'b.png') });
+  assert.match(varied.data[0].url, /^https:\/\//);
+});
+
 test('models, filtered per key', async () => {
   const all = [];
   for await (const model of client().models.list()) all.push(model.id);

@@ -114,6 +114,27 @@ class OtherRoutes(unittest.TestCase):
         deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
         self.assertEqual(deltas, "one two")
 
+    def test_audio_speech_and_transcription(self):
+        speech = client().audio.speech.with_raw_response.create(model="tts-1", voice="alloy", input="hello")
+        self.assertTrue(speech.content)
+        self.assertEqual(speech.headers["x-tollgate-cost-usd"], "0.000075")
+        streamed = client().audio.speech.create(model="gpt-4o-mini-tts", voice="alloy", input="hello", stream_format="sse")
+        events = [json.loads(line[len("data: "):]) for line in streamed.iter_lines() if line.startswith("data: ")]
+        self.assertEqual(events[-1]["type"], "speech.audio.done")
+        text = client().audio.transcriptions.create(model="whisper-1", file=("a.mp3", b"x" * 16_000))
+        self.assertEqual(text.text, "The beach was a popular spot on a hot summer day.")
+        self.assertEqual(text.usage.seconds, 1.0)
+        tokens = client().audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=("a.mp3", b"x" * 16_000))
+        self.assertEqual(tokens.usage.input_token_details.audio_tokens, 17)
+        plain = client().audio.translations.create(model="whisper-1", file=("a.mp3", b"x" * 1_000), response_format="text")
+        self.assertTrue(plain.startswith("The beach"))
+
+    def test_image_edits_and_variations(self):
+        edited = client().images.edit(model="gpt-image-1", image=("a.png", b"png"), prompt="add a hat", n=2)
+        self.assertEqual(len(edited.data), 2)
+        varied = client().images.create_variation(image=("a.png", b"png"), n=1)
+        self.assertTrue(varied.data[0].url.startswith("https://"))
+
     def test_moderations_pass_through(self):
         result = client().moderations.create(input="flag-me")
         self.assertTrue(result.results[0].flagged)
