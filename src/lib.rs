@@ -22,8 +22,11 @@
 //! - [`keys`]: key generation and hashing. [`extract`]: body reading. [`error`]: the error table.
 //! - [`openai`]: the few wire fields we read; SSE parsing; usage.
 //! - [`mock_upstream`]: the fake OpenAI used by tests, benchmarks and the demo.
+//! - [`batches`]: batches checked against their input file when created, and their output
+//!   priced and recorded when they end. [`reconcile`]: spend beside OpenAI's own bill.
 
 pub mod admin;
+pub mod batches;
 pub mod budget;
 pub mod cache;
 pub mod cli;

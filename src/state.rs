@@ -20,7 +20,7 @@ use crate::openai::operations::Operations;
 use crate::pricing::PriceTable;
 use crate::records::{RecordStore, RecordWriter, Recorder};
 use crate::redis_link::RedisLink;
-use crate::store::{KeyStore, Stores};
+use crate::store::{BatchStore, KeyStore, Stores};
 use crate::upstream::Upstream;
 
 /// The shared handle. Clone is an `Arc` bump.
@@ -58,6 +58,8 @@ pub struct Inner {
     pub alerts: AlertSender,
     /// Stored audit records (the admin API reads them).
     pub records: Arc<dyn RecordStore>,
+    /// Batches created through Tollgate, until their output is recorded.
+    pub batches: Arc<dyn BatchStore>,
     /// Cached answers (in Redis when `REDIS_URL` is set, else in memory).
     pub cache: ResponseCache,
     /// `[content]` rules, compiled.
@@ -72,7 +74,11 @@ impl AppState {
     /// Builds the state from a loaded configuration and the opened database, and starts the
     /// audit writer (so it must run inside the Tokio runtime).
     pub fn new(config: Config, stores: Stores) -> Result<Self, StateError> {
-        let Stores { keys, records } = stores;
+        let Stores {
+            keys,
+            records,
+            batches,
+        } = stores;
         let upstream = Upstream::new(&config)?;
         let key_cache = KeyCache::new(config.keys.cache_ttl);
         // One Redis connection for every backend that uses Redis.
@@ -139,6 +145,7 @@ impl AppState {
             budgets,
             alerts,
             records,
+            batches,
             cache,
             content: ContentRules::new(&config.content),
             operations: Operations::new(

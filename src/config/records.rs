@@ -29,6 +29,10 @@ pub struct RecordsConfig {
     pub queue_bytes: usize,
     /// `TOLLGATE_DATA_DIR`: where the spill file lives while the database is down.
     pub data_dir: PathBuf,
+    /// How often batches created through Tollgate are looked up, to record their output once
+    /// they end.
+    #[serde(serialize_with = "serialize_ms")]
+    pub batch_poll_interval: Duration,
 }
 
 impl RecordsConfig {
@@ -69,7 +73,22 @@ impl RecordsConfig {
             Some("TOLLGATE_DATA_DIR"),
             ".".to_owned(),
         ));
+        let Millis(batch_poll_interval) = s.get(
+            "records.batch_poll_ms",
+            None,
+            Millis(Duration::from_secs(60)),
+        );
+        if batch_poll_interval < Duration::from_millis(100)
+            || batch_poll_interval > Duration::from_secs(86_400)
+        {
+            s.invalid(
+                "records.batch_poll_ms",
+                None,
+                "must be from 100 to 86400000",
+            );
+        }
         Self {
+            batch_poll_interval,
             enabled,
             retention_days,
             store_text,

@@ -29,6 +29,22 @@ pub(super) struct Streaming {
     pub(super) counters: Arc<StreamCounters>,
 }
 
+impl Streaming {
+    /// An answer delivered whole, with nothing scripted.
+    pub(super) fn plain() -> Self {
+        Self {
+            interval: Duration::ZERO,
+            stall: None,
+            cut_after: None,
+            malformed: false,
+            no_usage: false,
+            usage: None,
+            answer_model: None,
+            counters: Arc::default(),
+        }
+    }
+}
+
 pub(super) fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
     (
         status,

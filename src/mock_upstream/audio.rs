@@ -24,17 +24,18 @@ const AUDIO_TOKENS_PER_SECOND: u64 = 17;
 const SPEECH_TOKENS_PER_INPUT_TOKEN: u64 = 6;
 
 /// A multipart form as JSON: each text field by name (whole numbers and booleans as such), and
-/// `_file_bytes`, the size of its files. `None` when the body is not a readable form.
-pub(super) fn form_fields(content_type: &str, body: &[u8]) -> Option<Value> {
+/// `_file_bytes`, the size of its files; with the first file's content. `None` when the body
+/// is not a readable form.
+pub(super) fn form_fields(content_type: &str, body: &[u8]) -> Option<(Value, Bytes)> {
     let boundary = content_type
         .split(';')
         .find_map(|p| p.trim().strip_prefix("boundary="))?
         .trim_matches('"');
     let delimiter = format!("--{boundary}");
-    let text = body;
     let mut fields = Map::new();
     let mut file_bytes = 0u64;
-    let mut rest = text;
+    let mut first_file = None;
+    let mut rest = body;
     while let Some(at) = find(rest, delimiter.as_bytes()) {
         rest = &rest[at + delimiter.len()..];
         if rest.starts_with(b"--") {
@@ -54,6 +55,7 @@ pub(super) fn form_fields(content_type: &str, body: &[u8]) -> Option<Value> {
             .map(|n| n.trim_matches('"').to_owned())?;
         if headers.contains("filename=") {
             file_bytes += value.len() as u64;
+            first_file.get_or_insert_with(|| Bytes::copy_from_slice(value));
             continue;
         }
         let value = String::from_utf8_lossy(value).into_owned();
@@ -66,7 +68,7 @@ pub(super) fn form_fields(content_type: &str, body: &[u8]) -> Option<Value> {
         fields.insert(name, value);
     }
     fields.insert("_file_bytes".to_owned(), json!(file_bytes));
-    Some(Value::Object(fields))
+    Some((Value::Object(fields), first_file.unwrap_or_default()))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -12,6 +12,7 @@
 
 mod answers;
 mod audio;
+mod batches;
 pub mod faults;
 pub mod fixtures;
 mod ledger;
@@ -66,6 +67,7 @@ struct MockState {
     requests: Mutex<VecDeque<Value>>,
     streams: Arc<StreamCounters>,
     ledger: ledger::Ledger,
+    files: batches::Store,
 }
 
 /// How the streams the mock sent ended: a test proves cancellation with `cancelled`.
@@ -127,6 +129,7 @@ pub fn router(options: MockOptions) -> Router {
         requests: Mutex::new(VecDeque::new()),
         streams: Arc::default(),
         ledger: ledger::Ledger::default(),
+        files: batches::Store::default(),
     });
     Router::new()
         .route(
@@ -343,6 +346,7 @@ async fn respond_with(
         return fault_response(status, fault);
     }
 
+    let mut file = Bytes::new();
     let json: Value = if body.is_empty() {
         Value::Null
     } else if is_multipart(&parts.headers) {
@@ -351,7 +355,9 @@ async fn respond_with(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        audio::form_fields(content_type, body).unwrap_or_default()
+        let (fields, content) = audio::form_fields(content_type, body).unwrap_or_default();
+        file = content;
+        fields
     } else {
         match serde_json::from_slice(body) {
             Ok(value) => value,
@@ -392,6 +398,29 @@ async fn respond_with(
         }
         (Method::POST, "/moderations") => moderations(&json, &stream),
         (Method::POST, "/responses") => responses(&json, &stream),
+        (Method::POST, "/files") => state.files.upload(&json, file),
+        (Method::GET, p) if p.starts_with("/files/") => {
+            let rest = &p["/files/".len()..];
+            match rest.strip_suffix("/content") {
+                Some(id) => state.files.file(id, true),
+                None => state.files.file(rest, false),
+            }
+        }
+        (Method::POST, "/batches") => {
+            let bill = |route: &str, answer: &Value| {
+                let bytes = answer.to_string();
+                state
+                    .ledger
+                    .count(route, &crate::openai::usage::summarize(bytes.as_bytes()));
+            };
+            state
+                .files
+                .create(&json, &stream, answer_batch_line, bill)
+                .await
+        }
+        (Method::GET, p) if p.starts_with("/batches/") => {
+            state.files.batch(&p["/batches/".len()..])
+        }
         (Method::GET, "/models") => json_answer(fixtures::model_list(), &stream),
         (Method::GET, p) if p.starts_with("/models/") => {
             let id = &p["/models/".len()..];
@@ -407,6 +436,21 @@ async fn respond_with(
             None,
         ),
     }
+}
+
+/// One request of a batch, answered as its route answers it: the answer's JSON.
+async fn answer_batch_line(route: String, body: Value) -> Option<Value> {
+    let plain = Streaming::plain();
+    let response = match route.as_str() {
+        "/chat/completions" => chat(&body, &plain),
+        "/embeddings" => embeddings(&body, &plain),
+        "/responses" => responses(&body, &plain),
+        _ => return None,
+    };
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 impl MockState {

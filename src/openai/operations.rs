@@ -307,10 +307,12 @@ pub fn family(template: &str) -> &str {
 }
 
 /// Operations whose body names the model, with a cost that follows from the body.
-const MODEL_OPERATIONS: [&str; 17] = [
+const MODEL_OPERATIONS: [&str; 18] = [
     "/audio/speech",
     "/audio/transcriptions",
     "/audio/translations",
+    // Its model and cost are read from its input file (`pipeline::batch`).
+    "/batches",
     "/chat/completions",
     "/completions",
     "/embeddings",

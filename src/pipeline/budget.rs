@@ -113,29 +113,40 @@ pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayErr
     let estimate = call.estimate();
     let tier = call.asked_tier();
     let demand = super::call::demand(&call.request, estimate, tier);
-    let hold = hold(
-        state,
-        lines,
-        call.request.model.as_deref(),
-        &call.targets,
-        &demand,
-        billed,
-    )
-    .await?;
+    let model = call.request.model.as_deref();
+    let worst = match &call.batch {
+        // A batch is held at the worst case of every request in its input file.
+        Some(plan) => match plan.worst {
+            Some(worst) => Some(worst),
+            None if refuses_unpriced(state, billed) => {
+                return Err(unpriced_refusal(Some(&plan.model)));
+            }
+            None => None,
+        },
+        None => worst_case(state, model, &call.targets, &demand, billed)?,
+    };
+    let hold = match worst {
+        Some(worst) => hold(state, lines, worst).await?,
+        None => None,
+    };
     call.reservations.hold_budget(hold);
     Ok(())
 }
 
-async fn hold(
+/// Whether an unpriced request must be refused rather than served unreserved.
+fn refuses_unpriced(state: &AppState, priced_operation: bool) -> bool {
+    priced_operation && state.config.limits.unpriced == UnpricedPolicy::Refuse
+}
+
+/// The most the call can cost on any of its targets; `None` when unpriced and allowed.
+fn worst_case(
     state: &AppState,
-    lines: Vec<BudgetLine>,
     model: Option<&str>,
     targets: &[Target],
     demand: &Demand<'_>,
     priced_operation: bool,
-) -> Result<Option<Hold>, GatewayError> {
-    let refuse_unpriced =
-        priced_operation && state.config.limits.unpriced == UnpricedPolicy::Refuse;
+) -> Result<Option<Nanos>, GatewayError> {
+    let refuse_unpriced = refuses_unpriced(state, priced_operation);
     let Some(model) = model else {
         return if refuse_unpriced {
             Err(unpriced_refusal(None))
@@ -146,22 +157,29 @@ async fn hold(
     // A fallback may cost more than the primary: reserve the dearest target. Any target
     // without a price (a fallback could be served by it) is refused like the model itself.
     let mut worst = None;
-    for target in targets.iter() {
+    for target in targets {
         let served_by = target.model.as_deref().unwrap_or(model);
-        let cost = state.prices.worst_case(served_by, demand);
-        match cost {
+        match state.prices.worst_case(served_by, demand) {
             Some(cost) => worst = worst.max(Some(cost)),
             None if refuse_unpriced => return Err(unpriced_refusal(Some(served_by))),
             None => {}
         }
     }
-    let Some(worst) = worst else {
+    if worst.is_none() {
         if refuse_unpriced {
             return Err(unpriced_refusal(Some(model)));
         }
         tracing::debug!(model, "unpriced model: no budget reservation");
-        return Ok(None);
-    };
+    }
+    Ok(worst)
+}
+
+/// Reserves `worst` on `lines`.
+async fn hold(
+    state: &AppState,
+    lines: Vec<BudgetLine>,
+    worst: Nanos,
+) -> Result<Option<Hold>, GatewayError> {
     match state.budgets.reserve(&lines, worst).await {
         Ok(Ok(())) => Ok(Some(Hold {
             lines,

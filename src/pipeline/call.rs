@@ -111,6 +111,8 @@ pub struct Call {
     pub upload: Option<InFlight>,
     /// A form to a model route whose fields could not be read.
     pub form_unread: bool,
+    /// A batch being created, as its input file was checked.
+    pub batch: Option<crate::batches::BatchPlan>,
     /// Where the model is served: the primary, then fallbacks.
     pub targets: Arc<[Target]>,
     pub reservations: Reservations,
@@ -149,6 +151,7 @@ impl Call {
             body: OutgoingBody::Empty,
             upload: None,
             form_unread: false,
+            batch: None,
             targets: Arc::from([]),
             reservations: Reservations::new(state),
             cache: CacheState::default(),

@@ -1,9 +1,9 @@
 //! The request pipeline: every stage of a model call, in order, in one place.
 //!
 //! ```text
-//! authenticate ─► route ─► validate ─► authorize ─► rate limits ─► content ─► budgets ─► cache ─► forward ─► respond ─► account
-//!   (layer)      (handler)                                                                                              │
-//!                                        audit layer: the record, from the response's CallFacts ◄──────────────────────┘
+//! authenticate ─► route ─► validate ─► batch ─► authorize ─► rate limits ─► content ─► budgets ─► cache ─► forward ─► respond ─► account
+//!   (layer)      (handler)                                                                                                        │
+//!                                                  audit layer: the record, from the response's CallFacts ◄─────────────────────┘
 //! ```
 //!
 //! Authentication runs as a layer over every non-open route (`routes::router`), so a route
@@ -15,12 +15,14 @@
 //! return or a departed caller left behind). Validation comes before the limits because token
 //! rules need the parsed prompt and the body's `user`. A multipart form to a model route starts
 //! upstream during validation with its end held back (`upload`), so the checks that follow run
-//! before it can complete. A cache hit skips forward and respond and costs nothing; a stream is
+//! before it can complete. A batch's creation is checked against its input file first (`batch`).
+//! A cache hit skips forward and respond and costs nothing; a stream is
 //! accounted and settled when it ends.
 
 pub mod account;
 pub mod authenticate;
 pub mod authorize;
+pub mod batch;
 pub mod budget;
 pub mod cache;
 mod call;
@@ -61,6 +63,7 @@ pub async fn handle(state: &AppState, principal: &Principal, request: ModelCall)
 /// The stages, top to bottom. Any `?` is safe: `finish` (or `Drop`) settles what is held.
 async fn run(call: &mut Call, state: &AppState) -> Result<Response, GatewayError> {
     validate::validate(call, state).await?;
+    batch::check(call, state).await?;
     authorize::authorize(call, state)?;
     rate_limit::limit(call, state).await?;
     content::apply(call, state)?;

@@ -58,6 +58,9 @@ pub async fn respond(
         let summary = usage::summarize(&body);
         let accounting = if call.operation.as_deref().is_some_and(|op| !op.billed) {
             Some(account::free(summary))
+        } else if let Some(plan) = call.batch.take() {
+            let (batch, held) = batch_of(call, plan, &body);
+            Some(remember_batch(state, batch, held).await)
         } else {
             account::account(&state.prices, &call.request, summary)
         };
@@ -73,6 +76,46 @@ pub async fn respond(
         status.write_header(&mut response);
     }
     Ok(response)
+}
+
+/// A batch just created, as it is remembered: its id (from the answer), its caller, and what
+/// its budgets hold for it (its worst case; 0 when no budget applies).
+fn batch_of(
+    call: &Call,
+    plan: crate::batches::BatchPlan,
+    answer: &[u8],
+) -> (Option<crate::store::Batch>, Nanos) {
+    let held = call.reservations.budget_held().unwrap_or(0);
+    let batch = crate::batches::created_id(answer).map(|id| crate::store::Batch {
+        id,
+        created_at_ms: crate::records::now_ms(),
+        key_id: call.facts.key_id.clone(),
+        user_id: call.principal.user.clone(),
+        caller: call.facts.caller.to_owned(),
+        endpoint: plan.endpoint,
+        model: Some(plan.model),
+        held_nanos: held,
+    });
+    (batch, held)
+}
+
+/// Remembers a created batch, for its output to be recorded when it ends. Its creation costs
+/// what its budgets hold (released when the output is recorded).
+async fn remember_batch(
+    state: &AppState,
+    batch: Option<crate::store::Batch>,
+    held: Nanos,
+) -> account::Accounting {
+    match batch {
+        Some(batch) => crate::batches::remember(state, batch).await,
+        None => tracing::error!("a batch was created but its answer names no id"),
+    }
+    account::Accounting {
+        cost: Some(held),
+        estimated: held > 0,
+        price_version: (held > 0).then(|| state.prices.version()),
+        ..account::Accounting::default()
+    }
 }
 
 /// Notes what a served answer used and cost for `finish` to settle, and puts it in the

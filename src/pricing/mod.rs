@@ -382,7 +382,11 @@ impl PriceTable {
             // every priority price OpenAI publishes (1.7–2×).
             ServiceTier::Priority => token_cost(tokens, &usage, ServiceTier::Standard)
                 .map(|standard| standard.saturating_mul(2)),
-            _ => token_cost(tokens, &usage, ServiceTier::Standard),
+            // A batch is never served at more than the batch price.
+            ServiceTier::Batch => token_cost(tokens, &usage, ServiceTier::Batch),
+            ServiceTier::Standard | ServiceTier::Flex => {
+                token_cost(tokens, &usage, ServiceTier::Standard)
+            }
         }
     }
 }

@@ -161,6 +161,13 @@ pub async fn run(
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(MAX_HEADER_LIST_BYTES);
     let draining = CancellationToken::new();
+    if state.config.records.enabled {
+        state.tasks.spawn(crate::batches::poll(
+            state.clone(),
+            state.config.records.batch_poll_interval,
+            draining.clone(),
+        ));
+    }
     let per_ip = connections::PerIp::new(server.max_connections_per_ip);
     tokio::pin!(shutdown);
 

@@ -26,7 +26,7 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
 }
 
 /// SQLite's migrations, in order.
-const SQLITE: [(i64, &str, &str); 12] = [
+const SQLITE: [(i64, &str, &str); 13] = [
     (
         1,
         "api keys",
@@ -87,6 +87,11 @@ const SQLITE: [(i64, &str, &str); 12] = [
         "audio usage",
         include_str!("../../migrations/sqlite/0012_audio_usage.sql"),
     ),
+    (
+        13,
+        "batches",
+        include_str!("../../migrations/sqlite/0013_batches.sql"),
+    ),
 ];
 
 /// SQLite's migrator.
@@ -95,7 +100,7 @@ pub fn sqlite() -> Migrator {
 }
 
 /// PostgreSQL's migrations, in order.
-const POSTGRES: [(i64, &str, &str); 12] = [
+const POSTGRES: [(i64, &str, &str); 13] = [
     (
         1,
         "api keys",
@@ -155,6 +160,11 @@ const POSTGRES: [(i64, &str, &str); 12] = [
         12,
         "audio usage",
         include_str!("../../migrations/postgres/0012_audio_usage.sql"),
+    ),
+    (
+        13,
+        "batches",
+        include_str!("../../migrations/postgres/0013_batches.sql"),
     ),
 ];
 

@@ -6,6 +6,7 @@
 //! per query (`$N` placeholders work in both), in generic functions over the engine (`sql.rs`).
 
 pub mod audit;
+pub mod batches;
 mod keys_sql;
 mod migrations;
 mod postgres;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use crate::config::{DatabaseConfig, DatabaseEngine};
 use crate::keys::ApiKey;
 pub use audit::RecordStore;
+pub use batches::{Batch, BatchStore};
 
 pub use sql::{Engine, PostgresStore, SqlStore, SqliteStore};
 
@@ -56,11 +58,12 @@ pub trait KeyStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// The durable stores of one database: keys and audit records share its pool.
+/// The durable stores of one database: keys, audit records and batches share its pool.
 #[derive(Clone)]
 pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub records: Arc<dyn RecordStore>,
+    pub batches: Arc<dyn BatchStore>,
 }
 
 /// Opens the configured database and brings its schema up to date.
@@ -72,14 +75,16 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Stores, StoreError> {
             let store = Arc::new(SqliteStore::connect(url, config.max_connections).await?);
             Stores {
                 keys: store.clone(),
-                records: store,
+                records: store.clone(),
+                batches: store,
             }
         }
         DatabaseEngine::Postgres => {
             let store = Arc::new(PostgresStore::connect(url, config.max_connections).await?);
             Stores {
                 keys: store.clone(),
-                records: store,
+                records: store.clone(),
+                batches: store,
             }
         }
     })

@@ -10,6 +10,7 @@
 mod support;
 
 mod admin;
+mod batches;
 mod budgets;
 mod cache;
 mod cli;

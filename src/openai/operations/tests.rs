@@ -110,7 +110,8 @@ fn literals_win_over_parameters_and_governance_is_as_designed() {
             Governance::Model,
             "completions",
         ),
-        (Method::POST, "batches", Governance::Opaque, "batches"),
+        // A batch's model and cost are read from its input file (`pipeline::batch`).
+        (Method::POST, "batches", Governance::Model, "batches"),
         (
             Method::POST,
             "fine_tuning/jobs",

@@ -98,9 +98,13 @@ async fn budgets_and_model_lists_hold_where_cost_or_model_is_hidden() {
     )
     .await;
     assert_eq!(status, 400);
-    let batch = json!({ "input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h" });
-    let (status, _) = error_of(post(None, "/v1/batches", &batch).send().await.unwrap()).await;
-    assert_eq!(status, 403);
+    let batch = json!({ "input_file_id": batch_input(&gw).await, "endpoint": "/v1/chat/completions", "completion_window": "24h" });
+    let (status, error) = error_of(post(None, "/v1/batches", &batch).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(
+        error["message"].as_str().unwrap().contains("x-user-id"),
+        "{error}"
+    );
     let response = post(None, "/v1/chat/completions", &chat)
         .header("x-user-id", "ann")
         .send()
@@ -118,12 +122,13 @@ async fn jwt_routes_allowances_and_the_unpriced_policy_follow_the_config() {
     .await;
     let jwt = sign_jwt("user-1");
     let (_, budgeted) = budgeted_key(&gw, 100.0).await;
-    let batch = json!({ "input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h" });
+    let batch = json!({ "input_file_id": batch_input(&gw).await, "endpoint": "/v1/chat/completions", "completion_window": "24h" });
     let tune = json!({ "model": "gpt-4o-mini", "training_file": "file-1" });
     let speech = json!({ "model": "my-voice", "input": "hi", "voice": "alloy" });
-    // `[jwt] routes` opens batches to JWT users (restricted by their model list), nothing else.
+    // A JWT user's batch is checked against its model list; `[jwt] routes` opens nothing
+    // else.
     for (secret, path, body, want) in [
-        (&jwt, "/v1/batches", &batch, 404),
+        (&jwt, "/v1/batches", &batch, 200),
         (&jwt, "/v1/fine_tuning/jobs", &tune, 403),
         // `budgets.unpriced = "allow"`: an unpriced model is served to a budgeted key.
         (&budgeted, "/v1/audio/speech", &speech, 200),

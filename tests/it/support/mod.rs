@@ -376,6 +376,11 @@ where
 /// A multipart form: these text fields, then a file of `file_bytes` bytes (as the Python SDK
 /// sends them). Returns the content type and the body.
 pub fn form(fields: &[(&str, &str)], file_bytes: usize) -> (String, Vec<u8>) {
+    form_with_file(fields, &vec![b'x'; file_bytes])
+}
+
+/// A multipart form: these text fields, then `file`. Returns the content type and the body.
+pub fn form_with_file(fields: &[(&str, &str)], file: &[u8]) -> (String, Vec<u8>) {
     let boundary = "tollgate-test-form";
     let mut body = Vec::new();
     for (name, value) in fields {
@@ -388,12 +393,12 @@ pub fn form(fields: &[(&str, &str)], file_bytes: usize) -> (String, Vec<u8>) {
     }
     body.extend_from_slice(
         format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n\
              Content-Type: application/octet-stream\r\n\r\n"
         )
         .as_bytes(),
     );
-    body.extend(std::iter::repeat_n(b'x', file_bytes));
+    body.extend_from_slice(file);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
