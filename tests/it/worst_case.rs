@@ -266,3 +266,118 @@ async fn spends_within_budgets(redis: Option<&str>) {
         gw.stop().await;
     }
 }
+
+/// Two `tollgate serve` processes sharing Redis (budget counters) and PostgreSQL (keys and
+/// records), one mock behind both. For each class, a key whose budget holds one and a half
+/// worst cases gets four requests at once, two to each process: exactly one is served, and
+/// what the records say it spent stays within the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_class_of_model_can_spend_past_a_budget_across_two_processes_sharing_redis() {
+    use crate::support::binary;
+    use crate::support::engines::{Database, TestDatabase};
+    let Some(redis) = required_env("TOLLGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    let Some(database) = TestDatabase::create(Database::Postgres).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mock = crate::support::MockServer::start().await;
+    let prefix = format!("tg-worst2-{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(
+        dir.path().join("tollgate.toml"),
+        format!("[limits]\nredis_prefix = \"{prefix}\"\nbackend_timeout_ms = 500\n"),
+    )
+    .unwrap();
+    let env = [
+        ("OPENAI_API_KEY", crate::support::UPSTREAM_KEY.to_owned()),
+        ("OPENAI_BASE_URL", mock.url()),
+        ("DATABASE_URL", database.url.clone()),
+        ("REDIS_URL", redis),
+        (
+            "TOLLGATE_CONFIG",
+            dir.path().join("tollgate.toml").display().to_string(),
+        ),
+    ];
+    let replicas = [
+        binary::serve(&env, dir.path()).await,
+        binary::serve(&env, dir.path()).await,
+    ];
+    let client = reqwest::Client::new();
+    let mut keys = Vec::new();
+    for class in classes() {
+        let budget_usd = class.worst_usd * 1.5;
+        let (key_id, secret) = binary::create_key_with(
+            &database.url,
+            dir.path(),
+            &["--budget-usd", &budget_usd.to_string(), "--period", "month"],
+        )
+        .await;
+        if let Some(usage) = &class.usage {
+            let fault = json!({ "usage": usage, "count": 10 });
+            client
+                .post(mock.control("/_mock/faults"))
+                .json(&fault)
+                .send()
+                .await
+                .unwrap();
+        }
+        let sends = (0..4).map(|i| {
+            let url = format!("http://{}{}", replicas[i % 2].address, class.path);
+            let request = client.post(url).bearer_auth(&secret);
+            let request = match &class.body {
+                Body::Json(body) => request.json(body),
+                Body::Form(fields, file_bytes) => {
+                    let (content_type, body) = crate::support::form(fields, *file_bytes);
+                    request.header("content-type", content_type).body(body)
+                }
+            };
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                // Read the whole answer: a stream settles when it ends.
+                let _ = response.bytes().await;
+                status
+            }
+        });
+        let mut statuses = futures_util::future::join_all(sends).await;
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 429, 429, 429], "{}", class.name);
+        client
+            .delete(mock.control("/_mock/faults"))
+            .send()
+            .await
+            .unwrap();
+        keys.push((class.name, key_id, budget_usd));
+    }
+    // SIGTERM drains both audit queues into PostgreSQL.
+    for replica in replicas {
+        replica.signal("TERM").await;
+        assert_eq!(replica.finish().await.0, Some(0));
+    }
+    let config = tollgate::config::Config::from_toml_str(
+        "t",
+        "",
+        &[
+            ("OPENAI_API_KEY", "sk-x"),
+            ("DATABASE_URL", database.url.as_str()),
+        ]
+        .into_iter()
+        .collect(),
+    )
+    .unwrap();
+    let stores = tollgate::store::connect(&config.database).await.unwrap();
+    for (name, key_id, budget_usd) in keys {
+        let spent = stores
+            .records
+            .spend(&SpendScope::Key(key_id), 0)
+            .await
+            .unwrap();
+        let budget = tollgate::pricing::usd_to_nanos(budget_usd);
+        assert!(
+            spent > 0 && spent <= budget,
+            "{name}: spent {spent} n$ of {budget}"
+        );
+    }
+    database.drop_schema().await;
+}
