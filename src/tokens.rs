@@ -136,7 +136,7 @@ fn output_limits(route: ModelRoute, request: &Value) -> (Option<u64>, u64) {
     let limit = match route {
         ModelRoute::Chat => number("max_completion_tokens")
             .or(number("max_tokens"))
-            .map(|c| c * choices),
+            .map(|c| c.saturating_mul(choices)),
         ModelRoute::Embeddings | ModelRoute::Images => Some(0),
         ModelRoute::Responses | ModelRoute::Passthrough => {
             number("max_output_tokens").or(number("max_tokens"))

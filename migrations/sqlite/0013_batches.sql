@@ -1,5 +1,6 @@
 -- Batches created through Tollgate (issue #13): who created each, what its creation held on
--- the caller's budget, and when its output was priced and recorded (NULL until then).
+-- the caller's budgets, when it is next looked up (and how many lookups failed in a row), and
+-- when its output was priced and recorded (NULL until then).
 CREATE TABLE batches (
     id TEXT PRIMARY KEY,
     created_at_ms BIGINT NOT NULL,
@@ -9,6 +10,8 @@ CREATE TABLE batches (
     endpoint TEXT NOT NULL,
     model TEXT,
     held_nanos BIGINT NOT NULL,
+    next_poll_ms BIGINT NOT NULL DEFAULT 0,
+    failures BIGINT NOT NULL DEFAULT 0,
     accounted_at_ms BIGINT
 );
-CREATE INDEX batches_pending ON batches (created_at_ms) WHERE accounted_at_ms IS NULL;
+CREATE INDEX batches_pending ON batches (next_poll_ms) WHERE accounted_at_ms IS NULL;

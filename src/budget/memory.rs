@@ -81,7 +81,7 @@ impl BudgetStore for MemoryBudgets {
                 continue;
             };
             counter.reserved = (counter.reserved - reserved).max(0);
-            counter.spent += actual;
+            counter.spent = counter.spent.saturating_add(actual);
             if !counter.alerted && counter.spent >= line.alert_threshold {
                 counter.alerted = true;
                 crossed.push(index);

@@ -121,6 +121,11 @@ impl Store {
             if let Some(usage) = &stream.usage {
                 answer["usage"] = usage.clone();
             }
+            if stream.no_usage
+                && let Some(fields) = answer.as_object_mut()
+            {
+                fields.remove("usage");
+            }
             answer["service_tier"] = json!("batch");
             bill(&route, &answer);
             let result = json!({

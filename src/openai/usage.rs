@@ -29,7 +29,7 @@ pub struct Usage {
 impl Usage {
     /// Prompt plus completion.
     pub fn total_tokens(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 }
 

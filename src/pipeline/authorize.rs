@@ -62,9 +62,12 @@ pub fn authorize(call: &Call, state: &AppState) -> Result<(), GatewayError> {
                 route()
             ),
         }),
-        // A model list needs a model to check; a budget needs one to price, when billed.
+        // A model list needs a model to check; a budget needs one to price, when billed. A
+        // batch's model is in its input file, checked by the batch stage.
         Governance::Model
-            if request.model.is_none() && (!principal.models.is_empty() || operation.billed) =>
+            if request.model.is_none()
+                && (!principal.models.is_empty() || operation.billed)
+                && !super::batch::creates_batch(call) =>
         {
             Err(GatewayError::PermissionDenied {
                 message: format!(

@@ -42,6 +42,8 @@ fn unpriced_refusal(model: Option<&str>) -> GatewayError {
 pub struct Hold {
     lines: Vec<BudgetLine>,
     reserved: Nanos,
+    /// When the lines were taken (Unix ms): inside every line's window.
+    at_ms: i64,
 }
 
 impl Hold {
@@ -54,11 +56,21 @@ impl Hold {
     pub fn reserved(&self) -> Nanos {
         self.reserved
     }
+
+    /// When the lines were taken: a time inside each line's window (a batch's later
+    /// settlement is made in these windows).
+    pub fn at_ms(&self) -> i64 {
+        self.at_ms
+    }
 }
 
 /// The budget lines that apply to `principal` now.
 pub fn lines_for(state: &AppState, principal: &Principal) -> Vec<BudgetLine> {
-    let now = crate::records::now_ms();
+    lines_at(state, principal, crate::records::now_ms())
+}
+
+/// The budget lines that apply to `principal` at `now` (Unix ms).
+fn lines_at(state: &AppState, principal: &Principal, now: i64) -> Vec<BudgetLine> {
     let mut lines = Vec::new();
     match &principal.caller {
         Caller::Key(key) => {
@@ -95,7 +107,8 @@ pub fn lines_for(state: &AppState, principal: &Principal) -> Vec<BudgetLine> {
 /// call's [`Reservations`](super::Reservations); nothing when no budget applies (or the model
 /// is unpriced and allowed, or the backend failed open).
 pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayError> {
-    let lines = lines_for(state, &call.principal);
+    let now = crate::records::now_ms();
+    let lines = lines_at(state, &call.principal, now);
     if lines.is_empty() {
         if matches!(call.principal.caller, Caller::Anonymous)
             && state.config.anonymous.budget.is_some()
@@ -126,7 +139,7 @@ pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayErr
         None => worst_case(state, model, &call.targets, &demand, billed)?,
     };
     let hold = match worst {
-        Some(worst) => hold(state, lines, worst).await?,
+        Some(worst) => hold(state, lines, worst, now).await?,
         None => None,
     };
     call.reservations.hold_budget(hold);
@@ -179,11 +192,13 @@ async fn hold(
     state: &AppState,
     lines: Vec<BudgetLine>,
     worst: Nanos,
+    at_ms: i64,
 ) -> Result<Option<Hold>, GatewayError> {
     match state.budgets.reserve(&lines, worst).await {
         Ok(Ok(())) => Ok(Some(Hold {
             lines,
             reserved: worst,
+            at_ms,
         })),
         Ok(Err(exceeded)) => {
             crate::metrics::record_budget_refusal();

@@ -1,7 +1,7 @@
 //! The request pipeline: every stage of a model call, in order, in one place.
 //!
 //! ```text
-//! authenticate ─► route ─► validate ─► batch ─► authorize ─► rate limits ─► content ─► budgets ─► cache ─► forward ─► respond ─► account
+//! authenticate ─► route ─► validate ─► authorize ─► rate limits ─► batch ─► content ─► budgets ─► cache ─► forward ─► respond ─► account
 //!   (layer)      (handler)                                                                                                        │
 //!                                                  audit layer: the record, from the response's CallFacts ◄─────────────────────┘
 //! ```
@@ -15,7 +15,8 @@
 //! return or a departed caller left behind). Validation comes before the limits because token
 //! rules need the parsed prompt and the body's `user`. A multipart form to a model route starts
 //! upstream during validation with its end held back (`upload`), so the checks that follow run
-//! before it can complete. A batch's creation is checked against its input file first (`batch`).
+//! before it can complete. A batch's creation is checked against its input file once the caller
+//! is within its rate limits (`batch`): its model there, its cost by the budgets stage.
 //! A cache hit skips forward and respond and costs nothing; a stream is
 //! accounted and settled when it ends.
 
@@ -63,9 +64,9 @@ pub async fn handle(state: &AppState, principal: &Principal, request: ModelCall)
 /// The stages, top to bottom. Any `?` is safe: `finish` (or `Drop`) settles what is held.
 async fn run(call: &mut Call, state: &AppState) -> Result<Response, GatewayError> {
     validate::validate(call, state).await?;
-    batch::check(call, state).await?;
     authorize::authorize(call, state)?;
     rate_limit::limit(call, state).await?;
+    batch::check(call, state).await?;
     content::apply(call, state)?;
     budget::reserve(call, state).await?;
     if let Some(hit) = cache::lookup(call, state).await {

@@ -67,6 +67,11 @@ impl Reservations {
         self.hold.as_ref().map(Hold::reserved)
     }
 
+    /// The hold on the budgets, if any.
+    pub fn budget_hold(&self) -> Option<&Hold> {
+        self.hold.as_ref()
+    }
+
     /// OpenAI's `x-ratelimit-*` headers from the rate limits' decision.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         if let Some(admission) = &self.admission {

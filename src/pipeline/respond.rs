@@ -46,6 +46,26 @@ pub async fn respond(
             set_cost(&mut response, cost);
         }
         response
+    } else if let Some(plan) = call.batch.take() {
+        let (draft, held) = batch_draft(call, plan);
+        let upstream_started = forwarded.upstream_started;
+        let body = create_batch(state, forwarded, draft).await?;
+        call.facts.set_upstream_wait(upstream_started.elapsed());
+        // Its creation costs what its budgets hold (released when its output is recorded).
+        let cost = charge(
+            call,
+            Some(account::Accounting {
+                cost: Some(held),
+                estimated: held > 0,
+                price_version: (held > 0).then(|| state.prices.version()),
+                ..account::Accounting::default()
+            }),
+        );
+        let mut response = json(status, &headers, body);
+        if let Some(cost) = cost {
+            set_cost(&mut response, cost);
+        }
+        response
     } else {
         let body = state
             .upstream
@@ -58,9 +78,6 @@ pub async fn respond(
         let summary = usage::summarize(&body);
         let accounting = if call.operation.as_deref().is_some_and(|op| !op.billed) {
             Some(account::free(summary))
-        } else if let Some(plan) = call.batch.take() {
-            let (batch, held) = batch_of(call, plan, &body);
-            Some(remember_batch(state, batch, held).await)
         } else {
             account::account(&state.prices, &call.request, summary)
         };
@@ -78,44 +95,51 @@ pub async fn respond(
     Ok(response)
 }
 
-/// A batch just created, as it is remembered: its id (from the answer), its caller, and what
-/// its budgets hold for it (its worst case; 0 when no budget applies).
-fn batch_of(
-    call: &Call,
-    plan: crate::batches::BatchPlan,
-    answer: &[u8],
-) -> (Option<crate::store::Batch>, Nanos) {
-    let held = call.reservations.budget_held().unwrap_or(0);
-    let batch = crate::batches::created_id(answer).map(|id| crate::store::Batch {
-        id,
-        created_at_ms: crate::records::now_ms(),
+/// A batch about to be created, as it will be remembered (its id comes with the answer), and
+/// what its budgets hold for it (its worst case; 0 when no budget applies).
+fn batch_draft(call: &Call, plan: crate::batches::BatchPlan) -> (crate::store::Batch, Nanos) {
+    let hold = call.reservations.budget_hold();
+    let held = hold.map_or(0, super::budget::Hold::reserved);
+    let draft = crate::store::Batch {
+        id: String::new(),
+        // Dated when its budgets were taken: its settlement lands in the windows that held it.
+        created_at_ms: hold.map_or_else(crate::records::now_ms, super::budget::Hold::at_ms),
         key_id: call.facts.key_id.clone(),
         user_id: call.principal.user.clone(),
         caller: call.facts.caller.to_owned(),
         endpoint: plan.endpoint,
         model: Some(plan.model),
         held_nanos: held,
-    });
-    (batch, held)
+        failures: 0,
+    };
+    (draft, held)
 }
 
-/// Remembers a created batch, for its output to be recorded when it ends. Its creation costs
-/// what its budgets hold (released when the output is recorded).
-async fn remember_batch(
+/// Reads a batch creation's answer and remembers the batch, on a task of its own: a caller who
+/// leaves now cannot leave a created batch unremembered.
+async fn create_batch(
     state: &AppState,
-    batch: Option<crate::store::Batch>,
-    held: Nanos,
-) -> account::Accounting {
-    match batch {
-        Some(batch) => crate::batches::remember(state, batch).await,
-        None => tracing::error!("a batch was created but its answer names no id"),
-    }
-    account::Accounting {
-        cost: Some(held),
-        estimated: held > 0,
-        price_version: (held > 0).then(|| state.prices.version()),
-        ..account::Accounting::default()
-    }
+    forwarded: Forwarded,
+    mut draft: crate::store::Batch,
+) -> Result<Bytes, GatewayError> {
+    let task_state = state.clone();
+    let created = state.tasks.spawn(async move {
+        let body = task_state
+            .upstream
+            .read_body(forwarded.upstream, forwarded.answer_started)
+            .await?;
+        match crate::batches::created_id(&body) {
+            Some(id) => {
+                draft.id = id;
+                crate::batches::remember(&task_state, draft).await;
+            }
+            None => tracing::error!("a batch was created but its answer names no id"),
+        }
+        Ok(body)
+    });
+    created
+        .await
+        .map_err(|error| GatewayError::Internal(error.to_string()))?
 }
 
 /// Notes what a served answer used and cost for `finish` to settle, and puts it in the

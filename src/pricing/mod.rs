@@ -317,6 +317,11 @@ impl PriceTable {
         {
             return Some(to_nanos(u128::from(*characters) * u128::from(per_million)));
         }
+        // Audio billed by tokens whose answer reported none (speech returned as raw audio): an
+        // unknown cost, never a free one.
+        if asked.audio.is_some() && usage.total_tokens() == 0 {
+            return None;
+        }
         if let Some(tokens) = &price.tokens
             && (usage.total_tokens() > 0 || asked.images.is_none())
         {
@@ -952,6 +957,9 @@ mod tests {
         );
         // Audio tokens from a model without audio prices: unpriced, not priced as text.
         assert_eq!(table.cost("gpt-4o", &spoken, None), None);
+        // Speech from a token model answered as raw audio reports no usage: unknown, not free.
+        assert_eq!(at("gpt-4o-mini-tts", &Usage::default(), &speech), None);
+        assert_eq!(at("gpt-4o-transcribe", &Usage::default(), &upload), None);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Batch {
     pub model: Option<String>,
     /// What its creation held on the caller's budgets (its worst case; 0 when none applied).
     pub held_nanos: Nanos,
+    /// Lookups that failed in a row (they back off).
+    pub failures: i64,
 }
 
 /// Where batches are remembered.
@@ -31,8 +33,12 @@ pub struct Batch {
 pub trait BatchStore: Send + Sync {
     /// Remembers a batch (a batch already remembered is left as it is).
     async fn remember(&self, batch: &Batch) -> Result<(), StoreError>;
-    /// Batches whose output has not been recorded, oldest first, at most `limit`.
-    async fn pending(&self, limit: u32) -> Result<Vec<Batch>, StoreError>;
+    /// Batches whose output has not been recorded and whose next lookup is due at `now_ms`,
+    /// the longest due first, at most `limit`.
+    async fn pending(&self, now_ms: i64, limit: u32) -> Result<Vec<Batch>, StoreError>;
+    /// Puts a batch's next lookup off to `next_poll_ms`; `failed` counts one more failure in
+    /// a row, otherwise the count starts again.
+    async fn defer(&self, id: &str, next_poll_ms: i64, failed: bool) -> Result<(), StoreError>;
     /// Marks a batch recorded at `at_ms`; false when it already was (another replica got to
     /// it first), so each batch's output is recorded once.
     async fn claim(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
@@ -71,11 +77,13 @@ where
         Ok(())
     }
 
-    async fn pending(&self, limit: u32) -> Result<Vec<Batch>, StoreError> {
+    async fn pending(&self, now_ms: i64, limit: u32) -> Result<Vec<Batch>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, created_at_ms, key_id, user_id, caller, endpoint, model, held_nanos \
-             FROM batches WHERE accounted_at_ms IS NULL ORDER BY created_at_ms LIMIT $1",
+            "SELECT id, created_at_ms, key_id, user_id, caller, endpoint, model, held_nanos, \
+             failures FROM batches WHERE accounted_at_ms IS NULL AND next_poll_ms <= $1 \
+             ORDER BY next_poll_ms, created_at_ms LIMIT $2",
         )
+        .bind(now_ms)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -90,9 +98,23 @@ where
                     endpoint: row.try_get(5)?,
                     model: row.try_get(6)?,
                     held_nanos: row.try_get(7)?,
+                    failures: row.try_get(8)?,
                 })
             })
             .collect()
+    }
+
+    async fn defer(&self, id: &str, next_poll_ms: i64, failed: bool) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE batches SET next_poll_ms = $1, \
+             failures = CASE WHEN $2 = 1 THEN failures + 1 ELSE 0 END WHERE id = $3",
+        )
+        .bind(next_poll_ms)
+        .bind(i64::from(failed))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn claim(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {

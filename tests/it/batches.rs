@@ -53,6 +53,11 @@ fn line(id: usize, model: &str, max_tokens: u64) -> Value {
 /// Uploads `lines` as a batch input file through Tollgate; its id.
 async fn upload(gw: &TestGateway, secret: &str, lines: &[Value]) -> String {
     let jsonl: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    upload_jsonl(gw, secret, &jsonl).await
+}
+
+/// Uploads `jsonl` as a batch input file through Tollgate; its id.
+async fn upload_jsonl(gw: &TestGateway, secret: &str, jsonl: &str) -> String {
     let (content_type, body) = form_with_file(&[("purpose", "batch")], jsonl.as_bytes());
     let response = gw
         .client
@@ -141,6 +146,44 @@ async fn a_batch_is_held_then_recorded_line_by_line_at_the_batch_price() {
     gw.stop().await;
 }
 
+/// Answers whose usage is unknown cannot release the hold: the batch keeps what was held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_costs_are_unknown_keeps_its_hold() {
+    let gw = gateway().await;
+    let (key_id, secret) = restricted_key(&gw, one_dollar()).await;
+    let lines: Vec<Value> = (0..2).map(|i| line(i, "gpt-4o-mini", 100)).collect();
+    let file_id = upload(&gw, &secret, &lines).await;
+    gw.fault(json!({ "no_usage": true, "count": 2 })).await;
+    let created = create(&gw, &secret, &file_id).await;
+    assert_eq!(created.status(), 200);
+    let batch: Value = created.json().await.unwrap();
+    let held = gw
+        .record_of(&format!("create-{file_id}"))
+        .await
+        .cost_nanos
+        .unwrap();
+    assert!(held > 0);
+    let answer = gw
+        .record_of(&format!("{}/request-1", batch["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(answer.cost_nanos, None, "{answer:?}");
+    assert!(answer.estimated);
+    gw.state.finish_records().await;
+    let recorded = gw
+        .state
+        .records
+        .spend(&SpendScope::Key(key_id.clone()), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded, held,
+        "no release: the hold stands for the unknown costs"
+    );
+    let budget = BudgetLine::new(SpendScope::Key(key_id), &one_dollar(), now_ms());
+    assert_eq!(gw.state.budgets.spent(&budget).await.unwrap(), held);
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_caller_may_not_run_or_pay_for_is_refused_before_it_is_created() {
     let gw = gateway().await;
@@ -183,6 +226,30 @@ async fn a_batch_the_caller_may_not_run_or_pay_for_is_refused_before_it_is_creat
             "{name}: {error}"
         );
     }
+    let tool = json!({ "custom_id": "t", "method": "POST", "url": "/v1/chat/completions",
+                       "body": { "model": "gpt-4o-mini", "messages": [],
+                                 "tools": [{ "type": "image_generation", "model": "gpt-image-1" }] } });
+    let twice = r#"{"custom_id":"d","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o","messages":[],"model":"gpt-4o-mini"}}"#;
+    for (name, jsonl, says) in [
+        (
+            "a tool running a model of its own",
+            format!("{tool}\n"),
+            "a model of its own",
+        ),
+        (
+            "a request naming its model twice",
+            format!("{twice}\n"),
+            "unambiguously",
+        ),
+    ] {
+        let file_id = upload_jsonl(&gw, &secret, &jsonl).await;
+        let (status, error) = error_of(create(&gw, &secret, &file_id).await).await;
+        assert_eq!(status, 400, "{name}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(says),
+            "{name}: {error}"
+        );
+    }
     // A file that cannot be read is refused too, never forwarded unchecked.
     let (status, _) = error_of(create(&gw, &secret, "file-missing").await).await;
     assert_eq!(status, 400);
@@ -196,7 +263,8 @@ async fn a_batch_the_caller_may_not_run_or_pay_for_is_refused_before_it_is_creat
     gw.stop().await;
 }
 
-/// The `BatchStore` behaviour suite: remembered once, pending until claimed, claimed once.
+/// The `BatchStore` behaviour suite: remembered once, due lookups in order, failures put off,
+/// claimed once.
 async fn store_behaviour(store: std::sync::Arc<dyn tollgate::store::BatchStore>) {
     let batch = |id: &str, created_at_ms| tollgate::store::Batch {
         id: id.to_owned(),
@@ -207,23 +275,44 @@ async fn store_behaviour(store: std::sync::Arc<dyn tollgate::store::BatchStore>)
         endpoint: "/v1/chat/completions".into(),
         model: Some("gpt-4o-mini".into()),
         held_nanos: 1_234,
+        failures: 0,
     };
     store.remember(&batch("batch_b", 2)).await.unwrap();
     store.remember(&batch("batch_a", 1)).await.unwrap();
     let mut again = batch("batch_a", 1);
     again.held_nanos = 99;
     store.remember(&again).await.unwrap();
-    let pending = store.pending(10).await.unwrap();
+    let pending = store.pending(0, 10).await.unwrap();
     assert_eq!(
         pending,
         [batch("batch_a", 1), batch("batch_b", 2)],
         "oldest first, kept as first told"
     );
-    assert_eq!(store.pending(1).await.unwrap().len(), 1);
+    assert_eq!(store.pending(0, 1).await.unwrap().len(), 1);
+    // A failing batch is put off, its failures counted, so it holds up no other.
+    store.defer("batch_a", 100, true).await.unwrap();
+    store.defer("batch_a", 200, true).await.unwrap();
+    assert_eq!(store.pending(150, 10).await.unwrap(), [batch("batch_b", 2)]);
+    let mut failing = batch("batch_a", 1);
+    failing.failures = 2;
+    assert_eq!(
+        store.pending(200, 10).await.unwrap(),
+        [batch("batch_b", 2), failing],
+        "the longest due first"
+    );
+    store.defer("batch_a", 0, false).await.unwrap();
+    assert_eq!(
+        store.pending(0, 1).await.unwrap(),
+        [batch("batch_a", 1)],
+        "a lookup that worked starts the count again"
+    );
     assert!(store.claim("batch_a", 5).await.unwrap());
     assert!(!store.claim("batch_a", 6).await.unwrap(), "claimed once");
     assert!(!store.claim("batch_unknown", 6).await.unwrap());
-    assert_eq!(store.pending(10).await.unwrap(), [batch("batch_b", 2)]);
+    assert_eq!(
+        store.pending(i64::MAX, 10).await.unwrap(),
+        [batch("batch_b", 2)]
+    );
 }
 
 #[tokio::test]

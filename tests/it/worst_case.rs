@@ -133,6 +133,15 @@ fn audio_and_upload_classes() -> Vec<Class> {
             worst_usd: (100.0 * 0.60 + 16_384.0 * 12.0) / 1e6,
         },
         Class {
+            name: "gpt-4o-mini-tts answered as raw audio (no usage): it keeps its hold, never free",
+            path: "/v1/audio/speech",
+            body: Body::Json(
+                json!({ "model": "gpt-4o-mini-tts", "input": "a".repeat(100), "voice": "alloy" }),
+            ),
+            usage: None,
+            worst_usd: (100.0 * 0.60 + 16_384.0 * 12.0) / 1e6,
+        },
+        Class {
             name: "gpt-audio chat that may speak: 200 audio tokens in at $32, 1,000 audio tokens out at $64 per million",
             path: "/v1/chat/completions",
             body: Body::Json(json!({
