@@ -2,6 +2,7 @@
 
 mod config_check;
 mod demo;
+mod health;
 mod keys;
 mod mock_upstream;
 mod prices;
@@ -48,6 +49,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// Run the fake OpenAI upstream used by tests, benchmarks and the demo.
     MockUpstream(mock_upstream::MockArgs),
+    /// Ask a running gateway whether it is ready (a container's health check); exit 1 if not.
+    Health(health::HealthArgs),
 }
 
 /// `tollgate config ...`
@@ -68,6 +71,7 @@ pub async fn run(cli: Cli, env: Env) -> anyhow::Result<ExitCode> {
         Command::Reconcile(args) => reconcile::run(args, cli.config.as_deref(), &env).await,
         Command::Config(ConfigCommand::Check) => Ok(config_check::run(cli.config.as_deref(), &env)),
         Command::MockUpstream(args) => mock_upstream::run(args).await,
+        Command::Health(args) => health::run(&args, &env).await,
     }
 }
 

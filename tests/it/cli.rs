@@ -353,3 +353,23 @@ async fn keys_cli_on_sqlite() {
 async fn keys_cli_on_postgres() {
     keys_lifecycle(Database::Postgres).await;
 }
+
+/// `tollgate health` (the image's health check): 0 for a ready gateway at `$PORT` or `--url`,
+/// 1 for an answer that is not 2xx, an error when nothing listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_asks_a_running_gateway() {
+    let gw = crate::support::TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = gw.base.rsplit(':').next().unwrap().to_owned();
+    let ready = tollgate(&["health"], &[("PORT", &port)], dir.path()).await;
+    assert!(ready.status.success(), "{ready:?}");
+    assert!(String::from_utf8_lossy(&ready.stdout).contains("/health/ready: 200"));
+    let missing = gw.url("/nope");
+    let not_found = tollgate(&["health", "--url", &missing], &[], dir.path()).await;
+    assert_eq!(not_found.status.code(), Some(1), "{not_found:?}");
+    gw.stop().await;
+    let closed = tollgate(&["health"], &[("PORT", &port)], dir.path()).await;
+    assert!(!closed.status.success(), "{closed:?}");
+    let https = tollgate(&["health", "--url", "https://127.0.0.1:1/"], &[], dir.path()).await;
+    assert!(String::from_utf8_lossy(&https.stderr).contains("only http://"));
+}

@@ -1,0 +1,71 @@
+//! `tollgate health`: asks a running gateway whether it is ready, for a container's
+//! `HEALTHCHECK` (the runtime image has no shell and no curl). Exit 0 on a 2xx answer.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::Env;
+
+/// `tollgate health`
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// What to ask (plain http only); default `http://127.0.0.1:$PORT/health/ready`.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    pub timeout_ms: u64,
+}
+
+/// Asks and prints the status line; exit 1 unless the answer is 2xx.
+pub async fn run(args: &HealthArgs, env: &Env) -> anyhow::Result<ExitCode> {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            let port = env.get("PORT").unwrap_or("3006");
+            format!("http://127.0.0.1:{port}/health/ready")
+        }
+    };
+    let ask = status_of(&url);
+    let status = tokio::time::timeout(Duration::from_millis(args.timeout_ms), ask)
+        .await
+        .with_context(|| format!("no answer from {url} in {} ms", args.timeout_ms))??;
+    writeln!(std::io::stdout().lock(), "{url}: {status}")?;
+    Ok(if (200..300).contains(&status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The status code of `GET url` (HTTP/1.1, one connection).
+async fn status_of(url: &str) -> anyhow::Result<u16> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!(
+            "{url}: only http:// is supported (the health check asks the gateway it runs beside)"
+        );
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .with_context(|| format!("connecting to {authority}"))?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut head = vec![0u8; 64];
+    let read = stream.read(&mut head).await?;
+    let line = String::from_utf8_lossy(&head[..read]);
+    line.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {line:?}"))
+}
