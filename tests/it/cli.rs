@@ -370,6 +370,11 @@ async fn health_asks_a_running_gateway() {
     gw.stop().await;
     let closed = tollgate(&["health"], &[("PORT", &port)], dir.path()).await;
     assert!(!closed.status.success(), "{closed:?}");
-    let https = tollgate(&["health", "--url", "https://127.0.0.1:1/"], &[], dir.path()).await;
+    let https = tollgate(
+        &["health", "--url", "https://127.0.0.1:1/"],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert!(String::from_utf8_lossy(&https.stderr).contains("only http://"));
 }
