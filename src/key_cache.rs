@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::keys::{self, ApiKey};
 use crate::limiter::rules::{self, Rule};
+use crate::log_throttle::LogThrottle;
 use crate::store::{KeyStore, StoreError};
 
 /// A cached key with its merged rules.
@@ -99,11 +100,17 @@ impl KeyCache {
         crate::metrics::record_backend_error("database");
         match self.last_known.get(&hash).await {
             Some(known) => {
-                tracing::warn!(error = %error, "key store unavailable: using the key's last known state");
+                static THROTTLE: LogThrottle = LogThrottle::new();
+                if let Some(held_back) = THROTTLE.allow() {
+                    tracing::warn!(error = %error, held_back, "key store unavailable: using the key's last known state");
+                }
                 Ok(known)
             }
             None => {
-                tracing::error!(error = %error, "key lookup failed");
+                static THROTTLE: LogThrottle = LogThrottle::new();
+                if let Some(held_back) = THROTTLE.allow() {
+                    tracing::error!(error = %error, held_back, "key lookup failed");
+                }
                 Err(Unavailable)
             }
         }

@@ -41,6 +41,7 @@ pub mod jwt;
 pub mod key_cache;
 pub mod keys;
 pub mod limiter;
+pub mod log_throttle;
 pub mod metrics;
 pub mod middleware;
 pub mod mock_upstream;

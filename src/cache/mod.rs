@@ -239,7 +239,10 @@ impl ResponseCache {
 }
 
 fn log_failure(engine: &'static str, operation: &'static str, error: &CacheError) {
-    tracing::warn!(engine, operation, error = %error, "cache backend failed; serving without it");
+    static THROTTLE: crate::log_throttle::LogThrottle = crate::log_throttle::LogThrottle::new();
+    if let Some(held_back) = THROTTLE.allow() {
+        tracing::warn!(engine, operation, error = %error, held_back, "cache backend failed; serving without it");
+    }
     crate::metrics::record_backend_error("cache");
 }
 

@@ -18,6 +18,7 @@ use crate::budget::{BudgetLine, Exceeded};
 use crate::config::{BackendErrorPolicy, BudgetPeriod, UnpricedPolicy};
 use crate::error::GatewayError;
 use crate::identity::{Caller, Principal};
+use crate::log_throttle::LogThrottle;
 use crate::pricing::{Demand, Nanos, format_usd};
 use crate::records::SpendScope;
 use crate::state::AppState;
@@ -208,7 +209,10 @@ async fn hold(
             crate::metrics::record_backend_error("budgets");
             match state.config.limits.on_backend_error {
                 BackendErrorPolicy::FailOpen => {
-                    tracing::warn!(%error, "budget backend failed; serving unreserved (fail_open)");
+                    static THROTTLE: LogThrottle = LogThrottle::new();
+                    if let Some(held_back) = THROTTLE.allow() {
+                        tracing::warn!(%error, held_back, "budget backend failed; serving unreserved (fail_open)");
+                    }
                     Ok(None)
                 }
                 BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {

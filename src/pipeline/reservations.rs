@@ -149,7 +149,13 @@ fn settle_budget(state: &AppState, hold: Hold, actual: Nanos) {
                         .send(&state.tasks, BudgetAlert::new(line, spent));
                 }
             }
-            Err(error) => tracing::warn!(%error, "settling a budget reservation failed"),
+            Err(error) => {
+                static THROTTLE: crate::log_throttle::LogThrottle =
+                    crate::log_throttle::LogThrottle::new();
+                if let Some(held_back) = THROTTLE.allow() {
+                    tracing::warn!(%error, held_back, "settling a budget reservation failed");
+                }
+            }
         }
     });
 }

@@ -460,3 +460,61 @@ async fn spend_survives_a_restart() {
     second.signal("TERM").await;
     second.finish().await;
 }
+
+/// A budget backend that fails for every request (Redis down, `fail_open`) writes one warning
+/// per interval with how many it held back, not one per request: before, 6,000 requests in an
+/// outage wrote 8,566 lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_budget_backend_logs_a_line_per_interval_not_per_request() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("quiet.db").display());
+    let mock = crate::support::MockServer::start().await;
+    std::fs::write(
+        dir.path().join("tollgate.toml"),
+        "[limits]\nbackend_timeout_ms = 50\non_backend_error = \"fail_open\"\n",
+    )
+    .unwrap();
+    let (_, key) = binary::create_key_with(
+        &database,
+        dir.path(),
+        &["--budget-usd", "10", "--period", "month"],
+    )
+    .await;
+    let env = [
+        ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
+        ("OPENAI_BASE_URL", mock.url()),
+        ("DATABASE_URL", database),
+        ("REDIS_URL", format!("redis://127.0.0.1:{dead}")),
+        (
+            "TOLLGATE_CONFIG",
+            dir.path().join("tollgate.toml").display().to_string(),
+        ),
+    ];
+    let served = binary::serve(&env, dir.path()).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/chat/completions", served.address);
+    for _ in 0..100 {
+        let response = client
+            .post(&url)
+            .bearer_auth(&key)
+            .json(&json!({ "model": "gpt-4o-mini", "max_tokens": 5,
+                           "messages": [{ "role": "user", "content": "hi" }] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "fail_open serves");
+    }
+    let log = served.stop().await;
+    let budget_lines = log.matches("budget backend failed").count();
+    assert_eq!(budget_lines, 1, "{log}");
+    let warnings = log.lines().filter(|l| l.contains("\"WARN\"")).count();
+    assert!(
+        warnings < 10,
+        "{warnings} warnings for 100 requests:\n{log}"
+    );
+}
