@@ -123,7 +123,12 @@ impl AppState {
             Some(link) => Arc::new(RedisBudgets::new(link.clone(), prefix)),
             None => Arc::new(MemoryBudgets::new()),
         };
-        let budgets = Budgets::new(budget_store, Arc::clone(&records));
+        let mut budgets = Budgets::new(budget_store, Arc::clone(&records));
+        if redis.is_some()
+            && config.limits.budget_on_backend_error == crate::config::BudgetBackendPolicy::Local
+        {
+            budgets = budgets.with_local_fallback(config.limits.budget_outage_share);
+        }
         let alerts = AlertSender::new(config.limits.alert_webhook.clone());
         let cache = match &redis {
             Some(link) => ResponseCache::new(

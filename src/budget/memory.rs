@@ -29,6 +29,11 @@ impl MemoryBudgets {
         Self::default()
     }
 
+    /// Forgets every counter.
+    pub fn clear(&self) {
+        self.counters().clear();
+    }
+
     fn counters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Counter>> {
         self.counters
             .lock()

@@ -14,6 +14,7 @@
 //! atomic cache of them.
 
 pub mod alert;
+pub mod local;
 mod memory;
 mod redis;
 
@@ -21,10 +22,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use local::LocalBudgets;
 pub use memory::MemoryBudgets;
 pub use redis::RedisBudgets;
 
 use crate::config::{BudgetPeriod, BudgetSpec};
+use crate::log_throttle::LogThrottle;
 use crate::pricing::{Nanos, usd_to_nanos};
 use crate::records::{RecordStore, SpendScope};
 
@@ -139,31 +142,93 @@ pub trait BudgetStore: Send + Sync {
     async fn spent(&self, line: &BudgetLine) -> Result<Option<Nanos>, BudgetError>;
 }
 
-/// The budget stage's handle: counters plus the records they are seeded from.
+/// The budget stage's handle: counters plus the records they are seeded from, and local
+/// counters for when the shared ones cannot be reached ([`local`]).
 #[derive(Clone)]
 pub struct Budgets {
     store: Arc<dyn BudgetStore>,
     records: Arc<dyn RecordStore>,
+    local: Option<Arc<LocalBudgets>>,
+}
+
+/// Where a reservation was made, so that it is settled there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// On the store's counters (Redis, or memory for one replica).
+    Shared,
+    /// On this replica's local counters, during an outage of the shared ones.
+    Local,
 }
 
 impl Budgets {
     pub fn new(store: Arc<dyn BudgetStore>, records: Arc<dyn RecordStore>) -> Self {
-        Self { store, records }
+        Self {
+            store,
+            records,
+            local: None,
+        }
     }
 
-    /// Reserves `amount` on `lines`, seeding lines met for the first time from the records.
+    /// With local counters allowing `share` of what each budget has left while the shared
+    /// ones cannot be reached (`budgets.on_backend_error = "local"`).
+    #[must_use]
+    pub fn with_local_fallback(mut self, share: f64) -> Self {
+        self.local = Some(Arc::new(LocalBudgets::new(share)));
+        self
+    }
+
+    /// Reserves `amount` on `lines`, seeding lines met for the first time from the records;
+    /// on the local counters when the shared ones fail and a local fallback is set. A shared
+    /// reservation that works pays what the local counters owe first.
     pub async fn reserve(
         &self,
         lines: &[BudgetLine],
         amount: Nanos,
-    ) -> Result<Result<(), Exceeded>, BudgetError> {
+    ) -> Result<Result<Placed, Exceeded>, BudgetError> {
+        match self.reserve_shared(lines, amount).await {
+            Ok((result, seeded)) => {
+                if let Some(local) = &self.local
+                    && local.owes()
+                {
+                    let paid = local.settle_debts(&*self.store, lines, &seeded).await;
+                    if paid > 0 {
+                        tracing::info!(
+                            lines = paid,
+                            "budget backend is back: local spend added to it"
+                        );
+                    }
+                }
+                Ok(result.map(|()| Placed::Shared))
+            }
+            Err(error) => match &self.local {
+                Some(local) => {
+                    static THROTTLE: LogThrottle = LogThrottle::new();
+                    if let Some(held_back) = THROTTLE.allow() {
+                        tracing::warn!(%error, held_back, "budget backend failed; enforcing on local counters");
+                    }
+                    let reserved = local.reserve(lines, amount, &*self.records).await?;
+                    Ok(reserved.map(|()| Placed::Local))
+                }
+                None => Err(error),
+            },
+        }
+    }
+
+    /// Reserves on the shared counters; with the ids of the lines it had to seed.
+    async fn reserve_shared(
+        &self,
+        lines: &[BudgetLine],
+        amount: Nanos,
+    ) -> Result<(Result<(), Exceeded>, Vec<String>), BudgetError> {
+        let mut seeded = Vec::new();
         for _ in 0..3 {
             match self.store.reserve(lines, amount).await? {
-                Reservation::Reserved => return Ok(Ok(())),
-                Reservation::Exceeded(exceeded) => return Ok(Err(exceeded)),
+                Reservation::Reserved => return Ok((Ok(()), seeded)),
+                Reservation::Exceeded(exceeded) => return Ok((Err(exceeded), seeded)),
                 Reservation::Unseeded(missing) => {
                     for index in missing {
                         let line = &lines[index];
+                        seeded.push(line.id.clone());
                         let spent = self
                             .records
                             .spend(&line.scope, line.window_start_ms)
@@ -179,14 +244,40 @@ impl Budgets {
         ))
     }
 
-    /// Settles a reservation; returns the lines that crossed their alert threshold.
+    /// Settles a shared reservation (or moves the shared counters by `actual`); returns the
+    /// lines that crossed their alert threshold.
     pub async fn settle(
         &self,
         lines: &[BudgetLine],
         reserved: Nanos,
         actual: Nanos,
     ) -> Result<Vec<usize>, BudgetError> {
-        self.store.settle(lines, reserved, actual).await
+        self.settle_placed(lines, reserved, actual, Placed::Shared)
+            .await
+    }
+
+    /// Settles a reservation where it was made. A shared settlement that fails is owed to the
+    /// shared counters when a local fallback is set (and paid when they answer again).
+    pub async fn settle_placed(
+        &self,
+        lines: &[BudgetLine],
+        reserved: Nanos,
+        actual: Nanos,
+        placed: Placed,
+    ) -> Result<Vec<usize>, BudgetError> {
+        match (placed, &self.local) {
+            (Placed::Local, Some(local)) => {
+                local.settle(lines, reserved, actual).await;
+                Ok(Vec::new())
+            }
+            (_, local) => {
+                let settled = self.store.settle(lines, reserved, actual).await;
+                if let (Err(_), Some(local)) = (&settled, local) {
+                    local.owe(lines, reserved, actual);
+                }
+                settled
+            }
+        }
     }
 
     /// A line's settled spend, seeded from the records if the backend has none.

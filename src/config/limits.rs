@@ -22,6 +22,19 @@ pub enum BackendErrorPolicy {
     FailClosed,
 }
 
+/// What budgets do when the shared counters (Redis) cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetBackendPolicy {
+    /// Keep enforcing on this replica's own counters, seeded from the records and allowed
+    /// `budgets.outage_share` of what each budget has left (the default).
+    Local,
+    /// Serve unreserved.
+    FailOpen,
+    /// Refuse with 503.
+    FailClosed,
+}
+
 /// Rate limits.
 #[derive(Debug, Clone, Serialize)]
 pub struct LimitsConfig {
@@ -47,6 +60,12 @@ pub struct LimitsConfig {
     /// `budgets.unpriced`: whether a caller under a budget may use a model that has no price
     /// (`refuse`, the default: its cost could not be held to the budget; or `allow`).
     pub unpriced: UnpricedPolicy,
+    /// `budgets.on_backend_error`: what budgets do while Redis cannot answer.
+    pub budget_on_backend_error: BudgetBackendPolicy,
+    /// `budgets.outage_share`: the share (0 to 1) of what a budget has left that each replica
+    /// may spend on its own counters while Redis cannot answer; at most 1 / replicas keeps
+    /// every budget within its limit through an outage.
+    pub budget_outage_share: f64,
 }
 
 /// What a budgeted caller asking for a model without a price gets.
@@ -182,7 +201,29 @@ impl LimitsConfig {
                 );
             }
         }
+        let budget_on_backend_error = match s
+            .get("budgets.on_backend_error", None, "local".to_owned())
+            .as_str()
+        {
+            "local" => BudgetBackendPolicy::Local,
+            "fail_open" => BudgetBackendPolicy::FailOpen,
+            "fail_closed" => BudgetBackendPolicy::FailClosed,
+            other => {
+                s.invalid(
+                    "budgets.on_backend_error",
+                    None,
+                    format!("expected local, fail_open or fail_closed, got {other:?}"),
+                );
+                BudgetBackendPolicy::Local
+            }
+        };
+        let budget_outage_share = s.get("budgets.outage_share", None, 0.5f64);
+        if !(0.0..=1.0).contains(&budget_outage_share) {
+            s.invalid("budgets.outage_share", None, "must be from 0 to 1");
+        }
         Self {
+            budget_on_backend_error,
+            budget_outage_share,
             enabled: s.get("limits.enabled", None, true),
             rules: read_rules(s, "limits.rules").unwrap_or_else(rules::default_rules),
             backend_timeout,

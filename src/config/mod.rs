@@ -28,8 +28,8 @@ pub use cache::{CacheConfig, ChatCachePolicy};
 pub use content::{ContentConfig, Detector};
 pub use generate::GenerateConfig;
 pub use limits::{
-    AnonymousConfig, BackendErrorPolicy, BudgetPeriod, BudgetSpec, JwtConfig, LimitsConfig,
-    UnpricedPolicy,
+    AnonymousConfig, BackendErrorPolicy, BudgetBackendPolicy, BudgetPeriod, BudgetSpec, JwtConfig,
+    LimitsConfig, UnpricedPolicy,
 };
 pub use log::{LogConfig, LogFormat};
 pub use records::RecordsConfig;

@@ -10,12 +10,15 @@
 //! that cannot be enforced is not bypassed. With `allow` it reserves nothing and is counted as
 //! unpriced (docs/MONEY.md); a `[pricing]` entry brings the model under the budget.
 //!
-//! A backend failure follows `limits.on_backend_error`: `fail_open` serves the request
-//! unreserved (logged, counted), `fail_closed` refuses it with 503.
+//! A backend failure follows `budgets.on_backend_error`: `local` (the default) reserves on this
+//! replica's own counters, seeded from the records and allowed `budgets.outage_share` of what
+//! each budget has left, and adds what it spent to the shared counters once they answer
+//! (`budget::local`); `fail_open` serves the request unreserved (logged, counted);
+//! `fail_closed` refuses it with 503, as `local` does when the records cannot be read either.
 
 use super::Call;
-use crate::budget::{BudgetLine, Exceeded};
-use crate::config::{BackendErrorPolicy, BudgetPeriod, UnpricedPolicy};
+use crate::budget::{BudgetLine, Exceeded, Placed};
+use crate::config::{BudgetBackendPolicy, BudgetPeriod, UnpricedPolicy};
 use crate::error::GatewayError;
 use crate::identity::{Caller, Principal};
 use crate::log_throttle::LogThrottle;
@@ -45,6 +48,8 @@ pub struct Hold {
     reserved: Nanos,
     /// When the lines were taken (Unix ms): inside every line's window.
     at_ms: i64,
+    /// Where it was reserved (shared counters, or local ones during an outage).
+    placed: Placed,
 }
 
 impl Hold {
@@ -62,6 +67,11 @@ impl Hold {
     /// settlement is made in these windows).
     pub fn at_ms(&self) -> i64 {
         self.at_ms
+    }
+
+    /// Where it was reserved.
+    pub fn placed(&self) -> Placed {
+        self.placed
     }
 }
 
@@ -196,10 +206,11 @@ async fn hold(
     at_ms: i64,
 ) -> Result<Option<Hold>, GatewayError> {
     match state.budgets.reserve(&lines, worst).await {
-        Ok(Ok(())) => Ok(Some(Hold {
+        Ok(Ok(placed)) => Ok(Some(Hold {
             lines,
             reserved: worst,
             at_ms,
+            placed,
         })),
         Ok(Err(exceeded)) => {
             crate::metrics::record_budget_refusal();
@@ -207,17 +218,21 @@ async fn hold(
         }
         Err(error) => {
             crate::metrics::record_backend_error("budgets");
-            match state.config.limits.on_backend_error {
-                BackendErrorPolicy::FailOpen => {
+            match state.config.limits.budget_on_backend_error {
+                // The local counters failed too (the records could not be read): a budget
+                // that cannot be checked is a refusal.
+                BudgetBackendPolicy::Local | BudgetBackendPolicy::FailClosed => {
+                    Err(GatewayError::Unavailable {
+                        what: "budget backend",
+                    })
+                }
+                BudgetBackendPolicy::FailOpen => {
                     static THROTTLE: LogThrottle = LogThrottle::new();
                     if let Some(held_back) = THROTTLE.allow() {
                         tracing::warn!(%error, held_back, "budget backend failed; serving unreserved (fail_open)");
                     }
                     Ok(None)
                 }
-                BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {
-                    what: "budget backend",
-                }),
             }
         }
     }

@@ -137,7 +137,7 @@ fn settle_budget(state: &AppState, hold: Hold, actual: Nanos) {
         let state = task_state;
         match state
             .budgets
-            .settle(hold.lines(), hold.reserved(), actual)
+            .settle_placed(hold.lines(), hold.reserved(), actual, hold.placed())
             .await
         {
             Ok(crossed) => {

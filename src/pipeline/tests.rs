@@ -133,7 +133,7 @@ impl Fixture {
         let tokens = self.state.limiter.peek(&buckets).await.unwrap()[0].remaining;
         let lines: Vec<BudgetLine> = budget::lines_for(&self.state, &self.principal);
         let money = match self.state.budgets.reserve(&lines, BUDGET).await.unwrap() {
-            Ok(()) => {
+            Ok(_) => {
                 self.state.budgets.settle(&lines, BUDGET, 0).await.unwrap();
                 Money::default()
             }

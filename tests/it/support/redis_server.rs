@@ -59,6 +59,30 @@ impl RedisServer {
         panic!("redis-server did not start on {}", self.port);
     }
 
+    /// Freezes the process (SIGSTOP): an outage that keeps its data.
+    pub async fn pause(&self) {
+        self.signal("STOP").await;
+    }
+
+    /// Thaws it (SIGCONT).
+    pub async fn resume(&self) {
+        self.signal("CONT").await;
+    }
+
+    async fn signal(&self, name: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("redis-server is running");
+        let status = Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Kills the process (an outage).
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
