@@ -8,7 +8,12 @@
 -- settle: ARGV[2] = reserved, ARGV[3] = actual, then per key: alert threshold, ttl ms (0 = none).
 --   -> the 1-based indices of keys whose alert threshold this settlement crossed. A key that is
 --      gone (Redis restarted) is skipped: its next reservation seeds it from the records.
--- seed: one key; ARGV[2] = spent, ARGV[3] = alert threshold, ARGV[4] = ttl ms (0 = none).
+-- seed: one key; ARGV[2] = spent, ARGV[3] = alert threshold, ARGV[4] = ttl ms (0 = none),
+--   ARGV[5] = now (ms): kept as t, when the counter was seeded from the records.
+-- repay: one key; ARGV[2] = reserved, ARGV[3] = actual, ARGV[4] = when an outage began (ms).
+--   Applies a settlement a replica made on its own counters during the outage, unless the
+--   counter was seeded after the outage began (the records it came from hold that spend) or
+--   is gone. -> 1 applied, 0 not.
 -- spent: one key -> spent, or -1 when there is no counter.
 local op = ARGV[1]
 
@@ -59,7 +64,7 @@ elseif op == 'settle' then
 elseif op == 'seed' then
   local key = KEYS[1]
   if redis.call('HSETNX', key, 's', ARGV[2]) == 1 then
-    redis.call('HSET', key, 'r', 0)
+    redis.call('HSET', key, 'r', 0, 't', ARGV[5])
     if tonumber(ARGV[2]) >= tonumber(ARGV[3]) then
       redis.call('HSET', key, 'a', 1)
     end
@@ -69,6 +74,20 @@ elseif op == 'seed' then
     end
   end
   return 0
+elseif op == 'repay' then
+  local key = KEYS[1]
+  if redis.call('EXISTS', key) == 0 then
+    return 0
+  end
+  if tonumber(redis.call('HGET', key, 't') or '0') >= tonumber(ARGV[4]) then
+    return 0
+  end
+  local left = redis.call('HINCRBY', key, 'r', 0 - tonumber(ARGV[2]))
+  if left < 0 then
+    redis.call('HSET', key, 'r', 0)
+  end
+  redis.call('HINCRBY', key, 's', tonumber(ARGV[3]))
+  return 1
 elseif op == 'spent' then
   local spent = redis.call('HGET', KEYS[1], 's')
   if spent then

@@ -2,11 +2,15 @@
 //! "local"`): each replica keeps enforcing on counters of its own, seeded from the records
 //! (the spend every replica wrote before the outage), and allowed `budgets.outage_share` of
 //! what was left — so with N replicas and a share of at most 1/N, the outage cannot take a
-//! budget past its limit. What is spent locally is owed to the shared counters and added to
-//! each line's counter the next time it is reserved there — unless that counter was lost and
-//! has just been seeded from the records, which already hold the spend.
+//! budget past its limit. What is spent locally is owed to the shared counters, and paid, every
+//! line at once, as soon as they answer again and before anything is reserved there: a counter
+//! that still holds its pre-outage state gets the local spend added; one that is gone, or was
+//! seeded since the outage began (from records that already hold this spend), is left as it is
+//! (`BudgetStore::repay`). The local counters are dropped once nothing is owed and no local
+//! reservation is open, so the next outage seeds afresh.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::memory::MemoryBudgets;
@@ -28,11 +32,14 @@ struct Owed {
 pub struct LocalBudgets {
     counters: MemoryBudgets,
     share: f64,
-    /// Per line id: what the shared counters have not seen — spend settled here or that they
-    /// could not take, and reservations they hold that were settled here.
+    /// Per line id: what the shared counters have not seen.
     owed: Mutex<HashMap<String, Owed>>,
     /// Per line id: the local limit it was given when first met in this outage.
     limits: Mutex<HashMap<String, Nanos>>,
+    /// Local reservations not settled yet: the counters stay while any is open.
+    open: AtomicU64,
+    /// When this outage began (Unix ms; 0 when none is under way).
+    began_ms: AtomicI64,
 }
 
 impl LocalBudgets {
@@ -43,6 +50,8 @@ impl LocalBudgets {
             share,
             owed: Mutex::default(),
             limits: Mutex::default(),
+            open: AtomicU64::new(0),
+            began_ms: AtomicI64::new(0),
         }
     }
 
@@ -54,15 +63,20 @@ impl LocalBudgets {
         amount: Nanos,
         records: &dyn RecordStore,
     ) -> Result<Result<(), Exceeded>, BudgetError> {
+        let _ = self.began_ms.compare_exchange(
+            0,
+            crate::records::now_ms(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         let mut local = self.local_lines(lines);
         for _ in 0..2 {
             match self.counters.reserve(&local, amount).await? {
-                Reservation::Reserved => return Ok(Ok(())),
-                Reservation::Exceeded(mut exceeded) => {
-                    // The caller is told its budget's own limit, not the local share.
-                    exceeded.spent = exceeded.spent.max(0);
-                    return Ok(Err(exceeded));
+                Reservation::Reserved => {
+                    self.open.fetch_add(1, Ordering::AcqRel);
+                    return Ok(Ok(()));
                 }
+                Reservation::Exceeded(exceeded) => return Ok(Err(exceeded)),
                 Reservation::Unseeded(missing) => {
                     for index in missing {
                         let line = &lines[index];
@@ -76,11 +90,10 @@ impl LocalBudgets {
                             reason = "a share of a budget in nano-dollars, well within f64"
                         )]
                         let allowed = ((line.limit - spent).max(0) as f64 * self.share) as Nanos;
-                        let limit = spent.saturating_add(allowed);
                         self.limits
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .insert(line.id.clone(), limit);
+                            .insert(line.id.clone(), spent.saturating_add(allowed));
                         self.counters.seed(line, spent).await?;
                     }
                     local = self.local_lines(lines);
@@ -97,6 +110,7 @@ impl LocalBudgets {
         let local = self.local_lines(lines);
         let _ = self.counters.settle(&local, reserved, actual).await;
         self.owe(lines, 0, actual);
+        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Owes the shared counters of `lines` a settlement they could not take: `reserved` to
@@ -105,6 +119,12 @@ impl LocalBudgets {
         if actual == 0 && reserved == 0 {
             return;
         }
+        let _ = self.began_ms.compare_exchange(
+            0,
+            crate::records::now_ms(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         let mut owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
         for line in lines {
             let entry = owed.entry(line.id.clone()).or_insert_with(|| Owed {
@@ -117,49 +137,47 @@ impl LocalBudgets {
         }
     }
 
-    /// Pays what `lines` owe into `shared`, which answers again, except for lines it has just
-    /// seeded from the records (`seeded`: it had lost its counters, and the records already
-    /// hold this spend). Once nothing is owed, the outage is over: the next one seeds afresh.
-    /// Returns how many lines were paid.
-    pub async fn settle_debts(
-        &self,
-        shared: &dyn BudgetStore,
-        lines: &[BudgetLine],
-        seeded: &[String],
-    ) -> usize {
+    /// Pays everything owed into `shared`, which answers again (see the module docs); what it
+    /// cannot take stays owed. Ends the outage once nothing is owed and no local reservation
+    /// is open. Returns how many lines were added to.
+    pub async fn repay(&self, shared: &dyn BudgetStore) -> usize {
+        let began = self.began_ms.load(Ordering::Acquire);
         let due: Vec<Owed> = {
             let mut owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
-            lines
-                .iter()
-                .filter_map(|line| owed.remove(&line.id))
-                .filter(|entry| !seeded.contains(&entry.line.id))
-                .collect()
+            owed.drain().map(|(_, entry)| entry).collect()
         };
         let mut paid = 0;
         for entry in due {
             let line = std::slice::from_ref(&entry.line);
-            match shared.settle(line, entry.reserved, entry.spent).await {
-                Ok(_) => paid += 1,
+            match shared
+                .repay(&entry.line, entry.reserved, entry.spent, began)
+                .await
+            {
+                Ok(applied) => paid += usize::from(applied),
                 Err(_) => self.owe(line, entry.reserved, entry.spent),
             }
         }
-        if !self.owes() {
+        let owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
+        if owed.is_empty() && self.open.load(Ordering::Acquire) == 0 {
             self.limits
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
             self.counters.clear();
+            self.began_ms.store(0, Ordering::Release);
         }
         paid
     }
 
-    /// Whether anything is owed.
+    /// Whether an outage is under way or anything is owed: the shared counters are to be paid
+    /// (and the outage ended) once they answer.
     pub fn owes(&self) -> bool {
-        !self
-            .owed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
+        self.began_ms.load(Ordering::Acquire) != 0
+            || !self
+                .owed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
     }
 
     /// `lines` with their local limits (the budget's own until seeded).

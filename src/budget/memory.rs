@@ -95,6 +95,19 @@ impl BudgetStore for MemoryBudgets {
         Ok(crossed)
     }
 
+    /// Memory counters are never lost to an outage: a repayment is a settlement.
+    async fn repay(
+        &self,
+        line: &BudgetLine,
+        reserved: Nanos,
+        actual: Nanos,
+        _outage_began_ms: i64,
+    ) -> Result<bool, BudgetError> {
+        self.settle(std::slice::from_ref(line), reserved, actual)
+            .await
+            .map(|_| true)
+    }
+
     async fn seed(&self, line: &BudgetLine, spent: Nanos) -> Result<(), BudgetError> {
         let now = crate::records::now_ms();
         let mut counters = self.counters();

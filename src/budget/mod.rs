@@ -138,6 +138,16 @@ pub trait BudgetStore: Send + Sync {
     ) -> Result<Vec<usize>, BudgetError>;
     /// Starts a line's counter at `spent` unless it exists.
     async fn seed(&self, line: &BudgetLine, spent: Nanos) -> Result<(), BudgetError>;
+    /// Applies a settlement made elsewhere during an outage that began at `outage_began_ms`,
+    /// unless the counter is gone or was seeded since (from records that hold it); true when
+    /// applied.
+    async fn repay(
+        &self,
+        line: &BudgetLine,
+        reserved: Nanos,
+        actual: Nanos,
+        outage_began_ms: i64,
+    ) -> Result<bool, BudgetError>;
     /// Settled spend of a line, if it has a counter (the admin API).
     async fn spent(&self, line: &BudgetLine) -> Result<Option<Nanos>, BudgetError>;
 }
@@ -178,28 +188,27 @@ impl Budgets {
     }
 
     /// Reserves `amount` on `lines`, seeding lines met for the first time from the records;
-    /// on the local counters when the shared ones fail and a local fallback is set. A shared
-    /// reservation that works pays what the local counters owe first.
+    /// on the local counters when the shared ones fail and a local fallback is set. What was
+    /// spent locally during an outage goes to the shared counters first, before anything is
+    /// reserved there.
     pub async fn reserve(
         &self,
         lines: &[BudgetLine],
         amount: Nanos,
     ) -> Result<Result<Placed, Exceeded>, BudgetError> {
-        match self.reserve_shared(lines, amount).await {
-            Ok((result, seeded)) => {
-                if let Some(local) = &self.local
-                    && local.owes()
-                {
-                    let paid = local.settle_debts(&*self.store, lines, &seeded).await;
-                    if paid > 0 {
-                        tracing::info!(
-                            lines = paid,
-                            "budget backend is back: local spend added to it"
-                        );
-                    }
-                }
-                Ok(result.map(|()| Placed::Shared))
+        if let Some(local) = &self.local
+            && local.owes()
+        {
+            let paid = local.repay(&*self.store).await;
+            if paid > 0 {
+                tracing::info!(
+                    lines = paid,
+                    "budget backend is back: local spend added to it"
+                );
             }
+        }
+        match self.reserve_shared(lines, amount).await {
+            Ok(result) => Ok(result.map(|()| Placed::Shared)),
             Err(error) => match &self.local {
                 Some(local) => {
                     static THROTTLE: LogThrottle = LogThrottle::new();
@@ -214,21 +223,19 @@ impl Budgets {
         }
     }
 
-    /// Reserves on the shared counters; with the ids of the lines it had to seed.
+    /// Reserves on the shared counters, seeding lines met for the first time.
     async fn reserve_shared(
         &self,
         lines: &[BudgetLine],
         amount: Nanos,
-    ) -> Result<(Result<(), Exceeded>, Vec<String>), BudgetError> {
-        let mut seeded = Vec::new();
+    ) -> Result<Result<(), Exceeded>, BudgetError> {
         for _ in 0..3 {
             match self.store.reserve(lines, amount).await? {
-                Reservation::Reserved => return Ok((Ok(()), seeded)),
-                Reservation::Exceeded(exceeded) => return Ok((Err(exceeded), seeded)),
+                Reservation::Reserved => return Ok(Ok(())),
+                Reservation::Exceeded(exceeded) => return Ok(Err(exceeded)),
                 Reservation::Unseeded(missing) => {
                     for index in missing {
                         let line = &lines[index];
-                        seeded.push(line.id.clone());
                         let spent = self
                             .records
                             .spend(&line.scope, line.window_start_ms)

@@ -103,8 +103,28 @@ impl BudgetStore for RedisBudgets {
             .arg("seed")
             .arg(spent)
             .arg(line.alert_threshold)
-            .arg(Self::ttl_ms(line));
+            .arg(Self::ttl_ms(line))
+            .arg(crate::records::now_ms());
         self.run::<i64>(&invocation).await.map(|_| ())
+    }
+
+    async fn repay(
+        &self,
+        line: &BudgetLine,
+        reserved: Nanos,
+        actual: Nanos,
+        outage_began_ms: i64,
+    ) -> Result<bool, BudgetError> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(self.key(line))
+            .arg("repay")
+            .arg(reserved)
+            .arg(actual)
+            .arg(outage_began_ms);
+        self.run::<i64>(&invocation)
+            .await
+            .map(|applied| applied == 1)
     }
 
     async fn spent(&self, line: &BudgetLine) -> Result<Option<Nanos>, BudgetError> {

@@ -52,7 +52,12 @@ async fn status_of(url: &str) -> anyhow::Result<u16> {
     };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let mut stream = tokio::net::TcpStream::connect(authority)
+    let address = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let mut stream = tokio::net::TcpStream::connect(&address)
         .await
         .with_context(|| format!("connecting to {authority}"))?;
     stream
@@ -61,9 +66,18 @@ async fn status_of(url: &str) -> anyhow::Result<u16> {
                 .as_bytes(),
         )
         .await?;
-    let mut head = vec![0u8; 64];
-    let read = stream.read(&mut head).await?;
-    let line = String::from_utf8_lossy(&head[..read]);
+    // The status line, however the answer arrives in pieces.
+    let mut head = Vec::with_capacity(64);
+    let mut chunk = [0u8; 64];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..read]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or_default();
     line.split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())

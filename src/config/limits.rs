@@ -201,8 +201,14 @@ impl LimitsConfig {
                 );
             }
         }
+        // Before `budgets.on_backend_error` existed, budgets followed the limits' policy: an
+        // operator who chose `fail_closed` there keeps it for budgets unless they say otherwise.
+        let inherited = match on_backend_error {
+            BackendErrorPolicy::FailClosed => "fail_closed",
+            BackendErrorPolicy::FailOpen => "local",
+        };
         let budget_on_backend_error = match s
-            .get("budgets.on_backend_error", None, "local".to_owned())
+            .get("budgets.on_backend_error", None, inherited.to_owned())
             .as_str()
         {
             "local" => BudgetBackendPolicy::Local,

@@ -159,6 +159,39 @@ mod tests {
     }
 
     #[test]
+    fn budgets_hold_locally_through_an_outage_unless_the_limits_fail_closed() {
+        let load = |toml: &str| {
+            Config::from_toml_str("t", toml, &env(&[("OPENAI_API_KEY", "sk-test")])).unwrap()
+        };
+        let defaults = load("");
+        assert_eq!(
+            defaults.limits.budget_on_backend_error,
+            BudgetBackendPolicy::Local
+        );
+        assert!((defaults.limits.budget_outage_share - 0.5).abs() < f64::EPSILON);
+        // An operator who had chosen `fail_closed` for the limits (which budgets followed)
+        // keeps it for budgets.
+        let closed = load("[limits]\non_backend_error = \"fail_closed\"\n");
+        assert_eq!(
+            closed.limits.budget_on_backend_error,
+            BudgetBackendPolicy::FailClosed
+        );
+        let chosen = load(
+            "[limits]\non_backend_error = \"fail_closed\"\n\n[budgets]\non_backend_error = \"local\"\n",
+        );
+        assert_eq!(
+            chosen.limits.budget_on_backend_error,
+            BudgetBackendPolicy::Local
+        );
+        let bad = Config::from_toml_str(
+            "t",
+            "[budgets]\noutage_share = 2.0\n",
+            &env(&[("OPENAI_API_KEY", "sk-test")]),
+        );
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn defaults_need_only_the_upstream_key() {
         let config =
             Config::from_toml_str("t", "", &env(&[("OPENAI_API_KEY", "sk-test")])).unwrap();
