@@ -9,12 +9,15 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::Env;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::{Config, Env};
 
 /// `tollgate health`
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// What to ask (plain http only); default `http://127.0.0.1:$PORT/health/ready`.
+    /// What to ask (plain http only); default `/health/ready` at the configured address
+    /// (`PORT` / `server.port`, and `TOLLGATE_HOST` / `server.host` unless it is a wildcard).
     #[arg(long)]
     pub url: Option<String>,
     /// Give up after this many milliseconds.
@@ -23,12 +26,22 @@ pub struct HealthArgs {
 }
 
 /// Asks and prints the status line; exit 1 unless the answer is 2xx.
-pub async fn run(args: &HealthArgs, env: &Env) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: &HealthArgs,
+    path: Option<&std::path::Path>,
+    env: &Env,
+) -> anyhow::Result<ExitCode> {
     let url = match &args.url {
         Some(url) => url.clone(),
         None => {
-            let port = env.get("PORT").unwrap_or("3006");
-            format!("http://127.0.0.1:{port}/health/ready")
+            // Where `serve` listens, read the way `serve` reads it.
+            let config = Config::load(path, &super::env_without_upstream(env))?;
+            let host = match config.server.host {
+                host if host.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+                host => host,
+            };
+            let address = SocketAddr::new(host, config.server.port);
+            format!("http://{address}/health/ready")
         }
     };
     let ask = status_of(&url);

@@ -71,7 +71,7 @@ pub async fn run(cli: Cli, env: Env) -> anyhow::Result<ExitCode> {
         Command::Reconcile(args) => reconcile::run(args, cli.config.as_deref(), &env).await,
         Command::Config(ConfigCommand::Check) => Ok(config_check::run(cli.config.as_deref(), &env)),
         Command::MockUpstream(args) => mock_upstream::run(args).await,
-        Command::Health(args) => health::run(&args, &env).await,
+        Command::Health(args) => health::run(&args, cli.config.as_deref(), &env).await,
     }
 }
 

@@ -367,6 +367,14 @@ async fn health_asks_a_running_gateway() {
     let missing = gw.url("/nope");
     let not_found = tollgate(&["health", "--url", &missing], &[], dir.path()).await;
     assert_eq!(not_found.status.code(), Some(1), "{not_found:?}");
+    // The port of the TOML file, as `serve` reads it.
+    std::fs::write(
+        dir.path().join("tollgate.toml"),
+        format!("[server]\nport = {port}\n"),
+    )
+    .unwrap();
+    let from_file = tollgate(&["health"], &[], dir.path()).await;
+    assert!(from_file.status.success(), "{from_file:?}");
     gw.stop().await;
     let closed = tollgate(&["health"], &[("PORT", &port)], dir.path()).await;
     assert!(!closed.status.success(), "{closed:?}");
