@@ -169,15 +169,11 @@ impl LocalBudgets {
         paid
     }
 
-    /// Whether an outage is under way or anything is owed: the shared counters are to be paid
-    /// (and the outage ended) once they answer.
+    /// Whether an outage is under way (anything owed is owed since one began, and it ends only
+    /// once nothing is): the shared counters are to be paid, and the outage ended, once they
+    /// answer. One atomic load, no lock: every budgeted request asks.
     pub fn owes(&self) -> bool {
         self.began_ms.load(Ordering::Acquire) != 0
-            || !self
-                .owed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_empty()
     }
 
     /// `lines` with their local limits (the budget's own until seeded).

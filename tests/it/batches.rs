@@ -8,7 +8,7 @@ use tollgate::config::{BudgetPeriod, BudgetSpec};
 use tollgate::keys::{KeyBudgets, NewKey};
 use tollgate::records::{SpendScope, now_ms};
 
-use crate::support::{TestGateway, error_of, eventually, form_with_file};
+use crate::support::{TestGateway, error_of, eventually};
 
 /// A gateway that looks for ended batches every 100 ms.
 async fn gateway() -> TestGateway {
@@ -53,24 +53,7 @@ fn line(id: usize, model: &str, max_tokens: u64) -> Value {
 /// Uploads `lines` as a batch input file through Tollgate; its id.
 async fn upload(gw: &TestGateway, secret: &str, lines: &[Value]) -> String {
     let jsonl: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    upload_jsonl(gw, secret, &jsonl).await
-}
-
-/// Uploads `jsonl` as a batch input file through Tollgate; its id.
-async fn upload_jsonl(gw: &TestGateway, secret: &str, jsonl: &str) -> String {
-    let (content_type, body) = form_with_file(&[("purpose", "batch")], jsonl.as_bytes());
-    let response = gw
-        .client
-        .post(gw.url("/v1/files"))
-        .bearer_auth(secret)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let file: Value = response.json().await.unwrap();
-    file["id"].as_str().unwrap().to_owned()
+    gw.upload_batch_file(secret, &jsonl).await
 }
 
 async fn create(gw: &TestGateway, secret: &str, file_id: &str) -> reqwest::Response {
@@ -242,7 +225,7 @@ async fn a_batch_the_caller_may_not_run_or_pay_for_is_refused_before_it_is_creat
             "unambiguously",
         ),
     ] {
-        let file_id = upload_jsonl(&gw, &secret, &jsonl).await;
+        let file_id = gw.upload_batch_file(&secret, &jsonl).await;
         let (status, error) = error_of(create(&gw, &secret, &file_id).await).await;
         assert_eq!(status, 400, "{name}: {error}");
         assert!(
@@ -336,5 +319,40 @@ async fn batch_store_behaviour_on_postgres() {
         return;
     };
     store_behaviour(gw.state.batches.clone()).await;
+    gw.stop().await;
+}
+
+/// A batch's `input_file_id` is read with Tollgate's key, so it is an attacker's path segment:
+/// no spelling of it reaches anything but one file's content, and none creates a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_file_id_cannot_steer_the_gateways_key_elsewhere() {
+    let gw = gateway().await;
+    let (_, secret) = restricted_key(&gw, one_dollar()).await;
+    for id in [
+        "../../organization/costs",
+        "file-1/../../organization/costs",
+        "%2e%2e",
+        "..",
+        "file-1?limit=1",
+        "file-1#x",
+        "a/b",
+        "%2Forganization",
+        "",
+        "http://attacker.invalid/x",
+    ] {
+        let (status, error) = error_of(create(&gw, &secret, id).await).await;
+        assert_eq!(status, 400, "{id:?}: {error}");
+    }
+    for request in gw.upstream_requests().await {
+        let path = request["path"].as_str().unwrap_or_default();
+        let file_content = path.starts_with("/v1/files/")
+            && path.ends_with("/content")
+            && path.matches('/').count() == 4;
+        assert!(
+            request["method"] == "POST" && path == "/v1/files" || file_content,
+            "the gateway's key went to {path}"
+        );
+        assert!(!path.contains("organization"), "{path}");
+    }
     gw.stop().await;
 }

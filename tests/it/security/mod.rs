@@ -207,20 +207,7 @@ async fn batch_input(gw: &TestGateway) -> String {
     let line = json!({ "custom_id": "one", "method": "POST", "url": "/v1/chat/completions",
                        "body": { "model": "gpt-4o-mini", "max_tokens": 5,
                                  "messages": [{ "role": "user", "content": "hi" }] } });
-    let (content_type, body) =
-        crate::support::form_with_file(&[("purpose", "batch")], format!("{line}\n").as_bytes());
-    let response = gw
-        .client
-        .post(gw.url("/v1/files"))
-        .bearer_auth(&gw.key)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let file: Value = response.json().await.unwrap();
-    file["id"].as_str().unwrap().to_owned()
+    gw.upload_batch_file(&gw.key, &format!("{line}\n")).await
 }
 
 /// A key with a monthly budget of `max_usd`: its id and secret.

@@ -115,6 +115,24 @@ impl TestGateway {
     }
 
     /// The database the gateway uses, for commands run beside it.
+    /// Uploads `jsonl` through the gateway as a batch input file (`POST /v1/files`, a form),
+    /// with `secret`; the file's id.
+    pub async fn upload_batch_file(&self, secret: &str, jsonl: &str) -> String {
+        let (content_type, body) = form_with_file(&[("purpose", "batch")], jsonl.as_bytes());
+        let response = self
+            .client
+            .post(self.url("/v1/files"))
+            .bearer_auth(secret)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(response.status(), 200);
+        let file: Value = response.json().await.expect("file object");
+        file["id"].as_str().expect("file id").to_owned()
+    }
+
     pub fn database_url(&self) -> &str {
         &self.database.url
     }
