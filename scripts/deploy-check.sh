@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The best offline validation of the deployment files this workplace allows (docs/DEPLOY.md):
-# - the Helm chart: `helm lint`, then every rendering (defaults; no autoscaling and no
+# - the Helm chart: `helm lint`, then every rendering (defaults; Redis TLS files; no autoscaling and no
 #   disruption budget) validated against Kubernetes' own schemas, strictly;
 # - compose.yaml: parsed and resolved by podman-compose (`config`), with its services checked;
 # - the load balancer's nginx.conf: `nginx -t`, with the replicas' names pointed at loopback.
@@ -24,7 +24,8 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 echo "== helm chart"
 "$helm" version --short
 "$helm" lint --strict deploy/helm/tollgate
-for variant in "" "--set autoscaling.enabled=false --set podDisruptionBudget.enabled=false"; do
+for variant in "" "--set autoscaling.enabled=false --set podDisruptionBudget.enabled=false" \
+  "--set redisTls.secretName=redis-tls --set redisTls.clientCertificate=true"; do
   # shellcheck disable=SC2086
   "$helm" template check deploy/helm/tollgate $variant > "$tools/rendered.yaml"
   kubernetes-validate --strict --quiet "$tools/rendered.yaml"

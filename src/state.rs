@@ -19,7 +19,7 @@ use crate::metrics::ModelLabels;
 use crate::openai::operations::Operations;
 use crate::pricing::PriceTable;
 use crate::records::{RecordStore, RecordWriter, Recorder};
-use crate::redis_link::RedisLink;
+use crate::redis_link::{Endpoint, RedisCalls, RedisLink};
 use crate::store::{BatchStore, KeyStore, Stores};
 use crate::upstream::Upstream;
 
@@ -66,6 +66,8 @@ pub struct Inner {
     pub content: ContentRules,
     /// The model names metrics may carry as labels.
     pub model_labels: ModelLabels,
+    /// Readiness's own calls to Redis, when configured (a breaker apart from the backends').
+    pub redis_health: Option<RedisCalls>,
     /// The audit writer, taken by [`AppState::finish_records`] at shutdown.
     record_writer: std::sync::Mutex<Option<RecordWriter>>,
 }
@@ -85,9 +87,14 @@ impl AppState {
         let redis = match &config.limits.redis_url {
             Some(url) => {
                 use secrecy::ExposeSecret;
+                let endpoint = Endpoint::parse(url.expose_secret()).map_err(StateError::Redis)?;
                 Some(Arc::new(
-                    RedisLink::new(url.expose_secret(), config.limits.backend_timeout)
-                        .map_err(|e| StateError::Redis(e.to_string()))?,
+                    RedisLink::new(
+                        &endpoint,
+                        &config.limits.redis_tls,
+                        config.limits.backend_timeout,
+                    )
+                    .map_err(|e| StateError::Redis(e.to_string()))?,
                 ))
             }
             None => None,
@@ -143,7 +150,9 @@ impl AppState {
             ),
         };
         let model_labels = ModelLabels::new(Arc::clone(&prices), &config);
+        let redis_health = redis.map(|link| RedisCalls::new(link, "readiness"));
         Ok(Self(Arc::new(Inner {
+            redis_health,
             model_labels,
             prices,
             recorder,

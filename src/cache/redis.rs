@@ -63,33 +63,38 @@ impl CacheStore for RedisCache {
 
     async fn purge(&self) -> Result<u64, CacheError> {
         let pattern = format!("{}*", self.prefix);
-        let mut cursor: u64 = 0;
         let mut purged = 0u64;
-        loop {
-            let (next, names): (u64, Vec<String>) = self
-                .link
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(PURGE_BATCH),
-                )
-                .await
-                .map_err(failed)?;
-            if !names.is_empty() {
-                let removed: u64 = self
+        // A cluster spreads the keys over its primaries: each is scanned on its own.
+        for node in self.link.primaries().await.map_err(failed)? {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, names): (u64, Vec<String>) = self
                     .link
-                    .query(redis::cmd("UNLINK").arg(&names))
+                    .query_on(
+                        &node,
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(PURGE_BATCH),
+                    )
                     .await
                     .map_err(failed)?;
-                purged += removed;
+                if !names.is_empty() {
+                    let removed: u64 = self
+                        .link
+                        .query(redis::cmd("UNLINK").arg(&names))
+                        .await
+                        .map_err(failed)?;
+                    purged += removed;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(purged);
-            }
-            cursor = next;
         }
+        Ok(purged)
     }
 }

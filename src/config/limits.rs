@@ -10,6 +10,7 @@ use url::Url;
 use super::source::{Millis, Sources};
 use super::{serialize_ms, serialize_optional_secret};
 use crate::limiter::rules::{self, Rule, RuleSpec};
+use crate::redis_link::{Endpoint, TlsFiles};
 
 /// What to do when the shared rate-limit backend (Redis) cannot answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,6 +51,9 @@ pub struct LimitsConfig {
     /// `REDIS_URL`: buckets shared by every replica; unset keeps them in memory.
     #[serde(serialize_with = "serialize_optional_secret")]
     pub redis_url: Option<SecretString>,
+    /// `TOLLGATE_REDIS_CA_FILE`, `_CERT_FILE`, `_KEY_FILE`: PEM files for the `rediss` schemes.
+    #[serde(flatten)]
+    pub redis_tls: TlsFiles,
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
     pub redis_prefix: String,
     /// Completion tokens reserved for a token rule when the request sets no maximum.
@@ -145,6 +149,62 @@ pub struct JwtConfig {
     pub budget: Option<BudgetSpec>,
 }
 
+/// Checks `REDIS_URL` and reads the TLS files that go with it: a file named for a plain-TCP
+/// URL is an error (the operator believes TLS is on), and so is half a client certificate.
+fn read_redis_tls(s: &mut Sources, url: Option<&SecretString>) -> TlsFiles {
+    let mut file = |path: &str, env: &str| {
+        let value: Option<String> = s.optional(path, Some(env));
+        value.map(std::path::PathBuf::from)
+    };
+    let files = TlsFiles {
+        ca: file("limits.redis_ca_file", "TOLLGATE_REDIS_CA_FILE"),
+        client_cert: file("limits.redis_cert_file", "TOLLGATE_REDIS_CERT_FILE"),
+        client_key: file("limits.redis_key_file", "TOLLGATE_REDIS_KEY_FILE"),
+    };
+    let named = [
+        ("limits.redis_ca_file", "TOLLGATE_REDIS_CA_FILE", &files.ca),
+        (
+            "limits.redis_cert_file",
+            "TOLLGATE_REDIS_CERT_FILE",
+            &files.client_cert,
+        ),
+        (
+            "limits.redis_key_file",
+            "TOLLGATE_REDIS_KEY_FILE",
+            &files.client_key,
+        ),
+    ];
+    let tls = match url.map(|u| Endpoint::parse(secrecy::ExposeSecret::expose_secret(u))) {
+        Some(Ok(endpoint)) => endpoint.tls,
+        Some(Err(problem)) => {
+            s.invalid("limits.redis_url", Some("REDIS_URL"), problem);
+            return files;
+        }
+        None => false,
+    };
+    for (path, env, value) in named {
+        match value {
+            Some(_) if !tls => s.invalid(
+                path,
+                Some(env),
+                "only used with TLS: REDIS_URL must be rediss://, rediss+cluster:// or rediss+sentinel://",
+            ),
+            Some(file) if !file.is_file() => {
+                s.invalid(path, Some(env), format!("no file at {}", file.display()))
+            }
+            _ => {}
+        }
+    }
+    if files.client_cert.is_some() != files.client_key.is_some() {
+        s.invalid(
+            "limits.redis_cert_file",
+            Some("TOLLGATE_REDIS_CERT_FILE"),
+            "a client certificate needs both TOLLGATE_REDIS_CERT_FILE and TOLLGATE_REDIS_KEY_FILE",
+        );
+    }
+    files
+}
+
 impl JwtConfig {
     /// Whether any verification method is configured (JWTs are refused otherwise).
     pub fn enabled(&self) -> bool {
@@ -191,16 +251,7 @@ impl LimitsConfig {
             }
         };
         let redis_url: Option<SecretString> = s.optional("limits.redis_url", Some("REDIS_URL"));
-        if let Some(url) = &redis_url {
-            use secrecy::ExposeSecret;
-            if !url.expose_secret().starts_with("redis://") {
-                s.invalid(
-                    "limits.redis_url",
-                    Some("REDIS_URL"),
-                    "expected redis://HOST:PORT[/DB]",
-                );
-            }
-        }
+        let redis_tls = read_redis_tls(s, redis_url.as_ref());
         // Before `budgets.on_backend_error` existed, budgets followed the limits' policy: an
         // operator who chose `fail_closed` there keeps it for budgets unless they say otherwise.
         let inherited = match on_backend_error {
@@ -235,6 +286,7 @@ impl LimitsConfig {
             backend_timeout,
             on_backend_error,
             redis_url,
+            redis_tls,
             redis_prefix: s.get("limits.redis_prefix", None, "tollgate".to_owned()),
             default_completion_tokens: s.get("limits.default_completion_tokens", None, 1024u64),
             alert_webhook: s.optional("budgets.alert_webhook", Some("TOLLGATE_ALERT_WEBHOOK")),

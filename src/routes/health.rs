@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::json;
 
+use crate::config::BackendErrorPolicy;
 use crate::state::AppState;
 
 /// The process is up and serving.
@@ -14,7 +15,11 @@ pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready to serve traffic: the key store answers and an upstream is configured.
+/// Ready to serve traffic: the key store answers, an upstream is configured, and Redis (when
+/// configured) answers. A Redis that does not answer makes the replica unready only when the
+/// limits refuse without it (`limits.on_backend_error = "fail_closed"`): otherwise the
+/// replica still serves, and taking every replica out of the load balancer at once would
+/// turn a Redis outage into a gateway outage.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let store = match tokio::time::timeout(Duration::from_secs(2), state.keys.ping()).await {
         Ok(Ok(())) => "ok",
@@ -24,7 +29,13 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
         }
         Err(_) => "timeout",
     };
-    let ready = store == "ok";
+    let mut checks = json!({ "store": store, "upstream": "configured" });
+    let mut ready = store == "ok";
+    if let Some(redis) = &state.redis_health {
+        let answered = redis.query::<String>(&redis::cmd("PING")).await.is_ok();
+        checks["redis"] = json!(if answered { "ok" } else { "unavailable" });
+        ready &= answered || state.config.limits.on_backend_error != BackendErrorPolicy::FailClosed;
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -34,7 +45,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
         status,
         Json(json!({
             "status": if ready { "ready" } else { "not_ready" },
-            "checks": { "store": store, "upstream": "configured" },
+            "checks": checks,
         })),
     )
 }

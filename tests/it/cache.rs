@@ -9,14 +9,15 @@ use serde_json::{Value, json};
 
 use crate::support::engines::required_env;
 use crate::support::redis_server::RedisServer;
+use crate::support::redis_topologies::Target;
 use crate::support::{TestGateway, eventually};
 
 const ADMIN: &str = "admin-token-for-cache-tests";
 
-/// The engines the suite runs on: memory, and Redis under a fresh prefix.
-enum Engine {
+/// The engines the suite runs on: memory, and a Redis (of any topology) under a fresh prefix.
+pub(crate) enum Engine {
     Memory,
-    Redis(String),
+    Redis(Target),
 }
 
 async fn gateway(engine: Engine, toml: &str) -> TestGateway {
@@ -29,10 +30,13 @@ async fn gateway_with(engine: Engine, toml: &str, latency: Duration) -> TestGate
         .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
         .mock(|mock| mock.latency = latency);
     let mut toml = toml.to_owned();
-    if let Engine::Redis(url) = engine {
+    if let Engine::Redis(target) = engine {
         let prefix = format!("tg-cache-{}:", uuid::Uuid::new_v4().simple());
         toml = format!("[limits]\nredis_prefix = \"{prefix}\"\nbackend_timeout_ms = 500\n{toml}");
-        builder = builder.env("REDIS_URL", &url);
+        builder = builder.env("REDIS_URL", &target.url);
+        for (name, value) in &target.env {
+            builder = builder.env(name, value);
+        }
     }
     builder.toml(&toml).start().await.unwrap()
 }
@@ -79,7 +83,7 @@ async fn upstream_calls(gw: &TestGateway, path: &str) -> usize {
         .count()
 }
 
-async fn behaviour(engine: Engine) {
+pub(crate) async fn behaviour(engine: Engine) {
     let gw = gateway(engine, "").await;
     const CHAT: &str = "/v1/chat/completions";
 
@@ -223,7 +227,7 @@ async fn cache_behaviour_in_redis() {
     let Some(url) = required_env("TOLLGATE_TEST_REDIS_URL") else {
         return;
     };
-    behaviour(Engine::Redis(url)).await;
+    behaviour(Engine::Redis(Target::plain(url))).await;
 }
 
 async fn concurrent_misses(engine: Engine) {
@@ -248,13 +252,13 @@ async fn identical_concurrent_misses_go_upstream_once_in_redis() {
     let Some(url) = required_env("TOLLGATE_TEST_REDIS_URL") else {
         return;
     };
-    concurrent_misses(Engine::Redis(url)).await;
+    concurrent_misses(Engine::Redis(Target::plain(url))).await;
 }
 
 #[tokio::test]
 async fn a_cache_outage_never_fails_a_request() {
     let mut redis = RedisServer::start().await;
-    let gw = gateway(Engine::Redis(redis.url()), "").await;
+    let gw = gateway(Engine::Redis(Target::plain(redis.url())), "").await;
     const CHAT: &str = "/v1/chat/completions";
     assert_eq!(
         send(gw.post(CHAT, &chat("outage", 0.0))).await.cache,

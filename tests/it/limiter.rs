@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use tollgate::limiter::memory::MemoryRateLimiter;
 use tollgate::limiter::redis::RedisRateLimiter;
 use tollgate::limiter::{Bucket, Charge, LimiterError, Quota, RateLimiter};
-use tollgate::redis_link::{LinkError, RedisCalls, RedisLink};
+use tollgate::redis_link::{LinkError, RedisCalls};
 
 use crate::support::engines::required_env;
 use crate::support::redis_server::RedisServer;
+use crate::support::redis_topologies::Target;
 
 fn bucket(tag: &str, key: &str, limit: u64, period: Duration) -> Bucket {
     Bucket {
@@ -32,7 +33,7 @@ fn charge(bucket: &Bucket, cost: u64) -> Charge {
 }
 
 /// The cases every engine must pass. `wait` lets time pass on the engine's clock.
-async fn behaviour<W, F>(limiter: Arc<dyn RateLimiter>, wait: W)
+pub(crate) async fn behaviour<W, F>(limiter: Arc<dyn RateLimiter>, wait: W)
 where
     W: Fn(Duration) -> F,
     F: Future<Output = ()>,
@@ -159,10 +160,13 @@ async fn memory_engine_behaviour() {
     behaviour(Arc::new(MemoryRateLimiter::new()), tokio::time::advance).await;
 }
 
-fn redis_limiter(url: &str) -> Arc<dyn RateLimiter> {
+/// A limiter on the Redis `target` names, under a fresh prefix.
+pub(crate) fn redis_limiter(target: &Target) -> Arc<dyn RateLimiter> {
     let prefix = format!("tg-test-{}", uuid::Uuid::new_v4().simple());
-    let link = RedisLink::new(url, Duration::from_millis(200)).unwrap();
-    Arc::new(RedisRateLimiter::new(Arc::new(link), &prefix))
+    Arc::new(RedisRateLimiter::new(
+        target.link(Duration::from_millis(200)),
+        &prefix,
+    ))
 }
 
 #[tokio::test]
@@ -170,7 +174,7 @@ async fn redis_engine_behaviour() {
     let Some(url) = required_env("TOLLGATE_TEST_REDIS_URL") else {
         return;
     };
-    behaviour(redis_limiter(&url), tokio::time::sleep).await;
+    behaviour(redis_limiter(&Target::plain(url)), tokio::time::sleep).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -218,7 +222,7 @@ async fn one_backends_redis_failures_do_not_switch_another_off() {
     let Some(url) = required_env("TOLLGATE_TEST_REDIS_URL") else {
         return;
     };
-    let link = Arc::new(RedisLink::new(&url, Duration::from_millis(500)).unwrap());
+    let link = Target::plain(url).link(Duration::from_millis(500));
     let cache = RedisCalls::new(link.clone(), "cache");
     let prefix = format!("tg-test-{}", uuid::Uuid::new_v4().simple());
     let limiter = RedisRateLimiter::new(link, &prefix);
@@ -249,7 +253,7 @@ async fn a_redis_outage_fails_fast_and_recovers_by_itself() {
         return;
     };
     let mut server = RedisServer::start().await;
-    let limiter = redis_limiter(&server.url());
+    let limiter = redis_limiter(&Target::plain(server.url()));
     let a = bucket("ip:1", "outage", 1000, Duration::from_secs(60));
     assert!(limiter.acquire(&[charge(&a, 1)]).await.unwrap().allowed());
 

@@ -24,6 +24,7 @@ mod jwt;
 mod key_store;
 mod limiter;
 mod limits;
+mod managed_redis;
 mod money;
 mod observability;
 mod reconcile;

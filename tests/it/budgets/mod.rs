@@ -14,9 +14,9 @@ use tollgate::budget::{
 use tollgate::config::{BudgetPeriod, BudgetSpec};
 use tollgate::keys::{self, KeyBudgets, NewKey};
 use tollgate::records::SpendScope;
-use tollgate::redis_link::RedisLink;
 
 use crate::support::engines::required_env;
+use crate::support::redis_topologies::Target;
 use crate::support::{Database, TestDatabase, TestGateway, UPSTREAM_KEY, binary, eventually};
 
 fn spec(max_usd: f64, alert_at: f64) -> BudgetSpec {
@@ -27,7 +27,7 @@ fn spec(max_usd: f64, alert_at: f64) -> BudgetSpec {
     }
 }
 
-async fn behaviour(store: Arc<dyn BudgetStore>) {
+pub(crate) async fn behaviour(store: Arc<dyn BudgetStore>) {
     let owner = uuid::Uuid::new_v4().simple().to_string();
     let now = tollgate::records::now_ms();
     // Limits of 100 and 60 nano-dollars; alerts at half.
@@ -129,7 +129,7 @@ async fn budget_store_behaviour_in_redis() {
     };
     let prefix = format!("tg-budget-{}", uuid::Uuid::new_v4().simple());
     behaviour(Arc::new(RedisBudgets::new(
-        Arc::new(RedisLink::new(&url, Duration::from_secs(1)).unwrap()),
+        Target::plain(url).link(Duration::from_secs(1)),
         &prefix,
     )))
     .await;

@@ -1,6 +1,6 @@
 //! Rate limits end to end: what callers see, who is counted, and limits shared by replicas.
 
-mod redis;
+pub(crate) mod redis;
 
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,7 @@
 //! (down from the start, or killed mid-run and restarted) is met by the configured policy.
 
 use super::*;
+use crate::support::redis_topologies::Target;
 
 async fn with_dead_redis(policy: &str) -> (u16, Duration) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -30,6 +31,13 @@ async fn with_dead_redis(policy: &str) -> (u16, Duration) {
         );
     }
     let took = started.elapsed();
+    // Readiness names Redis, and fails only when the limits cannot serve without it.
+    let ready = gw.client.get(gw.url("/health/ready")).send().await.unwrap();
+    let ready_status = ready.status().as_u16();
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["redis"], "unavailable", "{ready}");
+    let expected = if policy == "fail_closed" { 503 } else { 200 };
+    assert_eq!(ready_status, expected, "{ready}");
     gw.stop().await;
     assert!(statuses.windows(2).all(|w| w[0] == w[1]), "{statuses:?}");
     (statuses[0], took)
@@ -50,6 +58,16 @@ async fn two_processes_sharing_redis_admit_exactly_the_limit() {
     let Some(redis) = required_env("TOLLGATE_TEST_REDIS_URL") else {
         return;
     };
+    two_processes_admit_exactly_the_limit(&Target::plain(redis), async {}).await;
+}
+
+/// Two `tollgate serve` processes on the Redis `target` names admit exactly a request limit
+/// and a token limit between them, 60 requests at once each, while `during` runs beside the
+/// first burst (a cluster moving slots, say).
+pub(crate) async fn two_processes_admit_exactly_the_limit(
+    target: &Target,
+    during: impl std::future::Future<Output = ()>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("shared.db").display());
     let mock = crate::support::MockServer::start().await;
@@ -59,22 +77,24 @@ async fn two_processes_sharing_redis_admit_exactly_the_limit() {
         format!(
             "[cache]\nembeddings = \"off\"\n\n[limits]\nredis_prefix = \"{prefix}\"\n\
              # Exactness, not outages, is under test: a loaded machine must not fail open.\n\
-             backend_timeout_ms = 2000\n\n[[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 20\nper = \"1h\"\n\n\
+             backend_timeout_ms = 2000\non_backend_error = \"fail_closed\"\n\n\
+             [[limits.rules]]\nscope = \"key\"\nroute = \"chat\"\nrequests = 20\nper = \"1h\"\n\n\
              [[limits.rules]]\nscope = \"key\"\nroute = \"embeddings\"\ntokens = 100\nper = \"1h\"\n"
         ),
     )
     .unwrap();
     let key = binary::create_key(&database, dir.path()).await;
-    let env = [
+    let mut env = vec![
         ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
         ("OPENAI_BASE_URL", mock.url()),
         ("DATABASE_URL", database.clone()),
-        ("REDIS_URL", redis),
+        ("REDIS_URL", target.url.clone()),
         (
             "TOLLGATE_CONFIG",
             dir.path().join("tollgate.toml").display().to_string(),
         ),
     ];
+    env.extend(target.env.iter().cloned());
     let first = binary::serve(&env, dir.path()).await;
     let second = binary::serve(&env, dir.path()).await;
     let client = reqwest::Client::new();
@@ -105,8 +125,9 @@ async fn two_processes_sharing_redis_admit_exactly_the_limit() {
             (ok, limited)
         }
     };
+    let (chat_answers, ()) = tokio::join!(fire(chat(), "/v1/chat/completions"), during);
     assert_eq!(
-        fire(chat(), "/v1/chat/completions").await,
+        chat_answers,
         (20, 40),
         "20 requests per hour across both replicas"
     );

@@ -9,6 +9,7 @@ pub mod binary;
 pub mod chaos_proxy;
 pub mod engines;
 pub mod redis_server;
+pub mod redis_topologies;
 
 use std::time::Duration;
 

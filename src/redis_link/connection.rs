@@ -1,0 +1,234 @@
+//! Opening the process's connection for each topology, and the one connection type the
+//! backends call through ([`Connection`]).
+//!
+//! - One server: a `ConnectionManager` (multiplexed, reconnects by itself).
+//! - A cluster: the cluster client's connection, which maps slots to nodes, follows `MOVED` and
+//!   `ASK`, and refreshes its map when the cluster changes.
+//! - Sentinel: a multiplexed connection to the primary the Sentinels name. It is not reused
+//!   after a failure ([`Connector::follows_primary`]): the next call asks the Sentinels again,
+//!   which is how a failover is followed (a demoted primary answers writes with `READONLY`).
+
+use std::time::Duration;
+
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisFuture,
+    TlsCertificates, TlsMode, Value,
+};
+
+use super::LinkError;
+use super::endpoint::{Endpoint, Topology};
+
+/// PEM files for TLS: the CA to trust instead of the system's, and a client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TlsFiles {
+    #[serde(rename = "redis_ca_file", skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
+    #[serde(rename = "redis_cert_file", skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<std::path::PathBuf>,
+    #[serde(rename = "redis_key_file", skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+/// A connection the backends call through, whatever the topology.
+#[derive(Clone)]
+pub enum Connection {
+    Managed(ConnectionManager),
+    Cluster(ClusterConnection),
+    Primary(MultiplexedConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Managed(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Primary(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Primary(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Managed(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+            Self::Primary(c) => c.get_db(),
+        }
+    }
+}
+
+/// What opens connections: a client for the topology, built once from the URL and TLS files.
+pub enum Connector {
+    Standalone(Client),
+    Cluster(redis::cluster::ClusterClient),
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+fn backend(error: impl std::fmt::Display) -> LinkError {
+    LinkError::Backend(error.to_string())
+}
+
+fn read_pem(path: &std::path::Path, what: &str) -> Result<Vec<u8>, LinkError> {
+    std::fs::read(path).map_err(|e| backend(format!("reading the {what} {}: {e}", path.display())))
+}
+
+impl TlsFiles {
+    /// The certificates to hand the client, or `None` to trust the system's CAs alone.
+    fn load(&self) -> Result<Option<TlsCertificates>, LinkError> {
+        let root_cert = self
+            .ca
+            .as_deref()
+            .map(|p| read_pem(p, "Redis CA file"))
+            .transpose()?;
+        let client_tls = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read_pem(cert, "Redis client certificate")?,
+                client_key: read_pem(key, "Redis client key")?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(backend(
+                    "a Redis client certificate needs both a certificate and a key file",
+                ));
+            }
+        };
+        Ok(
+            (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
+                client_tls,
+                root_cert,
+            }),
+        )
+    }
+}
+
+impl Connector {
+    /// A connector for `endpoint`; reads the TLS files now, so a missing file fails start-up.
+    pub fn new(endpoint: &Endpoint, tls: &TlsFiles, timeout: Duration) -> Result<Self, LinkError> {
+        let certificates = if endpoint.tls { tls.load()? } else { None };
+        Ok(match &endpoint.topology {
+            Topology::Standalone => {
+                let url = endpoint.node_url(&endpoint.nodes[0]);
+                Self::Standalone(
+                    match certificates {
+                        Some(certificates) => Client::build_with_tls(url, certificates),
+                        None => Client::open(url),
+                    }
+                    .map_err(backend)?,
+                )
+            }
+            Topology::Cluster => {
+                let urls: Vec<String> = endpoint
+                    .nodes
+                    .iter()
+                    .map(|n| endpoint.node_url(n))
+                    .collect();
+                let mut builder = ClusterClientBuilder::new(urls)
+                    .connection_timeout(connect_timeout(timeout))
+                    .response_timeout(timeout)
+                    .retries(2);
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates);
+                }
+                Self::Cluster(builder.build().map_err(backend)?)
+            }
+            Topology::Sentinel { master } => {
+                let sentinels = endpoint.nodes.iter().map(|(host, port)| {
+                    if endpoint.tls {
+                        ConnectionAddr::TcpTls {
+                            host: host.clone(),
+                            port: *port,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    } else {
+                        ConnectionAddr::Tcp(host.clone(), *port)
+                    }
+                });
+                // The credentials and database, decoded by the client library from a node URL.
+                let node = endpoint
+                    .node_url(&endpoint.nodes[0])
+                    .into_connection_info()
+                    .map_err(backend)?;
+                let settings = node.redis_settings();
+                let mut builder =
+                    SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
+                        .map_err(backend)?
+                        .set_client_to_redis_db(settings.db());
+                if let Some(username) = settings.username() {
+                    builder = builder.set_client_to_redis_username(username);
+                }
+                if let Some(password) = settings.password() {
+                    builder = builder.set_client_to_redis_password(password);
+                }
+                if endpoint.tls {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+                    if let Some(certificates) = certificates {
+                        builder = builder
+                            .set_client_to_redis_certificates(certificates.clone())
+                            .set_client_to_sentinel_certificates(certificates);
+                    }
+                }
+                Self::Sentinel(tokio::sync::Mutex::new(builder.build().map_err(backend)?))
+            }
+        })
+    }
+
+    /// Whether a failed call should drop the connection so that the next call finds the
+    /// current primary again (Sentinel); the other connections reconnect by themselves.
+    pub fn follows_primary(&self) -> bool {
+        matches!(self, Self::Sentinel(_))
+    }
+
+    /// Opens a connection; `timeout` bounds each reply once connected.
+    pub async fn connect(&self, timeout: Duration) -> Result<Connection, LinkError> {
+        match self {
+            Self::Standalone(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect_timeout(timeout)))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map(Connection::Managed)
+            }
+            Self::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
+            Self::Sentinel(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(connect_timeout(timeout)))
+                    .set_response_timeout(Some(timeout));
+                client
+                    .lock()
+                    .await
+                    .get_async_connection_with_config(&config)
+                    .await
+                    .map(Connection::Primary)
+            }
+        }
+        .map_err(backend)
+    }
+}
+
+/// Connecting (TCP, TLS, `HELLO`) may take several round trips to a managed service: allow
+/// more than one reply's timeout.
+fn connect_timeout(timeout: Duration) -> Duration {
+    (timeout * 4).max(Duration::from_secs(1))
+}
