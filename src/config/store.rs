@@ -27,6 +27,14 @@ pub struct DatabaseConfig {
     pub engine: DatabaseEngine,
     /// Pool size.
     pub max_connections: u32,
+    /// `database.acquire_timeout_ms`: how long a call waits for a pooled connection (or a new
+    /// one) before it fails; a database that refuses or drops connections costs no longer.
+    #[serde(serialize_with = "serialize_ms")]
+    pub acquire_timeout: Duration,
+    /// `database.statement_timeout_ms`: PostgreSQL's `statement_timeout` for every session, so
+    /// no query holds a connection for ever.
+    #[serde(serialize_with = "serialize_ms")]
+    pub statement_timeout: Duration,
 }
 
 /// Gateway keys and the admin API.
@@ -68,10 +76,34 @@ impl DatabaseConfig {
         if max_connections == 0 {
             s.invalid("database.max_connections", None, "must be greater than 0");
         }
+        let acquire_timeout = s
+            .get(
+                "database.acquire_timeout_ms",
+                None,
+                Millis(Duration::from_millis(2000)),
+            )
+            .0;
+        let statement_timeout = s
+            .get(
+                "database.statement_timeout_ms",
+                None,
+                Millis(Duration::from_millis(15_000)),
+            )
+            .0;
+        for (name, value) in [
+            ("database.acquire_timeout_ms", acquire_timeout),
+            ("database.statement_timeout_ms", statement_timeout),
+        ] {
+            if value.is_zero() {
+                s.invalid(name, None, "must be greater than 0");
+            }
+        }
         Self {
             url,
             engine,
             max_connections,
+            acquire_timeout,
+            statement_timeout,
         }
     }
 }

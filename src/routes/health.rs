@@ -15,11 +15,13 @@ pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready to serve traffic: the key store answers, an upstream is configured, and Redis (when
-/// configured) answers. A Redis that does not answer makes the replica unready only when the
-/// limits refuse without it (`limits.on_backend_error = "fail_closed"`): otherwise the
-/// replica still serves, and taking every replica out of the load balancer at once would
-/// turn a Redis outage into a gateway outage.
+/// Ready to serve traffic, with the state of what it depends on: the key store, the upstream,
+/// and Redis when configured. An outage the replica serves through leaves it ready, reported
+/// as `degraded`: a database that does not answer (keys seen before are served from their last
+/// known state, records wait in the spill file), or a Redis whose failure policy serves. Every
+/// replica shares those backends, so taking them all out of the load balancer at once would
+/// turn a backend outage into a gateway outage. A Redis the limits cannot do without
+/// (`limits.on_backend_error = "fail_closed"`) makes the replica unready.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let store = match tokio::time::timeout(Duration::from_secs(2), state.keys.ping()).await {
         Ok(Ok(())) => "ok",
@@ -30,22 +32,18 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
         Err(_) => "timeout",
     };
     let mut checks = json!({ "store": store, "upstream": "configured" });
-    let mut ready = store == "ok";
+    let mut degraded = store != "ok";
+    let mut ready = true;
     if let Some(redis) = &state.redis_health {
         let answered = redis.query::<String>(&redis::cmd("PING")).await.is_ok();
         checks["redis"] = json!(if answered { "ok" } else { "unavailable" });
+        degraded |= !answered;
         ready &= answered || state.config.limits.on_backend_error != BackendErrorPolicy::FailClosed;
     }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let (status, word) = match (ready, degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::OK, "ready"),
     };
-    (
-        status,
-        Json(json!({
-            "status": if ready { "ready" } else { "not_ready" },
-            "checks": checks,
-        })),
-    )
+    (status, Json(json!({ "status": word, "checks": checks })))
 }

@@ -80,7 +80,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Stores, StoreError> {
             }
         }
         DatabaseEngine::Postgres => {
-            let store = Arc::new(PostgresStore::connect(url, config.max_connections).await?);
+            let store = Arc::new(PostgresStore::connect(url, config).await?);
             Stores {
                 keys: store.clone(),
                 records: store.clone(),

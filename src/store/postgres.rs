@@ -2,7 +2,6 @@
 
 use std::str::FromStr;
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
@@ -11,6 +10,7 @@ use super::audit::{Record, UsageTotals};
 use super::record_rows::{DAILY, HOURLY, RECORD_COLUMNS, push_record_values};
 use super::sql::{Engine, PostgresStore};
 use super::{StoreError, migrations};
+use crate::config::DatabaseConfig;
 
 /// Rows per PostgreSQL statement at most: 36 columns × 1,800 rows stays under its 65,535
 /// parameters.
@@ -21,18 +21,30 @@ const PARALLEL: usize = 4;
 
 impl PostgresStore {
     /// Connects to `url` and migrates. A `search_path` given in the URL's `options` is
-    /// honoured, so tests (and operators) can keep Tollgate's tables in their own schema.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        // JIT compilation costs more than it saves on the usage API's aggregates (measured: 1.6 s
-        // of a 3.1 s group-by over 4 million rollup rows); Tollgate's queries are short.
-        let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
+    /// honoured, so tests (and operators) can keep Tollgate's tables in their own schema. TLS
+    /// follows the URL's `sslmode` (`require`, `verify-ca`, `verify-full`) and `sslrootcert`
+    /// (or `PGSSLMODE` / `PGSSLROOTCERT`), on the tree's rustls.
+    pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let options = Self::connect_options(url, config)?;
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await?;
         migrations::postgres().run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// Every session's options: the URL's (TLS, `search_path`), `database.statement_timeout_ms`,
+    /// and no JIT (it costs more than it saves on the usage API's aggregates, measured: 1.6 s of
+    /// a 3.1 s group-by over 4 million rollup rows; Tollgate's queries are short).
+    pub fn connect_options(
+        url: &str,
+        config: &DatabaseConfig,
+    ) -> Result<PgConnectOptions, StoreError> {
+        let statement_timeout = config.statement_timeout.as_millis().to_string();
+        Ok(PgConnectOptions::from_str(url)?
+            .options([("jit", "off"), ("statement_timeout", &statement_timeout)]))
     }
 }
 

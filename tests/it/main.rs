@@ -27,6 +27,7 @@ mod limits;
 mod managed_redis;
 mod money;
 mod observability;
+mod postgres_tls;
 mod reconcile;
 mod records;
 mod routes;
