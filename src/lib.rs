@@ -51,6 +51,7 @@ pub mod pricing;
 pub mod reconcile;
 pub mod records;
 pub mod redis_link;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -277,6 +277,12 @@ pub fn record_backend_error(backend: &'static str) {
     metrics::counter!("tollgate_backend_errors_total", "backend" => backend).increment(1);
 }
 
+/// Counts configuration reloads by outcome (`ok`, or `error`: the running one stayed).
+pub fn record_reload(ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    metrics::counter!("tollgate_config_reloads_total", "outcome" => outcome).increment(1);
+}
+
 /// Counts client connections the gateway closed: `per_ip_cap` (refused at accept) or `idle`.
 pub fn record_connection_closed(reason: &'static str) {
     metrics::counter!("tollgate_connections_closed_total", "reason" => reason).increment(1);

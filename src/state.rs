@@ -1,4 +1,6 @@
-//! `AppState`: everything a request needs, built once at start and shared by cheap clones.
+//! `AppState`: everything a request needs, built at start and shared by cheap clones. A live
+//! reload ([`crate::reload`]) builds a new one beside it ([`AppState::reloaded`]) that shares
+//! every backend and rebuilds what the configuration describes.
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use crate::openai::operations::Operations;
 use crate::pricing::PriceTable;
 use crate::records::{RecordStore, RecordWriter, Recorder};
 use crate::redis_link::{Endpoint, RedisCalls, RedisLink};
+use crate::reload::Reloads;
 use crate::store::{BatchStore, KeyStore, Stores};
 use crate::upstream::Upstream;
 
@@ -67,9 +70,11 @@ pub struct Inner {
     /// The model names metrics may carry as labels.
     pub model_labels: ModelLabels,
     /// Readiness's own calls to Redis, when configured (a breaker apart from the backends').
-    pub redis_health: Option<RedisCalls>,
+    pub redis_health: Option<Arc<RedisCalls>>,
+    /// How `POST /admin/reload` asks the server to reload, and where the configuration came from.
+    pub reload: Arc<Reloads>,
     /// The audit writer, taken by [`AppState::finish_records`] at shutdown.
-    record_writer: std::sync::Mutex<Option<RecordWriter>>,
+    record_writer: Arc<std::sync::Mutex<Option<RecordWriter>>>,
 }
 
 impl AppState {
@@ -105,25 +110,7 @@ impl AppState {
             None => Arc::new(MemoryRateLimiter::new()),
         };
         let jwt = JwtVerifier::new(&config.jwt).map_err(StateError::Jwt)?;
-        if config.anonymous.enabled {
-            tracing::warn!(
-                "anonymous mode is on: callers without credentials are served ([anonymous] enabled = true)"
-            );
-        }
-        // The tokenizer tables cost ~60 MB: build them at start only when configured rules count
-        // tokens; a key's own token rule builds them on first use.
-        let counts_tokens = |rules: &[crate::limiter::rules::Rule]| {
-            rules
-                .iter()
-                .any(|r| r.unit == crate::limiter::rules::Unit::Tokens)
-        };
-        if config.limits.enabled
-            && (counts_tokens(&config.limits.rules)
-                || config.jwt.rules.as_deref().is_some_and(counts_tokens)
-                || config.anonymous.rules.as_deref().is_some_and(counts_tokens))
-        {
-            crate::tokens::warm_up();
-        }
+        prepare_for(&config);
         let prices = Arc::new(PriceTable::with_overrides(&config.pricing));
         let (recorder, record_writer) = RecordWriter::start(&config.records, Arc::clone(&records));
         let budget_store: Arc<dyn BudgetStore> = match &redis {
@@ -150,9 +137,10 @@ impl AppState {
             ),
         };
         let model_labels = ModelLabels::new(Arc::clone(&prices), &config);
-        let redis_health = redis.map(|link| RedisCalls::new(link, "readiness"));
+        let redis_health = redis.map(|link| Arc::new(RedisCalls::new(link, "readiness")));
         Ok(Self(Arc::new(Inner {
             redis_health,
+            reload: Arc::default(),
             model_labels,
             prices,
             recorder,
@@ -162,15 +150,8 @@ impl AppState {
             batches,
             cache,
             content: ContentRules::new(&config.content),
-            operations: Operations::new(
-                &config
-                    .upstream
-                    .extra_paths
-                    .iter()
-                    .filter_map(|entry| crate::openai::operations::parse_extra(entry).ok())
-                    .collect::<Vec<_>>(),
-            ),
-            record_writer: std::sync::Mutex::new(record_writer),
+            operations: operations_for(&config),
+            record_writer: Arc::new(std::sync::Mutex::new(record_writer)),
             config,
             upstream,
             keys,
@@ -194,7 +175,75 @@ pub enum StateError {
     Jwt(String),
 }
 
+/// Warns about anonymous mode, and builds the tokenizer tables (~60 MB) at start when configured
+/// rules count tokens; a key's own token rule builds them on first use.
+fn prepare_for(config: &Config) {
+    if config.anonymous.enabled {
+        tracing::warn!(
+            "anonymous mode is on: callers without credentials are served ([anonymous] enabled = true)"
+        );
+    }
+    let counts_tokens = |rules: &[crate::limiter::rules::Rule]| {
+        rules
+            .iter()
+            .any(|r| r.unit == crate::limiter::rules::Unit::Tokens)
+    };
+    if config.limits.enabled
+        && (counts_tokens(&config.limits.rules)
+            || config.jwt.rules.as_deref().is_some_and(counts_tokens)
+            || config.anonymous.rules.as_deref().is_some_and(counts_tokens))
+    {
+        crate::tokens::warm_up();
+    }
+}
+
+/// The operations the passthrough route forwards: OpenAI's, plus `upstream.extra_paths`.
+fn operations_for(config: &Config) -> Operations {
+    Operations::new(
+        &config
+            .upstream
+            .extra_paths
+            .iter()
+            .filter_map(|entry| crate::openai::operations::parse_extra(entry).ok())
+            .collect::<Vec<_>>(),
+    )
+}
+
 impl AppState {
+    /// The state `config` describes beside this one: what the configuration describes is built
+    /// anew (upstreams and models, prices, content rules, JWT verification, the cache's
+    /// lifetime); every backend and queue is shared (keys, limiter and budget counters, the
+    /// cache's store, records, batches, background tasks). Settings that would need new
+    /// backends are refused before this ([`crate::reload::restart_needed`]).
+    pub fn reloaded(&self, config: Config) -> Result<Self, StateError> {
+        let old = &self.0;
+        let prices = Arc::new(PriceTable::with_overrides(&config.pricing));
+        prepare_for(&config);
+        Ok(Self(Arc::new(Inner {
+            upstream: Upstream::new(&config)?,
+            operations: operations_for(&config),
+            jwt: JwtVerifier::new(&config.jwt).map_err(StateError::Jwt)?,
+            cache: old.cache.with_ttl(config.cache.ttl),
+            content: ContentRules::new(&config.content),
+            model_labels: ModelLabels::new(Arc::clone(&prices), &config),
+            prices,
+            config,
+            keys: Arc::clone(&old.keys),
+            key_cache: old.key_cache.clone(),
+            limiter: Arc::clone(&old.limiter),
+            tasks: old.tasks.clone(),
+            metrics: old.metrics.clone(),
+            recorder: old.recorder.clone(),
+            budgets: old.budgets.clone(),
+            alerts: old.alerts.clone(),
+            records: Arc::clone(&old.records),
+            batches: Arc::clone(&old.batches),
+            redis_health: old.redis_health.clone(),
+            reload: Arc::clone(&old.reload),
+            record_writer: Arc::clone(&old.record_writer),
+        })))
+    }
+
     /// Drains the audit queue into the database (or the spill file) and stops the writer.
     /// Called once the server has drained; a second call does nothing.
     pub async fn finish_records(&self) {

@@ -37,6 +37,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/admin/reconcile", get(reconcile::reconcile_route))
         .route("/admin/requests", get(usage::requests))
         .route("/admin/cache", axum::routing::delete(purge_cache))
+        .route("/admin/reload", axum::routing::post(reload))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_admin,
@@ -81,6 +82,20 @@ async fn openapi() -> Response {
 }
 
 /// `DELETE /admin/cache`: empties the response cache (every replica's, when it is in Redis).
+/// Re-reads `tollgate.toml` ([`crate::reload`]): 200 when the new configuration serves the
+/// requests from now on; 400 with every problem when it is kept out (the running one stays).
+async fn reload(State(state): State<AppState>) -> Result<Response, GatewayError> {
+    state
+        .reload
+        .request()
+        .await
+        .map_err(|problem| GatewayError::InvalidRequest {
+            message: format!("configuration not reloaded: {problem}"),
+            param: None,
+        })?;
+    Ok(axum::Json(serde_json::json!({ "status": "reloaded" })).into_response())
+}
+
 async fn purge_cache(State(state): State<AppState>) -> Result<Response, GatewayError> {
     let purged = state.cache.purge().await.map_err(|error| {
         tracing::error!(%error, "admin API: purging the cache failed");

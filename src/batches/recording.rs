@@ -25,14 +25,15 @@ const LONGEST_LINE: usize = 128 << 20;
 /// The longest a failing batch's next lookup is put off.
 const LONGEST_BACKOFF: Duration = Duration::from_secs(3_600);
 
-/// Looks for ended batches every `interval` until `stop`.
-pub async fn poll(state: AppState, interval: Duration, stop: CancellationToken) {
+/// Looks for ended batches every `interval` until `stop`, each time on the state `current`
+/// gives (a reload's prices price what ends after it).
+pub async fn poll(current: impl Fn() -> AppState, interval: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = stop.cancelled() => return,
         }
-        if let Err(error) = record_ended(&state).await {
+        if let Err(error) = record_ended(&current()).await {
             tracing::warn!(%error, "looking up batches failed");
         }
     }

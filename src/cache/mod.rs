@@ -154,6 +154,16 @@ impl ResponseCache {
         }
     }
 
+    /// The same store and merged misses, keeping new answers for `ttl` (a reload's cache).
+    pub fn with_ttl(&self, ttl: Duration) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            ttl,
+            in_flight: Arc::clone(&self.in_flight),
+            engine: self.engine,
+        }
+    }
+
     /// Looks `key` up. A backend error counts as a miss.
     pub async fn lookup(&self, key: CacheKey) -> Lookup {
         match self.store.get(&key).await {

@@ -63,7 +63,14 @@ pub enum ConfigCommand {
 /// Runs a parsed command line against an environment.
 pub async fn run(cli: Cli, env: Env) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve => serve::run(load(cli.config.as_deref(), &env)?).await,
+        Command::Serve => {
+            let config = load(cli.config.as_deref(), &env)?;
+            let source = crate::reload::ConfigSource {
+                path: cli.config.clone(),
+                env,
+            };
+            serve::run(config, source).await
+        }
         Command::Demo(args) => demo::run(args, cli.config.as_deref(), env).await,
         Command::Keys(command) => keys::run(command, cli.config.as_deref(), &env).await,
         Command::Usage(args) => usage::run(args, cli.config.as_deref(), &env).await,

@@ -6,17 +6,20 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::reload::ConfigSource;
 use crate::state::AppState;
 use crate::{server, store, telemetry};
 
-/// Opens the store, binds the port, serves, drains.
-pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+/// Opens the store, binds the port, serves (reloading `source` on SIGHUP or
+/// `POST /admin/reload`), drains.
+pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<ExitCode> {
     let _logs = telemetry::init(&config.log);
     let address = SocketAddr::new(config.server.host, config.server.port);
     let stores = store::connect(&config.database)
         .await
         .context("opening the database")?;
     let state = AppState::new(config, stores).context("building the gateway state")?;
+    state.reload.set_source(source);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding {address}"))?;

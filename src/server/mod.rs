@@ -9,6 +9,7 @@
 //! in number.
 
 mod connections;
+pub mod live;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -147,7 +148,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let server = state.config.server.clone();
-    let app = router(state.clone());
+    let live = live::Live::new(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -162,9 +163,17 @@ pub async fn run(
         .max_header_list_size(MAX_HEADER_LIST_BYTES);
     let draining = CancellationToken::new();
     if state.config.records.enabled {
+        let current = live.clone();
         state.tasks.spawn(crate::batches::poll(
-            state.clone(),
+            move || current.state(),
             state.config.records.batch_poll_interval,
+            draining.clone(),
+        ));
+    }
+    if let Some(requests) = state.reload.take_inbox() {
+        state.tasks.spawn(live::serve_reloads(
+            live.clone(),
+            requests,
             draining.clone(),
         ));
     }
@@ -201,7 +210,7 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let activity = connections::Activity::new();
         let service = {
-            let app = app.clone();
+            let live = live.clone();
             let activity = activity.clone();
             hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 // The peer address, for client-IP decisions (as `into_make_service_with_connect_info`).
@@ -209,7 +218,8 @@ pub async fn run(
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(peer));
                 let busy = activity.begin();
-                let app = app.clone();
+                // The router (and state) current now serve this request to its end.
+                let app = live.router();
                 async move {
                     let response = app.oneshot(request).await?;
                     Ok::<_, std::convert::Infallible>(busy.hold_until_sent(response))

@@ -30,6 +30,7 @@ mod observability;
 mod postgres_tls;
 mod reconcile;
 mod records;
+mod reload;
 mod routes;
 mod routing;
 mod sdk;
