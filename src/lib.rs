@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod mock_upstream;
 pub mod openai;
+pub mod otel;
 pub mod pipeline;
 pub mod pricing;
 pub mod reconcile;

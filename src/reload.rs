@@ -133,7 +133,11 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             old.database.url.expose_secret() != new.database.url.expose_secret()
                 || differs(&old.database, &new.database),
         ),
-        ("[log]", differs(&old.log, &new.log)),
+        (
+            "[log] and [traces]",
+            differs(&old.log, &new.log)
+                || old.log.traces.header_pairs() != new.log.traces.header_pairs(),
+        ),
         ("[records]", differs(&old.records, &new.records)),
         (
             "keys.cache_ttl_ms",

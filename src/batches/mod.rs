@@ -213,6 +213,7 @@ async fn send_get(
         headers: HeaderMap::new(),
         body: OutgoingBody::Empty,
         stream: false,
+        model: None,
     };
     let targets = state.upstream.targets(None);
     let (response, _) = state

@@ -31,7 +31,7 @@ pub use limits::{
     AnonymousConfig, BackendErrorPolicy, BudgetBackendPolicy, BudgetPeriod, BudgetSpec, JwtConfig,
     LimitsConfig, UnpricedPolicy,
 };
-pub use log::{LogConfig, LogFormat};
+pub use log::{LogConfig, LogFormat, OtlpProtocol, TracesConfig};
 pub use records::RecordsConfig;
 pub use routing::{AliasTarget, DEFAULT_UPSTREAM, ModelAlias, UpstreamEntry};
 pub use server::ServerConfig;

@@ -14,6 +14,9 @@
 //! [`LeftBehind`] slot this layer puts in the request. Open routes (health, metrics), the admin
 //! API and the dashboard leave no record.
 
+use opentelemetry::context::FutureExt as _;
+
+use crate::otel::{RequestSpan, stage};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -51,8 +54,15 @@ pub async fn observe(
             .map(|c| c.0.ip()),
     };
     let audited = recorder.enabled() && is_audited(&seen.route);
+    // The request's span (traces on, audited routes): its stages run in its context.
+    let trace = audited
+        .then(|| RequestSpan::start(request.headers(), seen.method.as_str(), &seen.route))
+        .flatten();
     let departure = Departure::watch(&mut request, audited.then_some(&recorder), seen);
-    let mut response = next.run(request).await;
+    let mut response = match &trace {
+        Some(trace) => next.run(request).with_context(trace.context()).await,
+        None => next.run(request).await,
+    };
     let Some(seen) = departure.stay() else {
         return response;
     };
@@ -106,6 +116,9 @@ pub async fn observe(
         let mut draft = seen.draft(status, outcome);
         draft.error_kind = error_kind.map(str::to_owned);
         draft.latency_ms = millis(duration);
+        if let Some(trace) = &trace {
+            trace.note(status, error_kind, facts.as_ref());
+        }
         if let Some(facts) = facts {
             apply(&mut draft, facts, &recorder);
         }
@@ -117,12 +130,25 @@ pub async fn observe(
             Some(pending) => {
                 let recorder_for_text = recorder.clone();
                 recorder.record_after(draft, pending, move |mut record, facts| {
+                    if let Some(trace) = trace {
+                        // A stream's usage is known now, at its end.
+                        trace.note(status, error_kind, Some(&facts));
+                        trace.end();
+                    }
                     apply(&mut record, facts, &recorder_for_text);
                     record.latency_ms = millis(started.elapsed());
                     record
                 });
             }
-            None => recorder.record(draft).await,
+            None => match trace {
+                Some(trace) => {
+                    stage("tollgate.record", recorder.record(draft))
+                        .with_context(trace.context())
+                        .await;
+                    trace.end();
+                }
+                None => recorder.record(draft).await,
+            },
         }
     }
     response

@@ -92,6 +92,7 @@ async fn flagged(state: &AppState, texts: &[String]) -> Result<bool, GatewayErro
             headers: HeaderMap::new(),
             body: OutgoingBody::Buffered(Bytes::from(request.to_string())),
             stream: false,
+            model: None,
         })
         .await?;
     let body = state.upstream.read_body(response, started).await?;

@@ -37,6 +37,7 @@ pub async fn forward(call: &mut Call, state: &AppState) -> Result<Forwarded, Gat
                 headers: std::mem::take(&mut call.headers),
                 body: std::mem::replace(&mut call.body, OutgoingBody::Empty),
                 stream: call.request.stream,
+                model: call.request.model.clone(),
             };
             state.upstream.send_routed(&call.targets, request).await
         }

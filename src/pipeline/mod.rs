@@ -36,6 +36,7 @@ pub mod stream;
 pub mod upload;
 pub mod validate;
 
+use crate::otel::stage;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -62,17 +63,19 @@ pub async fn handle(state: &AppState, principal: &Principal, request: ModelCall)
 }
 
 /// The stages, top to bottom. Any `?` is safe: `finish` (or `Drop`) settles what is held.
+/// The stages that wait on a backend are spans of the request's trace when traces are on
+/// (each upstream attempt is one too, inside `forward`).
 async fn run(call: &mut Call, state: &AppState) -> Result<Response, GatewayError> {
     validate::validate(call, state).await?;
     authorize::authorize(call, state)?;
-    rate_limit::limit(call, state).await?;
+    stage("tollgate.rate_limit", rate_limit::limit(call, state)).await?;
     batch::check(call, state).await?;
     content::apply(call, state)?;
-    budget::reserve(call, state).await?;
-    if let Some(hit) = cache::lookup(call, state).await {
+    stage("tollgate.budget", budget::reserve(call, state)).await?;
+    if let Some(hit) = stage("tollgate.cache", cache::lookup(call, state)).await {
         return Ok(hit);
     }
-    content::moderate(call, state).await?;
+    stage("tollgate.moderation", content::moderate(call, state)).await?;
     let forwarded = forward::forward(call, state).await?;
     respond::respond(call, state, forwarded).await
 }

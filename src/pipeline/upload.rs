@@ -170,6 +170,7 @@ pub async fn begin(call: &mut Call, state: &AppState, body: Body) -> Result<(), 
         headers: call.headers.clone(),
         body: OutgoingBody::streamed(held),
         stream: false,
+        model: call.request.model.clone(),
     };
     let (fields, in_flight) = start(state, upload, sending).await?;
     call.upload = Some(in_flight);

@@ -100,6 +100,7 @@ async fn list_models(
             headers,
             body: OutgoingBody::Empty,
             stream: false,
+            model: None,
         })
         .await?;
     let upstream_headers = upstream.headers().clone();

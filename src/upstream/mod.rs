@@ -111,6 +111,8 @@ pub struct UpstreamRequest {
     pub body: OutgoingBody,
     /// Whether the answer will be relayed as a stream (changes the timeouts).
     pub stream: bool,
+    /// The model the call names, when it names one (each attempt's span carries it).
+    pub model: Option<String>,
 }
 
 /// The most of an upstream error body relayed to the caller.
@@ -256,6 +258,7 @@ impl Upstream {
             mut headers,
             body,
             stream,
+            model,
             ..
         } = request;
         let (buffered, mut streamed) = match body {
@@ -288,6 +291,11 @@ impl Upstream {
                     headers,
                     body,
                     stream,
+                    model: target
+                        .model
+                        .as_deref()
+                        .map(str::to_owned)
+                        .or_else(|| model.clone()),
                 })
                 .await
                 .map(|response| (response, target.clone()));
@@ -340,6 +348,15 @@ impl Upstream {
             *outgoing.method_mut() = request.method.clone();
             *outgoing.uri_mut() = uri.clone();
             *outgoing.headers_mut() = headers.clone();
+            let span = crate::otel::AttemptSpan::start(
+                request.method.as_str(),
+                request.path.as_str(),
+                request.model.as_deref(),
+                uri.host().unwrap_or_default(),
+            );
+            if let Some(span) = &span {
+                span.inject(outgoing.headers_mut());
+            }
             let call = self.client.request(outgoing);
             let answer = match sent.as_mut() {
                 None => tokio::time::timeout_at(deadline, call).await.ok(),
@@ -361,11 +378,22 @@ impl Upstream {
                 Some(Err(error)) => Failure::Transport(error.to_string()),
                 Some(Ok(mut response)) if response.status().is_success() => {
                     crate::metrics::record_upstream_attempt("ok");
+                    if let Some(span) = span {
+                        span.finish(Ok(response.status().as_u16()));
+                    }
                     self.drop_leaking_headers(response.headers_mut());
                     return Ok(response);
                 }
                 Some(Ok(response)) => Failure::Status(response),
             };
+            if let Some(span) = span {
+                span.finish(match &failure {
+                    Failure::Timeout => Err("timeout"),
+                    Failure::Unreachable => Err("connect"),
+                    Failure::Transport(_) => Err("transport"),
+                    Failure::Status(response) => Ok(response.status().as_u16()),
+                });
+            }
             let wait = if attempt < max_retries {
                 self.retry_delay(&failure, attempt)
             } else {

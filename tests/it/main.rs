@@ -38,5 +38,6 @@ mod security;
 mod server;
 mod signals;
 mod streaming;
+mod traces;
 mod upstream;
 mod worst_case;

@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod chaos_proxy;
 pub mod engines;
+pub mod otlp_receiver;
 pub mod pg_cluster;
 pub mod redis_server;
 pub mod redis_topologies;
