@@ -5,10 +5,10 @@
 
 use serde_json::json;
 
+use crate::support::binary;
 use crate::support::engines::required_env;
 use crate::support::pg_cluster::PgCluster;
 use crate::support::redis_topologies::TestCa;
-use crate::support::{MockServer, UPSTREAM_KEY, binary};
 
 /// `tollgate keys list --json` against `url`: whether it succeeded, and its error output.
 async fn list_keys(url: &str, dir: &std::path::Path) -> (bool, String) {
@@ -41,17 +41,11 @@ async fn postgres_over_tls_verifies_the_server_and_refuses_an_impostor() {
         "localhost",
         &format!("sslmode=verify-full&sslrootcert={}", trusted.cert()),
     );
-    let key = binary::create_key(&verified, dir.path()).await;
-    let mock = MockServer::start().await;
-    let served = binary::serve(
-        &[
-            ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
-            ("OPENAI_BASE_URL", mock.url()),
-            ("DATABASE_URL", verified.clone()),
-        ],
-        dir.path(),
-    )
-    .await;
+    let binary::Stack {
+        served,
+        key,
+        mock: _mock,
+    } = binary::stack(dir.path(), Some(&verified), &[]).await;
     let answer = reqwest::Client::new()
         .post(format!("http://{}/v1/chat/completions", served.address))
         .bearer_auth(&key)

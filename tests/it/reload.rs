@@ -38,20 +38,17 @@ struct Reloadable {
 impl Reloadable {
     async fn start(toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let database = format!("sqlite://{}", dir.path().join("reload.db").display());
         let config = dir.path().join("tollgate.toml");
         std::fs::write(&config, toml).unwrap();
-        let key = binary::create_key(&database, dir.path()).await;
-        let mock = MockServer::start().await;
-        let served = binary::serve(
+        let binary::Stack {
+            served, mock, key, ..
+        } = binary::stack(
+            dir.path(),
+            None,
             &[
-                ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
-                ("OPENAI_BASE_URL", mock.url()),
-                ("DATABASE_URL", database),
                 ("TOLLGATE_ADMIN_TOKEN", ADMIN.to_owned()),
                 ("TOLLGATE_CONFIG", config.display().to_string()),
             ],
-            dir.path(),
         )
         .await;
         Self {

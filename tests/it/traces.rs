@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::{Value, json};
 
 use crate::support::otlp_receiver::OtlpReceiver;
-use crate::support::{MockServer, TestGateway, UPSTREAM_KEY, binary};
+use crate::support::{TestGateway, binary};
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -44,14 +44,12 @@ fn attributes(span: &Span) -> HashMap<String, String> {
 async fn traced_run(protocol: &str) {
     let receiver = OtlpReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("traces.db").display());
-    let key = binary::create_key(&database, dir.path()).await;
-    let mock = MockServer::start().await;
-    let served = binary::serve(
+    let binary::Stack {
+        served, mock, key, ..
+    } = binary::stack(
+        dir.path(),
+        None,
         &[
-            ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
-            ("OPENAI_BASE_URL", mock.url()),
-            ("DATABASE_URL", database),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
             (
@@ -60,7 +58,6 @@ async fn traced_run(protocol: &str) {
             ),
             ("OTEL_SERVICE_NAME", "tollgate-under-test".to_owned()),
         ],
-        dir.path(),
     )
     .await;
     let client = reqwest::Client::new();

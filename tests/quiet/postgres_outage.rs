@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::binary;
 use crate::support::engines::required_env;
 use crate::support::pg_cluster::PgCluster;
 use crate::support::redis_topologies::TestCa;
-use crate::support::{MockServer, UPSTREAM_KEY, binary};
 
 /// One request of the paced load: when it started (since the load began), how long it took,
 /// its status (0: no answer).
@@ -88,21 +88,21 @@ async fn a_stopped_postgres_costs_no_latency_loses_no_record_and_revocation_stil
         "[limits]\nenabled = false\n\n[records]\nflush_ms = 100\n",
     )
     .unwrap();
-    let key = binary::create_key(&url, dir.path()).await;
     let (revoked_id, revoked) = binary::create_key_with(&url, dir.path(), &[]).await;
-    let mock = MockServer::start().await;
-    let gateway = binary::serve(
+    let binary::Stack {
+        served: gateway,
+        key,
+        mock: _mock,
+    } = binary::stack(
+        dir.path(),
+        Some(&url),
         &[
-            ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
-            ("OPENAI_BASE_URL", mock.url()),
-            ("DATABASE_URL", url.clone()),
             ("TOLLGATE_DATA_DIR", dir.path().display().to_string()),
             (
                 "TOLLGATE_CONFIG",
                 dir.path().join("tollgate.toml").display().to_string(),
             ),
         ],
-        dir.path(),
     )
     .await;
     let chat_url = format!("http://{}/v1/chat/completions", gateway.address);

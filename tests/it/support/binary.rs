@@ -52,6 +52,38 @@ pub async fn create_key_with(
     )
 }
 
+/// A `tollgate serve` with a mock upstream of its own and one key: where most tests of the
+/// real binary start.
+pub struct Stack {
+    pub served: Served,
+    /// The upstream: it stops when dropped, so keep it for as long as the gateway serves.
+    pub mock: super::MockServer,
+    /// A key allowed every model.
+    pub key: String,
+}
+
+/// Starts a [`Stack`] in `dir` on `database` (a SQLite file in `dir` when `None`), with `env`
+/// on top of the upstream's key and URL.
+pub async fn stack(dir: &std::path::Path, database: Option<&str>, env: &[(&str, String)]) -> Stack {
+    let database = database.map_or_else(
+        || format!("sqlite://{}", dir.join("tollgate.db").display()),
+        str::to_owned,
+    );
+    let key = create_key(&database, dir).await;
+    let mock = super::MockServer::start().await;
+    let mut all = vec![
+        ("OPENAI_API_KEY", super::UPSTREAM_KEY.to_owned()),
+        ("OPENAI_BASE_URL", mock.url()),
+        ("DATABASE_URL", database),
+    ];
+    all.extend(env.iter().cloned());
+    Stack {
+        served: serve(&all, dir).await,
+        mock,
+        key,
+    }
+}
+
 /// Starts `tollgate serve` on a free port with `env`, and waits until it listens.
 pub async fn serve(env: &[(&str, String)], dir: &std::path::Path) -> Served {
     let mut command = tokio::process::Command::new(path());
