@@ -105,9 +105,9 @@ pub fn init(config: &TracesConfig) -> Result<Option<TracesGuard>, TracesError> {
         .build();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            config.sample_ratio,
-        ))))
+        // A caller's sampled flag is not obeyed: whether a trace is kept is the ratio's call,
+        // so no caller can have every one of its requests exported (or none).
+        .with_sampler(Sampler::TraceIdRatioBased(config.sample_ratio))
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(config.service_name.clone())

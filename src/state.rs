@@ -131,7 +131,7 @@ impl AppState {
                 "redis",
             ),
             None => ResponseCache::new(
-                Arc::new(MemoryCache::new(config.cache.max_bytes, config.cache.ttl)),
+                Arc::new(MemoryCache::new(config.cache.max_bytes)),
                 config.cache.ttl,
                 "memory",
             ),
@@ -229,7 +229,7 @@ impl AppState {
             prices,
             config,
             keys: Arc::clone(&old.keys),
-            key_cache: old.key_cache.clone(),
+            key_cache: old.key_cache.renewed(),
             limiter: Arc::clone(&old.limiter),
             tasks: old.tasks.clone(),
             metrics: old.metrics.clone(),

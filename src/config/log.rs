@@ -126,14 +126,27 @@ impl TracesConfig {
                 OtlpProtocol::Grpc => base,
             })
         });
-        if let Some(endpoint) = &endpoint
-            && !url::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        {
-            s.invalid(
-                "traces.endpoint",
-                Some("OTEL_EXPORTER_OTLP_ENDPOINT"),
-                "expected an http:// or https:// URL",
-            );
+        if let Some(endpoint) = &endpoint {
+            match url::Url::parse(endpoint) {
+                Ok(url) if !matches!(url.scheme(), "http" | "https") => s.invalid(
+                    "traces.endpoint",
+                    Some("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                    "expected an http:// or https:// URL",
+                ),
+                // The endpoint is logged and shown by `config check`: credentials go in the
+                // headers, which are a secret.
+                Ok(url) if !url.username().is_empty() || url.password().is_some() => s.invalid(
+                    "traces.endpoint",
+                    Some("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                    "no credentials in the URL: put them in OTEL_EXPORTER_OTLP_HEADERS",
+                ),
+                Ok(_) => {}
+                Err(_) => s.invalid(
+                    "traces.endpoint",
+                    Some("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                    "expected an http:// or https:// URL",
+                ),
+            }
         }
         let headers: Option<SecretString> =
             s.optional("traces.headers", Some("OTEL_EXPORTER_OTLP_HEADERS"));
@@ -274,6 +287,13 @@ mod tests {
                 "name=value",
             ),
             (("OTEL_TRACES_SAMPLER_ARG", "2"), "from 0 to 1"),
+            (
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "https://user:s3cret@collector:4318",
+                ),
+                "no credentials in the URL",
+            ),
         ] {
             let errors = traces(&[env]).unwrap_err().join("\n");
             assert!(errors.contains(says), "{errors}");

@@ -55,7 +55,7 @@ pub async fn observe(
     };
     let audited = recorder.enabled() && is_audited(&seen.route);
     // The request's span (traces on, audited routes): its stages run in its context.
-    let trace = audited
+    let trace = is_audited(&seen.route)
         .then(|| RequestSpan::start(request.headers(), seen.method.as_str(), &seen.route))
         .flatten();
     let departure = Departure::watch(&mut request, audited.then_some(&recorder), seen);
@@ -111,45 +111,51 @@ pub async fn observe(
     );
     server_timing(&mut response, duration, upstream_wait);
 
-    if audited {
-        let outcome = outcome_of(status, error_kind);
-        let mut draft = seen.draft(status, outcome);
-        draft.error_kind = error_kind.map(str::to_owned);
-        draft.latency_ms = millis(duration);
-        if let Some(trace) = &trace {
+    if !audited {
+        // Records off: the span still ends with what the call came to.
+        if let Some(trace) = trace {
             trace.note(status, error_kind, facts.as_ref());
+            trace.end();
         }
-        if let Some(facts) = facts {
-            apply(&mut draft, facts, &recorder);
-        }
-        match response
-            .extensions_mut()
-            .remove::<PendingFacts>()
-            .and_then(|pending| pending.take())
-        {
-            Some(pending) => {
-                let recorder_for_text = recorder.clone();
-                recorder.record_after(draft, pending, move |mut record, facts| {
-                    if let Some(trace) = trace {
-                        // A stream's usage is known now, at its end.
-                        trace.note(status, error_kind, Some(&facts));
-                        trace.end();
-                    }
-                    apply(&mut record, facts, &recorder_for_text);
-                    record.latency_ms = millis(started.elapsed());
-                    record
-                });
-            }
-            None => match trace {
-                Some(trace) => {
-                    stage("tollgate.record", recorder.record(draft))
-                        .with_context(trace.context())
-                        .await;
+        return response;
+    }
+    let outcome = outcome_of(status, error_kind);
+    let mut draft = seen.draft(status, outcome);
+    draft.error_kind = error_kind.map(str::to_owned);
+    draft.latency_ms = millis(duration);
+    if let Some(trace) = &trace {
+        trace.note(status, error_kind, facts.as_ref());
+    }
+    if let Some(facts) = facts {
+        apply(&mut draft, facts, &recorder);
+    }
+    match response
+        .extensions_mut()
+        .remove::<PendingFacts>()
+        .and_then(|pending| pending.take())
+    {
+        Some(pending) => {
+            let recorder_for_text = recorder.clone();
+            recorder.record_after(draft, pending, move |mut record, facts| {
+                if let Some(trace) = trace {
+                    // A stream's usage is known now, at its end.
+                    trace.note(status, error_kind, Some(&facts));
                     trace.end();
                 }
-                None => recorder.record(draft).await,
-            },
+                apply(&mut record, facts, &recorder_for_text);
+                record.latency_ms = millis(started.elapsed());
+                record
+            });
         }
+        None => match trace {
+            Some(trace) => {
+                stage("tollgate.record", recorder.record(draft))
+                    .with_context(trace.context())
+                    .await;
+                trace.end();
+            }
+            None => recorder.record(draft).await,
+        },
     }
     response
 }

@@ -4,9 +4,12 @@
 //! - One server: a `ConnectionManager` (multiplexed, reconnects by itself).
 //! - A cluster: the cluster client's connection, which maps slots to nodes, follows `MOVED` and
 //!   `ASK`, and refreshes its map when the cluster changes.
-//! - Sentinel: a multiplexed connection to the primary the Sentinels name. It is not reused
-//!   after a failure ([`Connector::follows_primary`]): the next call asks the Sentinels again,
-//!   which is how a failover is followed (a demoted primary answers writes with `READONLY`).
+//! - Sentinel: a multiplexed connection to the primary the Sentinels name. It is dropped when
+//!   the primary went away or was demoted ([`Connector::follows_primary`], `RedisLink::note`):
+//!   the next call asks the Sentinels again, which is how a failover is followed.
+//!
+//! Each connection attempt builds its client anew, reading the TLS files again, so rotated
+//! certificates (cert-manager, a managed service's renewal) are used from the next reconnect.
 
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisFuture,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisFuture,
     TlsCertificates, TlsMode, Value,
 };
 
@@ -74,11 +77,19 @@ impl ConnectionLike for Connection {
     }
 }
 
-/// What opens connections: a client for the topology, built once from the URL and TLS files.
-pub enum Connector {
-    Standalone(Client),
+/// What opens connections: the URL and TLS files, read again for every connection attempt so
+/// that rotated certificates are picked up when the link reconnects.
+pub struct Connector {
+    endpoint: Endpoint,
+    tls: TlsFiles,
+    timeout: Duration,
+}
+
+/// The client library's client for one topology.
+enum Client {
+    Standalone(redis::Client),
     Cluster(redis::cluster::ClusterClient),
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Sentinel(SentinelClient),
 }
 
 fn backend(error: impl std::fmt::Display) -> LinkError {
@@ -119,16 +130,34 @@ impl TlsFiles {
 }
 
 impl Connector {
-    /// A connector for `endpoint`; reads the TLS files now, so a missing file fails start-up.
+    /// A connector for `endpoint`; builds a client once now, so a missing or unreadable TLS
+    /// file fails start-up.
     pub fn new(endpoint: &Endpoint, tls: &TlsFiles, timeout: Duration) -> Result<Self, LinkError> {
-        let certificates = if endpoint.tls { tls.load()? } else { None };
+        let connector = Self {
+            endpoint: endpoint.clone(),
+            tls: tls.clone(),
+            timeout,
+        };
+        connector.client()?;
+        Ok(connector)
+    }
+
+    /// Whether a failed call should drop the connection so that the next call finds the
+    /// current primary again (Sentinel); the other connections reconnect by themselves.
+    pub fn follows_primary(&self) -> bool {
+        matches!(self.endpoint.topology, Topology::Sentinel { .. })
+    }
+
+    fn client(&self) -> Result<Client, LinkError> {
+        let endpoint = &self.endpoint;
+        let certificates = if endpoint.tls { self.tls.load()? } else { None };
         Ok(match &endpoint.topology {
             Topology::Standalone => {
                 let url = endpoint.node_url(&endpoint.nodes[0]);
-                Self::Standalone(
+                Client::Standalone(
                     match certificates {
-                        Some(certificates) => Client::build_with_tls(url, certificates),
-                        None => Client::open(url),
+                        Some(certificates) => redis::Client::build_with_tls(url, certificates),
+                        None => redis::Client::open(url),
                     }
                     .map_err(backend)?,
                 )
@@ -140,13 +169,13 @@ impl Connector {
                     .map(|n| endpoint.node_url(n))
                     .collect();
                 let mut builder = ClusterClientBuilder::new(urls)
-                    .connection_timeout(connect_timeout(timeout))
-                    .response_timeout(timeout)
+                    .connection_timeout(connect_timeout(self.timeout))
+                    .response_timeout(self.timeout)
                     .retries(2);
                 if let Some(certificates) = certificates {
                     builder = builder.certs(certificates);
                 }
-                Self::Cluster(builder.build().map_err(backend)?)
+                Client::Cluster(builder.build().map_err(backend)?)
             }
             Topology::Sentinel { master } => {
                 let sentinels = endpoint.nodes.iter().map(|(host, port)| {
@@ -187,37 +216,31 @@ impl Connector {
                             .set_client_to_sentinel_certificates(certificates);
                     }
                 }
-                Self::Sentinel(tokio::sync::Mutex::new(builder.build().map_err(backend)?))
+                Client::Sentinel(builder.build().map_err(backend)?)
             }
         })
     }
 
-    /// Whether a failed call should drop the connection so that the next call finds the
-    /// current primary again (Sentinel); the other connections reconnect by themselves.
-    pub fn follows_primary(&self) -> bool {
-        matches!(self, Self::Sentinel(_))
-    }
-
-    /// Opens a connection; `timeout` bounds each reply once connected.
-    pub async fn connect(&self, timeout: Duration) -> Result<Connection, LinkError> {
-        match self {
-            Self::Standalone(client) => {
+    /// Opens a connection (reading the TLS files again); `self.timeout` bounds each reply once
+    /// connected.
+    pub async fn connect(&self) -> Result<Connection, LinkError> {
+        let timeout = self.timeout;
+        match self.client()? {
+            Client::Standalone(client) => {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect_timeout(timeout)))
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(1);
-                ConnectionManager::new_with_config(client.clone(), config)
+                ConnectionManager::new_with_config(client, config)
                     .await
                     .map(Connection::Managed)
             }
-            Self::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
-            Self::Sentinel(client) => {
+            Client::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
+            Client::Sentinel(mut client) => {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(connect_timeout(timeout)))
                     .set_response_timeout(Some(timeout));
                 client
-                    .lock()
-                    .await
                     .get_async_connection_with_config(&config)
                     .await
                     .map(Connection::Primary)

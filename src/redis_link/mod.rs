@@ -53,6 +53,8 @@ pub struct RedisLink {
     /// The connection attempt under way, awaited by every call until it ends.
     attempt: Mutex<Option<Attempt>>,
     timeout: Duration,
+    /// When this link's calls began timing out with no answer since (ms; 0: they are not).
+    timing_out_since_ms: AtomicU64,
 }
 
 /// One connection attempt, shared by the calls waiting for it.
@@ -80,19 +82,34 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A call the breaker let through: a probe clears its claim however the call ends (a probe
+/// whose caller went away must not keep the breaker open for good).
+struct Admitted<'a> {
+    probe: Option<&'a Breaker>,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.probe {
+            breaker.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
 impl Breaker {
     /// Whether a call may go to Redis now.
-    fn admit(&self) -> bool {
+    fn admit(&self) -> Option<Admitted<'_>> {
         let open_until = self.open_until_ms.load(Ordering::Acquire);
         if open_until == 0 {
-            return true;
+            return Some(Admitted { probe: None });
         }
         // Open: only one caller probes once the open period is over.
-        now_ms() >= open_until
+        let probe = now_ms() >= open_until
             && self
                 .probing
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+                .is_ok();
+        probe.then_some(Admitted { probe: Some(self) })
     }
 
     fn succeeded(&self, purpose: &str) {
@@ -125,6 +142,7 @@ impl RedisLink {
             current: RwLock::new(None),
             attempt: Mutex::new(None),
             timeout,
+            timing_out_since_ms: AtomicU64::new(0),
         })
     }
 
@@ -163,7 +181,7 @@ impl RedisLink {
         let bound = (timeout * 4).max(Duration::from_secs(1)) * 2;
         tokio_util::task::TaskTracker::new()
             .spawn(async move {
-                tokio::time::timeout(bound, connector.connect(timeout))
+                tokio::time::timeout(bound, connector.connect())
                     .await
                     .unwrap_or(Err(LinkError::Timeout))
             })
@@ -172,14 +190,62 @@ impl RedisLink {
             .shared()
     }
 
-    /// After a failed call: a Sentinel link forgets its primary, so the next call asks the
-    /// Sentinels which server is primary now.
-    fn failed(&self) {
-        if self.connector.follows_primary() {
+    /// A Sentinel link forgets its primary, so the next call asks the Sentinels which server
+    /// is primary now: at once when the primary went away or was demoted (a refused or dropped
+    /// connection, `READONLY`, `MASTERDOWN`), and when calls have timed out for
+    /// [`SILENT_PRIMARY`] without one success (a primary cut off by the network). One slow or
+    /// failing command (which a caller can provoke with a large cache entry) does neither.
+    fn note(&self, outcome: Outcome<'_>) {
+        if !self.connector.follows_primary() {
+            return;
+        }
+        let forget = match outcome {
+            Outcome::Answered => {
+                self.timing_out_since_ms.store(0, Ordering::Release);
+                false
+            }
+            Outcome::Failed(error) => {
+                error.is_io_error()
+                    || error.is_connection_refusal()
+                    || error.is_connection_dropped()
+                    || matches!(
+                        error.kind(),
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::ReadOnly | redis::ServerErrorKind::MasterDown
+                        )
+                    )
+            }
+            Outcome::TimedOut => {
+                let now = now_ms();
+                let since = match self.timing_out_since_ms.compare_exchange(
+                    0,
+                    now,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => now,
+                    Err(since) => since,
+                };
+                now.saturating_sub(since) >= SILENT_PRIMARY.as_millis() as u64
+            }
+        };
+        if forget {
+            self.timing_out_since_ms.store(0, Ordering::Release);
             *self.current.write().unwrap_or_else(PoisonError::into_inner) = None;
         }
     }
 }
+
+/// How a call over the link ended, for [`RedisLink::note`].
+enum Outcome<'a> {
+    Answered,
+    Failed(&'a redis::RedisError),
+    TimedOut,
+}
+
+/// How long a Sentinel link's calls may time out, without one answer, before it asks the
+/// Sentinels for the primary again.
+const SILENT_PRIMARY: Duration = Duration::from_secs(2);
 
 /// The `HOST:PORT` of each healthy primary in `CLUSTER NODES` output.
 fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
@@ -278,26 +344,65 @@ impl RedisCalls {
         &self,
         call: impl AsyncFnOnce(Connection) -> redis::RedisResult<T>,
     ) -> Result<T, LinkError> {
-        if !self.breaker.admit() {
+        let Some(_admitted) = self.breaker.admit() else {
             return Err(LinkError::CircuitOpen);
-        }
+        };
         let call = async {
             let connection = self.link.connection().await?;
-            call(connection)
-                .await
-                .map_err(|e| LinkError::Backend(e.to_string()))
+            call(connection).await.map_err(|error| {
+                self.link.note(Outcome::Failed(&error));
+                LinkError::Backend(error.to_string())
+            })
         };
         let result = match tokio::time::timeout(self.link.timeout, call).await {
             Ok(result) => result,
-            Err(_) => Err(LinkError::Timeout),
+            Err(_) => {
+                self.link.note(Outcome::TimedOut);
+                Err(LinkError::Timeout)
+            }
         };
         match &result {
-            Ok(_) => self.breaker.succeeded(self.purpose),
-            Err(_) => {
-                self.breaker.failed(self.purpose);
-                self.link.failed();
+            Ok(_) => {
+                self.link.note(Outcome::Answered);
+                self.breaker.succeeded(self.purpose);
             }
+            Err(_) => self.breaker.failed(self.purpose),
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_whose_caller_went_away_does_not_keep_the_breaker_open() {
+        let breaker = Breaker::default();
+        breaker.failed("test");
+        breaker.open_until_ms.store(1, Ordering::Release);
+        let probe = breaker.admit().expect("the open period is over: one probe");
+        assert!(breaker.admit().is_none(), "one probe at a time");
+        drop(probe);
+        assert!(
+            breaker.admit().is_some(),
+            "the abandoned probe's claim is cleared"
+        );
+    }
+
+    #[test]
+    fn primaries_are_read_from_cluster_nodes() {
+        let nodes = "\
+07c3 127.0.0.1:30004@31004 slave e7d1 0 1 4 connected\n\
+e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460\n\
+67ed 127.0.0.1:30002@31002,host.example master - 0 1 2 connected 5461-10922\n\
+292f 127.0.0.1:30003@31003 master,fail - 0 1 3 disconnected 10923-16383\n";
+        assert_eq!(
+            cluster_primaries(nodes),
+            vec![
+                ("127.0.0.1".to_owned(), 30001),
+                ("127.0.0.1".to_owned(), 30002)
+            ]
+        );
     }
 }

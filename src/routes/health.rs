@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::config::BackendErrorPolicy;
+use crate::config::{BackendErrorPolicy, BudgetBackendPolicy};
 use crate::state::AppState;
 
 /// The process is up and serving.
@@ -20,8 +20,8 @@ pub async fn live() -> Json<serde_json::Value> {
 /// as `degraded`: a database that does not answer (keys seen before are served from their last
 /// known state, records wait in the spill file), or a Redis whose failure policy serves. Every
 /// replica shares those backends, so taking them all out of the load balancer at once would
-/// turn a backend outage into a gateway outage. A Redis the limits cannot do without
-/// (`limits.on_backend_error = "fail_closed"`) makes the replica unready.
+/// turn a backend outage into a gateway outage. A Redis the limits or budgets cannot do
+/// without (`on_backend_error = "fail_closed"`) makes the replica unready.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let store = match tokio::time::timeout(Duration::from_secs(2), state.keys.ping()).await {
         Ok(Ok(())) => "ok",
@@ -38,7 +38,9 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
         let answered = redis.query::<String>(&redis::cmd("PING")).await.is_ok();
         checks["redis"] = json!(if answered { "ok" } else { "unavailable" });
         degraded |= !answered;
-        ready &= answered || state.config.limits.on_backend_error != BackendErrorPolicy::FailClosed;
+        let needed = state.config.limits.on_backend_error == BackendErrorPolicy::FailClosed
+            || state.config.limits.budget_on_backend_error == BudgetBackendPolicy::FailClosed;
+        ready &= answered || !needed;
     }
     let (status, word) = match (ready, degraded) {
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),

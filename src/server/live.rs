@@ -50,9 +50,9 @@ impl Live {
             .await
             .unwrap_or(Err(ReloadError::Interrupted));
         let outcome = prepared.map(|state| {
+            // The new state's key cache starts empty: keys merge their rules with the new
+            // defaults on their next lookup.
             let router = super::router(state.clone());
-            // Keys re-merge their rules with the new defaults on their next lookup.
-            state.key_cache.forget_all();
             *self.current.write().unwrap_or_else(PoisonError::into_inner) = (state, router);
         });
         match &outcome {

@@ -26,12 +26,19 @@ impl PostgresStore {
     /// (or `PGSSLMODE` / `PGSSLROOTCERT`), on the tree's rustls.
     pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Self, StoreError> {
         let options = Self::connect_options(url, config)?;
+        // Migrations run on a connection of their own, without the statement timeout: a
+        // migration that builds an index over a large table may take longer.
+        let mut migrating = <sqlx::PgConnection as sqlx::Connection>::connect_with(
+            &options.clone().options([("statement_timeout", "0")]),
+        )
+        .await?;
+        migrations::postgres().run(&mut migrating).await?;
+        let _ = sqlx::Connection::close(migrating).await;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await?;
-        migrations::postgres().run(&pool).await?;
         Ok(Self { pool })
     }
 

@@ -375,8 +375,16 @@ impl SentinelGroup {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (primary, replica, sentinel) = (free_port(), free_port(), free_port());
-        let first = spawn_redis(&common_args(primary), primary).await;
-        let mut args = common_args(replica);
+        // A replica's first sync writes an RDB file: into the test's directory, not the
+        // working directory.
+        let in_dir = |port: u16| {
+            let mut args = common_args(port);
+            args.extend(["--dir".to_owned(), dir.path().display().to_string()]);
+            args.extend(["--dbfilename".to_owned(), format!("dump-{port}.rdb")]);
+            args
+        };
+        let first = spawn_redis(&in_dir(primary), primary).await;
+        let mut args = in_dir(replica);
         args.extend(["--replicaof", "127.0.0.1", &primary.to_string()].map(str::to_owned));
         let second = spawn_redis(&args, replica).await;
         let linked = crate::support::eventually(Duration::from_secs(15), || async {
