@@ -135,6 +135,17 @@ impl KeyCache {
         if let Some(found) = self.entries.get(&hash).await {
             return Ok(found);
         }
+        // Boxed: the lookup's future is large, and the answer is cached for the next second.
+        Box::pin(self.find_uncached(store, defaults, hash)).await
+    }
+
+    /// [`Self::find`] when the entry has expired or was never there.
+    async fn find_uncached(
+        &self,
+        store: &Arc<dyn KeyStore>,
+        defaults: &[Rule],
+        hash: String,
+    ) -> Result<Found, Unavailable> {
         let Some(known) = self.last_known.get(&hash).await else {
             return self
                 .lookup(store.clone(), defaults.to_vec(), hash)

@@ -17,7 +17,8 @@ use std::future::Future;
 use std::sync::OnceLock;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::context::FutureExt as _;
+use futures_util::future::Either;
+use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -234,24 +235,23 @@ fn saturate(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Runs `work` inside a child span named `name` of the current request's span; just `work`
-/// when traces are off or no request span is current.
-pub async fn stage<F: Future>(name: &'static str, work: F) -> F::Output {
+/// `work` inside a child span named `name` of the current request's span (the span ends when
+/// the future is dropped, as soon as it is done); just `work` when traces are off or no request
+/// span is current. Not an `async fn`: the returned future is `work` plus a context, not a
+/// second copy of `work` (the pipeline's futures are moved whole, so their size is copying).
+pub fn stage<F: Future>(name: &'static str, work: F) -> Either<F, WithContext<F>> {
     let Some(tracer) = TRACER.get() else {
-        return work.await;
+        return Either::Left(work);
     };
     let parent = Context::current();
     if !parent.has_active_span() {
-        return work.await;
+        return Either::Left(work);
     }
     let span = tracer
         .span_builder(name)
         .with_kind(SpanKind::Internal)
         .start_with_context(tracer, &parent);
-    let cx = parent.with_span(span);
-    let output = work.with_context(cx.clone()).await;
-    cx.span().end();
-    output
+    Either::Right(work.with_context(parent.with_span(span)))
 }
 
 /// One upstream attempt's client span.

@@ -14,6 +14,7 @@
 //! [`LeftBehind`] slot this layer puts in the request. Open routes (health, metrics), the admin
 //! API and the dashboard leave no record.
 
+use futures_util::future::Either;
 use opentelemetry::context::FutureExt as _;
 
 use crate::otel::{RequestSpan, stage};
@@ -59,10 +60,12 @@ pub async fn observe(
         .then(|| RequestSpan::start(request.headers(), seen.method.as_str(), &seen.route))
         .flatten();
     let departure = Departure::watch(&mut request, audited.then_some(&recorder), seen);
+    let run = next.run(request);
     let mut response = match &trace {
-        Some(trace) => next.run(request).with_context(trace.context()).await,
-        None => next.run(request).await,
-    };
+        Some(trace) => Either::Right(run.with_context(trace.context())),
+        None => Either::Left(run),
+    }
+    .await;
     let Some(seen) = departure.stay() else {
         return response;
     };
