@@ -240,17 +240,29 @@ fn saturate(n: u64) -> i64 {
 /// span is current. Not an `async fn`: the returned future is `work` plus a context, not a
 /// second copy of `work` (the pipeline's futures are moved whole, so their size is copying).
 pub fn stage<F: Future>(name: &'static str, work: F) -> Either<F, WithContext<F>> {
+    if TRACER.get().is_none() {
+        return Either::Left(work);
+    }
+    stage_in(&Context::current(), name, work)
+}
+
+/// [`stage`] under `parent` rather than the current context (work started outside the
+/// request's poll, such as the record's hand-off after the response).
+pub fn stage_in<F: Future>(
+    parent: &Context,
+    name: &'static str,
+    work: F,
+) -> Either<F, WithContext<F>> {
     let Some(tracer) = TRACER.get() else {
         return Either::Left(work);
     };
-    let parent = Context::current();
     if !parent.has_active_span() {
         return Either::Left(work);
     }
     let span = tracer
         .span_builder(name)
         .with_kind(SpanKind::Internal)
-        .start_with_context(tracer, &parent);
+        .start_with_context(tracer, parent);
     Either::Right(work.with_context(parent.with_span(span)))
 }
 

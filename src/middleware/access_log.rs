@@ -17,7 +17,7 @@
 use futures_util::future::Either;
 use opentelemetry::context::FutureExt as _;
 
-use crate::otel::{RequestSpan, stage};
+use crate::otel::{RequestSpan, stage_in};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -152,9 +152,7 @@ pub async fn observe(
         }
         None => match trace {
             Some(trace) => {
-                stage("tollgate.record", recorder.record(draft))
-                    .with_context(trace.context())
-                    .await;
+                stage_in(&trace.context(), "tollgate.record", recorder.record(draft)).await;
                 trace.end();
             }
             None => recorder.record(draft).await,
