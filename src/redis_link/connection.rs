@@ -252,6 +252,6 @@ impl Connector {
 
 /// Connecting (TCP, TLS, `HELLO`) may take several round trips to a managed service: allow
 /// more than one reply's timeout.
-fn connect_timeout(timeout: Duration) -> Duration {
+pub(super) fn connect_timeout(timeout: Duration) -> Duration {
     (timeout * 4).max(Duration::from_secs(1))
 }

@@ -178,7 +178,7 @@ impl RedisLink {
     fn start_attempt(&self) -> Attempt {
         let connector = Arc::clone(&self.connector);
         let timeout = self.timeout;
-        let bound = (timeout * 4).max(Duration::from_secs(1)) * 2;
+        let bound = connection::connect_timeout(timeout) * 2;
         tokio_util::task::TaskTracker::new()
             .spawn(async move {
                 tokio::time::timeout(bound, connector.connect())

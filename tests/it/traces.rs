@@ -83,6 +83,18 @@ async fn traced_run(protocol: &str) {
         .await
         .unwrap();
     assert!(streamed.contains("[DONE]"));
+    // A hostile trace header (a header break, a bad trace id) is not believed and not passed
+    // on: the upstream gets a well-formed traceparent of a new trace.
+    let hostile = client
+        .post(&url)
+        .bearer_auth(&key)
+        .header("traceparent", "00-zzzz2f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header("tracestate", "evil=1")
+        .json(&json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hostile" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hostile.status(), 200);
     // SIGTERM: the exporter sends what it holds before the process exits.
     served.signal("TERM").await;
     let (code, log) = served.finish().await;
@@ -161,6 +173,13 @@ async fn traced_run(protocol: &str) {
         "{first}"
     );
     assert!(first.get("tracestate").is_none());
+    let hostile = &upstream[2]["headers"];
+    let forwarded = hostile["traceparent"].as_str().unwrap();
+    let parts: Vec<&str> = forwarded.split('-').collect();
+    assert_eq!(parts.len(), 4, "{forwarded}");
+    assert!(parts[1].len() == 32 && parts[1].bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!forwarded.contains("zzzz"), "{forwarded}");
+    assert!(hostile.get("tracestate").is_none(), "{hostile}");
 
     // The stream's span carries the usage that came at its end, in a trace of its own.
     let stream = servers
