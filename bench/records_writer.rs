@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         std::io::stdout(),
         "{}",
         serde_json::json!({
-            "engine": config.database.engine,
+            "engine": format!("{:?}", config.database.engine).to_lowercase(),
             "records": args.records,
             "seconds": seconds,
             "records_per_s": args.records as f64 / seconds,

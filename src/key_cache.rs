@@ -193,6 +193,9 @@ impl KeyCache {
                 let hash = hash.clone();
                 async move {
                     let key = store.find_by_hash(&hash).await?.map(Arc::new);
+                    if key.as_ref().is_some_and(|key| key.counts_tokens()) {
+                        crate::tokens::warm_up_soon();
+                    }
                     last_known.insert(hash, key.clone()).await;
                     Ok::<_, StoreError>(key.map(|key| entry(key, &defaults)))
                 }

@@ -57,6 +57,17 @@ impl ApiKey {
         self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|at| now_ms < at)
     }
 
+    /// Whether requests on this key count tokens before they are forwarded (it has a budget or
+    /// a token rule of its own), so the tokenizer must be ready for them.
+    pub fn counts_tokens(&self) -> bool {
+        self.budgets.key.is_some()
+            || self.budgets.user.is_some()
+            || self
+                .own_rules()
+                .iter()
+                .any(|rule| rule.unit == crate::limiter::rules::Unit::Tokens)
+    }
+
     /// The key's own rules, validated (stored rules were validated when written; a rule that no
     /// longer validates is skipped, never applied half-read).
     pub fn own_rules(&self) -> Vec<Rule> {
@@ -249,6 +260,17 @@ impl KeyPatch {
             self.budgets.as_ref(),
             self.routes.as_deref(),
         )
+    }
+
+    /// Whether the patch would change nothing (the CLI refuses such an update).
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.models.is_none()
+            && self.rules.is_none()
+            && self.metadata.is_none()
+            && self.budgets.is_none()
+            && self.routes.is_none()
+            && self.expires_at_ms.is_none()
     }
 
     /// Applies the patch to `key`.

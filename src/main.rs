@@ -1,5 +1,6 @@
 //! The `tollgate` binary: parses the command line and hands over to `cli::run`.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 fn main() -> ExitCode {
     let cli = tollgate::cli::Cli::parse();
+    let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,7 +33,13 @@ fn main() -> ExitCode {
     )) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("tollgate: {error:#}");
+            let message = tollgate::cli::describe(&error);
+            if json {
+                let document = serde_json::json!({ "error": message });
+                let _ = writeln!(std::io::stdout(), "{document}");
+            } else {
+                eprintln!("tollgate: {message}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use secrecy::ExposeSecret;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, ConfigError, Env};
@@ -117,28 +116,26 @@ pub fn prepare(current: &AppState) -> Result<AppState, ReloadError> {
     Ok(current.reloaded(config)?)
 }
 
-fn differs<T: Serialize>(a: &T, b: &T) -> bool {
-    serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
-}
-
 /// The settings that differ between `old` and `new` and cannot change without a restart.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let secret =
         |s: &Option<secrecy::SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
     let (a, b) = (&old.limits, &new.limits);
+    let differs = |section: &str| old.effective.get(section) != new.effective.get(section);
     [
-        ("[server]", differs(&old.server, &new.server)),
+        ("[server]", differs("server")),
         (
             "[database]",
             old.database.url.expose_secret() != new.database.url.expose_secret()
-                || differs(&old.database, &new.database),
+                || differs("database"),
         ),
         (
             "[log] and [traces]",
-            differs(&old.log, &new.log)
+            differs("log")
+                || differs("traces")
                 || old.log.traces.header_pairs() != new.log.traces.header_pairs(),
         ),
-        ("[records]", differs(&old.records, &new.records)),
+        ("[records]", differs("records")),
         (
             "keys.cache_ttl_ms",
             old.keys.cache_ttl != new.keys.cache_ttl,
@@ -153,7 +150,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             "limits.backend_timeout_ms",
             a.backend_timeout != b.backend_timeout,
         ),
-        ("budgets.alert_webhook", a.alert_webhook != b.alert_webhook),
+        (
+            "budgets.alert_webhook and alert_format",
+            a.alert_webhook != b.alert_webhook || a.alert_format != b.alert_format,
+        ),
         (
             "budgets.on_backend_error",
             a.budget_on_backend_error != b.budget_on_backend_error,

@@ -123,7 +123,10 @@ impl AppState {
         {
             budgets = budgets.with_local_fallback(config.limits.budget_outage_share);
         }
-        let alerts = AlertSender::new(config.limits.alert_webhook.clone());
+        let alerts = AlertSender::new(
+            config.limits.alert_webhook.clone(),
+            config.limits.alert_format,
+        );
         let cache = match &redis {
             Some(link) => ResponseCache::new(
                 Arc::new(RedisCache::new(link.clone(), prefix)),
@@ -176,7 +179,7 @@ pub enum StateError {
 }
 
 /// Warns about anonymous mode, and builds the tokenizer tables (~60 MB) at start when configured
-/// rules count tokens; a key's own token rule builds them on first use.
+/// rules or budgets count tokens (keys' own budgets and rules: `serve`, and the key cache).
 fn prepare_for(config: &Config) {
     if config.anonymous.enabled {
         tracing::warn!(
@@ -192,6 +195,8 @@ fn prepare_for(config: &Config) {
         && (counts_tokens(&config.limits.rules)
             || config.jwt.rules.as_deref().is_some_and(counts_tokens)
             || config.anonymous.rules.as_deref().is_some_and(counts_tokens))
+        || config.jwt.budget.is_some()
+        || config.anonymous.budget.is_some()
     {
         crate::tokens::warm_up();
     }

@@ -135,7 +135,10 @@ pub fn init(config: &LogConfig) -> LogGuard {
             .with_current_span(false)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        // Colours only for a person at a terminal: a file or a log collector gets plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
     // A second init in one process (tests) keeps the first subscriber and its writer.
     if installed.is_err() {

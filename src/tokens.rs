@@ -1,8 +1,9 @@
 //! Token counting with the model's own tokenizer (tiktoken's rank tables, bundled in the
 //! binary; nothing is fetched at run time). Used to reserve token-rule capacity before a
 //! request is forwarded. The tables are built once per process, never per request: at start
-//! ([`warm_up`]) when configured rules count tokens, else on first use (they cost ~60 MB, which
-//! a deployment without token rules should not pay).
+//! ([`warm_up`]) when configured rules or budgets count tokens or a stored key has a budget or a
+//! token rule, in the background ([`warm_up_soon`]) when such a key is first seen, else on first
+//! use (they cost ~60 MB, which a deployment that never counts tokens should not pay).
 
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
@@ -11,8 +12,27 @@ use crate::openai::ModelRoute;
 
 /// Builds both encodings now, so the first request does not pay for it.
 pub fn warm_up() {
-    let _ = tiktoken_rs::o200k_base_singleton();
-    let _ = tiktoken_rs::cl100k_base_singleton();
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let began = std::time::Instant::now();
+        let _ = tiktoken_rs::o200k_base_singleton();
+        let _ = tiktoken_rs::cl100k_base_singleton();
+        tracing::info!(
+            took_ms = began.elapsed().as_millis() as u64,
+            "tokenizer tables built"
+        );
+    });
+}
+
+/// Builds both encodings on a thread of their own, once per process: a key that counts tokens
+/// was just seen, and the next requests should not wait ~200 ms for the tables.
+pub fn warm_up_soon() {
+    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !STARTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let _ = std::thread::Builder::new()
+            .name("tokenizer-warm-up".to_owned())
+            .spawn(warm_up);
+    }
 }
 
 /// The encoding a model uses: `o200k_base` for the GPT-4o generation and later, `cl100k_base`

@@ -4,6 +4,10 @@
 //! the same atomic step that crosses it), so with any number of replicas each crossing alerts
 //! exactly once. The POST runs on the task tracker, off the request path, and is retried with
 //! backoff; a receiver that stays down loses the alert after the last attempt (logged).
+//!
+//! The body carries a sentence for people (`text`, which Slack's and Teams' incoming webhooks
+//! show) beside the fields for programs; `budgets.alert_format = "slack"` sends the sentence
+//! alone, for receivers that refuse fields they do not know.
 
 use std::time::Duration;
 
@@ -12,7 +16,8 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use super::BudgetLine;
-use crate::pricing::{Nanos, format_usd};
+use crate::config::AlertFormat;
+use crate::pricing::{Nanos, display_usd, format_usd};
 use crate::records::SpendScope;
 
 const ATTEMPTS: u32 = 5;
@@ -21,6 +26,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The webhook's JSON body.
 #[derive(Debug, Clone, Serialize)]
 pub struct BudgetAlert {
+    /// One sentence for people: whose budget, how much of it is spent, in which period.
+    pub text: String,
     pub event: &'static str,
     /// `key`, `key_user`, `jwt_user` or `anonymous_user`.
     pub scope: &'static str,
@@ -42,7 +49,26 @@ impl BudgetAlert {
             SpendScope::Jwt(user) => ("jwt_user", None, Some(user.clone())),
             SpendScope::Anonymous(user) => ("anonymous_user", None, Some(user.clone())),
         };
+        let whose = match (&key_id, &user) {
+            (Some(key), None) => format!("Key {key}"),
+            (Some(key), Some(user)) => format!("User {user} of key {key}"),
+            (None, Some(user)) if scope == "jwt_user" => format!("JWT user {user}"),
+            (None, Some(user)) => format!("Anonymous caller {user}"),
+            (None, None) => "A caller".to_owned(),
+        };
+        let period = match line.period {
+            crate::config::BudgetPeriod::Day => "daily",
+            crate::config::BudgetPeriod::Month => "monthly",
+            crate::config::BudgetPeriod::Total => "total",
+        };
+        let text = format!(
+            "Tollgate budget alert: {whose} has spent {} of its {} {period} budget (alert at {}).",
+            display_usd(spent),
+            display_usd(line.limit),
+            display_usd(line.alert_threshold),
+        );
         Self {
+            text,
             event: "budget.alert",
             scope,
             key_id,
@@ -61,10 +87,11 @@ impl BudgetAlert {
 pub struct AlertSender {
     client: reqwest::Client,
     url: Option<Url>,
+    format: AlertFormat,
 }
 
 impl AlertSender {
-    pub fn new(url: Option<Url>) -> Self {
+    pub fn new(url: Option<Url>, format: AlertFormat) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -72,6 +99,7 @@ impl AlertSender {
                 .build()
                 .unwrap_or_default(),
             url,
+            format,
         }
     }
 
@@ -89,10 +117,14 @@ impl AlertSender {
             return;
         };
         let client = self.client.clone();
+        let body = match self.format {
+            AlertFormat::Json => serde_json::to_value(&alert).unwrap_or_default(),
+            AlertFormat::Slack => serde_json::json!({ "text": alert.text }),
+        };
         tasks.spawn(async move {
             let mut backoff = FIRST_BACKOFF;
             for attempt in 1..=ATTEMPTS {
-                match client.post(url.clone()).json(&alert).send().await {
+                match client.post(url.clone()).json(&body).send().await {
                     Ok(response) if response.status().is_success() => return,
                     Ok(response) => {
                         tracing::warn!(attempt, status = response.status().as_u16(), "budget alert webhook refused");
@@ -108,5 +140,34 @@ impl AlertSender {
             }
             tracing::error!("budget alert webhook failed after every attempt; the alert is lost");
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BudgetPeriod, BudgetSpec};
+
+    #[test]
+    fn the_alert_says_in_a_sentence_whose_budget_and_how_much() {
+        let spec = BudgetSpec {
+            max_usd: 10.0,
+            period: BudgetPeriod::Month,
+            alert_at: 0.8,
+        };
+        let line = BudgetLine::new(
+            SpendScope::KeyUser("key_1".to_owned(), "ann".to_owned()),
+            &spec,
+            0,
+        );
+        let alert = BudgetAlert::new(&line, 8_000_374_000);
+        assert_eq!(
+            alert.text,
+            "Tollgate budget alert: User ann of key key_1 has spent $8.000374 of its $10.00 \
+             monthly budget (alert at $8.00)."
+        );
+        let body = serde_json::to_value(&alert).unwrap();
+        assert_eq!(body["text"], alert.text.as_str());
+        assert_eq!(body["spent_usd"], "8.000374");
     }
 }

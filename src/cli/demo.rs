@@ -2,12 +2,14 @@
 //! fresh key, and copy-paste snippets; no OpenAI key needed.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+
+use secrecy::ExposeSecret;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Env};
 use crate::keys::{self, NewKey};
@@ -21,10 +23,26 @@ pub struct DemoArgs {
     /// Pause between streamed words, so streaming is visible in a terminal.
     #[arg(long, default_value_t = 40)]
     pub stream_interval_ms: u64,
+    /// The port to listen on (default: $PORT, else 3006; 0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
 }
 
+/// The demo's database, unless `DATABASE_URL` names another: apart from the one `serve` uses by
+/// default, so that a demo key never works against a real upstream.
+const DEMO_DATABASE_URL: &str = "sqlite://tollgate-demo.db";
+
+/// Where the demo keeps its key and admin token between runs (mode 0600), in a form a shell
+/// can source.
+const DEMO_SECRETS_FILE: &str = "tollgate-demo.env";
+
 /// Starts the mock, points the gateway at it, creates a key, prints how to call it, serves.
-pub async fn run(args: DemoArgs, path: Option<&Path>, env: Env) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: DemoArgs,
+    json: bool,
+    path: Option<&Path>,
+    env: Env,
+) -> anyhow::Result<ExitCode> {
     let mock_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the mock upstream")?;
@@ -35,17 +53,83 @@ pub async fn run(args: DemoArgs, path: Option<&Path>, env: Env) -> anyhow::Resul
         api_key: Some(mock_key.clone()),
         ..MockOptions::default()
     };
+    let saved = DemoSecrets::read(Path::new(DEMO_SECRETS_FILE));
     let mut env = env;
     env.set("OPENAI_API_KEY", &mock_key);
     env.set("OPENAI_BASE_URL", &format!("http://{mock_address}/v1"));
-    env.set_default("DATABASE_URL", "sqlite://tollgate-demo.db");
+    env.set_default("DATABASE_URL", DEMO_DATABASE_URL);
     env.set_default("TOLLGATE_LOG_FORMAT", "text");
+    env.set_default("TOLLGATE_ADMIN_TOKEN", &saved.admin_token);
+    if let Some(port) = args.port {
+        env.set("PORT", &port.to_string());
+    }
     let config = Config::load(path, &env)?;
     let _logs = telemetry::init(&config.log);
 
     let stores = store::connect(&config.database)
         .await
         .context("opening the database")?;
+    let key = demo_key(&stores, saved.key.as_deref()).await?;
+    let listener = super::bind(&config).await?;
+    let stop = server::shutdown_signal();
+    let admin_token = config
+        .keys
+        .admin_token
+        .as_ref()
+        .map(|token| token.expose_secret().to_owned())
+        .unwrap_or_default();
+    let database = env.get("DATABASE_URL").unwrap_or(DEMO_DATABASE_URL);
+    let own_database = database == DEMO_DATABASE_URL;
+    DemoSecrets {
+        key: Some(key.clone()),
+        admin_token: saved.admin_token.clone(),
+    }
+    .write(
+        Path::new(DEMO_SECRETS_FILE),
+        own_database,
+        admin_token == saved.admin_token,
+    )
+    .with_context(|| format!("writing {DEMO_SECRETS_FILE}"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let welcome = Welcome {
+        base: &base,
+        key: &key,
+        admin_token: &admin_token,
+        own_database,
+    };
+    if json {
+        welcome.print_json()?;
+    } else {
+        print_welcome(&welcome)?;
+    }
+
+    let state = AppState::new(config, stores).context("building the gateway state")?;
+    // The mock runs beside the gateway, not on its task tracker: the gateway's shutdown waits
+    // for its own tasks, and the mock must outlive the requests draining through it.
+    let mock_tasks = TaskTracker::new();
+    let (stop_mock, mock_stopped) = tokio::sync::oneshot::channel::<()>();
+    mock_tasks.spawn(mock_upstream::serve(mock_listener, options, async move {
+        let _ = mock_stopped.await;
+    }));
+    server::run(listener, state, stop).await?;
+    let _ = stop_mock.send(());
+    mock_tasks.close();
+    mock_tasks.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo key kept from an earlier run when the database still holds it active, else a new one.
+async fn demo_key(stores: &store::Stores, saved: Option<&str>) -> anyhow::Result<String> {
+    if let Some(secret) = saved {
+        let known = stores
+            .keys
+            .find_by_hash(&keys::hash_secret(secret))
+            .await
+            .context("looking up the demo key")?;
+        if known.is_some_and(|key| key.is_active(keys::now_ms())) {
+            return Ok(secret.to_owned());
+        }
+    }
     let issued = keys::issue(
         NewKey {
             name: "demo".to_owned(),
@@ -58,28 +142,108 @@ pub async fn run(args: DemoArgs, path: Option<&Path>, env: Env) -> anyhow::Resul
         .insert(&issued.key, &issued.hash)
         .await
         .context("storing the demo key")?;
-
-    let address = SocketAddr::new(config.server.host, config.server.port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("binding {address}"))?;
-    let base = format!("http://{}", listener.local_addr()?);
-    print_welcome(&base, &issued.secret)?;
-
-    let state = AppState::new(config, stores).context("building the gateway state")?;
-    let (stop_mock, mock_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mock = state
-        .tasks
-        .spawn(mock_upstream::serve(mock_listener, options, async move {
-            let _ = mock_stopped.await;
-        }));
-    server::run(listener, state, server::shutdown_signal()).await?;
-    let _ = stop_mock.send(());
-    let _ = mock.await;
-    Ok(ExitCode::SUCCESS)
+    Ok(issued.secret)
 }
 
-fn print_welcome(base: &str, key: &str) -> std::io::Result<()> {
+/// What the demo remembers between runs.
+struct DemoSecrets {
+    key: Option<String>,
+    admin_token: String,
+}
+
+impl DemoSecrets {
+    /// The saved secrets, or a fresh admin token and no key.
+    fn read(path: &Path) -> Self {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let value = |name: &str| {
+            text.lines()
+                .filter_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+                .map(str::trim)
+                .find(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
+        Self {
+            key: value("TOLLGATE_DEMO_KEY").filter(|key| keys::looks_like_key(key)),
+            admin_token: value("TOLLGATE_ADMIN_TOKEN")
+                .filter(|token| {
+                    token.len() >= 16
+                        && token
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                })
+                .unwrap_or_else(|| format!("demo-admin-{}", uuid::Uuid::new_v4().simple())),
+        }
+    }
+
+    /// Writes the file readable by its owner only: the key, and the database and admin token
+    /// when they are the demo's own (never a `DATABASE_URL` or token the operator gave).
+    fn write(&self, path: &Path, own_database: bool, own_token: bool) -> std::io::Result<()> {
+        let mut text = format!(
+            "# Written by `tollgate demo`: what it needs to keep its key between runs.\n\
+             # Load into a shell with: set -a; . ./{DEMO_SECRETS_FILE}; set +a\n"
+        );
+        if own_database {
+            text.push_str(&format!("DATABASE_URL={DEMO_DATABASE_URL}\n"));
+        }
+        if own_token {
+            text.push_str(&format!("TOLLGATE_ADMIN_TOKEN={}\n", self.admin_token));
+        }
+        if let Some(key) = &self.key {
+            text.push_str(&format!("TOLLGATE_DEMO_KEY={key}\n"));
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(path)?.write_all(text.as_bytes())
+    }
+}
+
+/// What the welcome text names.
+struct Welcome<'a> {
+    base: &'a str,
+    key: &'a str,
+    admin_token: &'a str,
+    /// Whether the demo's own database is in use (the CLI needs to be pointed at it).
+    own_database: bool,
+}
+
+impl Welcome<'_> {
+    /// One line for scripts: where the gateway is and how to call it.
+    fn print_json(&self) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "base_url": format!("{}/v1", self.base),
+                "key": self.key,
+                "dashboard": format!("{}/dashboard", self.base),
+                "admin_token": self.admin_token,
+                "database_url": self.own_database.then_some(DEMO_DATABASE_URL),
+            })
+        )?;
+        out.flush()
+    }
+}
+
+fn print_welcome(welcome: &Welcome<'_>) -> std::io::Result<()> {
+    let Welcome {
+        base,
+        key,
+        admin_token,
+        own_database,
+    } = welcome;
+    let cli = if *own_database {
+        format!(
+            "The CLI, on this demo's database (in another terminal, in this folder):\n\n  \
+             export DATABASE_URL={DEMO_DATABASE_URL}   # or: set -a; . ./{DEMO_SECRETS_FILE}; set +a\n  \
+             tollgate keys list\n  \
+             tollgate usage --by model\n"
+        )
+    } else {
+        "The CLI: tollgate keys list, tollgate usage --by model (same DATABASE_URL).\n".to_owned()
+    };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -87,6 +251,8 @@ fn print_welcome(base: &str, key: &str) -> std::io::Result<()> {
 Tollgate demo: the gateway is running at {base}, in front of a built-in mock of OpenAI.
 
   Your key (demo only):  {key}
+  Dashboard:             {base}/dashboard
+  Admin token:           {admin_token}
 
 Try it:
 
@@ -104,6 +270,8 @@ Or with the OpenAI Python SDK (pip install openai):
   for chunk in stream:
       print(chunk.choices[0].delta.content or "", end="", flush=True)
 
+{cli}
+The key and admin token are kept in ./{DEMO_SECRETS_FILE} for the next run.
 Health: {base}/health   Metrics: {base}/metrics   Stop: Ctrl-C
 "#
     )?;

@@ -28,6 +28,7 @@ pub struct HealthArgs {
 /// Asks and prints the status line; exit 1 unless the answer is 2xx.
 pub async fn run(
     args: &HealthArgs,
+    json: bool,
     path: Option<&std::path::Path>,
     env: &Env,
 ) -> anyhow::Result<ExitCode> {
@@ -48,8 +49,18 @@ pub async fn run(
     let status = tokio::time::timeout(Duration::from_millis(args.timeout_ms), ask)
         .await
         .with_context(|| format!("no answer from {url} in {} ms", args.timeout_ms))??;
-    writeln!(std::io::stdout().lock(), "{url}: {status}")?;
-    Ok(if (200..300).contains(&status) {
+    let ready = (200..300).contains(&status);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "url": url, "status": status, "ready": ready })
+        )?;
+    } else {
+        writeln!(out, "{url}: {status}")?;
+    }
+    Ok(if ready {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

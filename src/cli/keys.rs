@@ -56,9 +56,6 @@ pub struct UpdateArgs {
     /// A new lifetime from now, e.g. 30d.
     #[arg(long)]
     pub expires: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `keys create`
@@ -86,9 +83,6 @@ pub struct CreateArgs {
     pub rules: Vec<String>,
     #[command(flatten)]
     pub budget: BudgetArgs,
-    /// Print JSON: {"id", "key", ...}.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Budget options shared by `keys create` and `keys update`.
@@ -100,46 +94,84 @@ pub struct BudgetArgs {
     /// Spending limit of each end user of the key, in USD per period.
     #[arg(long)]
     pub user_budget_usd: Option<f64>,
-    /// The budgets' period: day, month or total.
-    #[arg(long, default_value = "month")]
-    pub period: String,
-    /// Fraction of a budget at which the alert webhook is called.
-    #[arg(long, default_value_t = 0.8)]
-    pub alert_at: f64,
+    /// The budgets' period: day, month or total (default month; on update, the one they have).
+    #[arg(long)]
+    pub period: Option<String>,
+    /// Fraction of a budget at which the alert webhook is called (default 0.8; on update, the
+    /// one they have).
+    #[arg(long)]
+    pub alert_at: Option<f64>,
 }
 
+/// A new budget's alert threshold when none is given.
+const DEFAULT_ALERT_AT: f64 = 0.8;
+
 impl BudgetArgs {
-    /// The budgets asked for, validated; `None` when no budget option was given.
-    fn budgets(&self) -> anyhow::Result<Option<KeyBudgets>> {
-        if self.budget_usd.is_none() && self.user_budget_usd.is_none() {
-            return Ok(None);
+    fn period(&self) -> anyhow::Result<Option<BudgetPeriod>> {
+        self.period
+            .as_deref()
+            .map(|period| match period {
+                "day" => Ok(BudgetPeriod::Day),
+                "month" => Ok(BudgetPeriod::Month),
+                "total" => Ok(BudgetPeriod::Total),
+                other => bail!("--period must be day, month or total, not {other:?}"),
+            })
+            .transpose()
+    }
+
+    fn has_amount(&self) -> bool {
+        self.budget_usd.is_some() || self.user_budget_usd.is_some()
+    }
+
+    fn has_any(&self) -> bool {
+        self.has_amount() || self.period.is_some() || self.alert_at.is_some()
+    }
+
+    /// A new key's budgets; `--period` or `--alert-at` without an amount would do nothing, so
+    /// they are refused.
+    fn for_new_key(&self) -> anyhow::Result<KeyBudgets> {
+        if !self.has_amount() && self.has_any() {
+            bail!("--period and --alert-at shape a budget: give --budget-usd or --user-budget-usd");
         }
-        let period = match self.period.as_str() {
-            "day" => BudgetPeriod::Day,
-            "month" => BudgetPeriod::Month,
-            "total" => BudgetPeriod::Total,
-            other => bail!("--period must be day, month or total, not {other:?}"),
-        };
-        let spec = |max_usd: f64| BudgetSpec {
-            max_usd,
-            period,
-            alert_at: self.alert_at,
+        self.applied_to(&KeyBudgets::default())
+    }
+
+    /// `current` changed as asked: an amount sets that budget (keeping its period and alert
+    /// unless given), `--period` / `--alert-at` alone change the budgets the key has, and a
+    /// budget not named is kept.
+    fn applied_to(&self, current: &KeyBudgets) -> anyhow::Result<KeyBudgets> {
+        let period = self.period()?;
+        if !self.has_amount() && current.key.is_none() && current.user.is_none() && self.has_any() {
+            bail!(
+                "the key has no budget for --period or --alert-at to change: give --budget-usd \
+                 or --user-budget-usd"
+            );
+        }
+        let shaped = |amount: Option<f64>, current: Option<&BudgetSpec>| {
+            let max_usd = amount.or(current.map(|spec| spec.max_usd))?;
+            Some(BudgetSpec {
+                max_usd,
+                period: period
+                    .or(current.map(|spec| spec.period))
+                    .unwrap_or(BudgetPeriod::Month),
+                alert_at: self
+                    .alert_at
+                    .or(current.map(|spec| spec.alert_at))
+                    .unwrap_or(DEFAULT_ALERT_AT),
+            })
         };
         let budgets = KeyBudgets {
-            key: self.budget_usd.map(spec),
-            user: self.user_budget_usd.map(spec),
+            key: shaped(self.budget_usd, current.key.as_ref()),
+            user: shaped(self.user_budget_usd, current.user.as_ref()),
         };
         budgets.validate().map_err(anyhow::Error::msg)?;
-        Ok(Some(budgets))
+        Ok(budgets)
     }
 }
 
 /// `keys list`
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
     /// Also show revoked and expired keys.
     #[arg(long)]
     pub all: bool,
@@ -150,13 +182,15 @@ pub struct ListArgs {
 pub struct RevokeArgs {
     /// The key's id (`key_...`).
     pub id: String,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Runs a keys subcommand.
-pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    command: KeysCommand,
+    json: bool,
+    path: Option<&Path>,
+    env: &Env,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(path, &super::env_without_upstream(env))?;
     let store = store::connect(&config.database)
         .await
@@ -176,7 +210,7 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                 models,
                 rules: parse_rules(&args.rules)?,
                 metadata: Default::default(),
-                budgets: args.budget.budgets()?.unwrap_or_default(),
+                budgets: args.budget.for_new_key()?,
                 routes: tidy_list(args.routes),
                 expires_at_ms,
             };
@@ -188,7 +222,7 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                 .insert(&issued.key, &issued.hash)
                 .await
                 .context("storing the key")?;
-            if args.json {
+            if json {
                 writeln!(
                     out,
                     "{}",
@@ -220,7 +254,7 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
             }
             let now = keys::now_ms();
             all.retain(|k| args.all || k.is_active(now));
-            if args.json {
+            if json {
                 writeln!(out, "{}", serde_json::to_string(&all)?)?;
             } else {
                 print_table(&mut out, &all, now)?;
@@ -244,8 +278,10 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                 metadata: None,
                 budgets: if args.clear_budgets {
                     Some(KeyBudgets::default())
+                } else if args.budget.has_any() {
+                    Some(args.budget.applied_to(&key.budgets)?)
                 } else {
-                    args.budget.budgets()?
+                    None
                 },
                 expires_at_ms: match &args.expires {
                     Some(text) => {
@@ -254,12 +290,18 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
                     None => None,
                 },
             };
+            if patch.is_empty() {
+                bail!(
+                    "nothing to change: give --name, --models, --routes, --rule, --clear-rules, \
+                     a budget option, --clear-budgets or --expires"
+                );
+            }
             if let Err((param, why)) = patch.validate() {
                 bail!("--{param}: {why}");
             }
             patch.apply(&mut key);
             store.update(&key).await.context("updating the key")?;
-            if args.json {
+            if json {
                 writeln!(out, "{}", serde_json::to_string(&key)?)?;
             } else {
                 writeln!(
@@ -270,15 +312,23 @@ pub async fn run(command: KeysCommand, path: Option<&Path>, env: &Env) -> anyhow
             }
         }
         KeysCommand::Revoke(args) => {
-            if !store
-                .revoke(&args.id, keys::now_ms())
-                .await
-                .context("revoking the key")?
-            {
-                bail!("no active key with id {}", args.id);
-            }
-            if args.json {
-                writeln!(out, "{}", json!({ "id": args.id, "revoked": true }))?;
+            // Idempotent: revoking a revoked key succeeds and says so.
+            let Some(key) = store.get(&args.id).await.context("reading the key")? else {
+                bail!("no key with id {}", args.id);
+            };
+            let already = key.revoked_at_ms.is_some()
+                || !store
+                    .revoke(&args.id, keys::now_ms())
+                    .await
+                    .context("revoking the key")?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "id": args.id, "revoked": true, "already_revoked": already })
+                )?;
+            } else if already {
+                writeln!(out, "{} was already revoked.", args.id)?;
             } else {
                 writeln!(
                     out,

@@ -31,15 +31,22 @@ pub struct MockArgs {
 }
 
 /// Binds, prints `listening on ADDRESS`, serves until SIGTERM/SIGINT.
-pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: MockArgs, json: bool) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
-    writeln!(
-        std::io::stdout(),
-        "mock-upstream listening on http://{address}/v1"
-    )?;
+    let stop = crate::server::shutdown_signal();
+    let base_url = format!("http://{address}/v1");
+    if json {
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::json!({ "listening": base_url })
+        )?;
+    } else {
+        writeln!(std::io::stdout(), "mock-upstream listening on {base_url}")?;
+    }
     std::io::stdout().flush()?;
     let options = MockOptions {
         latency: Duration::from_millis(args.latency_ms),
@@ -47,6 +54,6 @@ pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
         api_key: args.api_key,
         record_limit: args.record_limit,
     };
-    mock_upstream::serve(listener, options, crate::server::shutdown_signal()).await?;
+    mock_upstream::serve(listener, options, stop).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,9 @@ pub struct Cli {
     /// The TOML configuration file (default: $TOLLGATE_CONFIG, else ./tollgate.toml if present).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Print one JSON document on stdout, whatever the outcome (errors as `{"error": …}`).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,8 +34,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway (address from PORT / TOLLGATE_HOST).
-    Serve,
+    /// Run the gateway (address from --port, PORT / TOLLGATE_HOST).
+    Serve(serve::ServeArgs),
     /// Run the gateway with an in-process mock upstream and a fresh key: try Tollgate without an OpenAI key.
     Demo(demo::DemoArgs),
     /// Create, list and revoke gateway keys in the configured database.
@@ -56,14 +59,22 @@ pub enum Command {
 /// `tollgate config ...`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Load and validate the configuration, print it with secrets masked; exit 1 on error.
+    /// Load and validate the configuration; print every setting in force (secrets masked) as
+    /// TOML that loads back to the same configuration; exit 1 on error.
     Check,
 }
 
 /// Runs a parsed command line against an environment.
 pub async fn run(cli: Cli, env: Env) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve => {
+        Command::Serve(args) => {
+            let mut env = env;
+            if let Some(port) = args.port {
+                env.set("PORT", &port.to_string());
+            }
+            if cli.json {
+                env.set("TOLLGATE_LOG_FORMAT", "json");
+            }
             let config = load(cli.config.as_deref(), &env)?;
             let source = crate::reload::ConfigSource {
                 path: cli.config.clone(),
@@ -71,20 +82,59 @@ pub async fn run(cli: Cli, env: Env) -> anyhow::Result<ExitCode> {
             };
             serve::run(config, source).await
         }
-        Command::Demo(args) => demo::run(args, cli.config.as_deref(), env).await,
-        Command::Keys(command) => keys::run(command, cli.config.as_deref(), &env).await,
-        Command::Usage(args) => usage::run(args, cli.config.as_deref(), &env).await,
-        Command::Prices(args) => prices::run(&args, cli.config.as_deref(), &env),
-        Command::Reconcile(args) => reconcile::run(args, cli.config.as_deref(), &env).await,
-        Command::Config(ConfigCommand::Check) => Ok(config_check::run(cli.config.as_deref(), &env)),
-        Command::MockUpstream(args) => mock_upstream::run(args).await,
-        Command::Health(args) => health::run(&args, cli.config.as_deref(), &env).await,
+        Command::Demo(args) => demo::run(args, cli.json, cli.config.as_deref(), env).await,
+        Command::Keys(command) => keys::run(command, cli.json, cli.config.as_deref(), &env).await,
+        Command::Usage(args) => usage::run(args, cli.json, cli.config.as_deref(), &env).await,
+        Command::Prices(args) => prices::run(&args, cli.json, cli.config.as_deref(), &env),
+        Command::Reconcile(args) => {
+            reconcile::run(args, cli.json, cli.config.as_deref(), &env).await
+        }
+        Command::Config(ConfigCommand::Check) => {
+            config_check::run(cli.json, cli.config.as_deref(), &env)
+        }
+        Command::MockUpstream(args) => mock_upstream::run(args, cli.json).await,
+        Command::Health(args) => health::run(&args, cli.json, cli.config.as_deref(), &env).await,
     }
 }
 
 /// Loads the configuration or fails with every problem listed.
 fn load(path: Option<&std::path::Path>, env: &Env) -> anyhow::Result<Config> {
     Ok(Config::load(path, env)?)
+}
+
+/// An error and its causes on one line, each cause once: libraries often repeat their source in
+/// their own message, which `{:#}` would print again ("…: unable to open database file: …:
+/// unable to open database file").
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// Binds the configured address, or says what to do when the port is taken.
+async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    let address = std::net::SocketAddr::new(config.server.host, config.server.port);
+    tokio::net::TcpListener::bind(address).await.map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "port {} on {} is already in use (another tollgate?): stop it, or pass --port N \
+                 (--port 0 picks a free one)",
+                address.port(),
+                address.ip()
+            )
+        } else {
+            anyhow::Error::new(error).context(format!("binding {address}"))
+        }
+    })
 }
 
 /// Commands that only touch the database need no upstream key; give the loader a placeholder
@@ -123,4 +173,23 @@ fn write_table(
         print(&mut line.iter().map(String::as_str))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("database: {0}")]
+    struct Repeating(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_repeated_in_its_wrapper_is_printed_once() {
+        let io = std::io::Error::other("unable to open database file");
+        let error = anyhow::Error::new(Repeating(io)).context("opening the database");
+        assert_eq!(
+            describe(&error),
+            "opening the database: database: unable to open database file"
+        );
+    }
 }

@@ -17,13 +17,15 @@ pub struct PricesArgs {
     /// One model (a dated snapshot shows the price it takes).
     #[arg(long)]
     pub model: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Prints the table; exit 1 when `--model` names a model without a price.
-pub fn run(args: &PricesArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: &PricesArgs,
+    json: bool,
+    path: Option<&Path>,
+    env: &Env,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(path, &super::env_without_upstream(env))?;
     let table = PriceTable::with_overrides(&config.pricing);
     let rows: Vec<(String, &ModelPrice)> = match &args.model {
@@ -52,7 +54,7 @@ pub fn run(args: &PricesArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<
         }
     };
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         let models: Vec<Value> = rows
             .iter()
             .map(|(model, price)| json_row(model, price, source(model)))

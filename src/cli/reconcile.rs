@@ -21,13 +21,15 @@ pub struct ReconcileArgs {
     /// The cost difference a day and model may have and still agree, in USD.
     #[arg(long)]
     pub tolerance_usd: Option<f64>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Runs the comparison; exit 1 when OpenAI cannot be read.
-pub async fn run(args: ReconcileArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: ReconcileArgs,
+    json: bool,
+    path: Option<&Path>,
+    env: &Env,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(path, &super::env_without_upstream(env))?;
     let tolerance = match args.tolerance_usd {
         None => DEFAULT_TOLERANCE,
@@ -55,7 +57,7 @@ pub async fn run(args: ReconcileArgs, path: Option<&Path>, env: &Env) -> anyhow:
     )
     .await?;
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
         return Ok(ExitCode::SUCCESS);
     }

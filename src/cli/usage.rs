@@ -21,13 +21,15 @@ pub struct UsageArgs {
     /// How far back, e.g. 7d, 24h (counted by the hour).
     #[arg(long, default_value = "7d")]
     pub since: String,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Runs `tollgate usage` against the configured database.
-pub async fn run(args: UsageArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: UsageArgs,
+    json: bool,
+    path: Option<&Path>,
+    env: &Env,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(path, &super::env_without_upstream(env))?;
     let group_by = args
         .by
@@ -50,7 +52,7 @@ pub async fn run(args: UsageArgs, path: Option<&Path>, env: &Env) -> anyhow::Res
         .records;
     let rows = records.usage(&query).await.context("reading usage")?;
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         writeln!(out, "{}", serde_json::to_string(&rows)?)?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -2,14 +2,10 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
-use super::serialize_ms;
 use super::source::Sources;
 
 /// When a chat completion may be answered from the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChatCachePolicy {
     /// Only requests that ask for a deterministic answer (`temperature: 0`).
     Deterministic,
@@ -19,7 +15,7 @@ pub enum ChatCachePolicy {
 }
 
 /// The response cache's policy and size.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct CacheConfig {
     /// `cache.chat`: `deterministic` (default), `always` or `off`.
     pub chat: ChatCachePolicy,
@@ -30,7 +26,6 @@ pub struct CacheConfig {
     /// `cache.max_entry_bytes`: larger answers (big embeddings batches) are not stored.
     pub max_entry_bytes: usize,
     /// `AI_CACHE_TTL` (seconds): how long an answer stays.
-    #[serde(serialize_with = "serialize_ms")]
     pub ttl: Duration,
 }
 

@@ -1,12 +1,9 @@
 //! `[content]`: content rules, every one off unless named here.
 
-use serde::Serialize;
-
 use super::source::Sources;
 
 /// A redaction detector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detector {
     Email,
     Phone,
@@ -35,7 +32,7 @@ impl Detector {
 }
 
 /// What the content stage checks.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct ContentConfig {
     /// Regexes; a prompt matching any is refused (400 `content_policy_violation`).
     pub deny: Vec<String>,

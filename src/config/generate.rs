@@ -1,11 +1,9 @@
 //! `[generate]`: defaults of the seeds' simple prompt API, `POST /api/ai/generate`.
 
-use serde::Serialize;
-
 use super::source::Sources;
 
 /// What `/api/ai/generate` sends when the caller leaves a field out.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct GenerateConfig {
     /// Model used when the request names none.
     pub default_model: String,

@@ -8,13 +8,11 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::source::{Millis, Sources};
-use super::{serialize_ms, serialize_optional_secret};
 use crate::limiter::rules::{self, Rule, RuleSpec};
 use crate::redis_link::{Endpoint, TlsFiles};
 
 /// What to do when the shared rate-limit backend (Redis) cannot answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendErrorPolicy {
     /// Serve the request, log, count a metric (the default: an outage of Redis is not an
     /// outage of the gateway).
@@ -24,8 +22,7 @@ pub enum BackendErrorPolicy {
 }
 
 /// What budgets do when the shared counters (Redis) cannot answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BudgetBackendPolicy {
     /// Keep enforcing on this replica's own counters, seeded from the records and allowed
     /// `budgets.outage_share` of what each budget has left (the default).
@@ -37,22 +34,18 @@ pub enum BudgetBackendPolicy {
 }
 
 /// Rate limits.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct LimitsConfig {
     /// `limits.enabled`: off skips the limit stage entirely (benchmarks compare with it).
     pub enabled: bool,
     /// `[[limits.rules]]`; the seeds' numbers when none are given.
-    #[serde(serialize_with = "serialize_rules")]
     pub rules: Vec<Rule>,
     /// Every call to the shared backend is bounded by this.
-    #[serde(serialize_with = "serialize_ms")]
     pub backend_timeout: Duration,
     pub on_backend_error: BackendErrorPolicy,
     /// `REDIS_URL`: buckets shared by every replica; unset keeps them in memory.
-    #[serde(serialize_with = "serialize_optional_secret")]
     pub redis_url: Option<SecretString>,
     /// `TOLLGATE_REDIS_CA_FILE`, `_CERT_FILE`, `_KEY_FILE`: PEM files for the `rediss` schemes.
-    #[serde(flatten)]
     pub redis_tls: TlsFiles,
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
     pub redis_prefix: String,
@@ -61,6 +54,8 @@ pub struct LimitsConfig {
     /// `TOLLGATE_ALERT_WEBHOOK` / `budgets.alert_webhook`: receives a JSON POST when a budget
     /// crosses its `alert_at`. Budgets share the limits' Redis, timeout and failure policy.
     pub alert_webhook: Option<Url>,
+    /// `TOLLGATE_ALERT_FORMAT` / `budgets.alert_format`: what the webhook's body holds.
+    pub alert_format: AlertFormat,
     /// `budgets.unpriced`: whether a caller under a budget may use a model that has no price
     /// (`refuse`, the default: its cost could not be held to the budget; or `allow`).
     pub unpriced: UnpricedPolicy,
@@ -72,9 +67,17 @@ pub struct LimitsConfig {
     pub budget_outage_share: f64,
 }
 
+/// The body of a budget alert's POST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertFormat {
+    /// Every field, and `text`, a sentence that Slack and Teams show (the default).
+    Json,
+    /// `{"text": …}` alone, for receivers that refuse fields they do not know.
+    Slack,
+}
+
 /// What a budgeted caller asking for a model without a price gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnpricedPolicy {
     /// 403, naming the model: a budget that cannot be enforced is not bypassed.
     Refuse,
@@ -120,10 +123,9 @@ fn default_alert_at() -> f64 {
 }
 
 /// User JWTs: how to verify them and what their users may do.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct JwtConfig {
     /// `TOLLGATE_JWT_SECRET` (environment only): HS256.
-    #[serde(serialize_with = "serialize_optional_secret")]
     pub secret: Option<SecretString>,
     /// `TOLLGATE_JWT_PUBLIC_KEY` / `jwt.public_key`: a PEM file (RS256 or ES256).
     pub public_key: Option<PathBuf>,
@@ -134,7 +136,6 @@ pub struct JwtConfig {
     /// `TOLLGATE_JWT_AUDIENCE`: checked when set.
     pub audience: Option<String>,
     /// A JWKS is refetched on an unknown `kid` at most once per this interval.
-    #[serde(serialize_with = "serialize_ms")]
     pub jwks_min_refresh: Duration,
     /// Longer tokens are refused before any parsing.
     pub max_token_bytes: usize,
@@ -143,7 +144,6 @@ pub struct JwtConfig {
     /// Route families allowed although unchecked (`pipeline::authorize`).
     pub routes: Vec<String>,
     /// Their rules; the `[limits]` rules when not given.
-    #[serde(serialize_with = "serialize_optional_rules")]
     pub rules: Option<Vec<Rule>>,
     /// Their budget, per user (enforced from issue #5).
     pub budget: Option<BudgetSpec>,
@@ -213,12 +213,11 @@ impl JwtConfig {
 }
 
 /// Callers without credentials, for internal services on a private network (seed 003).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AnonymousConfig {
     pub enabled: bool,
     pub models: Vec<String>,
     pub routes: Vec<String>,
-    #[serde(serialize_with = "serialize_optional_rules")]
     pub rules: Option<Vec<Rule>>,
     pub budget: Option<BudgetSpec>,
 }
@@ -251,6 +250,11 @@ impl LimitsConfig {
             }
         };
         let redis_url: Option<SecretString> = s.optional("limits.redis_url", Some("REDIS_URL"));
+        if let Some(plain) = redis_url.as_ref().and_then(|url| {
+            super::store::without_credentials(secrecy::ExposeSecret::expose_secret(url))
+        }) {
+            s.show("limits.redis_url", plain);
+        }
         let redis_tls = read_redis_tls(s, redis_url.as_ref());
         // Before `budgets.on_backend_error` existed, budgets followed the limits' policy: an
         // operator who chose `fail_closed` there keeps it for budgets unless they say otherwise.
@@ -274,6 +278,31 @@ impl LimitsConfig {
                 BudgetBackendPolicy::Local
             }
         };
+        let alert_webhook: Option<Url> =
+            s.optional("budgets.alert_webhook", Some("TOLLGATE_ALERT_WEBHOOK"));
+        if alert_webhook.is_some() {
+            // Whoever holds a webhook URL can post to the channel: a credential.
+            s.show("budgets.alert_webhook", super::source::MASKED);
+        }
+        let alert_format = match s
+            .get(
+                "budgets.alert_format",
+                Some("TOLLGATE_ALERT_FORMAT"),
+                "json".to_owned(),
+            )
+            .as_str()
+        {
+            "json" => AlertFormat::Json,
+            "slack" => AlertFormat::Slack,
+            other => {
+                s.invalid(
+                    "budgets.alert_format",
+                    Some("TOLLGATE_ALERT_FORMAT"),
+                    format!("expected json or slack, got {other:?}"),
+                );
+                AlertFormat::Json
+            }
+        };
         let budget_outage_share = s.get("budgets.outage_share", None, 0.5f64);
         if !(0.0..=1.0).contains(&budget_outage_share) {
             s.invalid("budgets.outage_share", None, "must be from 0 to 1");
@@ -289,7 +318,8 @@ impl LimitsConfig {
             redis_tls,
             redis_prefix: s.get("limits.redis_prefix", None, "tollgate".to_owned()),
             default_completion_tokens: s.get("limits.default_completion_tokens", None, 1024u64),
-            alert_webhook: s.optional("budgets.alert_webhook", Some("TOLLGATE_ALERT_WEBHOOK")),
+            alert_webhook,
+            alert_format,
             unpriced: match s
                 .get("budgets.unpriced", None, "refuse".to_owned())
                 .as_str()
@@ -413,19 +443,5 @@ fn read_budget(s: &mut Sources<'_>, path: &str) -> Option<BudgetSpec> {
             s.invalid_in_file(path, error.message().trim());
             None
         }
-    }
-}
-
-fn serialize_rules<S: serde::Serializer>(rules: &[Rule], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(rules.iter().map(Rule::to_spec))
-}
-
-fn serialize_optional_rules<S: serde::Serializer>(
-    rules: &Option<Vec<Rule>>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match rules {
-        Some(rules) => serialize_rules(rules, s),
-        None => s.serialize_str("(the [limits] rules)"),
     }
 }

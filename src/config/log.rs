@@ -1,21 +1,18 @@
 //! `[log]`: verbosity and format of the log lines; `[traces]`: where OpenTelemetry traces go.
 
 use secrecy::SecretString;
-use serde::Serialize;
 
-use super::serialize_optional_secret;
 use super::source::Sources;
 
 /// Machine-readable JSON lines (the default) or human-readable text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
     Text,
 }
 
 /// Log filter and format.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct LogConfig {
     /// `TOLLGATE_LOG`: an `EnvFilter` directive such as `info` or `tollgate=debug`.
     pub filter: String,
@@ -26,18 +23,16 @@ pub struct LogConfig {
 }
 
 /// How spans are sent to an OTLP collector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpProtocol {
     /// `http/protobuf` (the OpenTelemetry default): POST to `…/v1/traces`.
-    #[serde(rename = "http/protobuf")]
     HttpProtobuf,
     /// `grpc`: the collector's `TraceService/Export`.
-    #[serde(rename = "grpc")]
     Grpc,
 }
 
 /// OpenTelemetry traces, read from the standard `OTEL_*` variables (or `[traces]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TracesConfig {
     /// Where spans go, complete: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given, or
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/traces` appended for HTTP). `None`: off.
@@ -46,7 +41,6 @@ pub struct TracesConfig {
     pub protocol: OtlpProtocol,
     /// `OTEL_EXPORTER_OTLP_HEADERS`: `name=value,…` sent with every export (a collector's
     /// credentials, so a secret).
-    #[serde(serialize_with = "serialize_optional_secret")]
     pub headers: Option<SecretString>,
     /// `OTEL_SERVICE_NAME`: the `service.name` resource attribute.
     pub service_name: String,

@@ -19,17 +19,13 @@ mod store;
 mod upstream;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use secrecy::SecretString;
-use serde::Serialize;
 
 pub use cache::{CacheConfig, ChatCachePolicy};
 pub use content::{ContentConfig, Detector};
 pub use generate::GenerateConfig;
 pub use limits::{
-    AnonymousConfig, BackendErrorPolicy, BudgetBackendPolicy, BudgetPeriod, BudgetSpec, JwtConfig,
-    LimitsConfig, UnpricedPolicy,
+    AlertFormat, AnonymousConfig, BackendErrorPolicy, BudgetBackendPolicy, BudgetPeriod,
+    BudgetSpec, JwtConfig, LimitsConfig, UnpricedPolicy,
 };
 pub use log::{LogConfig, LogFormat, OtlpProtocol, TracesConfig};
 pub use records::RecordsConfig;
@@ -42,7 +38,7 @@ pub use upstream::UpstreamConfig;
 use source::Sources;
 
 /// The whole effective configuration. Built once at start, never changed after.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
@@ -62,6 +58,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamEntry>,
     /// `[models.ALIAS]`: public model names, their targets and fallbacks.
     pub models: std::collections::BTreeMap<String, ModelAlias>,
+    /// What was read, as the file would say it (`config check`, reload).
+    pub effective: Effective,
 }
 
 /// Every problem found, one line each.
@@ -89,12 +87,12 @@ impl Config {
 
     /// Builds the configuration from TOML text and an environment (what tests use).
     pub fn from_toml_str(label: &str, text: &str, env: &Env) -> Result<Self, ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError(vec![format!("{label}: {}", e.message().trim())])
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError(vec![syntax_error(label, text, &e)]))?;
         let mut sources = Sources::new(label, table, env);
         let (upstreams, models) = routing::read(&mut sources);
-        let config = Self {
+        let mut config = Self {
             server: ServerConfig::read(&mut sources),
             upstream: UpstreamConfig::read(&mut sources),
             database: DatabaseConfig::read(&mut sources),
@@ -110,48 +108,82 @@ impl Config {
             content: ContentConfig::read(&mut sources),
             upstreams,
             models,
+            effective: Effective::default(),
         };
-        let errors = sources.finish();
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError(errors))
+        let finished = sources.finish();
+        if !finished.errors.is_empty() {
+            return Err(ConfigError(finished.errors));
         }
+        config.effective = Effective {
+            table: finished.effective,
+            from_env_only: finished.from_env_only,
+        };
+        Ok(config)
+    }
+}
+
+/// The configuration as an operator writes it: every setting read, at its TOML path, with the
+/// value in force (defaults included, secrets masked). `config check` prints it; a reload
+/// compares sections of it to find changes that need a restart.
+#[derive(Debug, Clone, Default)]
+pub struct Effective {
+    /// The settings, nested as in the file.
+    pub table: toml::Table,
+    /// Settings only the environment gives that are set (names only).
+    pub from_env_only: std::collections::BTreeSet<String>,
+}
+
+impl Effective {
+    /// One section (`server`) or setting (`keys.cache_ttl_ms`) as read.
+    pub fn get(&self, path: &str) -> Option<&toml::Value> {
+        let mut parts = path.split('.');
+        let mut value = self.table.get(parts.next()?)?;
+        for part in parts {
+            value = value.as_table()?.get(part)?;
+        }
+        Some(value)
     }
 
-    /// The effective configuration as TOML, secrets masked (`tollgate config check`).
-    pub fn to_masked_toml(&self) -> String {
-        toml::to_string_pretty(self)
-            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    /// The effective configuration as a TOML file that loads back to the same configuration
+    /// (with the same environment); secrets are shown as [`source::MASKED`], which the loader
+    /// refuses by name.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from("# tollgate config check: the configuration is valid.\n");
+        out.push_str("# Every setting in force, defaults included; secrets are masked.\n");
+        for name in &self.from_env_only {
+            out.push_str(&format!("# {name} is set in the environment.\n"));
+        }
+        out.push('\n');
+        out.push_str(
+            &toml::to_string_pretty(&self.table)
+                .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n")),
+        );
+        out
     }
 }
 
-pub(crate) fn serialize_ms<S: serde::Serializer>(
-    value: &Duration,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
-}
-
-pub(crate) fn serialize_secret<S: serde::Serializer>(
-    _: &SecretString,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.serialize_str("********")
-}
-
-pub(crate) fn serialize_optional_secret<S: serde::Serializer>(
-    value: &Option<SecretString>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(_) => s.serialize_str("********"),
-        None => s.serialize_str("(unset)"),
+/// A TOML syntax error as `FILE:LINE:COLUMN: message`.
+fn syntax_error(label: &str, text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim();
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .map_or(0, |last| last.chars().count())
+                + 1;
+            format!("{label}:{line}:{column}: {message}")
+        }
+        None => format!("{label}: {message}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
@@ -242,10 +274,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        let shown = config.to_masked_toml();
+        let shown = config.effective.to_toml();
         assert!(!shown.contains("very-secret"), "{shown}");
         assert!(
-            shown.contains("postgres://u:********@localhost/db"),
+            shown.contains(&format!("url = \"{}\"", source::MASKED)),
             "{shown}"
         );
     }
@@ -306,7 +338,7 @@ budget = { max_usd = 5.0, period = "month" }
             BackendErrorPolicy::FailClosed
         );
         assert_eq!(config.jwt.budget.as_ref().map(|b| b.alert_at), Some(0.8));
-        assert!(config.to_masked_toml().contains("scope = \"ip\""));
+        assert!(config.effective.to_toml().contains("scope = \"ip\""));
     }
 
     #[test]
@@ -339,5 +371,152 @@ budget = { max_usd = 5.0, period = "month" }
             errors[0].starts_with("TOLLGATE_CORS_ORIGINS: \"*\""),
             "{errors:?}"
         );
+    }
+
+    /// A file using every kind of setting: scalars, durations, lists, URLs, secrets, arrays of
+    /// tables and free-form tables.
+    const RICH: &str = r#"
+[server]
+port = 4000
+host = "localhost"
+cors_origins = ["https://app.example.com"]
+header_read_timeout_ms = 2500
+
+[upstream]
+max_retries = 5
+
+[database]
+url = "postgres://tollgate@db.internal:5432/tollgate?sslmode=verify-full"
+
+[limits]
+redis_url = "redis://cache.internal:6379"
+
+[[limits.rules]]
+scope = "key"
+route = "chat"
+requests = 100
+per = "1m"
+
+[budgets]
+outage_share = 0.25
+
+[cache]
+embeddings = "off"
+
+[content]
+deny = ["(?i)forbidden"]
+max_prompt_chars = 300
+
+[[upstreams]]
+name = "backup"
+base_url = "https://backup.example.com/v1"
+api_key_env = "BACKUP_API_KEY"
+models = ["gpt-4.1-nano"]
+
+[models.fast]
+target = "gpt-4o-mini"
+fallbacks = [{ target = "gpt-4.1-nano", upstream = "backup" }]
+
+[pricing."my-model"]
+input = 1
+output = 2
+max_output_tokens = 100
+"#;
+
+    fn rich_env() -> Env {
+        env(&[
+            ("OPENAI_API_KEY", "sk-upstream-secret"),
+            ("BACKUP_API_KEY", "sk-backup-secret"),
+            ("OPENAI_TIMEOUT", "45000"),
+            (
+                "DATABASE_URL",
+                "postgres://tollgate:db-password@db.internal/tollgate",
+            ),
+            ("TOLLGATE_ADMIN_TOKEN", "admin-token-0123456789abcdef"),
+        ])
+    }
+
+    #[test]
+    fn the_checked_configuration_loads_back_to_itself() {
+        let rich = rich_env();
+        let first = Config::from_toml_str("tollgate.toml", RICH, &rich).unwrap();
+        let printed = first.effective.to_toml();
+        for secret in [
+            "sk-upstream-secret",
+            "sk-backup-secret",
+            "db-password",
+            "from-the-file",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+        }
+        // The environment's value is the one in force, shown in the file's key.
+        assert_eq!(
+            first.effective.table["upstream"]["timeout_ms"].as_integer(),
+            Some(45_000)
+        );
+        assert!(
+            printed.contains("# OPENAI_API_KEY is set in the environment."),
+            "{printed}"
+        );
+        // Defaults are shown too, in the keys the loader reads.
+        assert_eq!(
+            first.effective.table["records"]["flush_ms"].as_integer(),
+            Some(50)
+        );
+        // Loaded back with the same environment, every setting reads the same value: the
+        // configuration is the same one (it is a function of the values read).
+        let second = Config::from_toml_str("printed.toml", &printed, &rich).unwrap();
+        assert_eq!(second.effective.table, first.effective.table, "{printed}");
+        assert_eq!(second.effective.to_toml(), printed);
+        assert_eq!(second.server.port, 4000);
+        assert_eq!(second.upstream.timeout.as_millis(), 45_000);
+        assert_eq!(second.limits.rules.len(), 1);
+        assert_eq!(second.upstreams.len(), 1);
+        assert!(second.models.contains_key("fast"));
+        assert!(second.pricing.contains_key("my-model"));
+        // A secret-free URL is shown as it is, so that the printed file stays useful.
+        let plain = Config::from_toml_str("t", "", &env(&[("OPENAI_API_KEY", "k")])).unwrap();
+        assert_eq!(
+            plain.effective.table["database"]["url"].as_str(),
+            Some("sqlite://tollgate.db")
+        );
+    }
+
+    #[test]
+    fn a_masked_secret_fed_back_without_the_secret_is_refused_by_name() {
+        let printed = Config::from_toml_str("tollgate.toml", RICH, &rich_env())
+            .unwrap()
+            .effective
+            .to_toml();
+        let without_secrets = env(&[
+            ("OPENAI_API_KEY", "sk-upstream-secret"),
+            ("BACKUP_API_KEY", "sk-backup-secret"),
+        ]);
+        let errors = Config::from_toml_str("printed.toml", &printed, &without_secrets)
+            .err()
+            .unwrap()
+            .0;
+        for path in ["database.url", "keys.admin_token"] {
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with(&format!("printed.toml: {path}: holds the mask"))),
+                "{path} not refused: {errors:?}"
+            );
+        }
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line_and_column() {
+        let error = Config::from_toml_str(
+            "tollgate.toml",
+            "[server]\nport = 4000\nhost = \"x\n",
+            &env(&[("OPENAI_API_KEY", "k")]),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(error.0.len(), 1);
+        assert!(error.0[0].starts_with("tollgate.toml:3:"), "{:?}", error.0);
     }
 }

@@ -3,13 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
-
-use super::serialize_ms;
 use super::source::{Millis, Sources};
 
 /// How audit records are kept.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RecordsConfig {
     /// `records.enabled`: off writes no records (benchmarks compare with it).
     pub enabled: bool,
@@ -18,7 +15,6 @@ pub struct RecordsConfig {
     /// Store prompt and completion text in records (off: only their lengths).
     pub store_text: bool,
     /// The writer flushes at least this often.
-    #[serde(serialize_with = "serialize_ms")]
     pub flush_interval: Duration,
     /// Records per database write, at most.
     pub batch_size: usize,
@@ -31,7 +27,6 @@ pub struct RecordsConfig {
     pub data_dir: PathBuf,
     /// How often batches created through Tollgate are looked up, to record their output once
     /// they end.
-    #[serde(serialize_with = "serialize_ms")]
     pub batch_poll_interval: Duration,
 }
 

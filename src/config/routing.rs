@@ -20,20 +20,18 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::serialize_optional_secret;
 use super::source::Sources;
 
 /// The name of the upstream at `OPENAI_BASE_URL`.
 pub const DEFAULT_UPSTREAM: &str = "default";
 
 /// One extra provider.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct UpstreamEntry {
     pub name: String,
     /// Ends in `/` so joining keeps its path.
     pub base_url: Url,
     /// Read from the environment variable `api_key_env` names.
-    #[serde(serialize_with = "serialize_optional_secret")]
     pub api_key: Option<SecretString>,
     /// Models sent to this upstream when the request names them directly.
     pub models: Vec<String>,
@@ -55,7 +53,7 @@ fn default_upstream() -> String {
 }
 
 /// `[models.ALIAS]`: the primary target, then the fallbacks in order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ModelAlias {
     pub targets: Vec<AliasTarget>,
 }

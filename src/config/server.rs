@@ -3,14 +3,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::Serialize;
-
-use super::serialize_ms;
 use super::source::{Millis, Sources};
 use crate::client_ip::TrustedProxies;
 
 /// Listening address, HTTP limits and shutdown behaviour.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Interface to bind (`TOLLGATE_HOST`).
     pub host: IpAddr,
@@ -21,38 +18,26 @@ pub struct ServerConfig {
     /// Largest streamed upload (multipart) forwarded on passthrough routes.
     pub upload_limit_bytes: usize,
     /// A client must finish sending request headers within this time.
-    #[serde(serialize_with = "serialize_ms")]
     pub header_read_timeout: Duration,
     /// A whole JSON body must arrive within this; an upload gets it as grace before its pace
     /// is held to `upload_min_bytes_per_sec` (408 either way).
-    #[serde(serialize_with = "serialize_ms")]
     pub body_read_timeout: Duration,
     /// The slowest average pace an upload may keep after its grace.
     pub upload_min_bytes_per_sec: u64,
     /// A connection (HTTP/1.1 keep-alive or HTTP/2) with no request in flight for this long is
     /// closed; before its first request, `header_read_timeout` applies instead.
-    #[serde(serialize_with = "serialize_ms")]
     pub idle_timeout: Duration,
     /// Most connections open at once from one client address (trusted proxies are exempt:
     /// they carry many clients). Further connections are closed at once.
     pub max_connections_per_ip: usize,
     /// On SIGTERM/SIGINT, in-flight requests and streams get this long to finish.
-    #[serde(serialize_with = "serialize_ms")]
     pub shutdown_grace: Duration,
     /// Browser origins allowed by CORS (`TOLLGATE_CORS_ORIGINS`); empty means no CORS at all.
     pub cors_origins: Vec<String>,
     /// Whether `/metrics` is served without a key (it carries no secrets, only counts).
     pub metrics_public: bool,
     /// `TOLLGATE_TRUSTED_PROXIES`: load balancers whose `X-Forwarded-For` is believed.
-    #[serde(serialize_with = "serialize_proxies")]
     pub trusted_proxies: TrustedProxies,
-}
-
-fn serialize_proxies<S: serde::Serializer>(
-    proxies: &TrustedProxies,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(proxies.to_strings())
 }
 
 impl ServerConfig {

@@ -64,7 +64,14 @@ pub trait Setting: Sized {
     const ECHO: bool = true;
     fn from_toml(value: &toml::Value) -> Option<Self>;
     fn from_env(value: &str) -> Option<Self>;
+    /// The value as the file would hold it, for `config check`'s effective configuration.
+    fn to_toml(&self) -> toml::Value;
 }
+
+/// What `config check` prints in place of a secret. The loader refuses it by name, so a
+/// printed configuration fed back without the secret fails loudly instead of running with a
+/// placeholder for a password.
+pub const MASKED: &str = "<masked: set this secret again>";
 
 macro_rules! integer_setting {
     ($($t:ty),*) => {$(
@@ -75,6 +82,9 @@ macro_rules! integer_setting {
             }
             fn from_env(value: &str) -> Option<Self> {
                 value.trim().parse().ok()
+            }
+            fn to_toml(&self) -> toml::Value {
+                toml::Value::Integer(i64::try_from(*self).unwrap_or(i64::MAX))
             }
         }
     )*};
@@ -92,6 +102,9 @@ impl Setting for f64 {
     fn from_env(value: &str) -> Option<Self> {
         value.trim().parse().ok().filter(|f: &f64| f.is_finite())
     }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Float(*self)
+    }
 }
 
 impl Setting for bool {
@@ -106,6 +119,9 @@ impl Setting for bool {
             _ => None,
         }
     }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Boolean(*self)
+    }
 }
 
 impl Setting for String {
@@ -115,6 +131,9 @@ impl Setting for String {
     }
     fn from_env(value: &str) -> Option<Self> {
         Some(value.to_owned())
+    }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::String(self.clone())
     }
 }
 
@@ -126,6 +145,9 @@ impl Setting for SecretString {
     }
     fn from_env(value: &str) -> Option<Self> {
         Some(SecretString::from(value.to_owned()))
+    }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::String(MASKED.to_owned())
     }
 }
 
@@ -149,6 +171,9 @@ impl Setting for Vec<String> {
                 .collect(),
         )
     }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Array(self.iter().cloned().map(toml::Value::String).collect())
+    }
 }
 
 impl Setting for Url {
@@ -160,6 +185,9 @@ impl Setting for Url {
         Url::parse(value.trim())
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+    }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::String(self.as_str().to_owned())
     }
 }
 
@@ -182,6 +210,9 @@ impl Setting for Millis {
             .ok()
             .map(|ms| Self(Duration::from_millis(ms)))
     }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Integer(i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX))
+    }
 }
 
 /// Seconds, as `AI_CACHE_TTL` is written.
@@ -203,6 +234,9 @@ impl Setting for Seconds {
             .ok()
             .map(|s| Self(Duration::from_secs(s)))
     }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Integer(i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX))
+    }
 }
 
 /// The merged view of file and environment, and the problems found while reading it.
@@ -212,6 +246,19 @@ pub struct Sources<'a> {
     env: &'a Env,
     read: BTreeSet<String>,
     errors: Vec<String>,
+    effective: toml::Table,
+    from_env_only: BTreeSet<String>,
+}
+
+/// What reading found: the problems, and the effective configuration in the file's own keys.
+pub struct Finished {
+    /// One line per problem; empty when the configuration is valid.
+    pub errors: Vec<String>,
+    /// Every setting read, at its TOML path, with the value in force (defaults included,
+    /// secrets masked): a file that loads back to the same configuration.
+    pub effective: toml::Table,
+    /// Settings only the environment may give that were set (their names, never values).
+    pub from_env_only: BTreeSet<String>,
 }
 
 impl<'a> Sources<'a> {
@@ -223,12 +270,16 @@ impl<'a> Sources<'a> {
             env,
             read: BTreeSet::new(),
             errors: Vec::new(),
+            effective: toml::Table::new(),
+            from_env_only: BTreeSet::new(),
         }
     }
 
     /// Reads `path` (dotted TOML key) or `env_var`, falling back to `default`.
     pub fn get<T: Setting>(&mut self, path: &str, env_var: Option<&str>, default: T) -> T {
-        self.optional(path, env_var).unwrap_or(default)
+        let value = self.optional(path, env_var).unwrap_or(default);
+        self.note_effective(path, value.to_toml());
+        value
     }
 
     /// Reads `path` or `env_var`; `None` when neither is set or the value is bad (then recorded).
@@ -239,7 +290,10 @@ impl<'a> Sources<'a> {
             // The TOML key is still marked read: it is known, merely overridden.
             self.read.insert(path.to_owned());
             return match T::from_env(raw) {
-                Some(value) => Some(value),
+                Some(value) => {
+                    self.note_effective(path, value.to_toml());
+                    Some(value)
+                }
                 None => {
                     let got = if T::ECHO {
                         format!(", got {raw:?}")
@@ -254,8 +308,19 @@ impl<'a> Sources<'a> {
         }
         let value = self.lookup(path)?.clone();
         self.read.insert(path.to_owned());
+        if value.as_str() == Some(MASKED) {
+            let put = env_var.map_or_else(String::new, |var| format!(" (or set {var})"));
+            self.errors.push(format!(
+                "{}: {path}: holds the mask `config check` prints in place of a secret: put the secret back{put}",
+                self.file_label
+            ));
+            return None;
+        }
         match T::from_toml(&value) {
-            Some(parsed) => Some(parsed),
+            Some(parsed) => {
+                self.note_effective(path, parsed.to_toml());
+                Some(parsed)
+            }
             None => {
                 let got = if T::ECHO {
                     format!(", got {value}")
@@ -276,6 +341,7 @@ impl<'a> Sources<'a> {
     pub fn raw(&mut self, path: &str) -> Option<toml::Value> {
         let value = self.lookup(path)?.clone();
         self.read.insert(path.to_owned());
+        self.note_effective(path, value.clone());
         Some(value)
     }
 
@@ -288,6 +354,7 @@ impl<'a> Sources<'a> {
     /// Reads an optional setting that only the environment may give.
     pub fn optional_env<T: Setting>(&mut self, env_var: &str) -> Option<T> {
         let raw = self.env.get(env_var)?;
+        self.from_env_only.insert(env_var.to_owned());
         let parsed = T::from_env(raw);
         if parsed.is_none() {
             self.errors
@@ -303,6 +370,7 @@ impl<'a> Sources<'a> {
             self.errors.push(format!("{env_var}: {message}"));
             return None;
         };
+        self.from_env_only.insert(env_var.to_owned());
         let parsed = T::from_env(raw);
         if parsed.is_none() {
             self.errors
@@ -321,14 +389,41 @@ impl<'a> Sources<'a> {
     }
 
     /// Every unread TOML key is an unknown setting (a typo or a setting from another version).
-    pub fn finish(mut self) -> Vec<String> {
+    pub fn finish(mut self) -> Finished {
         let mut unknown = Vec::new();
         collect_unknown(&self.table, "", &self.read, &mut unknown);
         for key in unknown {
             self.errors
                 .push(format!("{}: unknown setting {key:?}", self.file_label));
         }
-        self.errors
+        Finished {
+            errors: self.errors,
+            effective: self.effective,
+            from_env_only: self.from_env_only,
+        }
+    }
+
+    /// Shows `value` for `path` in the effective configuration in place of what was read: a
+    /// secret-typed setting whose value holds no secret (a database URL without a password).
+    pub fn show(&mut self, path: &str, value: &str) {
+        self.note_effective(path, toml::Value::String(value.to_owned()));
+    }
+
+    /// Puts `value` at the dotted `path` of the effective configuration.
+    fn note_effective(&mut self, path: &str, value: toml::Value) {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let Some(last) = parts.pop() else { return };
+        let mut table = &mut self.effective;
+        for part in parts {
+            let entry = table
+                .entry(part.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                return;
+            };
+            table = inner;
+        }
+        table.insert(last.to_owned(), value);
     }
 
     fn lookup(&self, path: &str) -> Option<&toml::Value> {
@@ -388,7 +483,7 @@ mod tests {
         );
         assert_eq!(timeout.0, Duration::from_millis(20));
         assert_eq!(sources.get("server.port", Some("PORT"), 3006u16), 3006);
-        assert!(sources.finish().is_empty());
+        assert!(sources.finish().errors.is_empty());
     }
 
     #[test]
@@ -400,7 +495,7 @@ mod tests {
         let mut sources = Sources::new("tollgate.toml", table, &env);
         let _: Option<u16> = sources.optional("server.port", None);
         let _: Option<Millis> = sources.optional("upstream.timeout_ms", Some("OPENAI_TIMEOUT"));
-        let errors = sources.finish();
+        let errors = sources.finish().errors;
         assert_eq!(
             errors,
             vec![
@@ -417,7 +512,7 @@ mod tests {
         let env = Env::default();
         let mut sources = Sources::new("f", table, &env);
         let _: Option<SecretString> = sources.optional("admin.token", None);
-        let errors = sources.finish();
+        let errors = sources.finish().errors;
         assert_eq!(errors, vec!["f: admin.token: expected a string".to_owned()]);
     }
 }

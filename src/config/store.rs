@@ -3,25 +3,21 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
 
 use super::source::{Millis, Sources};
-use super::{serialize_ms, serialize_optional_secret};
 
 /// Which database engine `DATABASE_URL` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatabaseEngine {
     Sqlite,
     Postgres,
 }
 
 /// The key store / usage log database.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// `DATABASE_URL`: `sqlite://path` (created if missing) or `postgres://...`. May carry a
     /// password, so it is a secret; `config check` shows it with the password masked.
-    #[serde(serialize_with = "serialize_database_url")]
     pub url: SecretString,
     /// Chosen from the URL's scheme.
     pub engine: DatabaseEngine,
@@ -29,23 +25,19 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// `database.acquire_timeout_ms`: how long a call waits for a pooled connection (or a new
     /// one) before it fails; a database that refuses or drops connections costs no longer.
-    #[serde(serialize_with = "serialize_ms")]
     pub acquire_timeout: Duration,
     /// `database.statement_timeout_ms`: PostgreSQL's `statement_timeout` for every session, so
     /// no query holds a connection for ever.
-    #[serde(serialize_with = "serialize_ms")]
     pub statement_timeout: Duration,
 }
 
 /// Gateway keys and the admin API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct KeysConfig {
     /// How long a key lookup is cached in memory. Bounded by 1 s so that a revoked key stops
     /// working everywhere within a second.
-    #[serde(serialize_with = "serialize_ms")]
     pub cache_ttl: Duration,
     /// `TOLLGATE_ADMIN_TOKEN`; the admin API is off without it.
-    #[serde(serialize_with = "serialize_optional_secret")]
     pub admin_token: Option<SecretString>,
 }
 
@@ -56,6 +48,9 @@ impl DatabaseConfig {
             Some("DATABASE_URL"),
             SecretString::from("sqlite://tollgate.db".to_owned()),
         );
+        if let Some(plain) = without_credentials(url.expose_secret()) {
+            s.show("database.url", plain);
+        }
         let engine = match url
             .expose_secret()
             .split_once(':')
@@ -143,6 +138,16 @@ impl KeysConfig {
     }
 }
 
+/// `url` itself when it carries no credential (no password, no `password=` parameter), so that
+/// `config check` can print it instead of a mask.
+pub fn without_credentials(url: &str) -> Option<&str> {
+    let parsed = url::Url::parse(url).ok()?;
+    let secret_parameter = parsed
+        .query_pairs()
+        .any(|(name, _)| name.to_ascii_lowercase().contains("password"));
+    (parsed.password().is_none() && !secret_parameter).then_some(url)
+}
+
 /// Shows a database URL with its password replaced.
 pub fn mask_database_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -152,11 +157,4 @@ pub fn mask_database_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-fn serialize_database_url<S: serde::Serializer>(
-    url: &SecretString,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&mask_database_url(url.expose_secret()))
 }

@@ -3,30 +3,24 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Serialize;
 use url::Url;
 
 use super::source::{Millis, Sources};
-use super::{serialize_ms, serialize_optional_secret, serialize_secret};
 
 /// The default upstream, its key and the call policy (retries, timeouts).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     /// `OPENAI_API_KEY` (environment only); only ever read by `pipeline::forward` to set the
     /// upstream request's `Authorization`.
-    #[serde(serialize_with = "serialize_secret")]
     pub api_key: SecretString,
     /// `OPENAI_BASE_URL`, ending in the API version (`/v1`).
     pub base_url: Url,
     /// `OPENAI_ORGANIZATION`, sent as `OpenAI-Organization`.
-    #[serde(serialize_with = "serialize_optional_secret")]
     pub organization: Option<SecretString>,
     /// `OPENAI_PROJECT`, sent as `OpenAI-Project`.
-    #[serde(serialize_with = "serialize_optional_secret")]
     pub project: Option<SecretString>,
     /// `OPENAI_ADMIN_KEY` (environment only): an organization admin key, used only to read
     /// OpenAI's Costs and Usage APIs for `tollgate reconcile`; never sent with a request.
-    #[serde(serialize_with = "serialize_optional_secret")]
     pub admin_key: Option<SecretString>,
     /// `OPENAI_ADMIN_BASE_URL`: where the admin key goes (OpenAI itself by default, not the
     /// upstream, which may be a proxy or another provider); https, or http to loopback only.
@@ -34,26 +28,19 @@ pub struct UpstreamConfig {
     /// `OPENAI_MAX_RETRIES`: retries after the first attempt on 408/409/429/5xx/connect errors.
     pub max_retries: u32,
     /// `OPENAI_TIMEOUT`: a whole non-streaming call, retries included.
-    #[serde(serialize_with = "serialize_ms")]
     pub timeout: Duration,
     /// Time allowed to open a TCP/TLS connection to the upstream.
-    #[serde(serialize_with = "serialize_ms")]
     pub connect_timeout: Duration,
     /// A stream must deliver its response headers and first event within this time.
-    #[serde(serialize_with = "serialize_ms")]
     pub stream_first_byte_timeout: Duration,
     /// A stream that goes silent for this long is ended with an error event.
-    #[serde(serialize_with = "serialize_ms")]
     pub stream_idle_timeout: Duration,
     /// First backoff step; doubled per retry, with full jitter.
-    #[serde(serialize_with = "serialize_ms")]
     pub retry_base_delay: Duration,
     /// Largest computed backoff step.
-    #[serde(serialize_with = "serialize_ms")]
     pub retry_max_delay: Duration,
     /// The longest upstream `Retry-After` we wait for before retrying; beyond it the 429 goes
     /// back to the caller at once with the upstream's `Retry-After`.
-    #[serde(serialize_with = "serialize_ms")]
     pub retry_after_cap: Duration,
     /// Operations forwarded beyond OpenAI's own (`"POST /custom/{id}/run"`): opened by the
     /// operator explicitly, and governed as opaque routes (see `openai::operations`).

@@ -542,11 +542,27 @@ fn without_date_suffix(model: &str) -> Option<&str> {
 /// and the seventh to ninth when they are not zero (`0.00000006` for 60 n$), so the figure is
 /// exact and the common case reads as it always has.
 pub fn format_usd(nanos: Nanos) -> String {
+    decimal_usd(nanos, 6)
+}
+
+/// Nano-dollars for people (alert texts): `$8.00`, `$0.000374`, `$1.23456789`; cents at least,
+/// every further digit that is not zero, never rounded.
+pub fn display_usd(nanos: Nanos) -> String {
+    let text = decimal_usd(nanos, 2);
+    match text.strip_prefix('-') {
+        Some(positive) => format!("-${positive}"),
+        None => format!("${text}"),
+    }
+}
+
+/// `nanos` in dollars with `min_places` decimals at least and up to nine, trailing zeros beyond
+/// `min_places` dropped.
+fn decimal_usd(nanos: Nanos, min_places: usize) -> String {
     use std::fmt::Write as _;
     let abs = nanos.unsigned_abs();
     let (whole, mut fraction) = (abs / 1_000_000_000, abs % 1_000_000_000);
     let mut places = 9;
-    while places > 6 && fraction % 10 == 0 {
+    while places > min_places && fraction % 10 == 0 {
         fraction /= 10;
         places -= 1;
     }

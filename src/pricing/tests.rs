@@ -488,3 +488,14 @@ fn usd_formats_with_six_places_or_as_many_as_it_takes() {
     assert_eq!(usd_to_nanos(0.15), 150_000_000);
     assert_eq!(usd_to_micros(0.15), 150_000);
 }
+
+#[test]
+fn usd_for_people_shows_cents_and_every_digit_that_matters() {
+    assert_eq!(display_usd(8_000_000_000), "$8.00");
+    assert_eq!(display_usd(8_500_000_000), "$8.50");
+    assert_eq!(display_usd(374_000), "$0.000374");
+    assert_eq!(display_usd(1_234_567_890), "$1.23456789");
+    assert_eq!(display_usd(60), "$0.00000006");
+    assert_eq!(display_usd(0), "$0.00");
+    assert_eq!(display_usd(-5_000), "-$0.000005");
+}

@@ -20,7 +20,7 @@ async fn tollgate(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) ->
 }
 
 #[tokio::test]
-async fn config_check_prints_the_masked_configuration() {
+async fn config_check_prints_a_configuration_that_loads_back_with_secrets_masked() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tollgate.toml"), "[server]\nport = 4000\n").unwrap();
     let env = [
@@ -33,12 +33,59 @@ async fn config_check_prints_the_masked_configuration() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let shown = String::from_utf8_lossy(&output.stdout);
+    let shown = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(shown.contains("port = 4000"), "the file was read: {shown}");
-    assert!(shown.contains("api_key = \"********\""), "{shown}");
+    assert!(
+        shown.contains("timeout_ms = 60000"),
+        "defaults shown: {shown}"
+    );
     assert!(
         !shown.contains(UPSTREAM_KEY) && !shown.contains("admin-secret-token-123"),
         "{shown}"
+    );
+    // Fed back as the configuration file, it loads, and prints itself again.
+    std::fs::write(dir.path().join("printed.toml"), &shown).unwrap();
+    let again = tollgate(
+        &["--config", "printed.toml", "config", "check"],
+        &env,
+        dir.path(),
+    )
+    .await;
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stdout), shown);
+    // Without the admin token in the environment, the mask is refused by name.
+    let masked = tollgate(
+        &["--config", "printed.toml", "config", "check"],
+        &env[..1],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(masked.status.code(), Some(1));
+    let errors = String::from_utf8_lossy(&masked.stderr);
+    assert!(
+        errors.starts_with("printed.toml: keys.admin_token: holds the mask"),
+        "{errors}"
+    );
+    // --json: one document, valid or not.
+    let json = tollgate(&["config", "check", "--json"], &env, dir.path()).await;
+    let document: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(document["valid"], true);
+    assert_eq!(document["config"]["server"]["port"], 4000);
+    assert!(
+        document["set_in_environment"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("OPENAI_API_KEY"))
+    );
+    let json = tollgate(&["config", "check", "--json"], &[], dir.path()).await;
+    assert_eq!(json.status.code(), Some(1));
+    let document: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(document["valid"], false);
+    assert!(
+        document["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("OPENAI_API_KEY")
     );
 }
 
@@ -203,8 +250,21 @@ async fn keys_lifecycle(database: Database) {
 
     let revoked = tollgate(&["keys", "revoke", id, "--json"], &env, dir.path()).await;
     assert!(revoked.status.success());
-    let again = tollgate(&["keys", "revoke", id], &env, dir.path()).await;
-    assert_eq!(again.status.code(), Some(1), "revoking twice is an error");
+    let revoked: Value = serde_json::from_slice(&revoked.stdout).unwrap();
+    assert_eq!(revoked["already_revoked"], false);
+    // Revoking is idempotent: the second time succeeds and says so.
+    let again = tollgate(&["keys", "revoke", id, "--json"], &env, dir.path()).await;
+    assert!(again.status.success(), "revoking twice succeeds");
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["already_revoked"], true);
+    // An unknown id is an error, in JSON too: one document on stdout, exit 1.
+    let unknown = tollgate(&["keys", "revoke", "key_nope", "--json"], &env, dir.path()).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    let unknown: Value = serde_json::from_slice(&unknown.stdout).unwrap();
+    assert!(unknown["error"].as_str().unwrap().contains("key_nope"));
+    // A usage error is exit 2 (clap's convention).
+    let usage = tollgate(&["keys", "revoke"], &env, dir.path()).await;
+    assert_eq!(usage.status.code(), Some(2));
     let active = tollgate(&["keys", "list", "--json"], &env, dir.path()).await;
     assert_eq!(
         serde_json::from_slice::<Value>(&active.stdout).unwrap(),
@@ -245,14 +305,60 @@ async fn keys_lifecycle(database: Database) {
     )
     .await;
     assert_eq!(refused.status.code(), Some(1));
+    let capped = budgeted["id"].as_str().unwrap();
+    // `--period` alone changes the period of the budgets the key has, keeping their amounts;
+    // an amount alone keeps the other budget.
+    let update = |args: &'static [&'static str]| {
+        let mut all = vec!["keys", "update", capped, "--json"];
+        all.extend_from_slice(args);
+        let dir = dir.path().to_owned();
+        async move {
+            let output = tollgate(&all, &env, &dir).await;
+            (
+                output.status.code(),
+                serde_json::from_slice::<Value>(&output.stdout).unwrap(),
+            )
+        }
+    };
+    let (code, key) = update(&["--period", "month"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        key["budgets"],
+        serde_json::json!({
+            "key": { "max_usd": 25.0, "period": "month", "alert_at": 0.8 },
+            "user": { "max_usd": 2.5, "period": "month", "alert_at": 0.8 },
+        })
+    );
+    let (_, key) = update(&["--budget-usd", "30"]).await;
+    assert_eq!(key["budgets"]["key"]["max_usd"], 30.0);
+    assert_eq!(key["budgets"]["key"]["period"], "month");
+    assert_eq!(key["budgets"]["user"]["max_usd"], 2.5);
+    // Flags that would do nothing are errors, not "Updated".
+    let (code, error) = update(&[]).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to change")
+    );
+    let (code, error) = update(&["--clear-budgets"]).await;
+    assert_eq!(code, Some(0), "{error}");
+    let (code, error) = update(&["--period", "day"]).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        error["error"].as_str().unwrap().contains("no budget"),
+        "{error}"
+    );
+    let period_only = tollgate(
+        &["keys", "create", "--name", "x", "--period", "day"],
+        &env,
+        dir.path(),
+    )
+    .await;
+    assert_eq!(period_only.status.code(), Some(1));
     let cleared = tollgate(
-        &[
-            "keys",
-            "update",
-            budgeted["id"].as_str().unwrap(),
-            "--clear-budgets",
-            "--json",
-        ],
+        &["keys", "update", capped, "--clear-budgets", "--json"],
         &env,
         dir.path(),
     )
@@ -385,4 +491,28 @@ async fn health_asks_a_running_gateway() {
     )
     .await;
     assert!(String::from_utf8_lossy(&https.stderr).contains("only http://"));
+}
+
+/// The first request on a budgeted key used to wait ~200 ms for the tokenizer: `serve` builds
+/// it before listening when a stored key has a budget, and not otherwise (it costs ~60 MB).
+#[tokio::test]
+async fn serve_builds_the_tokenizer_before_listening_when_a_stored_key_counts_tokens() {
+    use crate::support::binary;
+    let built_before_listening = |log: &str| {
+        let built = log.find("tokenizer tables built");
+        let listening = log.find("tollgate listening").unwrap();
+        built.is_some_and(|at| at < listening)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("t.db").display());
+    let env = [
+        ("OPENAI_API_KEY", UPSTREAM_KEY.to_owned()),
+        ("DATABASE_URL", database.clone()),
+    ];
+    binary::create_key(&database, dir.path()).await;
+    let log = binary::serve(&env, dir.path()).await.stop().await;
+    assert!(!built_before_listening(&log), "{log}");
+    binary::create_key_with(&database, dir.path(), &["--budget-usd", "5"]).await;
+    let log = binary::serve(&env, dir.path()).await.stop().await;
+    assert!(built_before_listening(&log), "{log}");
 }

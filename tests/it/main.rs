@@ -17,6 +17,7 @@ mod cli;
 mod content;
 mod cost_table;
 mod dashboard;
+mod demo;
 mod durability;
 mod errors;
 mod hostile;

@@ -395,6 +395,63 @@ async fn each_crossing_alerts_exactly_once() {
     scopes.sort_unstable();
     assert_eq!(scopes, ["key", "key_user"]);
     assert!(bodies.iter().all(|b| b["key_id"] == issued.key.id.as_str()));
+    // A sentence for people rides beside the fields (Slack and Teams show `text`).
+    assert!(
+        bodies.iter().all(|b| b["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Tollgate budget alert: ")),
+        "{bodies:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_slack_format_posts_the_sentence_alone() {
+    let (hook, count, bodies) = webhook().await;
+    let gw = TestGateway::builder()
+        .env("TOLLGATE_ALERT_WEBHOOK", &hook)
+        .env("TOLLGATE_ALERT_FORMAT", "slack")
+        .start()
+        .await
+        .unwrap();
+    let issued = keys::issue(
+        NewKey {
+            name: "alerting".into(),
+            budgets: KeyBudgets {
+                key: Some(spec(BUDGET_USD, 0.01)),
+                user: None,
+            },
+            ..NewKey::default()
+        },
+        keys::now_ms(),
+    );
+    gw.store.insert(&issued.key, &issued.hash).await.unwrap();
+    let sent = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&issued.secret)
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count.load(Ordering::SeqCst) >= 1
+        })
+        .await
+    );
+    let bodies = bodies.lock().unwrap().clone();
+    let body = bodies[0].as_object().unwrap();
+    assert_eq!(body.keys().collect::<Vec<_>>(), ["text"], "{body:?}");
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Key {}", issued.key.id)),
+        "{body:?}"
+    );
     gw.stop().await;
 }
 
