@@ -18,6 +18,7 @@ mod content;
 mod cost_table;
 mod dashboard;
 mod demo;
+mod docs;
 mod durability;
 mod errors;
 mod hostile;
