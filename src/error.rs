@@ -48,6 +48,10 @@ pub enum GatewayError {
     /// The request is well-formed and authenticated, but not permitted (e.g. origin).
     #[error("{message}")]
     PermissionDenied { message: String },
+    /// The request is sound but the server's state refuses it (a reload the running
+    /// configuration cannot take).
+    #[error("{message}")]
+    Conflict { message: String },
     /// No route answers this path.
     #[error("not found")]
     NotFound { method: String, path: String },
@@ -149,6 +153,7 @@ impl GatewayError {
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed { .. } | Self::PermissionDenied { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::ContentPolicy { .. } => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamRejected { status, .. } => *status,
@@ -173,6 +178,7 @@ impl GatewayError {
             Self::ModelNotAllowed { .. } => "model_not_allowed",
             Self::PermissionDenied { .. } => "permission_denied",
             Self::NotFound { .. } => "not_found",
+            Self::Conflict { .. } => "conflict",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
             Self::InsufficientQuota { .. } => "insufficient_quota",
@@ -223,6 +229,12 @@ impl GatewayError {
                 Some("model_not_allowed"),
             ),
             Self::PermissionDenied { message } => (message.clone(), "permission_error", None, None),
+            Self::Conflict { message } => (
+                message.clone(),
+                "invalid_request_error",
+                None,
+                Some("conflict"),
+            ),
             Self::NotFound { method, path } => (
                 format!("Invalid URL ({method} {path})"),
                 "invalid_request_error",

@@ -83,10 +83,18 @@ impl ApiKey {
 #[serde(deny_unknown_fields)]
 pub struct KeyBudgets {
     /// Spend of every request made with the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::strict_json::option_object"
+    )]
     pub key: Option<BudgetSpec>,
     /// Spend of each end user (`x-user-id` or the body's `user`) of the key, separately.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::strict_json::option_object"
+    )]
     pub user: Option<BudgetSpec>,
 }
 
@@ -109,15 +117,15 @@ pub struct NewKey {
     pub owner: Option<String>,
     #[serde(default)]
     pub models: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::strict_json::objects")]
     pub rules: Vec<RuleSpec>,
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::strict_json::object")]
     pub budgets: KeyBudgets,
     #[serde(default)]
     pub routes: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::strict_json::option_i64")]
     pub expires_at_ms: Option<i64>,
 }
 
@@ -131,8 +139,31 @@ pub mod bounds {
     pub const MODEL_CHARS: usize = 256;
     /// Most limit rules of a key.
     pub const RULES: usize = 100;
-    /// Largest metadata object, as JSON.
+    /// Largest metadata object, as JSON, and most properties in it.
     pub const METADATA_BYTES: usize = 16 * 1024;
+    pub const METADATA_PROPERTIES: usize = 64;
+    /// Most route families a key may be allowed.
+    pub const ROUTES: usize = 100;
+    /// The latest expiry, Unix ms (the end of year 9999).
+    pub const MAX_EXPIRES_AT_MS: i64 = 253_402_300_799_999;
+}
+
+/// Characters that must not appear in names shown to people: control characters and the
+/// invisible ones that can disguise text (zero-width, bidirectional overrides, line and
+/// paragraph separators). `admin/openapi.json` lists the same set.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
 }
 
 /// A field that failed its bounds: the field's name and why.
@@ -142,11 +173,11 @@ fn check_text(param: &'static str, value: &str) -> Result<(), Invalid> {
     if value.trim().is_empty() {
         return Err((param, format!("'{param}' must not be empty.")));
     }
-    if value.chars().count() > bounds::TEXT_CHARS || value.chars().any(char::is_control) {
+    if value.chars().count() > bounds::TEXT_CHARS || value.chars().any(is_unprintable) {
         return Err((
             param,
             format!(
-                "'{param}' must be at most {} characters, without control characters.",
+                "'{param}' must be at most {} characters, without control or invisible characters.",
                 bounds::TEXT_CHARS
             ),
         ));
@@ -160,16 +191,19 @@ fn check_fields(
     metadata: Option<&serde_json::Map<String, serde_json::Value>>,
     budgets: Option<&KeyBudgets>,
     routes: Option<&[String]>,
+    expires_at_ms: Option<i64>,
 ) -> Result<(), Invalid> {
     if let Some(models) = models {
         let bad = models.iter().any(|m| {
-            m.trim().is_empty() || m.len() > bounds::MODEL_CHARS || m.chars().any(char::is_control)
+            m.trim().is_empty()
+                || m.chars().count() > bounds::MODEL_CHARS
+                || m.chars().any(is_unprintable)
         });
         if models.len() > bounds::MODELS || bad {
             return Err((
                 "models",
                 format!(
-                    "'models' holds at most {} names of 1 to {} characters, without control characters.",
+                    "'models' holds at most {} names of 1 to {} characters, without control or invisible characters.",
                     bounds::MODELS,
                     bounds::MODEL_CHARS
                 ),
@@ -186,11 +220,12 @@ fn check_fields(
     }
     if let Some(metadata) = metadata {
         let size = serde_json::to_vec(metadata).map_or(usize::MAX, |json| json.len());
-        if size > bounds::METADATA_BYTES {
+        if size > bounds::METADATA_BYTES || metadata.len() > bounds::METADATA_PROPERTIES {
             return Err((
                 "metadata",
                 format!(
-                    "'metadata' must be at most {} bytes of JSON.",
+                    "'metadata' must be at most {} properties and {} bytes of JSON.",
+                    bounds::METADATA_PROPERTIES,
                     bounds::METADATA_BYTES
                 ),
             ));
@@ -200,7 +235,24 @@ fn check_fields(
         budgets.validate().map_err(|message| ("budgets", message))?;
     }
     if let Some(routes) = routes {
+        if routes.len() > bounds::ROUTES {
+            return Err((
+                "routes",
+                format!("at most {} route families.", bounds::ROUTES),
+            ));
+        }
         crate::openai::operations::check_families(routes).map_err(|message| ("routes", message))?;
+    }
+    if let Some(at) = expires_at_ms
+        && !(0..=bounds::MAX_EXPIRES_AT_MS).contains(&at)
+    {
+        return Err((
+            "expires_at_ms",
+            format!(
+                "'expires_at_ms' must be Unix milliseconds from 0 to {}.",
+                bounds::MAX_EXPIRES_AT_MS
+            ),
+        ));
     }
     Ok(())
 }
@@ -218,6 +270,7 @@ impl NewKey {
             Some(&self.metadata),
             Some(&self.budgets),
             Some(&self.routes),
+            self.expires_at_ms,
         )
     }
 }
@@ -228,23 +281,16 @@ impl NewKey {
 pub struct KeyPatch {
     pub name: Option<String>,
     pub models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::strict_json::option_objects")]
     pub rules: Option<Vec<RuleSpec>>,
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// Replaces both budgets (`{}` removes them).
+    #[serde(default, deserialize_with = "crate::strict_json::option_object")]
     pub budgets: Option<KeyBudgets>,
     pub routes: Option<Vec<String>>,
     /// `Some(None)` (JSON `null`) removes the expiry.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::strict_json::present_i64")]
     pub expires_at_ms: Option<Option<i64>>,
-}
-
-/// A field that is present, even as `null`, is `Some`: `null` then means "remove".
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl KeyPatch {
@@ -259,6 +305,7 @@ impl KeyPatch {
             self.metadata.as_ref(),
             self.budgets.as_ref(),
             self.routes.as_deref(),
+            self.expires_at_ms.flatten(),
         )
     }
 

@@ -57,6 +57,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod strict_json;
 pub mod telemetry;
 pub mod tokens;
 pub mod upstream;

@@ -14,6 +14,7 @@ use crate::keys::{self, ApiKey, KeyPatch, NewKey};
 use crate::pricing::{Nanos, format_usd};
 use crate::records::SpendScope;
 use crate::state::AppState;
+use crate::strict_json::Object;
 
 /// A key as the admin API shows it: the stored key and its spend in the current window.
 #[derive(Serialize)]
@@ -63,7 +64,7 @@ async fn view(state: &AppState, key: ApiKey) -> Result<KeyView, GatewayError> {
 /// `POST /admin/keys`: the secret is in this response only.
 pub async fn create(
     State(state): State<AppState>,
-    ApiJson(new): ApiJson<NewKey>,
+    ApiJson(Object(new)): ApiJson<Object<NewKey>>,
 ) -> Result<Response, GatewayError> {
     new.validate()
         .map_err(|(param, message)| bad_param(param, message))?;
@@ -144,7 +145,7 @@ pub async fn show(
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(patch): ApiJson<KeyPatch>,
+    ApiJson(Object(patch)): ApiJson<Object<KeyPatch>>,
 ) -> Result<Response, GatewayError> {
     patch
         .validate()
@@ -155,19 +156,18 @@ pub async fn update(
     Ok(Json(view(&state, key).await?).into_response())
 }
 
-/// `DELETE /admin/keys/{id}`: revoked on every replica within a second.
+/// `POST /admin/keys/{id}/revoke`: refused by every replica within a second. Idempotent; the
+/// key stays readable (with `revoked_at_ms`) for the audit, which is why this is not a `DELETE`.
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, GatewayError> {
-    let revoked = state
+    state
         .keys
         .revoke(&id, keys::now_ms())
         .await
         .map_err(unavailable)?;
-    if !revoked {
-        find(&state, &id).await?;
-    }
+    let key = find(&state, &id).await?;
     state.key_cache.forget_all();
-    Ok(Json(serde_json::json!({ "id": id, "revoked": true })).into_response())
+    Ok(Json(view(&state, key).await?).into_response())
 }

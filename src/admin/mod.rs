@@ -29,10 +29,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/openapi.json", get(openapi))
         .route("/admin/keys", get(keys::list).post(keys::create))
-        .route(
-            "/admin/keys/{id}",
-            get(keys::show).patch(keys::update).delete(keys::revoke),
-        )
+        .route("/admin/keys/{id}", get(keys::show).patch(keys::update))
+        .route("/admin/keys/{id}/revoke", axum::routing::post(keys::revoke))
         .route("/admin/usage", get(usage::usage))
         .route("/admin/reconcile", get(reconcile::reconcile_route))
         .route("/admin/requests", get(usage::requests))
@@ -83,15 +81,15 @@ async fn openapi() -> Response {
 
 /// `DELETE /admin/cache`: empties the response cache (every replica's, when it is in Redis).
 /// Re-reads `tollgate.toml` ([`crate::reload`]): 200 when the new configuration serves the
-/// requests from now on; 400 with every problem when it is kept out (the running one stays).
+/// requests from now on; 409 with every problem when it is kept out (the running one stays:
+/// the request was sound, the file on disk is what conflicts).
 async fn reload(State(state): State<AppState>) -> Result<Response, GatewayError> {
     state
         .reload
         .request()
         .await
-        .map_err(|problem| GatewayError::InvalidRequest {
+        .map_err(|problem| GatewayError::Conflict {
             message: format!("configuration not reloaded: {problem}"),
-            param: None,
         })?;
     Ok(axum::Json(serde_json::json!({ "status": "reloaded" })).into_response())
 }
@@ -131,4 +129,77 @@ fn bad_param(param: &str, message: impl Into<String>) -> GatewayError {
 fn unavailable(error: impl std::fmt::Display) -> GatewayError {
     tracing::error!(%error, "admin API: database call failed");
     GatewayError::Unavailable { what: "database" }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use crate::keys::{bounds, is_unprintable};
+
+    fn schema() -> Value {
+        serde_json::from_str(include_str!("openapi.json")).unwrap()
+    }
+
+    /// The document is written by hand; these are the bounds it shares with the code, so a
+    /// change to one without the other fails here (schemathesis, in `tests/it`, checks the
+    /// answers).
+    #[test]
+    fn the_schema_states_the_bounds_the_code_enforces() {
+        let doc = schema();
+        let new_key = &doc["components"]["schemas"]["NewKey"]["properties"];
+        let families: Vec<&str> = new_key["routes"]["items"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert_eq!(families, crate::openai::operations::families());
+        assert_eq!(new_key["routes"]["maxItems"], bounds::ROUTES);
+        assert_eq!(new_key["name"]["maxLength"], bounds::TEXT_CHARS);
+        assert_eq!(new_key["owner"]["maxLength"], bounds::TEXT_CHARS);
+        assert_eq!(new_key["models"]["maxItems"], bounds::MODELS);
+        assert_eq!(new_key["models"]["items"]["maxLength"], bounds::MODEL_CHARS);
+        assert_eq!(new_key["rules"]["maxItems"], bounds::RULES);
+        assert_eq!(
+            new_key["metadata"]["maxProperties"],
+            bounds::METADATA_PROPERTIES
+        );
+        assert_eq!(
+            new_key["expires_at_ms"]["maximum"],
+            bounds::MAX_EXPIRES_AT_MS
+        );
+        let rule = &doc["components"]["schemas"]["Rule"]["properties"];
+        for unit in ["requests", "tokens"] {
+            assert_eq!(rule[unit]["maximum"], crate::limiter::rules::MAX_LIMIT);
+        }
+        for route in rule["route"]["enum"].as_array().unwrap() {
+            let parsed: Result<crate::limiter::rules::RouteClass, _> =
+                serde_json::from_value(route.clone());
+            assert!(parsed.is_ok(), "{route} is a rule route");
+        }
+    }
+
+    /// The characters the schema forbids in names are exactly those the code refuses.
+    #[test]
+    fn the_schema_forbids_the_characters_the_code_refuses() {
+        let doc = schema();
+        let pattern =
+            doc["components"]["schemas"]["NewKey"]["properties"]["name"]["not"]["pattern"]
+                .as_str()
+                .unwrap();
+        // ECMA-262's \uXXXX as the regex crate writes it.
+        let pattern = regex::Regex::new(r"\\u([0-9a-fA-F]{4})")
+            .unwrap()
+            .replace_all(pattern, r"\x{$1}");
+        let forbidden = regex::Regex::new(&pattern).unwrap();
+        for c in (0..=0xFFFF_u32).filter_map(char::from_u32) {
+            assert_eq!(
+                forbidden.is_match(c.encode_utf8(&mut [0; 4])),
+                is_unprintable(c),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
 }

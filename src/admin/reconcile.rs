@@ -35,9 +35,12 @@ pub async fn reconcile_route(
         Some(text) => parse_time("from", text)?,
         None => to_ms - 7 * 86_400_000,
     };
-    if from_ms >= to_ms {
-        return Err(bad_param("from", "'from' must be before 'to'."));
-    }
+    // What is compared: at most MAX_DAYS up to `to`, from 1970 on (the answer's `from` and
+    // `to` say which days), rather than a refusal the schema could not describe.
+    let to_ms = to_ms.max(0);
+    let from_ms = from_ms
+        .max(to_ms - crate::reconcile::MAX_DAYS * 86_400_000 + 1)
+        .clamp(0, to_ms);
     let tolerance = match params.tolerance_usd {
         None => DEFAULT_TOLERANCE,
         Some(usd) if usd.is_finite() && (0.0..=1_000.0).contains(&usd) => {

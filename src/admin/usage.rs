@@ -23,8 +23,17 @@ pub struct UsageParams {
 
 /// Parses a time given as Unix milliseconds or RFC 3339.
 pub(crate) fn parse_time(param: &str, text: &str) -> Result<i64, GatewayError> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<i64>()
+            .ok()
+            .filter(|ms| *ms <= crate::keys::bounds::MAX_EXPIRES_AT_MS)
+            .ok_or_else(|| {
+                bad_param(
+                    param,
+                    format!("'{param}' must be Unix milliseconds before the year 10000."),
+                )
+            });
     }
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
@@ -39,12 +48,12 @@ pub(crate) fn parse_time(param: &str, text: &str) -> Result<i64, GatewayError> {
 /// Parses `key,user,model,day` (any subset, in any order).
 pub(crate) fn parse_group_by(text: Option<&str>) -> Result<Vec<GroupBy>, GatewayError> {
     let mut groups = Vec::new();
-    for part in text
-        .unwrap_or("")
-        .split(',')
-        .filter(|p| !p.trim().is_empty())
-    {
-        let group = GroupBy::parse(part).ok_or_else(|| {
+    let text = text.unwrap_or("");
+    if text.is_empty() {
+        return Ok(groups);
+    }
+    for part in text.split(',') {
+        let group = GroupBy::exactly(part).ok_or_else(|| {
             bad_param(
                 "group_by",
                 "'group_by' takes key, user, model and day, comma-separated.",
@@ -70,15 +79,17 @@ pub async fn usage(
         Some(text) => parse_time("from", text)?,
         None => to_ms - 30 * 86_400_000,
     };
-    if from_ms >= to_ms {
-        return Err(bad_param("from", "'from' must be before 'to'."));
-    }
     let query = UsageQuery {
         group_by: parse_group_by(params.group_by.as_deref())?,
         from_ms,
         to_ms,
     };
-    let rows = state.records.usage(&query).await.map_err(unavailable)?;
+    // An empty range holds no groups (not an error: a dashboard may ask for one).
+    let rows = if from_ms >= to_ms {
+        Vec::new()
+    } else {
+        state.records.usage(&query).await.map_err(unavailable)?
+    };
     let data: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|row| {
@@ -100,10 +111,14 @@ pub async fn usage(
 
 /// `MS_ID` (a page cursor) or `MS` (everything before that millisecond).
 fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
-    match cursor.split_once('_') {
-        Some((ms, id)) => Some((ms.parse().ok()?, id.to_owned())),
-        None => Some((cursor.parse().ok()?, String::new())),
-    }
+    let (ms, id) = cursor.split_once('_').unwrap_or((cursor, ""));
+    let well_formed = (1..=15).contains(&ms.len())
+        && ms.bytes().all(|b| b.is_ascii_digit())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
+        && id.len() <= 64;
+    well_formed.then(|| Some((ms.parse().ok()?, id.to_owned())))?
 }
 
 /// `GET /admin/requests?key=&user=&status=&limit=&before=`.
@@ -125,6 +140,15 @@ pub async fn requests(
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(bad_param("limit", "'limit' must be from 1 to 500."));
+    }
+    if params
+        .status
+        .is_some_and(|status| !(100..=599).contains(&status))
+    {
+        return Err(bad_param(
+            "status",
+            "'status' must be an HTTP status, 100 to 599.",
+        ));
     }
     let before = match params.before.as_deref() {
         None => None,

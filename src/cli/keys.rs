@@ -386,7 +386,7 @@ fn parse_rules(texts: &[String]) -> anyhow::Result<Vec<RuleSpec>> {
 /// `30d`, `12h`, `90m`, `45s` in milliseconds.
 pub(super) fn parse_lifetime_ms(flag: &str, text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
-    let split = text.len().saturating_sub(1);
+    let split = text.char_indices().last().map_or(0, |(at, _)| at);
     let (number, unit) = text.split_at(split);
     let number: i64 = number
         .parse()
@@ -428,5 +428,6 @@ mod tests {
         assert!(parse_lifetime_ms("--expires", "soon").is_err());
         assert!(parse_lifetime_ms("--expires", "0d").is_err());
         assert!(parse_lifetime_ms("--expires", "5y").is_err());
+        assert!(parse_lifetime_ms("--expires", "5é").is_err());
     }
 }

@@ -204,7 +204,7 @@ async function createKey(event) {
 async function revoke(key) {
   if (!window.confirm(`Revoke the key "${key.name}"? Callers using it are refused at once.`)) return;
   try {
-    await api(`/admin/keys/${encodeURIComponent(key.id)}`, { method: "DELETE" });
+    await api(`/admin/keys/${encodeURIComponent(key.id)}/revoke`, { method: "POST" });
     await loadKeys();
   } catch (error) {
     $("keys-error").textContent = error.message;

@@ -81,15 +81,26 @@ pub struct Rule {
     pub per: Duration,
 }
 
+/// The largest limit a rule may set (requests or tokens per window).
+pub const MAX_LIMIT: u64 = 1_000_000_000_000;
+
 /// A rule as written (TOML, JSON, CLI).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     pub scope: Scope,
     pub route: RouteClass,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::strict_json::some_u64"
+    )]
     pub requests: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::strict_json::some_u64"
+    )]
     pub tokens: Option<u64>,
     pub per: String,
 }
@@ -103,8 +114,8 @@ impl RuleSpec {
             (Some(_), Some(_)) => return Err("give requests or tokens, not both".to_owned()),
             (None, None) => return Err("give requests = N or tokens = N".to_owned()),
         };
-        if limit == 0 {
-            return Err("the limit must be at least 1".to_owned());
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(format!("the limit must be from 1 to {MAX_LIMIT}"));
         }
         let per = parse_period(&self.per)?;
         Ok(Rule {
@@ -143,15 +154,17 @@ impl RuleSpec {
 
 /// `1s`, `1m`, `1h`, `1d`, or a whole number with one of those units (`10m`, `2h`).
 pub fn parse_period(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let count: u64 = if number.is_empty() {
-        1
-    } else {
-        number
-            .parse()
-            .map_err(|_| format!("bad period {text:?}: expected e.g. 1m or 10m"))?
-    };
+    // At the last character's boundary: a multi-byte last character must not split a byte.
+    let last = text.char_indices().last().map_or(0, |(at, _)| at);
+    let (number, unit) = text.split_at(last);
+    let well_formed =
+        number.len() <= 6 && number.bytes().all(|b| b.is_ascii_digit()) && !number.starts_with('0');
+    if !well_formed {
+        return Err(format!(
+            "bad period {text:?}: expected a count from 1 to 999999 (or none) and a unit, e.g. 1m or 10m"
+        ));
+    }
+    let count: u64 = number.parse().unwrap_or(1);
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
@@ -163,9 +176,6 @@ pub fn parse_period(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if count == 0 {
-        return Err(format!("bad period {text:?}: must be longer than 0"));
-    }
     Ok(Duration::from_secs(count.saturating_mul(seconds)))
 }
 
@@ -344,6 +354,14 @@ mod tests {
         assert!(parse_period("0m").is_err());
         assert!(parse_period("1w").is_err());
         assert!(parse_period("soon").is_err());
+        // The API's schema states the same form: no leading zero, no spaces, six digits.
+        for refused in ["01m", " 1m", "1m ", "1000000m", "1é", "é", ""] {
+            assert!(parse_period(refused).is_err(), "{refused:?}");
+        }
+        assert_eq!(
+            parse_period("999999s").unwrap(),
+            Duration::from_secs(999_999)
+        );
         assert_eq!(format_period(Duration::from_secs(7200)), "2h");
         assert_eq!(format_period(Duration::from_secs(90)), "90s");
     }

@@ -143,7 +143,12 @@ impl GroupBy {
 
     /// Parses `key`, `user`, `model` or `day`.
     pub fn parse(text: &str) -> Option<Self> {
-        match text.trim() {
+        Self::exactly(text.trim())
+    }
+
+    /// The name as written, without trimming (the admin API's `group_by`, whose schema says so).
+    pub fn exactly(text: &str) -> Option<Self> {
+        match text {
             "key" => Some(Self::Key),
             "user" => Some(Self::User),
             "model" => Some(Self::Model),

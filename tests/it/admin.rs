@@ -65,6 +65,7 @@ async fn the_admin_api_is_absent_without_a_token_and_refuses_a_wrong_one() {
     for path in [
         "/admin/keys",
         "/admin/keys/{id}",
+        "/admin/keys/{id}/revoke",
         "/admin/usage",
         "/admin/requests",
         "/admin/reconcile",
@@ -214,11 +215,25 @@ async fn keys_usage_and_requests(database: Database) {
             .iter()
             .all(|k| k.get("key_hash").is_none())
     );
-    let revoked = admin(&gw, reqwest::Method::DELETE, &format!("/admin/keys/{id}"))
+    let revoke = || {
+        admin(
+            &gw,
+            reqwest::Method::POST,
+            &format!("/admin/keys/{id}/revoke"),
+        )
         .send()
-        .await
-        .unwrap();
+    };
+    let revoked = revoke().await.unwrap();
     assert_eq!(revoked.status(), 200);
+    let revoked: Value = revoked.json().await.unwrap();
+    let revoked_at = revoked["revoked_at_ms"]
+        .as_i64()
+        .expect("the key says when");
+    // Idempotent, and the key stays readable for the audit.
+    let again: Value = revoke().await.unwrap().json().await.unwrap();
+    assert_eq!(again["revoked_at_ms"], revoked_at);
+    let shown: Value = admin_get(&gw, &format!("/admin/keys/{id}")).await;
+    assert_eq!(shown["revoked_at_ms"], revoked_at);
     let refused = eventually(Duration::from_millis(1500), || async {
         gw.client
             .get(gw.url("/v1/models"))
@@ -235,7 +250,7 @@ async fn keys_usage_and_requests(database: Database) {
     let same_ms = tollgate::records::now_ms();
     let burst: Vec<tollgate::records::Record> = (0..3)
         .map(|i| tollgate::records::Record {
-            id: format!("burst-{i}"),
+            id: format!("01a23ed0-0000-7000-8000-00000000000{i}"),
             created_at_ms: same_ms,
             request_id: format!("burst-{i}"),
             key_id: Some("key_burst".into()),
@@ -268,7 +283,8 @@ async fn keys_usage_and_requests(database: Database) {
             None => break,
         }
     }
-    assert_eq!(seen, ["burst-2", "burst-1", "burst-0"]);
+    let burst_id = |i: u8| format!("01a23ed0-0000-7000-8000-00000000000{i}");
+    assert_eq!(seen, [burst_id(2), burst_id(1), burst_id(0)]);
 
     let missing = admin(&gw, reqwest::Method::GET, "/admin/keys/key_nope")
         .send()
@@ -313,6 +329,23 @@ async fn key_fields_are_bounded_and_routes_are_families() {
             "routes",
         ),
         (json!({ "name": "ok", "routes": ["nonsense"] }), "routes"),
+        // Invisible characters that disguise a name: a right-to-left override, a zero-width
+        // space, a line separator.
+        (json!({ "name": "invoice\u{202e}fdp.exe" }), "name"),
+        (json!({ "name": "ad\u{200b}min" }), "name"),
+        (json!({ "name": "two\u{2028}lines" }), "name"),
+        (
+            json!({ "name": "ok", "metadata": (0..65).map(|i| (i.to_string(), json!(i))).collect::<serde_json::Map<_, _>>() }),
+            "metadata",
+        ),
+        (
+            json!({ "name": "ok", "expires_at_ms": -1 }),
+            "expires_at_ms",
+        ),
+        (
+            json!({ "name": "ok", "rules": [{ "scope": "key", "route": "chat", "requests": 1, "per": "01m" }] }),
+            "rules",
+        ),
     ] {
         let (status, error) = error_of(create(body.clone()).await.unwrap()).await;
         assert_eq!(status, 400, "{body}");
@@ -325,6 +358,24 @@ async fn key_fields_are_bounded_and_routes_are_families() {
         .await
         .unwrap();
     assert_eq!(created["routes"], json!(["batches", "files"]));
+    // Objects only as objects, and whole numbers however JSON writes them (as the schema
+    // says): an array of a struct's fields is refused, `7.0` is seven.
+    for body in [
+        json!({ "name": "ok", "budgets": [null, null] }),
+        json!({ "name": "ok", "rules": [["key", "chat", 1, null, "1m"]] }),
+        json!(["ok"]),
+    ] {
+        let (status, _) = error_of(create(body.clone()).await.unwrap()).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    let whole: Value = create(json!({ "name": "ok", "rules": [{ "scope": "key", "route": "chat", "requests": 7.0, "per": "1m" }], "expires_at_ms": 4.1e12 }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whole["rules"][0]["requests"], 7);
+    assert_eq!(whole["expires_at_ms"], 4_100_000_000_000_i64);
     let id = created["id"].as_str().unwrap();
     let patched = admin(&gw, reqwest::Method::PATCH, &format!("/admin/keys/{id}"))
         .json(&json!({ "routes": ["fine_tuning"] }))

@@ -10,6 +10,7 @@
 mod support;
 
 mod admin;
+mod admin_schema;
 mod batches;
 mod budgets;
 mod cache;

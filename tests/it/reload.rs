@@ -225,7 +225,7 @@ async fn a_bad_file_or_a_change_that_needs_a_restart_keeps_the_running_configura
     ] {
         std::fs::write(&gw.config, toml).unwrap();
         let (status, body) = gw.admin_reload().await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, 409, "{body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(
             message.starts_with("configuration not reloaded"),
