@@ -56,7 +56,7 @@ pub(crate) fn parse_group_by(text: Option<&str>) -> Result<Vec<GroupBy>, Gateway
         let group = GroupBy::exactly(part).ok_or_else(|| {
             bad_param(
                 "group_by",
-                "'group_by' takes key, user, model and day, comma-separated.",
+                "'group_by' takes key, user, model, day and hour, comma-separated.",
             )
         })?;
         if !groups.contains(&group) {

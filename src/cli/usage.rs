@@ -63,6 +63,7 @@ pub async fn run(
             GroupBy::User => "USER",
             GroupBy::Model => "MODEL",
             GroupBy::Day => "DAY",
+            GroupBy::Hour => "HOUR",
         })
         .collect();
     header.extend([
@@ -85,6 +86,7 @@ pub async fn run(
                         GroupBy::User => &row.user_id,
                         GroupBy::Model => &row.model,
                         GroupBy::Day => &row.day,
+                        GroupBy::Hour => &row.hour,
                     };
                     match value.as_deref() {
                         None | Some("") => "-".to_owned(),

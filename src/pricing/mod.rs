@@ -545,14 +545,26 @@ pub fn format_usd(nanos: Nanos) -> String {
     decimal_usd(nanos, 6)
 }
 
-/// Nano-dollars for people (alert texts): `$8.00`, `$0.000374`, `$1.23456789`; cents at least,
-/// every further digit that is not zero, never rounded.
+/// Nano-dollars for people (alert texts; the dashboard's `formatUsd` is the same format):
+/// `$8.00`, `$0.000374`, `$1,234.56789`; cents at least, every further digit that is not zero,
+/// never rounded.
 pub fn display_usd(nanos: Nanos) -> String {
-    let text = decimal_usd(nanos, 2);
-    match text.strip_prefix('-') {
-        Some(positive) => format!("-${positive}"),
-        None => format!("${text}"),
+    let text = decimal_usd(nanos.unsigned_abs().try_into().unwrap_or(Nanos::MAX), 2);
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let mut grouped = String::with_capacity(text.len() + whole.len() / 3 + 2);
+    if nanos < 0 {
+        grouped.push('-');
     }
+    grouped.push('$');
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped.push('.');
+    grouped.push_str(fraction);
+    grouped
 }
 
 /// `nanos` in dollars with `min_places` decimals at least and up to nine, trailing zeros beyond

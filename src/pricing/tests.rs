@@ -498,4 +498,6 @@ fn usd_for_people_shows_cents_and_every_digit_that_matters() {
     assert_eq!(display_usd(60), "$0.00000006");
     assert_eq!(display_usd(0), "$0.00");
     assert_eq!(display_usd(-5_000), "-$0.000005");
+    assert_eq!(display_usd(1_234_000_000_000), "$1,234.00");
+    assert_eq!(display_usd(-1_234_567_000_000_000), "-$1,234,567.00");
 }

@@ -127,6 +127,9 @@ pub enum GroupBy {
     User,
     Model,
     Day,
+    /// The UTC hour (`2026-12-04T13:00Z`): charts of the last day or two. Read from the hourly
+    /// rollup alone.
+    Hour,
 }
 
 impl GroupBy {
@@ -138,6 +141,7 @@ impl GroupBy {
             Self::User => "user_id".to_owned(),
             Self::Model => "model".to_owned(),
             Self::Day => format!("({time_column} / 86400000)"),
+            Self::Hour => format!("({time_column} / 3600000)"),
         }
     }
 
@@ -153,6 +157,7 @@ impl GroupBy {
             "user" => Some(Self::User),
             "model" => Some(Self::Model),
             "day" => Some(Self::Day),
+            "hour" => Some(Self::Hour),
             _ => None,
         }
     }
@@ -178,6 +183,8 @@ pub struct UsageRow {
     /// `YYYY-MM-DD` (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub day: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hour: Option<String>,
     #[serde(flatten)]
     pub totals: UsageTotals,
 }

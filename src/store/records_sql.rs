@@ -9,7 +9,7 @@ use super::audit::{
     GroupBy, RecentQuery, Record, RecordStore, SpendScope, UsageQuery, UsageRow, UsageTotals,
 };
 use super::record_rows::{RECORD_COLUMNS, record_from_row};
-use super::rollup::{UsagePiece, day_name, merge_usage, usage_pieces};
+use super::rollup::{UsagePiece, day_name, hour_name, merge_usage, usage_pieces};
 use super::sql::{Engine, SqlStore};
 use crate::pricing::Nanos;
 
@@ -191,6 +191,7 @@ where
                     GroupBy::User => usage.user_id = Some(row.try_get(i)?),
                     GroupBy::Model => usage.model = Some(row.try_get(i)?),
                     GroupBy::Day => usage.day = Some(day_name(row.try_get(i)?)),
+                    GroupBy::Hour => usage.hour = Some(hour_name(row.try_get(i)?)),
                 }
             }
             let mut totals = [0; 10];

@@ -54,6 +54,10 @@ pub(crate) fn usage_pieces(query: &UsageQuery) -> Vec<UsagePiece> {
         from_ms,
         to_ms,
     };
+    // Hours are only in the hourly rollup.
+    if query.group_by.contains(&crate::store::audit::GroupBy::Hour) {
+        return vec![hourly(from, to)];
+    }
     let first_day = from + (DAY_MS - from.rem_euclid(DAY_MS)) % DAY_MS;
     let last_day = to - to.rem_euclid(DAY_MS);
     if first_day >= last_day {
@@ -75,8 +79,9 @@ pub(crate) fn usage_pieces(query: &UsageQuery) -> Vec<UsagePiece> {
     pieces
 }
 
-/// A usage row's group: key, user, model and day, as far as grouped by.
+/// A usage row's group: key, user, model, day and hour, as far as grouped by.
 type UsageGroup = (
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -95,17 +100,26 @@ pub(crate) fn merge_usage(pieces: Vec<Vec<UsageRow>>) -> Vec<UsageRow> {
             row.user_id.clone(),
             row.model.clone(),
             row.day.clone(),
+            row.hour.clone(),
         );
         let into = merged.entry(key).or_insert_with(|| UsageRow {
             key_id: row.key_id.clone(),
             user_id: row.user_id.clone(),
             model: row.model.clone(),
             day: row.day.clone(),
+            hour: row.hour.clone(),
             ..UsageRow::default()
         });
         into.totals.add(&row.totals);
     }
     merged.into_values().collect()
+}
+
+/// Hours since the Unix epoch as `YYYY-MM-DDTHH:00Z`.
+pub(crate) fn hour_name(hours: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(hours * 3600)
+        .map(|t| format!("{}T{:02}:00Z", t.date(), t.hour()))
+        .unwrap_or_default()
 }
 
 /// Days since the Unix epoch as `YYYY-MM-DD`.
@@ -154,6 +168,11 @@ mod tests {
             assert_eq!(pieces.len(), 1);
             assert_eq!(pieces[0].table, "usage_daily");
         }
+        // Grouped by hour: the hourly rollup alone, however long the range.
+        let pieces = usage_pieces(&query(day, 3 * day, vec![GroupBy::Hour]));
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].table, "usage_hourly");
+        assert_eq!(hour_name(25), "1970-01-02T01:00Z");
         // A range within one day: the hourly rollup.
         let pieces = usage_pieces(&query(day + HOUR_MS, day + 5 * HOUR_MS, vec![]));
         assert_eq!(pieces.len(), 1);

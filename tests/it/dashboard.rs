@@ -58,6 +58,21 @@ async fn the_dashboard_is_served_only_with_an_admin_token_and_holds_no_data() {
 }
 
 /// Whether the browser and its driver are installed (both are, in CI).
+/// The page's formats (money, chart buckets) as functions, in Node.
+#[test]
+fn the_dashboard_formats_money_and_buckets_one_way() {
+    let output = std::process::Command::new("node")
+        .args(["--test", "tests/dashboard/money.test.mjs"])
+        .output()
+        .expect("node runs (the machine's Node 20)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn browser_available() -> bool {
     Path::new("/usr/bin/chromium").exists()
         && Path::new("tests/dashboard/node_modules/playwright-core").exists()
