@@ -192,6 +192,9 @@ pub async fn run(
     env: &Env,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(path, &super::env_without_upstream(env))?;
+    if matches!(command, KeysCommand::List(_)) {
+        super::require_existing_database(&config)?;
+    }
     let store = store::connect(&config.database)
         .await
         .context("opening the database")?

@@ -120,6 +120,30 @@ pub fn describe(error: &anyhow::Error) -> String {
     line
 }
 
+/// Read-only commands (`keys list`, `usage`, `reconcile`) refuse to create an empty SQLite
+/// database where there is none: answering "nothing" about a file the operator did not mean
+/// (the demo writes `tollgate-demo.db`, `serve` `tollgate.db`) hides the mistake.
+fn require_existing_database(config: &Config) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let url = config.database.url.expose_secret();
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Ok(());
+    };
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    let demo = if std::path::Path::new("tollgate-demo.db").exists() {
+        "; the demo's database is here: DATABASE_URL=sqlite://tollgate-demo.db"
+    } else {
+        ""
+    };
+    anyhow::bail!(
+        "no database at {path} (DATABASE_URL or database.url): nothing was ever stored there{demo}"
+    )
+}
+
 /// Binds the configured address, or says what to do when the port is taken.
 async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
     let address = std::net::SocketAddr::new(config.server.host, config.server.port);

@@ -40,6 +40,7 @@ pub async fn run(
     };
     let now = crate::records::now_ms();
     let from_ms = now - super::keys::parse_lifetime_ms("--since", &args.since)?;
+    super::require_existing_database(&config)?;
     let records = store::connect(&config.database)
         .await
         .context("opening the database")?

@@ -46,6 +46,7 @@ pub async fn run(
         // Through the current hour.
         to_ms: now + 3_600_000,
     };
+    super::require_existing_database(&config)?;
     let records = store::connect(&config.database)
         .await
         .context("opening the database")?

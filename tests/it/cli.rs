@@ -516,3 +516,24 @@ async fn serve_builds_the_tokenizer_before_listening_when_a_stored_key_counts_to
     let log = binary::serve(&env, dir.path()).await.stop().await;
     assert!(built_before_listening(&log), "{log}");
 }
+
+/// `keys list` and `usage` in a folder where only the demo has run: a clear error naming the
+/// demo's database, not an empty answer from a freshly created `tollgate.db`.
+#[tokio::test]
+async fn read_only_commands_refuse_to_create_an_empty_database() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tollgate-demo.db"), b"").unwrap();
+    for args in [&["keys", "list"][..], &["usage"][..]] {
+        let output = tollgate(args, &[], dir.path()).await;
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            said.contains("no database at tollgate.db") && said.contains("tollgate-demo.db"),
+            "{said}"
+        );
+        assert!(
+            !dir.path().join("tollgate.db").exists(),
+            "nothing was created"
+        );
+    }
+}
