@@ -41,7 +41,7 @@ pub enum Command {
     /// Create, list and revoke gateway keys in the configured database.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Requests, tokens and cost from the audit records (--by key,user,model,day --since 7d).
+    /// Requests, tokens and cost from the audit records (--by key,user,model,day,hour --since 7d).
     Usage(usage::UsageArgs),
     /// The price table in force (built in, with [pricing] overrides marked) and its version.
     Prices(prices::PricesArgs),

@@ -15,7 +15,7 @@ use crate::store;
 /// `tollgate usage`
 #[derive(Debug, Args)]
 pub struct UsageArgs {
-    /// Group by key, user, model and/or day (comma-separated or repeated).
+    /// Group by key, user, model, day and/or hour (comma-separated or repeated).
     #[arg(long = "by", value_delimiter = ',')]
     pub by: Vec<String>,
     /// How far back, e.g. 7d, 24h (counted by the hour).
@@ -35,8 +35,9 @@ pub async fn run(
         .by
         .iter()
         .map(|by| {
-            GroupBy::parse(by)
-                .with_context(|| format!("--by: expected key, user, model or day, got {by:?}"))
+            GroupBy::parse(by).with_context(|| {
+                format!("--by: expected key, user, model, day or hour, got {by:?}")
+            })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let now = crate::records::now_ms();

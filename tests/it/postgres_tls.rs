@@ -20,9 +20,14 @@ async fn list_keys(url: &str, dir: &std::path::Path) -> (bool, String) {
         .output()
         .await
         .unwrap();
+    // With --json the error is a document on stdout.
     (
         output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
     )
 }
 

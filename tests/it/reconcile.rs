@@ -142,7 +142,11 @@ async fn the_admin_key_goes_only_to_https_or_loopback() {
         .await
         .unwrap();
     assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("OPENAI_ADMIN_BASE_URL"), "{stderr}");
-    assert!(!stderr.contains(OPENAI_ADMIN_KEY), "{stderr}");
+    // With --json the error is one document on stdout; nothing on either stream names the key.
+    let error: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let message = error["error"].as_str().unwrap();
+    assert!(message.contains("OPENAI_ADMIN_BASE_URL"), "{message}");
+    for stream in [&output.stdout, &output.stderr] {
+        assert!(!String::from_utf8_lossy(stream).contains(OPENAI_ADMIN_KEY));
+    }
 }

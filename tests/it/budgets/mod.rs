@@ -179,21 +179,28 @@ async fn fire(client: &reqwest::Client, urls: &[String], key: &str, n: usize) ->
 /// ~0.00012, so the budget holds between 6 and 12 of them.
 const BUDGET_USD: f64 = 0.0015;
 
-#[tokio::test]
-async fn concurrent_requests_never_overspend_one_gateway() {
-    let gw = TestGateway::start().await;
+/// A key with these budgets, stored in the gateway's key store.
+async fn budgeted(
+    gw: &TestGateway,
+    key: Option<BudgetSpec>,
+    user: Option<BudgetSpec>,
+) -> keys::IssuedKey {
     let issued = keys::issue(
         NewKey {
             name: "budgeted".into(),
-            budgets: KeyBudgets {
-                key: Some(spec(BUDGET_USD, 0.8)),
-                user: None,
-            },
+            budgets: KeyBudgets { key, user },
             ..NewKey::default()
         },
         keys::now_ms(),
     );
     gw.store.insert(&issued.key, &issued.hash).await.unwrap();
+    issued
+}
+
+#[tokio::test]
+async fn concurrent_requests_never_overspend_one_gateway() {
+    let gw = TestGateway::start().await;
+    let issued = budgeted(&gw, Some(spec(BUDGET_USD, 0.8)), None).await;
     let url = gw.url("/v1/chat/completions");
     let (mut admitted, mut refused) = (0, 0);
     for _ in 0..3 {
@@ -353,18 +360,12 @@ async fn each_crossing_alerts_exactly_once() {
         .start()
         .await
         .unwrap();
-    let issued = keys::issue(
-        NewKey {
-            name: "alerting".into(),
-            budgets: KeyBudgets {
-                key: Some(spec(BUDGET_USD, 0.5)),
-                user: Some(spec(BUDGET_USD, 0.3)),
-            },
-            ..NewKey::default()
-        },
-        keys::now_ms(),
-    );
-    gw.store.insert(&issued.key, &issued.hash).await.unwrap();
+    let issued = budgeted(
+        &gw,
+        Some(spec(BUDGET_USD, 0.5)),
+        Some(spec(BUDGET_USD, 0.3)),
+    )
+    .await;
     let url = gw.url("/v1/chat/completions");
     // Concurrent bursts until the budget is spent, all as one user.
     for _ in 0..4 {
@@ -415,18 +416,7 @@ async fn the_slack_format_posts_the_sentence_alone() {
         .start()
         .await
         .unwrap();
-    let issued = keys::issue(
-        NewKey {
-            name: "alerting".into(),
-            budgets: KeyBudgets {
-                key: Some(spec(BUDGET_USD, 0.01)),
-                user: None,
-            },
-            ..NewKey::default()
-        },
-        keys::now_ms(),
-    );
-    gw.store.insert(&issued.key, &issued.hash).await.unwrap();
+    let issued = budgeted(&gw, Some(spec(BUDGET_USD, 0.01)), None).await;
     let sent = gw
         .client
         .post(gw.url("/v1/chat/completions"))
