@@ -50,10 +50,10 @@ impl BudgetAlert {
             SpendScope::Anonymous(user) => ("anonymous_user", None, Some(user.clone())),
         };
         let whose = match (&key_id, &user) {
-            (Some(key), None) => format!("Key {key}"),
-            (Some(key), Some(user)) => format!("User {user} of key {key}"),
-            (None, Some(user)) if scope == "jwt_user" => format!("JWT user {user}"),
-            (None, Some(user)) => format!("Anonymous caller {user}"),
+            (Some(key), None) => format!("Key {}", inert(key)),
+            (Some(key), Some(user)) => format!("User {} of key {}", inert(user), inert(key)),
+            (None, Some(user)) if scope == "jwt_user" => format!("JWT user {}", inert(user)),
+            (None, Some(user)) => format!("Anonymous caller {}", inert(user)),
             (None, None) => "A caller".to_owned(),
         };
         let period = match line.period {
@@ -80,6 +80,18 @@ impl BudgetAlert {
             spent_usd: format_usd(spent),
         }
     }
+}
+
+/// A caller-chosen name (a user id comes from `x-user-id`) as text a chat app shows and never
+/// acts on: a code span (no links, no formatting), without backticks to break out of it, and
+/// with Slack's three escapes, so `<!channel>` or `<https://…|click>` is not a mention or a link.
+fn inert(name: &str) -> String {
+    let escaped = name
+        .replace('`', "'")
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!("`{escaped}`")
 }
 
 /// Sends alerts to `TOLLGATE_ALERT_WEBHOOK`, if set.
@@ -163,8 +175,22 @@ mod tests {
         let alert = BudgetAlert::new(&line, 8_000_374_000);
         assert_eq!(
             alert.text,
-            "Tollgate budget alert: User ann of key key_1 has spent $8.000374 of its $10.00 \
+            "Tollgate budget alert: User `ann` of key `key_1` has spent $8.000374 of its $10.00 \
              monthly budget (alert at $8.00)."
+        );
+        // A user id is the caller's to choose: in the operator's channel it is only text.
+        let hostile = BudgetLine::new(
+            SpendScope::KeyUser(
+                "key_1".to_owned(),
+                "<!channel> `[x](https://evil)`".to_owned(),
+            ),
+            &spec,
+            0,
+        );
+        let text = BudgetAlert::new(&hostile, 1).text;
+        assert!(
+            text.contains("User `&lt;!channel&gt; '[x](https://evil)'` of key"),
+            "{text}"
         );
         let body = serde_json::to_value(&alert).unwrap();
         assert_eq!(body["text"], alert.text.as_str());

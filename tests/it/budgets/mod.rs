@@ -439,7 +439,7 @@ async fn the_slack_format_posts_the_sentence_alone() {
         body["text"]
             .as_str()
             .unwrap()
-            .contains(&format!("Key {}", issued.key.id)),
+            .contains(&format!("Key `{}`", issued.key.id)),
         "{body:?}"
     );
     gw.stop().await;
