@@ -73,7 +73,13 @@ impl ApiKey {
     pub fn own_rules(&self) -> Vec<Rule> {
         self.rules
             .iter()
-            .filter_map(|spec| spec.validate().ok())
+            .filter_map(|spec| {
+                spec.validate()
+                    .inspect_err(|why| {
+                        tracing::warn!(key.id = %self.id, %why, "a stored limit rule of this key is skipped");
+                    })
+                    .ok()
+            })
             .collect()
     }
 }
@@ -150,19 +156,29 @@ pub mod bounds {
 
 /// Characters that must not appear in names shown to people: control characters and the
 /// invisible ones that can disguise text (zero-width, bidirectional overrides, line and
-/// paragraph separators). `admin/openapi.json` lists the same set.
+/// paragraph separators, fillers, variation selectors, tags: Unicode's default-ignorable code
+/// points). `admin/openapi.json` lists the same set.
 pub fn is_unprintable(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
             '\u{ad}'
+                | '\u{34f}'
                 | '\u{61c}'
-                | '\u{180e}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{17b4}'..='\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
                 | '\u{200b}'..='\u{200f}'
                 | '\u{2028}'..='\u{202e}'
                 | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
                 | '\u{feff}'
-                | '\u{fff9}'..='\u{fffb}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fffb}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e0fff}'
         )
 }
 
@@ -215,7 +231,7 @@ fn check_fields(
             return Err(("rules", format!("at most {} rules.", bounds::RULES)));
         }
         for rule in rules {
-            rule.validate().map_err(|e| ("rules", e.to_string()))?;
+            rule.validate_new().map_err(|e| ("rules", e.to_string()))?;
         }
     }
     if let Some(metadata) = metadata {

@@ -15,7 +15,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     reason = "the one place a fatal error reaches the operator before logging exists"
 )]
 fn main() -> ExitCode {
-    let cli = tollgate::cli::Cli::parse();
+    let cli = match tollgate::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // A usage error is exit 2 either way; asked for JSON, it is a JSON document too.
+        Err(error) if error.use_stderr() && std::env::args_os().any(|arg| arg == "--json") => {
+            let text = error.to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = lines.join(" ");
+            let document = serde_json::json!({ "error": message.trim_start_matches("error: ") });
+            let _ = writeln!(std::io::stdout(), "{document}");
+            return ExitCode::from(2);
+        }
+        Err(error) => error.exit(),
+    };
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

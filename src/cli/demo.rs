@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use secrecy::ExposeSecret;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Env};
@@ -28,8 +27,8 @@ pub struct DemoArgs {
     pub port: Option<u16>,
 }
 
-/// The demo's database, unless `DATABASE_URL` names another: apart from the one `serve` uses by
-/// default, so that a demo key never works against a real upstream.
+/// The demo's database, always (an exported `DATABASE_URL` is not the demo's business): apart
+/// from the one `serve` uses by default, so that a demo key never works against a real upstream.
 const DEMO_DATABASE_URL: &str = "sqlite://tollgate-demo.db";
 
 /// Where the demo keeps its key and admin token between runs (mode 0600), in a form a shell
@@ -54,16 +53,24 @@ pub async fn run(
         ..MockOptions::default()
     };
     let saved = DemoSecrets::read(Path::new(DEMO_SECRETS_FILE));
+    // The demo keeps to its own mock, database and admin token, whatever the operator's
+    // environment holds: their real token is never printed, a demo key never lands in their
+    // database, and demo traffic never reaches an upstream of theirs.
     let mut env = env;
     env.set("OPENAI_API_KEY", &mock_key);
     env.set("OPENAI_BASE_URL", &format!("http://{mock_address}/v1"));
-    env.set_default("DATABASE_URL", DEMO_DATABASE_URL);
+    env.set("DATABASE_URL", DEMO_DATABASE_URL);
+    env.set("TOLLGATE_ADMIN_TOKEN", &saved.admin_token);
     env.set_default("TOLLGATE_LOG_FORMAT", "text");
-    env.set_default("TOLLGATE_ADMIN_TOKEN", &saved.admin_token);
     if let Some(port) = args.port {
         env.set("PORT", &port.to_string());
     }
-    let config = Config::load(path, &env)?;
+    // A configuration file only when named with --config (./tollgate.toml may route models
+    // to real providers).
+    let config = match path {
+        Some(path) => Config::load(Some(path), &env)?,
+        None => Config::from_toml_str("(demo defaults)", "", &env)?,
+    };
     let _logs = telemetry::init(&config.log);
 
     let stores = store::connect(&config.database)
@@ -72,30 +79,18 @@ pub async fn run(
     let key = demo_key(&stores, saved.key.as_deref()).await?;
     let listener = super::bind(&config).await?;
     let stop = server::shutdown_signal();
-    let admin_token = config
-        .keys
-        .admin_token
-        .as_ref()
-        .map(|token| token.expose_secret().to_owned())
-        .unwrap_or_default();
-    let database = env.get("DATABASE_URL").unwrap_or(DEMO_DATABASE_URL);
-    let own_database = database == DEMO_DATABASE_URL;
+    let admin_token = saved.admin_token.clone();
     DemoSecrets {
         key: Some(key.clone()),
-        admin_token: saved.admin_token.clone(),
+        admin_token: admin_token.clone(),
     }
-    .write(
-        Path::new(DEMO_SECRETS_FILE),
-        own_database,
-        admin_token == saved.admin_token,
-    )
+    .write(Path::new(DEMO_SECRETS_FILE))
     .with_context(|| format!("writing {DEMO_SECRETS_FILE}"))?;
     let base = format!("http://{}", listener.local_addr()?);
     let welcome = Welcome {
         base: &base,
         key: &key,
         admin_token: &admin_token,
-        own_database,
     };
     if json {
         welcome.print_json()?;
@@ -152,9 +147,15 @@ struct DemoSecrets {
 }
 
 impl DemoSecrets {
-    /// The saved secrets, or a fresh admin token and no key.
+    /// The saved secrets, or a fresh admin token and no key. The file is believed only when it
+    /// is a regular file of this user's that no one else may read or write: in a shared folder
+    /// another user could otherwise choose the demo's admin token.
     fn read(path: &Path) -> Self {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let text = if is_private_to_this_user(path) {
+            std::fs::read_to_string(path).unwrap_or_default()
+        } else {
+            String::new()
+        };
         let value = |name: &str| {
             text.lines()
                 .filter_map(|line| line.strip_prefix(name)?.strip_prefix('='))
@@ -175,28 +176,52 @@ impl DemoSecrets {
         }
     }
 
-    /// Writes the file readable by its owner only: the key, and the database and admin token
-    /// when they are the demo's own (never a `DATABASE_URL` or token the operator gave).
-    fn write(&self, path: &Path, own_database: bool, own_token: bool) -> std::io::Result<()> {
+    /// Writes the file readable by its owner only: a fresh file (never one that exists, never
+    /// through a symbolic link) renamed over the old one.
+    fn write(&self, path: &Path) -> std::io::Result<()> {
         let mut text = format!(
             "# Written by `tollgate demo`: what it needs to keep its key between runs.\n\
-             # Load into a shell with: set -a; . ./{DEMO_SECRETS_FILE}; set +a\n"
+             # Load into a shell with: set -a; . ./{DEMO_SECRETS_FILE}; set +a\n\
+             DATABASE_URL={DEMO_DATABASE_URL}\n\
+             TOLLGATE_ADMIN_TOKEN={}\n",
+            self.admin_token
         );
-        if own_database {
-            text.push_str(&format!("DATABASE_URL={DEMO_DATABASE_URL}\n"));
-        }
-        if own_token {
-            text.push_str(&format!("TOLLGATE_ADMIN_TOKEN={}\n", self.admin_token));
-        }
         if let Some(key) = &self.key {
             text.push_str(&format!("TOLLGATE_DEMO_KEY={key}\n"));
         }
+        let fresh = path.with_extension(format!("env.{}", uuid::Uuid::new_v4().simple()));
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        options.open(path)?.write_all(text.as_bytes())
+        let written = options
+            .open(&fresh)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .and_then(|()| std::fs::rename(&fresh, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&fresh);
+        }
+        written
     }
+}
+
+/// Whether `path` is a regular file (not a link) owned by this process's user, with no
+/// permission for anyone else.
+#[cfg(unix)]
+fn is_private_to_this_user(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(file), Ok(me)) = (
+        std::fs::symlink_metadata(path),
+        std::fs::metadata("/proc/self"),
+    ) else {
+        return false;
+    };
+    file.file_type().is_file() && file.uid() == me.uid() && file.mode() & 0o077 == 0
+}
+
+#[cfg(not(unix))]
+fn is_private_to_this_user(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_file())
 }
 
 /// What the welcome text names.
@@ -204,8 +229,6 @@ struct Welcome<'a> {
     base: &'a str,
     key: &'a str,
     admin_token: &'a str,
-    /// Whether the demo's own database is in use (the CLI needs to be pointed at it).
-    own_database: bool,
 }
 
 impl Welcome<'_> {
@@ -220,7 +243,7 @@ impl Welcome<'_> {
                 "key": self.key,
                 "dashboard": format!("{}/dashboard", self.base),
                 "admin_token": self.admin_token,
-                "database_url": self.own_database.then_some(DEMO_DATABASE_URL),
+                "database_url": DEMO_DATABASE_URL,
             })
         )?;
         out.flush()
@@ -232,18 +255,13 @@ fn print_welcome(welcome: &Welcome<'_>) -> std::io::Result<()> {
         base,
         key,
         admin_token,
-        own_database,
     } = welcome;
-    let cli = if *own_database {
-        format!(
-            "The CLI, on this demo's database (in another terminal, in this folder):\n\n  \
-             export DATABASE_URL={DEMO_DATABASE_URL}   # or: set -a; . ./{DEMO_SECRETS_FILE}; set +a\n  \
-             tollgate keys list\n  \
-             tollgate usage --by model\n"
-        )
-    } else {
-        "The CLI: tollgate keys list, tollgate usage --by model (same DATABASE_URL).\n".to_owned()
-    };
+    let cli = format!(
+        "The CLI, on this demo's database (in another terminal, in this folder):\n\n  \
+         export DATABASE_URL={DEMO_DATABASE_URL}   # or: set -a; . ./{DEMO_SECRETS_FILE}; set +a\n  \
+         tollgate keys list\n  \
+         tollgate usage --by model\n"
+    );
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

@@ -26,7 +26,14 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<ExitCod
     let stores = store::connect(&config.database)
         .await
         .context("opening the database")?;
-    if any_key_counts_tokens(stores.keys.as_ref()).await {
+    // The first request on a budgeted key should not wait ~200 ms for the tokenizer. A store
+    // that cannot answer says no: the key cache warms it when it meets such a key.
+    if stores
+        .keys
+        .any_counts_tokens(crate::keys::now_ms())
+        .await
+        .unwrap_or(false)
+    {
         crate::tokens::warm_up();
     }
     let state = AppState::new(config, stores).context("building the gateway state")?;
@@ -40,27 +47,4 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<ExitCod
     }
     tracing::info!("tollgate stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether an active stored key has a budget or a token rule: then the tokenizer is built
-/// before the first request rather than during it (~200 ms). A store that cannot be read says
-/// no; the key cache warms the tokenizer when it meets such a key.
-async fn any_key_counts_tokens(keys: &dyn crate::store::KeyStore) -> bool {
-    let now = crate::keys::now_ms();
-    let mut after: Option<String> = None;
-    loop {
-        let Ok(page) = keys.list(after.as_deref(), 500).await else {
-            return false;
-        };
-        if page
-            .iter()
-            .any(|key| key.is_active(now) && key.counts_tokens())
-        {
-            return true;
-        }
-        if page.len() < 500 {
-            return false;
-        }
-        after = page.last().map(|key| key.id.clone());
-    }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -250,9 +250,10 @@ impl LimitsConfig {
             }
         };
         let redis_url: Option<SecretString> = s.optional("limits.redis_url", Some("REDIS_URL"));
-        if let Some(plain) = redis_url.as_ref().and_then(|url| {
-            super::store::without_credentials(secrecy::ExposeSecret::expose_secret(url))
-        }) {
+        if let Some(plain) = redis_url
+            .as_ref()
+            .and_then(|url| super::store::without_credentials(url.expose_secret()))
+        {
             s.show("limits.redis_url", plain);
         }
         let redis_tls = read_redis_tls(s, redis_url.as_ref());
@@ -278,12 +279,21 @@ impl LimitsConfig {
                 BudgetBackendPolicy::Local
             }
         };
-        let alert_webhook: Option<Url> =
+        // A webhook URL is a credential (whoever holds it can post to the channel): read as a
+        // secret, so a mistyped one is never echoed and `config check` masks it.
+        let webhook: Option<SecretString> =
             s.optional("budgets.alert_webhook", Some("TOLLGATE_ALERT_WEBHOOK"));
-        if alert_webhook.is_some() {
-            // Whoever holds a webhook URL can post to the channel: a credential.
-            s.show("budgets.alert_webhook", super::source::MASKED);
-        }
+        let alert_webhook = webhook.and_then(|url| {
+            let parsed = <Url as super::source::Setting>::from_env(url.expose_secret());
+            if parsed.is_none() {
+                s.invalid(
+                    "budgets.alert_webhook",
+                    Some("TOLLGATE_ALERT_WEBHOOK"),
+                    "expected an http(s) URL",
+                );
+            }
+            parsed
+        });
         let alert_format = match s
             .get(
                 "budgets.alert_format",

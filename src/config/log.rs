@@ -114,21 +114,15 @@ impl TracesConfig {
         let exact: Option<String> = s.optional_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
         let base: Option<String> =
             s.optional("traces.endpoint", Some("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        let endpoint = exact.or_else(|| {
-            base.map(|base| match protocol {
-                OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
-                OtlpProtocol::Grpc => base,
-            })
-        });
-        if let Some(endpoint) = &endpoint {
-            match url::Url::parse(endpoint) {
+        // Both are checked, whichever is in force: each is logged and shown by `config check`,
+        // so credentials go in the headers, which are a secret.
+        for candidate in [exact.as_deref(), base.as_deref()].into_iter().flatten() {
+            match url::Url::parse(candidate) {
                 Ok(url) if !matches!(url.scheme(), "http" | "https") => s.invalid(
                     "traces.endpoint",
                     Some("OTEL_EXPORTER_OTLP_ENDPOINT"),
                     "expected an http:// or https:// URL",
                 ),
-                // The endpoint is logged and shown by `config check`: credentials go in the
-                // headers, which are a secret.
                 Ok(url) if !url.username().is_empty() || url.password().is_some() => s.invalid(
                     "traces.endpoint",
                     Some("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -142,6 +136,12 @@ impl TracesConfig {
                 ),
             }
         }
+        let endpoint = exact.or_else(|| {
+            base.map(|base| match protocol {
+                OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+                OtlpProtocol::Grpc => base,
+            })
+        });
         let headers: Option<SecretString> =
             s.optional("traces.headers", Some("OTEL_EXPORTER_OTLP_HEADERS"));
         if let Some(headers) = &headers

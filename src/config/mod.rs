@@ -480,6 +480,30 @@ max_output_tokens = 100
             plain.effective.table["database"]["url"].as_str(),
             Some("sqlite://tollgate.db")
         );
+        for (url, shown) in [
+            ("redis+cluster://h1:6379,h2:6379", true),
+            ("postgres://tollgate@db/tollgate?sslmode=verify-full", true),
+            ("rediss://:pw@cache:6380", false),
+            ("postgres://u:pw@db/t", false),
+            ("postgres://u@db/t?password=pw", false),
+        ] {
+            assert_eq!(store::without_credentials(url).is_some(), shown, "{url}");
+        }
+        // A mistyped webhook URL (a credential) is refused without being echoed.
+        let error = Config::from_toml_str(
+            "t",
+            "",
+            &env(&[
+                ("OPENAI_API_KEY", "k"),
+                (
+                    "TOLLGATE_ALERT_WEBHOOK",
+                    "hooks.slack.com/services/T0/B0/sekrit",
+                ),
+            ]),
+        )
+        .err()
+        .unwrap();
+        assert!(!format!("{error:?}").contains("sekrit"), "{error:?}");
     }
 
     #[test]

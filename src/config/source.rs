@@ -186,8 +186,13 @@ impl Setting for Url {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
     }
+    /// A URL with a password or a query (which may carry a token) is shown masked.
     fn to_toml(&self) -> toml::Value {
-        toml::Value::String(self.as_str().to_owned())
+        if self.password().is_some() || self.query().is_some() {
+            toml::Value::String(MASKED.to_owned())
+        } else {
+            toml::Value::String(self.as_str().to_owned())
+        }
     }
 }
 

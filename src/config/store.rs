@@ -141,11 +141,19 @@ impl KeysConfig {
 /// `url` itself when it carries no credential (no password, no `password=` parameter), so that
 /// `config check` can print it instead of a mask.
 pub fn without_credentials(url: &str) -> Option<&str> {
-    let parsed = url::Url::parse(url).ok()?;
-    let secret_parameter = parsed
-        .query_pairs()
-        .any(|(name, _)| name.to_ascii_lowercase().contains("password"));
-    (parsed.password().is_none() && !secret_parameter).then_some(url)
+    // Not through `Url`: `redis+cluster://h1:6379,h2:6379` is not one it parses.
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (authority, query) = match rest.split_once('?') {
+        Some((before, query)) => (before.split('/').next().unwrap_or_default(), query),
+        None => (rest.split('/').next().unwrap_or_default(), ""),
+    };
+    let secret_parameter = query
+        .split('&')
+        .any(|pair| pair.to_ascii_lowercase().contains("password"));
+    let password = authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    (!password && !secret_parameter).then_some(url)
 }
 
 /// Shows a database URL with its password replaced.

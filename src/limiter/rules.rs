@@ -81,8 +81,31 @@ pub struct Rule {
     pub per: Duration,
 }
 
-/// The largest limit a rule may set (requests or tokens per window).
+/// The largest limit a new rule may set (requests or tokens per window).
 pub const MAX_LIMIT: u64 = 1_000_000_000_000;
+
+impl RuleSpec {
+    /// A new rule (admin API, CLI) in the form the admin API's schema states: a limit up to
+    /// [`MAX_LIMIT`], a period of 1 to 999999 units without a leading zero or spaces.
+    pub fn validate_new(&self) -> Result<Rule, String> {
+        let limit = self.requests.or(self.tokens).unwrap_or(0);
+        if limit > MAX_LIMIT {
+            return Err(format!("the limit must be from 1 to {MAX_LIMIT}"));
+        }
+        let last = self.per.char_indices().last().map_or(0, |(at, _)| at);
+        let count = &self.per[..last];
+        let canonical = count.len() <= 6
+            && count.bytes().all(|b| b.is_ascii_digit())
+            && !count.starts_with('0');
+        if !canonical {
+            return Err(format!(
+                "bad period {:?}: expected a count from 1 to 999999 (or none) and a unit, e.g. 1m or 10m",
+                self.per
+            ));
+        }
+        self.validate()
+    }
+}
 
 /// A rule as written (TOML, JSON, CLI).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +129,10 @@ pub struct RuleSpec {
 }
 
 impl RuleSpec {
-    /// Checks the spec and builds the rule.
+    /// Checks the spec and builds the rule. Lenient as earlier versions were, since stored
+    /// keys and configuration files hold rules they accepted (`" 1h"`, `"2592000s"`): a rule
+    /// that stops validating would silently stop limiting. New rules from the admin API and
+    /// the CLI pass [`RuleSpec::validate_new`] first.
     pub fn validate(&self) -> Result<Rule, String> {
         let (unit, limit) = match (self.requests, self.tokens) {
             (Some(n), None) => (Unit::Requests, n),
@@ -114,8 +140,8 @@ impl RuleSpec {
             (Some(_), Some(_)) => return Err("give requests or tokens, not both".to_owned()),
             (None, None) => return Err("give requests = N or tokens = N".to_owned()),
         };
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(format!("the limit must be from 1 to {MAX_LIMIT}"));
+        if limit == 0 {
+            return Err("the limit must be at least 1".to_owned());
         }
         let per = parse_period(&self.per)?;
         Ok(Rule {
@@ -154,17 +180,20 @@ impl RuleSpec {
 
 /// `1s`, `1m`, `1h`, `1d`, or a whole number with one of those units (`10m`, `2h`).
 pub fn parse_period(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
     // At the last character's boundary: a multi-byte last character must not split a byte.
     let last = text.char_indices().last().map_or(0, |(at, _)| at);
     let (number, unit) = text.split_at(last);
-    let well_formed =
-        number.len() <= 6 && number.bytes().all(|b| b.is_ascii_digit()) && !number.starts_with('0');
-    if !well_formed {
-        return Err(format!(
-            "bad period {text:?}: expected a count from 1 to 999999 (or none) and a unit, e.g. 1m or 10m"
-        ));
+    let count: u64 = if number.is_empty() {
+        1
+    } else {
+        number
+            .parse()
+            .map_err(|_| format!("bad period {text:?}: expected e.g. 1m or 10m"))?
+    };
+    if count == 0 {
+        return Err(format!("bad period {text:?}: must be longer than 0"));
     }
-    let count: u64 = number.parse().unwrap_or(1);
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
@@ -354,14 +383,29 @@ mod tests {
         assert!(parse_period("0m").is_err());
         assert!(parse_period("1w").is_err());
         assert!(parse_period("soon").is_err());
-        // The API's schema states the same form: no leading zero, no spaces, six digits.
-        for refused in ["01m", " 1m", "1m ", "1000000m", "1é", "é", ""] {
+        for refused in ["1é", "é", "", "0m"] {
             assert!(parse_period(refused).is_err(), "{refused:?}");
         }
-        assert_eq!(
-            parse_period("999999s").unwrap(),
-            Duration::from_secs(999_999)
-        );
+        // What earlier versions stored still limits...
+        for stored in [" 1h", "2592000s", "05m"] {
+            assert!(parse_period(stored).is_ok(), "{stored:?}");
+        }
+        // ...but a new rule takes the form the admin API's schema states.
+        let rule = |per: &str| RuleSpec {
+            scope: Scope::Key,
+            route: RouteClass::Chat,
+            requests: Some(1),
+            tokens: None,
+            per: per.to_owned(),
+        };
+        for refused in ["01m", " 1m", "1m ", "1000000m", "1é"] {
+            assert!(rule(refused).validate_new().is_err(), "{refused:?}");
+            assert!(
+                rule(refused).validate().is_ok() || refused == "1é",
+                "{refused:?}"
+            );
+        }
+        assert!(rule("999999s").validate_new().is_ok());
         assert_eq!(format_period(Duration::from_secs(7200)), "2h");
         assert_eq!(format_period(Duration::from_secs(90)), "90s");
     }

@@ -132,6 +132,19 @@ where
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn any_counts_tokens(&self, now_ms: i64) -> Result<bool, StoreError> {
+        // `budgets` is `{}` without a budget; a token rule's JSON names `"tokens"`.
+        let found = sqlx::query(
+            "SELECT 1 FROM api_keys WHERE revoked_at_ms IS NULL \
+             AND (expires_at_ms IS NULL OR expires_at_ms > $1) \
+             AND (budgets <> '{}' OR rules LIKE '%\"tokens\"%') LIMIT 1",
+        )
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
 }
 
 fn key_from_row(row: KeyRow) -> Result<ApiKey, StoreError> {

@@ -56,6 +56,9 @@ pub trait KeyStore: Send + Sync {
     async fn revoke(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
     /// A cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Whether a key active at `now_ms` has a budget or a token rule of its own (then `serve`
+    /// builds the tokenizer before listening). One query, however many keys there are.
+    async fn any_counts_tokens(&self, now_ms: i64) -> Result<bool, StoreError>;
 }
 
 /// The durable stores of one database: keys, audit records and batches share its pool.

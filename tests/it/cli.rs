@@ -265,6 +265,10 @@ async fn keys_lifecycle(database: Database) {
     // A usage error is exit 2 (clap's convention).
     let usage = tollgate(&["keys", "revoke"], &env, dir.path()).await;
     assert_eq!(usage.status.code(), Some(2));
+    let usage = tollgate(&["keys", "revoke", "--json"], &env, dir.path()).await;
+    assert_eq!(usage.status.code(), Some(2));
+    let usage: Value = serde_json::from_slice(&usage.stdout).unwrap();
+    assert!(usage["error"].as_str().unwrap().contains("<ID>"), "{usage}");
     let active = tollgate(&["keys", "list", "--json"], &env, dir.path()).await;
     assert_eq!(
         serde_json::from_slice::<Value>(&active.stdout).unwrap(),

@@ -16,12 +16,17 @@ struct Demo {
 }
 
 async fn start_demo(dir: &std::path::Path, port: u16) -> Demo {
+    start_demo_with(dir, port, &[]).await
+}
+
+async fn start_demo_with(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Demo {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["demo", "--json", "--stream-interval-ms", "0", "--port"])
         .arg(port.to_string())
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -139,4 +144,56 @@ async fn the_demo_prints_what_to_use_stops_at_once_and_keeps_its_key() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+}
+
+/// The demo keeps to itself: an operator's exported database and admin token are not used (nor
+/// printed), and a secrets file another user could have written is not believed or followed.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_demo_ignores_the_operators_secrets_and_a_planted_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere.txt");
+    std::fs::write(&elsewhere, "untouched").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.path().join("tollgate-demo.env")).unwrap();
+    let real_token = "the-operators-real-admin-token-0123";
+    let demo = start_demo_with(
+        dir.path(),
+        0,
+        &[
+            ("TOLLGATE_ADMIN_TOKEN", real_token),
+            ("DATABASE_URL", "sqlite://operators.db"),
+        ],
+    )
+    .await;
+    assert_ne!(
+        demo.field("admin_token"),
+        real_token,
+        "never the operator's token"
+    );
+    assert_eq!(demo.welcome["database_url"], "sqlite://tollgate-demo.db");
+    assert!(!dir.path().join("operators.db").exists());
+    let (code, _) = demo.interrupt().await;
+    assert_eq!(code, Some(0));
+    // The link was replaced by a file of the demo's own, not followed.
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "untouched");
+    let written = dir.path().join("tollgate-demo.env");
+    assert!(
+        std::fs::symlink_metadata(&written)
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+
+    // A file others may write is not believed: its token is not the demo's.
+    std::fs::write(
+        &written,
+        "TOLLGATE_ADMIN_TOKEN=planted-token-0123456789abcdef\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&written, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let demo = start_demo(dir.path(), 0).await;
+    assert_ne!(demo.field("admin_token"), "planted-token-0123456789abcdef");
+    let (code, _) = demo.interrupt().await;
+    assert_eq!(code, Some(0));
 }

@@ -12,6 +12,9 @@ use crate::support::{Database, TestGateway, eventually};
 
 async fn behaviour(store: Arc<dyn KeyStore>) {
     store.ping().await.unwrap();
+    // Only a key that counts tokens makes `serve` build the tokenizer before listening: the
+    // gateway's own test key has no budget and no token rule.
+    assert!(!store.any_counts_tokens(keys::now_ms()).await.unwrap());
     let mut issued = Vec::new();
     for i in 0..5 {
         let new = NewKey {
@@ -111,6 +114,7 @@ async fn behaviour(store: Arc<dyn KeyStore>) {
     ghost.id = "key_missing".into();
     assert!(!store.update(&ghost).await.unwrap());
 
+    assert!(store.any_counts_tokens(keys::now_ms()).await.unwrap());
     // Revocation is once.
     assert!(store.revoke(&issued[1].key.id, 123).await.unwrap());
     assert!(!store.revoke(&issued[1].key.id, 456).await.unwrap());
