@@ -477,6 +477,10 @@ async fn health_asks_a_running_gateway() {
     let missing = gw.url("/nope");
     let not_found = tollgate(&["health", "--url", &missing], &[], dir.path()).await;
     assert_eq!(not_found.status.code(), Some(1), "{not_found:?}");
+    let as_json = tollgate(&["health", "--url", &missing, "--json"], &[], dir.path()).await;
+    let as_json: Value = serde_json::from_slice(&as_json.stdout).unwrap();
+    assert_eq!(as_json["status"], 404);
+    assert_eq!(as_json["ready"], false);
     // The port of the TOML file, as `serve` reads it.
     std::fs::write(
         dir.path().join("tollgate.toml"),
@@ -540,4 +544,61 @@ async fn read_only_commands_refuse_to_create_an_empty_database() {
             "nothing was created"
         );
     }
+}
+
+/// `serve --port` on a taken port says what to do; text logs to a file or pipe carry no
+/// terminal colours.
+#[tokio::test]
+async fn serve_takes_a_port_says_when_it_is_taken_and_writes_plain_text_logs() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("t.db").display());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let env = [
+        ("OPENAI_API_KEY", UPSTREAM_KEY),
+        ("DATABASE_URL", database.as_str()),
+        ("TOLLGATE_LOG_FORMAT", "text"),
+    ];
+    let refused = tollgate(&["serve", "--port", &port], &env, dir.path()).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(&format!("port {port} on 127.0.0.1 is already in use"))
+            && said.contains("--port"),
+        "{said}"
+    );
+    drop(taken);
+
+    let mut serving = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--port", "0"])
+        .current_dir(dir.path())
+        .env_clear()
+        .envs(env)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = serving.stderr.take().unwrap();
+    let mut log = Vec::new();
+    while !String::from_utf8_lossy(&log).contains("tollgate listening") {
+        let mut chunk = [0u8; 1024];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stderr.read(&mut chunk))
+                .await
+                .expect("the server logged in time")
+                .unwrap();
+        assert!(
+            read > 0,
+            "the server exited: {}",
+            String::from_utf8_lossy(&log)
+        );
+        log.extend_from_slice(&chunk[..read]);
+    }
+    let _ = serving.start_kill();
+    assert!(
+        !log.contains(&0x1b),
+        "no ANSI escapes: {}",
+        String::from_utf8_lossy(&log)
+    );
 }
