@@ -135,6 +135,24 @@ impl GatewayError {
 }
 
 impl GatewayError {
+    /// Whether a pool's deployment that answered this should cool down: it is out of capacity,
+    /// failing, unreachable, or refusing its key: nothing the caller did.
+    pub fn cools_a_deployment(&self) -> bool {
+        self.allows_fallback() || matches!(self, Self::UpstreamAuth { .. })
+    }
+
+    /// The upstream's `Retry-After`, as passed on to the caller.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let Self::UpstreamRateLimited {
+            retry_after: Some(value),
+        } = self
+        else {
+            return None;
+        };
+        let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
+        Some(std::time::Duration::from_secs(seconds))
+    }
+
     /// Shorthand for a 400 naming the field at fault.
     pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
         Self::InvalidRequest {

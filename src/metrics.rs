@@ -62,7 +62,7 @@ pub struct RequestLabels<'a> {
 }
 
 /// What each metric means (`# HELP` lines) and what kind it is.
-const CATALOGUE: [(&str, Kind, &str); 21] = [
+const CATALOGUE: [(&str, Kind, &str); 23] = [
     (
         "tollgate_log_lines_dropped_total",
         Kind::Counter,
@@ -97,6 +97,16 @@ const CATALOGUE: [(&str, Kind, &str); 21] = [
         "tollgate_upstream_fallbacks_total",
         Kind::Counter,
         "Calls given up on an upstream to try the next target.",
+    ),
+    (
+        "tollgate_pool_served_total",
+        Kind::Counter,
+        "Calls a pool's deployment answered, by pool (alias) and deployment (upstream/model).",
+    ),
+    (
+        "tollgate_pool_cooldowns_total",
+        Kind::Counter,
+        "Deployments put to cool down after a 429, 5xx, 401/403 or an unreachable upstream.",
     ),
     (
         "tollgate_tokens_total",
@@ -275,6 +285,18 @@ pub fn record_unpriced(route: &'static str) {
 /// without it or applied its failure policy.
 pub fn record_backend_error(backend: &'static str) {
     metrics::counter!("tollgate_backend_errors_total", "backend" => backend).increment(1);
+}
+
+/// Counts a call a pool's `deployment` answered. Both labels come from the configuration.
+pub fn record_pool_served(pool: &str, deployment: &str) {
+    metrics::counter!("tollgate_pool_served_total", "pool" => pool.to_owned(), "deployment" => deployment.to_owned())
+        .increment(1);
+}
+
+/// Counts a deployment put to cool down.
+pub fn record_cooldown(deployment: &str) {
+    metrics::counter!("tollgate_pool_cooldowns_total", "deployment" => deployment.to_owned())
+        .increment(1);
 }
 
 /// Counts configuration reloads by outcome (`ok`, or `error`: the running one stayed).

@@ -24,7 +24,8 @@ use crate::records::{RecordStore, RecordWriter, Recorder};
 use crate::redis_link::{Endpoint, RedisCalls, RedisLink};
 use crate::reload::Reloads;
 use crate::store::{BatchStore, KeyStore, Stores};
-use crate::upstream::Upstream;
+use crate::upstream::pool::shared::{PoolStore, RedisPoolStore};
+use crate::upstream::{Board, PoolContext, Upstream};
 
 /// The shared handle. Clone is an `Arc` bump.
 #[derive(Clone)]
@@ -37,6 +38,9 @@ pub struct Inner {
     pub config: Config,
     /// The upstream provider: pooled client, its key, retry policy.
     pub upstream: Upstream,
+    /// Pools' deployments and their live state (cooldowns, calls in flight, headroom), kept
+    /// across reloads and shared with other replicas through Redis when it is configured.
+    pub pools: PoolContext,
     /// The OpenAI operations the passthrough route forwards, and how each is governed.
     pub operations: Operations,
     /// Durable keys (SQLite or PostgreSQL).
@@ -86,7 +90,6 @@ impl AppState {
             records,
             batches,
         } = stores;
-        let upstream = Upstream::new(&config)?;
         let key_cache = KeyCache::new(config.keys.cache_ttl);
         // One Redis connection for every backend that uses Redis.
         let redis = match &config.limits.redis_url {
@@ -109,6 +112,14 @@ impl AppState {
             Some(link) => Arc::new(RedisRateLimiter::new(link.clone(), prefix)),
             None => Arc::new(MemoryRateLimiter::new()),
         };
+        let pools = PoolContext {
+            board: Arc::new(Board::default()),
+            limiter: Arc::clone(&limiter),
+            shared: redis.as_ref().map(|link| {
+                Arc::new(RedisPoolStore::new(link.clone(), prefix)) as Arc<dyn PoolStore>
+            }),
+        };
+        let upstream = Upstream::new(&config, &pools)?;
         let jwt = JwtVerifier::new(&config.jwt).map_err(StateError::Jwt)?;
         prepare_for(&config);
         let prices = Arc::new(PriceTable::with_overrides(&config.pricing));
@@ -157,6 +168,7 @@ impl AppState {
             record_writer: Arc::new(std::sync::Mutex::new(record_writer)),
             config,
             upstream,
+            pools,
             keys,
             key_cache,
             limiter,
@@ -197,6 +209,12 @@ fn prepare_for(config: &Config) {
             || config.anonymous.rules.as_deref().is_some_and(counts_tokens))
         || config.jwt.budget.is_some()
         || config.anonymous.budget.is_some()
+        || config.models.values().any(|alias| {
+            alias
+                .pool
+                .as_ref()
+                .is_some_and(|pool| pool.members.iter().any(|m| m.tokens_per_minute.is_some()))
+        })
     {
         crate::tokens::warm_up();
     }
@@ -225,7 +243,8 @@ impl AppState {
         let prices = Arc::new(PriceTable::with_overrides(&config.pricing));
         prepare_for(&config);
         Ok(Self(Arc::new(Inner {
-            upstream: Upstream::new(&config)?,
+            upstream: Upstream::new(&config, &old.pools)?,
+            pools: old.pools.clone(),
             operations: operations_for(&config),
             jwt: JwtVerifier::new(&config.jwt).map_err(StateError::Jwt)?,
             cache: old.cache.with_ttl(config.cache.ttl),

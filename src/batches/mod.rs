@@ -216,12 +216,12 @@ async fn send_get(
         model: None,
     };
     let targets = state.upstream.targets(None);
-    let (response, _) = state
+    let routed = state
         .upstream
-        .send_routed(&targets, request)
+        .send_routed(&targets, None, 0, request)
         .await
         .map_err(|error| error.to_string())?;
-    Ok(response)
+    Ok(routed.response)
 }
 
 /// GETs `path` from the default upstream with Tollgate's key: the body, at most

@@ -28,6 +28,25 @@ pub struct MockArgs {
     /// How many received requests /_mock/requests keeps (0: record nothing, for benchmarks).
     #[arg(long, default_value_t = 1000)]
     pub record_limit: usize,
+    /// Speak Azure OpenAI's dialect: `/openai/deployments/NAME/...?api-version=...`, the key
+    /// in `api-key`, Azure's error shapes.
+    #[arg(long)]
+    pub azure: bool,
+    /// With --azure: a deployment and the model it runs (`NAME=MODEL`, repeatable); unknown
+    /// deployments answer 404 DeploymentNotFound. None: any name is served as that model.
+    #[arg(long, value_name = "NAME=MODEL", requires = "azure", value_parser = deployment)]
+    pub azure_deployment: Vec<(String, String)>,
+    /// Limit answers to this many requests a minute, with OpenAI's `x-ratelimit-*` headers
+    /// on every answer and a 429 beyond it.
+    #[arg(long)]
+    pub requests_per_minute: Option<u64>,
+}
+
+fn deployment(text: &str) -> Result<(String, String), String> {
+    let (name, model) = text
+        .split_once('=')
+        .ok_or_else(|| "expected NAME=MODEL".to_owned())?;
+    Ok((name.to_owned(), model.to_owned()))
 }
 
 /// Binds, prints `listening on ADDRESS`, serves until SIGTERM/SIGINT.
@@ -53,6 +72,10 @@ pub async fn run(args: MockArgs, json: bool) -> anyhow::Result<ExitCode> {
         stream_interval: Duration::from_millis(args.stream_interval_ms),
         api_key: args.api_key,
         record_limit: args.record_limit,
+        azure: args.azure.then(|| mock_upstream::azure::AzureMock {
+            deployments: args.azure_deployment.into_iter().collect(),
+        }),
+        requests_per_minute: args.requests_per_minute,
     };
     mock_upstream::serve(listener, options, stop).await?;
     Ok(ExitCode::SUCCESS)

@@ -29,7 +29,10 @@ pub use limits::{
 };
 pub use log::{LogConfig, LogFormat, OtlpProtocol, TracesConfig};
 pub use records::RecordsConfig;
-pub use routing::{AliasTarget, DEFAULT_UPSTREAM, ModelAlias, UpstreamEntry};
+pub use routing::{
+    AZURE_API_VERSION, AliasTarget, AzureSettings, DEFAULT_UPSTREAM, MAX_COOLDOWN, ModelAlias,
+    ModelPool, PoolMember, PoolStrategy, UpstreamEntry, UpstreamKind,
+};
 pub use server::ServerConfig;
 pub use source::Env;
 pub use store::{DatabaseConfig, DatabaseEngine, KeysConfig, mask_database_url};

@@ -12,10 +12,12 @@
 
 mod answers;
 mod audio;
+pub mod azure;
 mod batches;
 pub mod faults;
 pub mod fixtures;
 mod ledger;
+mod limits;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +49,10 @@ pub struct MockOptions {
     pub api_key: Option<String>,
     /// How many received requests `/_mock/requests` keeps (oldest dropped).
     pub record_limit: usize,
+    /// Speak Azure OpenAI's dialect instead of OpenAI's.
+    pub azure: Option<azure::AzureMock>,
+    /// Answer like an OpenAI account limited to this many requests a minute.
+    pub requests_per_minute: Option<u64>,
 }
 
 impl Default for MockOptions {
@@ -56,6 +62,8 @@ impl Default for MockOptions {
             stream_interval: Duration::ZERO,
             api_key: None,
             record_limit: 1000,
+            azure: None,
+            requests_per_minute: None,
         }
     }
 }
@@ -68,6 +76,7 @@ struct MockState {
     streams: Arc<StreamCounters>,
     ledger: ledger::Ledger,
     files: batches::Store,
+    window: Option<limits::Window>,
 }
 
 /// How the streams the mock sent ended: a test proves cancellation with `cancelled`.
@@ -124,6 +133,7 @@ impl Drop for StreamGuard {
 /// The mock's routes.
 pub fn router(options: MockOptions) -> Router {
     let state = Arc::new(MockState {
+        window: options.requests_per_minute.map(limits::Window::new),
         options,
         faults: FaultQueue::default(),
         requests: Mutex::new(VecDeque::new()),
@@ -225,7 +235,7 @@ async fn respond(state: &MockState, request: Request) -> Response {
             None,
         );
     };
-    let path = parts
+    let mut path = parts
         .uri
         .path()
         .strip_prefix("/v1")
@@ -236,7 +246,26 @@ async fn respond(state: &MockState, request: Request) -> Response {
     if let Some(route) = path.strip_prefix("/organization/") {
         return organization(state, &parts, route);
     }
-    if let Some(expected) = &state.options.api_key {
+    let mut body = body;
+    if let Some(azure) = &state.options.azure {
+        let call = match azure.read(&parts) {
+            Ok(call) => call,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let key = parts.headers.get("api-key").and_then(|v| v.to_str().ok());
+        if state
+            .options
+            .api_key
+            .as_deref()
+            .is_some_and(|expected| key != Some(expected))
+        {
+            return azure::unauthorized();
+        }
+        path = call.path;
+        if let Some(model) = call.model {
+            body = with_model(body, &model);
+        }
+    } else if let Some(expected) = &state.options.api_key {
         let sent = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -250,6 +279,27 @@ async fn respond(state: &MockState, request: Request) -> Response {
             );
         }
     }
+    let admission = state.window.as_ref().map(limits::Window::admit);
+    if let Some(admission) = &admission
+        && admission.refused
+    {
+        let message = format!(
+            "Rate limit reached for requests. Please try again in {}ms.",
+            admission.retry_after.as_millis()
+        );
+        let mut response = if state.options.azure.is_some() {
+            azure::error(StatusCode::TOO_MANY_REQUESTS, "429", &message)
+        } else {
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &message,
+                "requests",
+                Some("rate_limit_exceeded"),
+            )
+        };
+        response.headers_mut().extend(admission.headers.clone());
+        return response;
+    }
     let mut fault = state.faults.take().unwrap_or_default();
     let echoed = fault
         .echo_authorization
@@ -261,6 +311,25 @@ async fn respond(state: &MockState, request: Request) -> Response {
         fault.message = Some(format!("{message} (received Authorization: {quoted})"));
     }
     let mut response = respond_with(state, &parts, &body, &path, &fault).await;
+    if let (Some(status), Some(_)) = (fault.status, &state.options.azure) {
+        let message = fault
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("Mock fault: status {status}"));
+        let code = fault.code.clone().unwrap_or_else(|| status.to_string());
+        let mut azure = azure::error(response.status(), &code, &message);
+        azure.headers_mut().extend(
+            response
+                .headers()
+                .iter()
+                .filter(|(name, _)| name.as_str().starts_with("retry-after"))
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        response = azure;
+    }
+    if let Some(admission) = admission {
+        response.headers_mut().extend(admission.headers);
+    }
     let billable = fault.cut_after_events.is_none() && !fault.malformed;
     if billable && state.options.record_limit > 0 && response.status() == StatusCode::OK {
         response = bill(state, &path, response).await;
@@ -271,6 +340,18 @@ async fn respond(state: &MockState, request: Request) -> Response {
         }
     }
     response
+}
+
+/// `body` with its JSON `model` set to `model` (an Azure deployment's model); other bodies as
+/// they are.
+fn with_model(body: Bytes, model: &str) -> Bytes {
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(mut object)) => {
+            object.insert("model".to_owned(), Value::String(model.to_owned()));
+            Bytes::from(Value::Object(object).to_string())
+        }
+        _ => body,
+    }
 }
 
 /// Counts a JSON answer's usage in the ledger, handing the same answer on.

@@ -115,6 +115,8 @@ pub struct Call {
     pub batch: Option<crate::batches::BatchPlan>,
     /// Where the model is served: the primary, then fallbacks.
     pub targets: Arc<[Target]>,
+    /// The pool serving the first targets, when one does.
+    pub pool: Option<Arc<crate::upstream::Pool>>,
     pub reservations: Reservations,
     pub cache: CacheState,
     pub moderation: Option<PendingModeration>,
@@ -153,6 +155,7 @@ impl Call {
             form_unread: false,
             batch: None,
             targets: Arc::from([]),
+            pool: None,
             reservations: Reservations::new(state),
             cache: CacheState::default(),
             moderation: None,

@@ -1,13 +1,13 @@
 //! The forward stage: the call goes to the model's targets (`upstream::Upstream::send_routed`:
-//! pooled, retried, timed, an alias falling back along its targets), or an upload already
-//! under way is let finish.
+//! pooled, retried, timed, an alias falling back along its targets, a pool's deployments in
+//! the order its strategy chose), or an upload already under way is let finish.
 
 use tokio::time::Instant;
 
 use super::Call;
 use crate::error::GatewayError;
 use crate::state::AppState;
-use crate::upstream::{self, OutgoingBody, UpstreamRequest};
+use crate::upstream::{self, OutgoingBody, Routed, UpstreamRequest};
 
 /// An upstream answer whose head has arrived.
 pub struct Forwarded {
@@ -39,11 +39,28 @@ pub async fn forward(call: &mut Call, state: &AppState) -> Result<Forwarded, Gat
                 stream: call.request.stream,
                 model: call.request.model.clone(),
             };
-            state.upstream.send_routed(&call.targets, request).await
+            // A pool member's own tokens-per-minute limit counts the prompt and the most the
+            // answer may hold, as OpenAI's limits do.
+            let tokens = match &call.pool {
+                Some(pool) if pool.counts_tokens() => call.estimate().map_or(0, |e| {
+                    e.prompt_tokens + e.max_completion_tokens.unwrap_or(0)
+                }),
+                _ => 0,
+            };
+            let pool = call.pool.clone();
+            state
+                .upstream
+                .send_routed(&call.targets, pool.as_deref(), tokens, request)
+                .await
         }
     };
     call.facts.set_upstream_wait(upstream_started.elapsed());
-    let (upstream, target) = sent?;
+    let Routed {
+        response: upstream,
+        target,
+        busy,
+    } = sent?;
+    call.reservations.hold_deployment(busy);
     call.answered = upstream.status().is_success();
     call.facts.upstream = Some(state.upstream.name_of(target.endpoint));
     if let Some(model) = target.model {

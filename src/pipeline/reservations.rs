@@ -34,6 +34,8 @@ pub struct Reservations {
     hold: Option<Hold>,
     /// The request may have reached the upstream: an unsettled end keeps the worst case.
     sent: bool,
+    /// The pool deployment serving the call, counted in flight until the call ends.
+    deployment: Option<crate::upstream::Busy>,
 }
 
 impl Reservations {
@@ -44,7 +46,13 @@ impl Reservations {
             admission: None,
             hold: None,
             sent: false,
+            deployment: None,
         }
+    }
+
+    /// Keeps the serving deployment counted in flight until the call (a stream: its end) is over.
+    pub fn hold_deployment(&mut self, busy: Option<crate::upstream::Busy>) {
+        self.deployment = busy;
     }
 
     /// Takes over the rate limits' token reservation.
@@ -87,6 +95,7 @@ impl Reservations {
             admission: self.admission.take(),
             hold: self.hold.take(),
             sent: self.sent,
+            deployment: self.deployment.take(),
         }
     }
 

@@ -24,7 +24,7 @@ use crate::openai::multipart::{self, FormError, FormScanner};
 use crate::openai::operations::Governance;
 use crate::openai::requests::RequestFacts;
 use crate::state::AppState;
-use crate::upstream::{OutgoingBody, Target, UpstreamRequest};
+use crate::upstream::{OutgoingBody, Routed, UpstreamRequest};
 
 /// A form as read: the fields the gateway checks, and its size (an audio upload's bounds its
 /// length, and so its price).
@@ -82,8 +82,7 @@ impl Upload {
 /// An upload on its way upstream, its end held back until [`InFlight::finish`].
 pub struct InFlight {
     release: oneshot::Sender<()>,
-    sending:
-        tokio::task::JoinHandle<Result<(crate::upstream::UpstreamResponse, Target), GatewayError>>,
+    sending: tokio::task::JoinHandle<Result<Routed, GatewayError>>,
 }
 
 /// Starts sending `request` (whose body is the held form) to the default upstream and waits
@@ -101,7 +100,10 @@ async fn start(
     let sender = state.clone();
     let mut sending = state.tasks.spawn(async move {
         let targets = sender.upstream.targets(None);
-        sender.upstream.send_routed(&targets, request).await
+        sender
+            .upstream
+            .send_routed(&targets, None, 0, request)
+            .await
     });
     let fields = tokio::select! {
         fields = &mut fields_rx => fields.ok(),
@@ -131,7 +133,7 @@ async fn start(
 
 impl InFlight {
     /// Releases the form's end and waits for the upstream's answer.
-    pub async fn finish(self) -> Result<(crate::upstream::UpstreamResponse, Target), GatewayError> {
+    pub async fn finish(self) -> Result<Routed, GatewayError> {
         let _ = self.release.send(());
         match self.sending.await {
             Ok(sent) => sent,

@@ -44,6 +44,7 @@ pub async fn validate(call: &mut Call, state: &AppState) -> Result<(), GatewayEr
         call.principal.user.clone_from(&call.request.user);
     }
     call.targets = state.upstream.targets(call.request.model.as_deref());
+    call.pool = state.upstream.pool(call.request.model.as_deref());
     let facts = &mut call.facts;
     facts.model_requested.clone_from(&call.request.model);
     facts.model_label = call

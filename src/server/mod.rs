@@ -170,6 +170,15 @@ pub async fn run(
             draining.clone(),
         ));
     }
+    // Pools' state shared with the other replicas (whatever the configuration says now: a
+    // reload may add a pool).
+    if let Some(store) = &state.pools.shared {
+        state.tasks.spawn(crate::upstream::pool::shared::sync(
+            std::sync::Arc::clone(&state.pools.board),
+            std::sync::Arc::clone(store),
+            draining.clone(),
+        ));
+    }
     if let Some(requests) = state.reload.take_inbox() {
         state.tasks.spawn(live::serve_reloads(
             live.clone(),

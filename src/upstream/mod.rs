@@ -20,12 +20,16 @@
 //! reqwest's URL re-parsing and redirect layer cost about a tenth of a request's instructions).
 //!
 //! There is one pooled client for every upstream: the default (`OPENAI_BASE_URL`) and each of
-//! `[[upstreams]]`, each an [`Endpoint`] with its own URL and key. [`Upstream::targets`] says
-//! where a model goes: an alias's targets in order (the pipeline falls back along them), a
-//! model an extra upstream serves, or the default.
+//! `[[upstreams]]`, each an [`Endpoint`] with its own URL and key (an Azure OpenAI resource's
+//! dialect included). [`Upstream::targets`] says where a model goes: an alias's targets in
+//! order (the pipeline falls back along them), a model an extra upstream serves, or the
+//! default. An alias served by a [`Pool`] has its members first, ordered per call by the
+//! pool's strategy; a member that fails is cooled down and the next one tried at once.
 
+mod azure;
 mod body;
 mod endpoint;
+pub mod pool;
 mod retry;
 pub mod scrub;
 
@@ -45,11 +49,13 @@ use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{Config, DEFAULT_UPSTREAM, UpstreamConfig};
+use crate::config::{Config, DEFAULT_UPSTREAM, UpstreamConfig, UpstreamKind};
 use crate::error::GatewayError;
+use crate::limiter::RateLimiter;
 use crate::openai::path::ApiPath;
 pub use body::{OutgoingBody, StreamedBody};
 pub use endpoint::Endpoint;
+pub use pool::{Board, Busy, Pool};
 pub use retry::{RetryPolicy, upstream_retry_after};
 use retry::{client_retry_after, is_retryable};
 use scrub::KeyScrubber;
@@ -77,6 +83,26 @@ pub struct ClientError(String);
 /// The index of the default upstream.
 pub const DEFAULT_ENDPOINT: usize = 0;
 
+/// What pools need from the process: the deployments' live state (kept across reloads),
+/// where their own limits are kept, and where replicas share their state (with Redis).
+#[derive(Clone)]
+pub struct PoolContext {
+    pub board: Arc<Board>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub shared: Option<Arc<dyn pool::shared::PoolStore>>,
+}
+
+/// A routed call's answer.
+#[derive(Debug)]
+pub struct Routed {
+    pub response: UpstreamResponse,
+    /// The target that answered.
+    pub target: Target,
+    /// When a pool's deployment answered: counted in flight until this is dropped (a stream
+    /// keeps it to its end).
+    pub busy: Option<Busy>,
+}
+
 /// Every upstream, the model routing between them, and how to call them.
 #[derive(Debug)]
 pub struct Upstream {
@@ -86,6 +112,8 @@ pub struct Upstream {
     endpoints: Vec<Endpoint>,
     /// Aliases and models served by an extra upstream, with their targets in order.
     routes: HashMap<String, Arc<[Target]>>,
+    /// Aliases served by a pool (its members are their first targets).
+    pools: HashMap<String, Arc<Pool>>,
     /// Everything else goes to the default upstream.
     default_route: Arc<[Target]>,
     policy: RetryPolicy,
@@ -119,20 +147,26 @@ pub struct UpstreamRequest {
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 impl Upstream {
-    /// Builds the pooled client, the endpoints and the model routes.
-    pub fn new(config: &Config) -> Result<Self, ClientError> {
+    /// Builds the pooled client, the endpoints, the model routes and the pools.
+    pub fn new(config: &Config, pools: &PoolContext) -> Result<Self, ClientError> {
         let mut upstream = Self::single(&config.upstream)?;
         for entry in &config.upstreams {
-            upstream.endpoints.push(Endpoint::new(
-                &entry.name,
-                &entry.base_url,
-                entry
-                    .api_key
-                    .as_ref()
-                    .map(|key| format!("Bearer {}", key.expose_secret())),
-                None,
-                None,
-            ));
+            let key = entry
+                .api_key
+                .as_ref()
+                .map(|key| key.expose_secret().to_owned());
+            upstream.endpoints.push(match &entry.kind {
+                UpstreamKind::OpenAi => Endpoint::new(
+                    &entry.name,
+                    &entry.base_url,
+                    key.map(|key| (axum::http::header::AUTHORIZATION, format!("Bearer {key}"))),
+                    None,
+                    None,
+                ),
+                UpstreamKind::Azure(settings) => {
+                    Endpoint::azure(&entry.name, &entry.base_url, key, settings.clone())
+                }
+            });
         }
         let index_of = |name: &str| {
             upstream
@@ -162,6 +196,25 @@ impl Upstream {
                     model: (t.target != *alias).then(|| Arc::from(t.target.as_str())),
                 })
                 .collect();
+            if let Some(pool) = &entry.pool {
+                let names = entry
+                    .targets
+                    .iter()
+                    .take(pool.members.len())
+                    .map(|t| Arc::from(format!("{}/{}", t.upstream, t.target)))
+                    .collect();
+                upstream.pools.insert(
+                    alias.clone(),
+                    Arc::new(Pool::new(
+                        alias,
+                        pool,
+                        &targets,
+                        names,
+                        &pools.board,
+                        Arc::clone(&pools.limiter),
+                    )),
+                );
+            }
             routes.insert(alias.clone(), Arc::from(targets));
         }
         upstream.routes = routes;
@@ -178,6 +231,19 @@ impl Upstream {
             .and_then(|model| self.routes.get(model))
             .unwrap_or(&self.default_route)
             .clone()
+    }
+
+    /// The pool serving `model`, when one does.
+    pub fn pool(&self, model: Option<&str>) -> Option<Arc<Pool>> {
+        if self.pools.is_empty() {
+            return None;
+        }
+        model.and_then(|model| self.pools.get(model)).cloned()
+    }
+
+    /// Whether any pool member counts tokens against a limit of its own.
+    pub fn pools_count_tokens(&self) -> bool {
+        self.pools.values().any(|pool| pool.counts_tokens())
     }
 
     /// The endpoint's name, for records.
@@ -212,7 +278,10 @@ impl Upstream {
         let default = Endpoint::new(
             DEFAULT_UPSTREAM,
             &config.base_url,
-            Some(format!("Bearer {}", config.api_key.expose_secret())),
+            Some((
+                axum::http::header::AUTHORIZATION,
+                format!("Bearer {}", config.api_key.expose_secret()),
+            )),
             config
                 .organization
                 .as_ref()
@@ -227,6 +296,7 @@ impl Upstream {
             scrubber: KeyScrubber::new([config.api_key.clone()]),
             endpoints: vec![default],
             routes: HashMap::new(),
+            pools: HashMap::new(),
             default_route: Arc::from(vec![Target {
                 endpoint: DEFAULT_ENDPOINT,
                 model: None,
@@ -245,12 +315,18 @@ impl Upstream {
 
     /// Sends `request` to each of `targets` in turn (each with its own retries and deadline)
     /// until one answers; the next is tried only after a 5xx, a 429, a timeout or a connect
-    /// error. Returns the answer and the target that gave it.
+    /// error. With a `pool` (serving the first targets), its members go first in the order it
+    /// chooses: each must fit its own limits (`tokens`: the call's share of a tokens-per-minute
+    /// limit), is tried once unless it is the last hope, and cools down when it fails (a
+    /// 401/403 too: a deployment's bad key is not the caller's fault). Returns the answer and
+    /// the target that gave it.
     pub async fn send_routed(
         &self,
         targets: &[Target],
+        pool: Option<&Pool>,
+        tokens: u64,
         request: UpstreamRequest,
-    ) -> Result<(UpstreamResponse, Target), GatewayError> {
+    ) -> Result<Routed, GatewayError> {
         let UpstreamRequest {
             method,
             path,
@@ -266,9 +342,32 @@ impl Upstream {
             OutgoingBody::Buffered(bytes) => (Some(bytes), None),
             OutgoingBody::Streamed(body) => (None, Some(body)),
         };
-        let last = targets.len().saturating_sub(1);
+        // The pool's members as it ranks them for this call, then the rest in order.
+        let plan: Vec<(Option<usize>, &Target)> = match pool {
+            Some(pool) => pool
+                .order()
+                .into_iter()
+                .filter_map(|member| Some((Some(member), targets.get(member)?)))
+                .chain(targets.iter().skip(pool.len()).map(|t| (None, t)))
+                .collect(),
+            None => targets.iter().map(|t| (None, t)).collect(),
+        };
+        let last = plan.len().saturating_sub(1);
         let mut outcome = Err(GatewayError::Internal("no upstream target".to_owned()));
-        for (index, target) in targets.iter().enumerate() {
+        for (index, &(member, target)) in plan.iter().enumerate() {
+            let member = pool.zip(member);
+            if let Some((pool, member)) = member
+                && let Err(wait) = pool.admit(member, tokens).await
+            {
+                outcome = Err(GatewayError::RateLimited {
+                    retry_after_secs: wait.as_secs().max(1),
+                    message: format!(
+                        "Every deployment serving {} is at its own rate limit; try again later.",
+                        pool.alias
+                    ),
+                });
+                continue;
+            }
             let body = match (&buffered, streamed.take(), &target.model) {
                 (Some(bytes), _, Some(model)) => {
                     OutgoingBody::Buffered(body::with_model(bytes, model)?)
@@ -282,25 +381,53 @@ impl Upstream {
             } else {
                 headers.clone()
             };
+            let busy = member.map(|(pool, member)| pool.member(member).state.busy());
+            let attempt = UpstreamRequest {
+                endpoint: target.endpoint,
+                method: method.clone(),
+                path: path.clone(),
+                query: query.clone(),
+                headers,
+                body,
+                stream,
+                model: target
+                    .model
+                    .as_deref()
+                    .map(str::to_owned)
+                    .or_else(|| model.clone()),
+            };
+            // A pool member is tried once: the next deployment is a better retry.
+            let retries = member.is_none() || index == last;
             outcome = self
-                .send(UpstreamRequest {
-                    endpoint: target.endpoint,
-                    method: method.clone(),
-                    path: path.clone(),
-                    query: query.clone(),
-                    headers,
-                    body,
-                    stream,
-                    model: target
-                        .model
-                        .as_deref()
-                        .map(str::to_owned)
-                        .or_else(|| model.clone()),
-                })
+                .send_with(attempt, retries)
                 .await
-                .map(|response| (response, target.clone()));
+                .map(|response| Routed {
+                    response,
+                    target: target.clone(),
+                    busy: None,
+                });
+            if let Some((pool, member)) = member {
+                let deployment = pool.member(member);
+                match &mut outcome {
+                    Ok(routed) => {
+                        deployment.state.recovered();
+                        deployment.state.observe_headroom(routed.response.headers());
+                        crate::metrics::record_pool_served(&pool.alias, &deployment.name);
+                        routed.busy = busy;
+                    }
+                    Err(error) if error.cools_a_deployment() => {
+                        pool.failed(member, error.retry_after());
+                    }
+                    Err(_) => {}
+                }
+            }
             match &outcome {
-                Err(error) if index < last && error.allows_fallback() && buffered.is_some() => {
+                Err(error)
+                    if index < last
+                        && (error.allows_fallback()
+                            || member.is_some() && error.cools_a_deployment())
+                        && buffered.is_some() =>
+                {
                     let from = self.name_of(target.endpoint);
                     tracing::warn!(upstream = %from, error = %error, "upstream failed; trying the next target");
                     crate::metrics::record_fallback(&from);
@@ -315,6 +442,15 @@ impl Upstream {
     /// response with its headers read; its body is the caller's to read. Errors are already
     /// mapped to the error table.
     pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, GatewayError> {
+        self.send_with(request, true).await
+    }
+
+    /// [`Self::send`], with the policy's retries or (`retries` false) one attempt.
+    async fn send_with(
+        &self,
+        request: UpstreamRequest,
+        retries: bool,
+    ) -> Result<UpstreamResponse, GatewayError> {
         let started = Instant::now();
         let mut deadline = started
             + if request.stream {
@@ -323,10 +459,15 @@ impl Upstream {
                 self.timeout
             };
         let endpoint = self.endpoint(request.endpoint);
-        let uri = endpoint.uri_for(&request.method, &request.path, request.query.as_deref())?;
+        let uri = endpoint.uri_for(
+            &request.method,
+            &request.path,
+            request.query.as_deref(),
+            request.model.as_deref(),
+        )?;
         let headers = endpoint.outgoing_headers(&request.headers);
         // A streamed body can be sent once only.
-        let max_retries = if matches!(request.body, OutgoingBody::Streamed(_)) {
+        let max_retries = if !retries || matches!(request.body, OutgoingBody::Streamed(_)) {
             0
         } else {
             self.policy.max_retries
@@ -417,7 +558,9 @@ impl Upstream {
                         Failure::Timeout => GatewayError::UpstreamTimeout,
                         Failure::Unreachable => GatewayError::UpstreamUnreachable,
                         Failure::Transport(detail) => GatewayError::UpstreamFailed { detail },
-                        Failure::Status(response) => self.final_error(response, deadline).await,
+                        Failure::Status(response) => {
+                            self.final_error(endpoint, response, deadline).await
+                        }
                     });
                 }
             }
@@ -467,7 +610,12 @@ impl Upstream {
     }
 
     /// Maps a final non-2xx answer to the error table.
-    async fn final_error(&self, response: UpstreamResponse, deadline: Instant) -> GatewayError {
+    async fn final_error(
+        &self,
+        endpoint: &Endpoint,
+        response: UpstreamResponse,
+        deadline: Instant,
+    ) -> GatewayError {
         let status = response.status();
         match status.as_u16() {
             401 | 403 => GatewayError::UpstreamAuth { status },
@@ -482,9 +630,14 @@ impl Upstream {
                     tokio::time::timeout_at(deadline, read_capped(response, ERROR_BODY_LIMIT))
                         .await
                         .unwrap_or_default();
+                let body = self.scrubber.scrub(body);
                 GatewayError::UpstreamRejected {
                     status,
-                    body: self.scrubber.scrub(body),
+                    body: if endpoint.is_azure() {
+                        azure::openai_error(status, &body)
+                    } else {
+                        body
+                    },
                 }
             }
         }

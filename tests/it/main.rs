@@ -11,6 +11,7 @@ mod support;
 
 mod admin;
 mod admin_schema;
+mod azure;
 mod batches;
 mod budgets;
 mod cache;
@@ -30,6 +31,7 @@ mod limits;
 mod managed_redis;
 mod money;
 mod observability;
+mod pools;
 mod postgres_tls;
 mod reconcile;
 mod records;
