@@ -12,7 +12,9 @@ request counts are subtracted, so start-up, the tokenizer's tables and shutdown 
     python3 bench/callgrind.py --bin target/release/tollgate [--few 200] [--many 1200]
 
 Compare two builds by running it once per binary (the mock is taken from --mock-bin, default
-the same binary). `--keep FILE` keeps the larger run's profile: `callgrind_annotate --inclusive=yes
+the same binary). `--routing alias|pool` adds a `[models.gpt-4o-mini]` that routes the
+requests through a one-target alias, or through a two-deployment weighted pool (a second
+upstream at the same mock): their difference is what the pool's choice costs. `--keep FILE` keeps the larger run's profile: `callgrind_annotate --inclusive=yes
 FILE` shows where the instructions go.
 """
 
@@ -45,7 +47,19 @@ def wait_ready(port, path, timeout=120.0):
     sys.exit(f"nothing answered on port {port}")
 
 
-def instructions(binary, mock_port, requests, workdir, keep=None):
+def routing_toml(routing, mock_port):
+    """The extra configuration for `--routing`: none, an alias, or a pool of two deployments."""
+    if routing == "none":
+        return ""
+    twin = (f"\n[[upstreams]]\nname = \"twin\"\nbase_url = \"http://127.0.0.1:{mock_port}/v1\"\n"
+            "api_key_env = \"OPENAI_API_KEY\"\n")
+    if routing == "alias":
+        return twin + "\n[models.gpt-4o-mini]\ntarget = \"gpt-4o-mini\"\n"
+    return twin + ("\n[models.gpt-4o-mini]\npool = [{ upstream = \"default\", weight = 1 }, "
+                   "{ upstream = \"twin\", weight = 1 }]\n")
+
+
+def instructions(binary, mock_port, requests, workdir, keep=None, routing="none"):
     port = free_port()
     db = os.path.join(workdir, f"cg-{port}.db")
     env = dict(os.environ, DATABASE_URL=f"sqlite://{db}")
@@ -54,7 +68,7 @@ def instructions(binary, mock_port, requests, workdir, keep=None):
     key = json.loads(created.stdout)["key"]
     config = os.path.join(workdir, f"cg-{port}.toml")
     with open(config, "w") as f:
-        f.write(ROOMY_LIMITS)
+        f.write(ROOMY_LIMITS + routing_toml(routing, mock_port))
     env.update(OPENAI_API_KEY=UPSTREAM_KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1",
                PORT=str(port), TOLLGATE_CONFIG=config, TOLLGATE_DATA_DIR=workdir)
     out = os.path.join(workdir, f"callgrind-{port}.out")
@@ -89,6 +103,8 @@ def main():
     parser.add_argument("--few", type=int, default=200)
     parser.add_argument("--many", type=int, default=1200)
     parser.add_argument("--keep", help="copy the larger run's callgrind output here (for callgrind_annotate)")
+    parser.add_argument("--routing", choices=["none", "alias", "pool"], default="none",
+                        help="route gpt-4o-mini through an alias or a two-deployment pool")
     args = parser.parse_args()
     mock_port = free_port()
     mock = subprocess.Popen([args.mock_bin or args.bin, "mock-upstream", "--listen", f"127.0.0.1:{mock_port}",
@@ -96,13 +112,13 @@ def main():
     try:
         wait_ready(mock_port, "/_mock/streams")
         with tempfile.TemporaryDirectory() as workdir:
-            few = instructions(args.bin, mock_port, args.few, workdir)
-            many = instructions(args.bin, mock_port, args.many, workdir, args.keep)
+            few = instructions(args.bin, mock_port, args.few, workdir, routing=args.routing)
+            many = instructions(args.bin, mock_port, args.many, workdir, args.keep, args.routing)
     finally:
         mock.send_signal(signal.SIGTERM)
         mock.wait(timeout=30)
     per_request = (many - few) / (args.many - args.few)
-    print(json.dumps({"binary": args.bin, "few": args.few, "ir_few": few, "many": args.many,
+    print(json.dumps({"binary": args.bin, "routing": args.routing, "few": args.few, "ir_few": few, "many": args.many,
                       "ir_many": many, "instructions_per_request": round(per_request)}))
 
 

@@ -4,7 +4,40 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::support::{TestGateway, engines};
+use tollgate::mock_upstream::MockOptions;
+use tollgate::mock_upstream::azure::AzureMock;
+
+use crate::support::{MockServer, TestGateway, engines};
+
+const AZURE_KEY: &str = "azure-sdk-key-0123456789";
+
+/// An Azure OpenAI resource (the mock in Azure's dialect) behind three aliases: `pooled` (the
+/// default upstream and Azure, one pool), `azure-only`, and `azure-missing` (a model with no
+/// deployment there).
+fn azure_toml(azure: &MockServer) -> String {
+    format!(
+        r#"
+[[upstreams]]
+name = "azure"
+kind = "azure"
+base_url = "{base}"
+api_key_env = "AZURE_SDK_KEY"
+deployments = {{ "gpt-4o-mini" = "mini" }}
+
+[models.pooled]
+pool = [{{ upstream = "default", target = "gpt-4o-mini" }}, {{ upstream = "azure", target = "gpt-4o-mini" }}]
+
+[models.azure-only]
+target = "gpt-4o-mini"
+upstream = "azure"
+
+[models.azure-missing]
+target = "gpt-4o"
+upstream = "azure"
+"#,
+        base = azure.control("/openai")
+    )
+}
 
 async fn run_suite(program: &str, args: &[&str], installed: impl FnOnce() -> bool) {
     if !installed() {
@@ -17,7 +50,20 @@ async fn run_suite(program: &str, args: &[&str], installed: impl FnOnce() -> boo
         );
         return;
     }
-    let gw = TestGateway::start().await;
+    let azure = MockServer::with(MockOptions {
+        api_key: Some(AZURE_KEY.to_owned()),
+        azure: Some(AzureMock {
+            deployments: [("mini".to_owned(), "gpt-4o-mini".to_owned())].into(),
+        }),
+        ..MockOptions::default()
+    })
+    .await;
+    let gw = TestGateway::builder()
+        .toml(&azure_toml(&azure))
+        .env("AZURE_SDK_KEY", AZURE_KEY)
+        .start()
+        .await
+        .unwrap();
     let (_, limited) = gw.create_key(&["gpt-4o-mini"]).await;
     // A key whose own rule allows one chat request per hour: the second is Tollgate's 429.
     let one_per_hour = tollgate::keys::issue(
@@ -44,6 +90,7 @@ async fn run_suite(program: &str, args: &[&str], installed: impl FnOnce() -> boo
         .env("TOLLGATE_LIMITED_KEY", &limited)
         .env("TOLLGATE_ONE_PER_HOUR_KEY", &one_per_hour.secret)
         .env("TOLLGATE_MOCK_URL", &gw.mock_base)
+        .env("TOLLGATE_AZURE_MOCK_URL", azure.control(""))
         .stdin(Stdio::null())
         .output()
         .await

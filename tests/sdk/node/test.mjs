@@ -11,14 +11,15 @@ const {
   TOLLGATE_LIMITED_KEY: limitedKey,
   TOLLGATE_ONE_PER_HOUR_KEY: onePerHourKey,
   TOLLGATE_MOCK_URL: mockURL,
+  TOLLGATE_AZURE_MOCK_URL: azureMockURL,
 } = process.env;
 const messages = [{ role: 'user', content: 'echo: hello from the node sdk' }];
 
 // No SDK retries: the gateway's own retries are under test, and errors must surface.
 const client = (apiKey = key) => new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 20_000 });
 
-async function fault(spec) {
-  const response = await fetch(`${mockURL}/_mock/faults`, {
+async function fault(spec, mock = mockURL) {
+  const response = await fetch(`${mock}/_mock/faults`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(spec),
@@ -121,6 +122,29 @@ test('responses, plain and streamed', async () => {
   const types = [];
   for await (const event of stream) types.push(event.type);
   assert.equal(types.at(-1), 'response.completed');
+});
+
+test('a pool and an Azure deployment answer as OpenAI does', async () => {
+  for (let i = 0; i < 4; i++) {
+    const completion = await client().chat.completions.create({ model: 'pooled', messages });
+    assert.equal(completion.object, 'chat.completion');
+  }
+  const stream = await client().chat.completions.create({
+    model: 'azure-only', messages, stream: true, stream_options: { include_usage: true },
+  });
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  assert.ok(chunks.at(-1).usage.total_tokens > 0);
+});
+
+test('a missing Azure deployment is NotFoundError, a content filter BadRequestError', async () => {
+  await assert.rejects(client().chat.completions.create({ model: 'azure-missing', messages }), (e) => {
+    return e instanceof OpenAI.NotFoundError && e.code === 'model_not_found';
+  });
+  await fault({ status: 400, code: 'content_filter', message: 'filtered' }, azureMockURL);
+  await assert.rejects(client().chat.completions.create({ model: 'azure-only', messages }), (e) => {
+    return e instanceof OpenAI.BadRequestError && e.code === 'content_filter';
+  });
 });
 
 test('AuthenticationError', async () => {

@@ -8,6 +8,8 @@ passes their addresses in the environment:
   TOLLGATE_LIMITED_KEY  a key allowed only gpt-4o-mini
   TOLLGATE_ONE_PER_HOUR_KEY  a key whose own rule allows one chat request per hour
   TOLLGATE_MOCK_URL     the mock upstream's root, for scripting faults
+  TOLLGATE_AZURE_MOCK_URL  a mock Azure OpenAI resource behind the aliases `pooled` (a pool
+                        of the default upstream and Azure), `azure-only` and `azure-missing`
 
 Needs `pip install openai` (any 1.x or later).
 """
@@ -25,13 +27,14 @@ KEY = os.environ["TOLLGATE_KEY"]
 LIMITED_KEY = os.environ["TOLLGATE_LIMITED_KEY"]
 ONE_PER_HOUR_KEY = os.environ["TOLLGATE_ONE_PER_HOUR_KEY"]
 MOCK_URL = os.environ["TOLLGATE_MOCK_URL"]
+AZURE_MOCK_URL = os.environ["TOLLGATE_AZURE_MOCK_URL"]
 MESSAGES = [{"role": "user", "content": "echo: hello from the python sdk"}]
 
 
-def fault(spec):
-    """Queue a fault on the mock upstream."""
+def fault(spec, mock=None):
+    """Queue a fault on the mock upstream (or on `mock`)."""
     request = urllib.request.Request(
-        MOCK_URL + "/_mock/faults",
+        (mock or MOCK_URL) + "/_mock/faults",
         data=json.dumps(spec).encode(),
         headers={"content-type": "application/json"},
         method="POST",
@@ -42,6 +45,35 @@ def fault(spec):
 def client(key=KEY):
     # No SDK retries: the gateway's own retries are under test, and errors must surface.
     return OpenAI(base_url=BASE_URL, api_key=key, max_retries=0, timeout=20)
+
+
+class PoolsAndAzure(unittest.TestCase):
+    def test_a_pool_and_an_azure_deployment_answer_as_openai_does(self):
+        for _ in range(4):
+            completion = client().chat.completions.create(model="pooled", messages=MESSAGES)
+            self.assertEqual(completion.object, "chat.completion")
+            self.assertTrue(completion.choices[0].message.content)
+        chunks = list(
+            client().chat.completions.create(
+                model="azure-only",
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        self.assertEqual(chunks[-1].choices, [])
+        self.assertGreater(chunks[-1].usage.total_tokens, 0)
+
+    def test_a_missing_azure_deployment_is_not_found(self):
+        with self.assertRaises(openai.NotFoundError) as raised:
+            client().chat.completions.create(model="azure-missing", messages=MESSAGES)
+        self.assertEqual(raised.exception.code, "model_not_found")
+
+    def test_an_azure_content_filter_is_a_bad_request(self):
+        fault({"status": 400, "code": "content_filter", "message": "filtered"}, AZURE_MOCK_URL)
+        with self.assertRaises(openai.BadRequestError) as raised:
+            client().chat.completions.create(model="azure-only", messages=MESSAGES)
+        self.assertEqual(raised.exception.code, "content_filter")
 
 
 class Chat(unittest.TestCase):
