@@ -135,12 +135,6 @@ impl GatewayError {
 }
 
 impl GatewayError {
-    /// Whether a pool's deployment that answered this should cool down: it is out of capacity,
-    /// failing, unreachable, or refusing its key: nothing the caller did.
-    pub fn cools_a_deployment(&self) -> bool {
-        self.allows_fallback() || matches!(self, Self::UpstreamAuth { .. })
-    }
-
     /// The upstream's `Retry-After`, as passed on to the caller.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         let Self::UpstreamRateLimited {

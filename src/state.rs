@@ -115,6 +115,8 @@ impl AppState {
         let pools = PoolContext {
             board: Arc::new(Board::default()),
             limiter: Arc::clone(&limiter),
+            limits_fail_closed: config.limits.on_backend_error
+                == crate::config::BackendErrorPolicy::FailClosed,
             shared: redis.as_ref().map(|link| {
                 Arc::new(RedisPoolStore::new(link.clone(), prefix)) as Arc<dyn PoolStore>
             }),

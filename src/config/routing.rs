@@ -121,8 +121,14 @@ pub struct ModelPool {
     /// How long a deployment that failed (429, 5xx, unreachable) is skipped when its answer
     /// gave no `Retry-After`.
     pub cooldown: Duration,
+    /// Failures a caller could provoke (5xx, 401/403) a deployment may have in a minute
+    /// before it cools down; a 429 or an unreachable deployment cools at once.
+    pub allowed_fails: u32,
     pub members: Vec<PoolMember>,
 }
+
+/// The failures a caller could provoke that a deployment is allowed in a minute by default.
+pub const DEFAULT_ALLOWED_FAILS: u32 = 2;
 
 /// The cooldown of a deployment whose failure named no `Retry-After`.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
@@ -193,6 +199,8 @@ struct AliasFile {
     #[serde(default)]
     cooldown_ms: Option<u64>,
     #[serde(default)]
+    allowed_fails: Option<u32>,
+    #[serde(default)]
     fallbacks: Vec<AliasTarget>,
 }
 
@@ -226,6 +234,7 @@ pub fn read(s: &mut Sources<'_>) -> (Vec<UpstreamEntry>, BTreeMap<String, ModelA
             parsed.pool,
             parsed.strategy,
             parsed.cooldown_ms,
+            parsed.allowed_fails,
         ) {
             Ok(read) => read,
             Err(message) => {
@@ -263,13 +272,16 @@ fn alias_targets(
     pool: Option<Vec<PoolMember>>,
     strategy: PoolStrategy,
     cooldown_ms: Option<u64>,
+    allowed_fails: Option<u32>,
 ) -> Result<(Vec<AliasTarget>, Option<ModelPool>), String> {
     let Some(members) = pool else {
         let Some(target) = target else {
             return Err("needs a `target` (or a `pool`)".to_owned());
         };
-        if cooldown_ms.is_some() || strategy != PoolStrategy::default() {
-            return Err("`strategy` and `cooldown_ms` apply to a `pool` only".to_owned());
+        if cooldown_ms.is_some() || allowed_fails.is_some() || strategy != PoolStrategy::default() {
+            return Err(
+                "`strategy`, `cooldown_ms` and `allowed_fails` apply to a `pool` only".to_owned(),
+            );
         }
         let upstream = upstream.unwrap_or_else(default_upstream);
         return Ok((vec![AliasTarget { target, upstream }], None));
@@ -327,6 +339,7 @@ fn alias_targets(
         Some(ModelPool {
             strategy,
             cooldown,
+            allowed_fails: allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS),
             members,
         }),
     ))
@@ -423,6 +436,19 @@ fn read_upstreams(s: &mut Sources<'_>) -> Vec<UpstreamEntry> {
                 }
                 if parsed.api_key_env.is_none() {
                     s.invalid_in_file(&path, "an Azure upstream needs api_key_env");
+                    continue;
+                }
+                let loopback = match base_url.host() {
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    Some(url::Host::Domain(name)) => name == "localhost",
+                    None => false,
+                };
+                if base_url.scheme() != "https" && !loopback {
+                    s.invalid_in_file(
+                        &path,
+                        "an Azure upstream's base_url must be https (its api-key would travel in clear)",
+                    );
                     continue;
                 }
                 UpstreamKind::Azure(AzureSettings {

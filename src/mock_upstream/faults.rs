@@ -16,7 +16,7 @@
 //! | `no_usage` | answer without `usage` (an upstream that does not report it) |
 //! | `usage` | JSON answers: report this `usage` object instead of the answer's own (an upstream that bills more than the request's size suggests) |
 //! | `answer_model` | chat and Responses (JSON and SSE): name this model as the one that answered (a dated snapshot, as OpenAI does) |
-//! | `echo_authorization` | quote the `Authorization` received in the error message and in the `x-request-id`, `openai-version` and `content-disposition` headers (an upstream that leaks the key back) |
+//! | `echo_authorization` | quote the `Authorization` (with `--azure`: the `api-key`) received in the error message and in the `x-request-id`, `openai-version` and `content-disposition` headers (an upstream that leaks the key back) |
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

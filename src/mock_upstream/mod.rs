@@ -301,9 +301,15 @@ async fn respond(state: &MockState, request: Request) -> Response {
         return response;
     }
     let mut fault = state.faults.take().unwrap_or_default();
+    // The credential this dialect receives: Azure's `api-key`, OpenAI's `Authorization`.
+    let credential = if state.options.azure.is_some() {
+        "api-key"
+    } else {
+        "authorization"
+    };
     let echoed = fault
         .echo_authorization
-        .then(|| parts.headers.get(header::AUTHORIZATION).cloned())
+        .then(|| parts.headers.get(credential).cloned())
         .flatten();
     if let Some(value) = &echoed {
         let quoted = String::from_utf8_lossy(value.as_bytes()).into_owned();

@@ -42,6 +42,8 @@ pub async fn check(call: &mut Call, state: &AppState) -> Result<(), GatewayError
         ));
     }
     call.targets = default;
+    // A batch runs on the default upstream: no pool's members or limits apply.
+    call.pool = None;
     call.request.model = Some(plan.model.clone());
     call.facts.model_requested = Some(plan.model.clone());
     call.batch = Some(plan);

@@ -42,9 +42,21 @@ pub async fn forward(call: &mut Call, state: &AppState) -> Result<Forwarded, Gat
             // A pool member's own tokens-per-minute limit counts the prompt and the most the
             // answer may hold, as OpenAI's limits do.
             let tokens = match &call.pool {
-                Some(pool) if pool.counts_tokens() => call.estimate().map_or(0, |e| {
-                    e.prompt_tokens + e.max_completion_tokens.unwrap_or(0)
-                }),
+                Some(pool) if pool.counts_tokens() => {
+                    // Without a maximum, the most any of the targets may answer.
+                    let most_output = call
+                        .targets
+                        .iter()
+                        .filter_map(|t| t.model.as_deref().or(call.request.model.as_deref()))
+                        .filter_map(|model| state.prices.get(model)?.tokens)
+                        .map(|price| price.max_output_tokens)
+                        .max()
+                        .unwrap_or(0);
+                    call.estimate().map_or(0, |e| {
+                        e.prompt_tokens
+                            .saturating_add(e.max_completion_tokens.unwrap_or(most_output))
+                    })
+                }
                 _ => 0,
             };
             let pool = call.pool.clone();

@@ -41,8 +41,8 @@ pub struct Endpoint {
     azure: Option<AzureSettings>,
 }
 
-/// The paths Azure serves under a deployment (`deployments/{name}/…`); others sit under the
-/// resource's base as OpenAI's do.
+/// The paths Azure serves under a deployment (`deployments/{name}/…`): the only ones an Azure
+/// upstream is sent.
 const AZURE_DEPLOYMENT_PATHS: [&str; 7] = [
     "chat/completions",
     "completions",
@@ -181,20 +181,20 @@ impl Endpoint {
             method: method.to_string(),
             path: format!("/v1/{}", path.as_str()),
         };
-        let path = if AZURE_DEPLOYMENT_PATHS.contains(&path.as_str()) {
-            let model = model.ok_or_else(not_found)?;
-            let deployment = azure.deployments.get(model).map_or(model, String::as_str);
-            let under =
-                ApiPath::with_segment("deployments", deployment).map_err(|_| not_found())?;
-            ApiPath::parse(&format!("{}/{}", under.as_str(), path.as_str()))
-                .map_err(|_| not_found())?
-        } else {
-            path.clone()
-        };
+        // Only the deployment routes: elsewhere (`responses`, files) Azure names the
+        // deployment in the body or not at all, which this dialect does not rewrite.
+        if !AZURE_DEPLOYMENT_PATHS.contains(&path.as_str()) {
+            return Err(not_found());
+        }
+        let model = model.ok_or_else(not_found)?;
+        let deployment = azure.deployments.get(model).map_or(model, String::as_str);
+        let under = ApiPath::with_segment("deployments", deployment).map_err(|_| not_found())?;
+        let path = ApiPath::parse(&format!("{}/{}", under.as_str(), path.as_str()))
+            .map_err(|_| not_found())?;
         let mut pairs: Vec<(String, String)> = query
             .map(|q| {
                 url::form_urlencoded::parse(q.as_bytes())
-                    .filter(|(name, _)| name != "api-version")
+                    .filter(|(name, _)| !name.trim().eq_ignore_ascii_case("api-version"))
                     .map(|(name, value)| (name.into_owned(), value.into_owned()))
                     .collect()
             })

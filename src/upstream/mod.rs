@@ -89,6 +89,8 @@ pub const DEFAULT_ENDPOINT: usize = 0;
 pub struct PoolContext {
     pub board: Arc<Board>,
     pub limiter: Arc<dyn RateLimiter>,
+    /// Whether members' limits turn calls away when the limiter cannot answer.
+    pub limits_fail_closed: bool,
     pub shared: Option<Arc<dyn pool::shared::PoolStore>>,
 }
 
@@ -212,6 +214,7 @@ impl Upstream {
                         names,
                         &pools.board,
                         Arc::clone(&pools.limiter),
+                        pools.limits_fail_closed,
                     )),
                 );
             }
@@ -317,9 +320,10 @@ impl Upstream {
     /// until one answers; the next is tried only after a 5xx, a 429, a timeout or a connect
     /// error. With a `pool` (serving the first targets), its members go first in the order it
     /// chooses: each must fit its own limits (`tokens`: the call's share of a tokens-per-minute
-    /// limit), is tried once unless it is the last hope, and cools down when it fails (a
-    /// 401/403 too: a deployment's bad key is not the caller's fault). Returns the answer and
-    /// the target that gave it.
+    /// limit), is tried once unless it is the last hope, and on failure is judged by
+    /// [`pool::Verdict`] (a 401/403 passes to the next member: a deployment's bad key is not
+    /// the caller's fault; a timeout ends the call). Returns the answer and the target that
+    /// gave it.
     pub async fn send_routed(
         &self,
         targets: &[Target],
@@ -347,18 +351,22 @@ impl Upstream {
             Some(pool) => pool
                 .order()
                 .into_iter()
-                .filter_map(|member| Some((Some(member), targets.get(member)?)))
+                .map(|member| (Some(member), &pool.member(member).target))
                 .chain(targets.iter().skip(pool.len()).map(|t| (None, t)))
                 .collect(),
             None => targets.iter().map(|t| (None, t)).collect(),
         };
         let last = plan.len().saturating_sub(1);
         let mut outcome = Err(GatewayError::Internal("no upstream target".to_owned()));
+        // The soonest any member at its own limit has room again.
+        let mut soonest: Option<Duration> = None;
         for (index, &(member, target)) in plan.iter().enumerate() {
             let member = pool.zip(member);
             if let Some((pool, member)) = member
                 && let Err(wait) = pool.admit(member, tokens).await
             {
+                let wait = soonest.map_or(wait, |soonest| soonest.min(wait));
+                soonest = Some(wait);
                 outcome = Err(GatewayError::RateLimited {
                     retry_after_secs: wait.as_secs().max(1),
                     message: format!(
@@ -382,6 +390,7 @@ impl Upstream {
                 headers.clone()
             };
             let busy = member.map(|(pool, member)| pool.member(member).state.busy());
+            let sent_ms = pool::deployment::now_ms();
             let attempt = UpstreamRequest {
                 endpoint: target.endpoint,
                 method: method.clone(),
@@ -406,28 +415,26 @@ impl Upstream {
                     target: target.clone(),
                     busy: None,
                 });
-            if let Some((pool, member)) = member {
-                let deployment = pool.member(member);
-                match &mut outcome {
-                    Ok(routed) => {
-                        deployment.state.recovered();
-                        deployment.state.observe_headroom(routed.response.headers());
-                        crate::metrics::record_pool_served(&pool.alias, &deployment.name);
-                        routed.busy = busy;
-                    }
-                    Err(error) if error.cools_a_deployment() => {
-                        pool.failed(member, error.retry_after());
-                    }
-                    Err(_) => {}
+            // Whether the next target may be tried: a pool member's failure is judged by what
+            // it says of the deployment; any other target's by the fallback rules.
+            let next = match (&mut outcome, member) {
+                (Ok(routed), Some((pool, member))) => {
+                    let deployment = pool.member(member);
+                    deployment.state.recovered(sent_ms);
+                    deployment.state.observe_headroom(routed.response.headers());
+                    crate::metrics::record_pool_served(&pool.alias, &deployment.name);
+                    routed.busy = busy;
+                    false
                 }
-            }
+                (Ok(_), None) => false,
+                (Err(error), Some((pool, member))) => {
+                    let azure = self.endpoint(target.endpoint).is_azure();
+                    pool.failed(member, pool::Verdict::of(error, azure))
+                }
+                (Err(error), None) => error.allows_fallback(),
+            };
             match &outcome {
-                Err(error)
-                    if index < last
-                        && (error.allows_fallback()
-                            || member.is_some() && error.cools_a_deployment())
-                        && buffered.is_some() =>
-                {
+                Err(error) if index < last && next && buffered.is_some() => {
                     let from = self.name_of(target.endpoint);
                     tracing::warn!(upstream = %from, error = %error, "upstream failed; trying the next target");
                     crate::metrics::record_fallback(&from);

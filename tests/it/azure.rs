@@ -90,6 +90,21 @@ async fn calls_reach_the_deployment_with_the_api_key_and_version_and_are_priced(
         "/openai/deployments/prod-mini/chat/completions"
     );
     assert_eq!(last["query"], "api-version=2024-10-21");
+
+    // A caller's own api-version, in any spelling, never reaches Azure.
+    let response = gw
+        .post(
+            "/v1/chat/completions?API-Version=2023-01-01&%20api-version=x",
+            &chat("gpt-4o-mini", false),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sent = received(&gw, &azure).await;
+    let query = sent.last().unwrap()["query"].as_str().unwrap().to_owned();
+    assert_eq!(query.matches("version").count(), 1, "{query}");
+    assert!(query.ends_with("api-version=2024-10-21"), "{query}");
     assert_eq!(last["headers"]["api-key"], AZURE_KEY);
     assert!(
         last["headers"].get("authorization").is_none(),
@@ -186,6 +201,30 @@ async fn azures_errors_reach_the_caller_in_openais_envelope() {
             .contains("upstream provider"),
         "{body}"
     );
+
+    // An upstream that quotes the api-key back (in its error and its headers) never gets it
+    // to the caller.
+    gw.client
+        .post(azure.control("/_mock/faults"))
+        .json(&json!({"status": 400, "message": "bad", "echo_authorization": true}))
+        .send()
+        .await
+        .unwrap();
+    let response = gw
+        .post("/v1/chat/completions", &chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    let headers = format!("{:?}", response.headers());
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("received Authorization"),
+        "the fault fired: {text}"
+    );
+    assert!(
+        !text.contains(AZURE_KEY) && !headers.contains(AZURE_KEY),
+        "{text} {headers}"
+    );
     gw.stop().await;
 }
 
@@ -255,6 +294,11 @@ fn azure_settings_that_could_leave_the_path_or_leak_are_refused() {
     let no_key =
         "name = \"az\"\nkind = \"azure\"\nbase_url = \"https://r.openai.azure.com/openai\"";
     assert!(load(no_key).unwrap_err().contains("api_key_env"));
+    let in_clear = "name = \"az\"\nkind = \"azure\"\nbase_url = \"http://r.openai.azure.com/openai\"\napi_key_env = \"AZ\"";
+    assert!(
+        load(in_clear).unwrap_err().contains("https"),
+        "an api-key in clear"
+    );
     let openai_with_version =
         "name = \"o\"\nbase_url = \"https://api.example.com/v1\"\napi_version = \"1\"";
     assert!(load(openai_with_version).is_err());

@@ -30,6 +30,12 @@ pub fn now_ms() -> u64 {
 pub struct DeploymentState {
     /// Skipped until then (ms on [`now_ms`]'s clock; 0: not cooling).
     cooling_until_ms: AtomicU64,
+    /// When the cooldown in force began: only a call sent after it can end it early.
+    cooled_at_ms: AtomicU64,
+    /// Failures that do not cool at once (5xx, 401/403), counted in the current minute.
+    failures: AtomicU32,
+    /// When that minute began.
+    failures_since_ms: AtomicU64,
     /// Calls sent to it whose answer has not ended.
     in_flight: AtomicU32,
     /// What its last answer said is left of its rate limit, per mille of the limit.
@@ -53,19 +59,39 @@ impl DeploymentState {
 
     /// Skips it for `period` from now (a longer cooldown already set stands).
     pub fn cool_down(&self, period: Duration) {
-        let until = now_ms() + u64::try_from(period.as_millis()).unwrap_or(u64::MAX / 2);
+        let now = now_ms();
+        let until = now + u64::try_from(period.as_millis()).unwrap_or(u64::MAX / 2);
         if self.cooling_until_ms.fetch_max(until, Ordering::Relaxed) < until {
+            self.cooled_at_ms.store(now, Ordering::Relaxed);
             self.unpublished.store(true, Ordering::Relaxed);
         }
     }
 
-    /// Ends a cooldown early: it answered.
-    pub fn recovered(&self) {
+    /// Counts a failure that cools only when repeated: `true` once `allowed` have already
+    /// been counted within the minute (the counter then starts again).
+    pub fn failed_again(&self, allowed: u32) -> bool {
+        let now = now_ms();
+        let since = self.failures_since_ms.load(Ordering::Relaxed);
+        if since == 0 || now.saturating_sub(since) >= 60_000 {
+            self.failures_since_ms.store(now, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.failures.fetch_add(1, Ordering::Relaxed) >= allowed {
+            self.failures.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Ends a cooldown early: a call sent at `sent_ms`, after the cooldown began, was
+    /// answered (an answer to a call sent before it says nothing about the deployment now).
+    /// Only this replica's view changes: the others' cooldowns run out on their own.
+    pub fn recovered(&self, sent_ms: u64) {
         // Read first: the common case (not cooling) writes nothing to a shared cache line.
         if self.cooling_until_ms.load(Ordering::Relaxed) != 0
-            && self.cooling_until_ms.swap(0, Ordering::Relaxed) > now_ms()
+            && self.cooled_at_ms.load(Ordering::Relaxed) <= sent_ms
         {
-            self.unpublished.store(true, Ordering::Relaxed);
+            self.cooling_until_ms.store(0, Ordering::Relaxed);
         }
     }
 
@@ -210,8 +236,10 @@ impl Headroom {
                 if limit == 0 {
                     return None;
                 }
-                let share =
-                    u32::try_from(remaining.min(limit) * u64::from(FULL) / limit).unwrap_or(FULL);
+                let share = u32::try_from(
+                    u128::from(remaining.min(limit)) * u128::from(FULL) / u128::from(limit),
+                )
+                .unwrap_or(FULL);
                 // Without a reset time the reading holds a second.
                 let reset_ms = reset(&format!("x-ratelimit-reset-{unit}")).unwrap_or(1000);
                 Some((share, reset_ms.min(60_000)))
@@ -295,8 +323,40 @@ mod tests {
         assert!(!state.cooling(now + 11_000));
         assert!(state.take_unpublished(now).is_some());
         assert!(state.take_unpublished(now).is_none());
-        state.recovered();
+        state.recovered(now - 1);
+        assert!(
+            state.cooling(now_ms()),
+            "an answer to a call sent before the cooldown"
+        );
+        state.recovered(now_ms());
         assert!(!state.cooling(now_ms()));
+        assert!(
+            state.take_unpublished(now).is_none(),
+            "a recovery is not published"
+        );
+    }
+
+    #[test]
+    fn repeated_failures_cool_only_past_the_allowance() {
+        let state = DeploymentState::default();
+        assert!(!state.failed_again(2));
+        assert!(!state.failed_again(2));
+        assert!(state.failed_again(2));
+        assert!(!state.failed_again(2), "counted afresh");
+    }
+
+    #[test]
+    fn a_huge_limit_header_does_not_overflow() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-ratelimit-limit-tokens",
+            u64::MAX.to_string().parse().unwrap(),
+        );
+        headers.insert(
+            "x-ratelimit-remaining-tokens",
+            u64::MAX.to_string().parse().unwrap(),
+        );
+        assert_eq!(Headroom::read(&headers), Some((FULL, 1000)));
     }
 
     #[test]

@@ -5,12 +5,15 @@
 //! fallbacks follow them. For each call [`Pool::order`] puts the pool's deployments in the
 //! order the call tries them: the first chosen by the strategy (weighted at random, least busy,
 //! or weighted by the headroom each deployment's last answer reported), then the others as the
-//! strategy ranks them. A deployment that is cooling down (it answered 429, 5xx or 401/403, or
-//! could not be reached: for its `Retry-After`, else the pool's `cooldown_ms`), or whose
-//! headroom fell under 5 % until its limit resets, is left out; when every one is, they are
-//! tried in the order they come back. A deployment's own requests- and tokens-per-minute
-//! limits are kept by the rate limiter (in Redis when configured, so replicas share them):
-//! one at its limit is passed over for the next.
+//! strategy ranks them. A deployment cools down — is left out for its `Retry-After`, else the
+//! pool's `cooldown_ms` — when it answers 429 or cannot be reached, and when it fails in a way
+//! a caller could provoke (5xx, 401/403, an Azure deployment that is not there) more than
+//! `allowed_fails` times in a minute; a timeout says nothing of the deployment and ends the
+//! call there (the next deployment could run it a second time). One whose headroom fell under
+//! 5 % is left out until its limit resets; when every one is out, they are tried in the order
+//! they come back. A deployment's own requests- and tokens-per-minute limits are kept by the
+//! rate limiter (in Redis when configured, so replicas share them): one at its limit is passed
+//! over for the next.
 //!
 //! Replicas share cooldowns and headroom through Redis ([`shared`]): each change is published
 //! and every replica reads the others' four times a second, so the decision itself never waits
@@ -26,6 +29,7 @@ use rand::RngExt;
 
 use super::Target;
 use crate::config::{ModelPool, PoolStrategy};
+use crate::error::GatewayError;
 use crate::limiter::{Bucket, Charge, Quota, RateLimiter};
 pub use deployment::{Board, Busy, DeploymentState};
 use deployment::{DRY, FULL, now_ms};
@@ -51,9 +55,44 @@ pub struct Pool {
     pub alias: Arc<str>,
     strategy: PoolStrategy,
     cooldown: Duration,
+    /// Failures a caller could provoke allowed in a minute before a deployment cools.
+    allowed_fails: u32,
     members: Vec<Member>,
     /// Where the members' own limits are kept.
     limiter: Arc<dyn RateLimiter>,
+    /// Whether a limiter that cannot answer turns calls away (`limits.on_backend_error`).
+    limits_fail_closed: bool,
+}
+
+/// What a member's failed attempt says about the deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Out of capacity (429): cools at once, for the upstream's `Retry-After` when it gave one.
+    Capacity(Option<Duration>),
+    /// Could not be reached: cools at once.
+    Down,
+    /// Failing in a way a caller could provoke (5xx, 401/403, an Azure deployment not found):
+    /// cools once it has happened more than `allowed_fails` times in a minute.
+    Faulty,
+    /// Nothing to do with the deployment (the caller's request, or a timeout once it was
+    /// sent): no cooldown, and no other deployment is tried.
+    NotIts,
+}
+
+impl Verdict {
+    /// The verdict on `error`, answered by an Azure endpoint when `azure`.
+    pub fn of(error: &GatewayError, azure: bool) -> Self {
+        match error {
+            GatewayError::UpstreamRateLimited { .. } => Self::Capacity(error.retry_after()),
+            GatewayError::UpstreamUnreachable => Self::Down,
+            GatewayError::UpstreamFailed { .. } | GatewayError::UpstreamAuth { .. } => Self::Faulty,
+            // Azure's 404 on a deployment path: the deployment (or resource) is not there.
+            GatewayError::UpstreamRejected { status, .. } if azure && status.as_u16() == 404 => {
+                Self::Faulty
+            }
+            _ => Self::NotIts,
+        }
+    }
 }
 
 impl std::fmt::Debug for Pool {
@@ -79,6 +118,7 @@ impl Pool {
         names: Vec<Arc<str>>,
         board: &Board,
         limiter: Arc<dyn RateLimiter>,
+        limits_fail_closed: bool,
     ) -> Self {
         let bucket = |name: &str, unit: &str, limit: Option<u64>| {
             limit.map(|limit| Bucket {
@@ -108,8 +148,10 @@ impl Pool {
             alias: Arc::from(alias),
             strategy: config.strategy,
             cooldown: config.cooldown,
+            allowed_fails: config.allowed_fails,
             members,
             limiter,
+            limits_fail_closed,
         }
     }
 
@@ -194,7 +236,8 @@ impl Pool {
 
     /// Takes one call's share of `member`'s own limits (`tokens`: the prompt and the most the
     /// answer may hold). `Err` carries how long until it would fit; a limiter that cannot
-    /// answer lets the call through (the deployment's own limit still guards it).
+    /// answer lets the call through (the deployment's own limit still guards it) unless
+    /// `limits.on_backend_error = "fail_closed"`.
     pub async fn admit(&self, member: usize, tokens: u64) -> Result<(), Duration> {
         let member = &self.members[member];
         let charges: Vec<Charge> = member
@@ -229,20 +272,36 @@ impl Pool {
                     tracing::warn!(error = %error, held_back, "a deployment's own limits could not be checked; sending without them");
                 }
                 crate::metrics::record_backend_error("pool");
-                Ok(())
+                if self.limits_fail_closed {
+                    Err(Duration::from_secs(1))
+                } else {
+                    Ok(())
+                }
             }
         }
     }
 
-    /// Notes how `member`'s attempt ended: a failure cools it down (for `retry_after` when the
-    /// answer gave one, else the pool's cooldown; at most [`crate::config::MAX_COOLDOWN`]).
-    pub fn failed(&self, member: usize, retry_after: Option<Duration>) {
+    /// Notes how `member`'s attempt failed, cooling it down as `verdict` says (for the
+    /// upstream's `Retry-After` when it gave one, else the pool's cooldown; at most
+    /// [`crate::config::MAX_COOLDOWN`]). Returns whether another deployment may be tried.
+    pub fn failed(&self, member: usize, verdict: Verdict) -> bool {
         let member = &self.members[member];
-        let period = retry_after
-            .unwrap_or(self.cooldown)
-            .min(crate::config::MAX_COOLDOWN);
-        member.state.cool_down(period);
-        crate::metrics::record_cooldown(&member.name);
+        let cool = match verdict {
+            Verdict::NotIts => return false,
+            Verdict::Capacity(retry_after) => Some(retry_after.unwrap_or(self.cooldown)),
+            Verdict::Down => Some(self.cooldown),
+            Verdict::Faulty => member
+                .state
+                .failed_again(self.allowed_fails)
+                .then_some(self.cooldown),
+        };
+        if let Some(period) = cool {
+            member
+                .state
+                .cool_down(period.min(crate::config::MAX_COOLDOWN));
+            crate::metrics::record_cooldown(&member.name);
+        }
+        true
     }
 }
 

@@ -23,8 +23,8 @@ pub struct PoolStoreError(String);
 /// Where replicas share their deployments' state.
 #[async_trait]
 pub trait PoolStore: Send + Sync {
-    /// Tells the others what changed here: a cooldown is extended to the longer one (or, at 0,
-    /// ended: the deployment answered), a headroom reading replaces the last.
+    /// Tells the others what changed here: a cooldown is extended to the longer one (0 leaves
+    /// it as it is: a replica's recovery is its own), a headroom reading replaces the last.
     async fn publish(&self, changes: &[(Arc<str>, Shared)]) -> Result<(), PoolStoreError>;
     /// What is known of each of `deployments`, in order.
     async fn fetch(&self, deployments: &[Arc<str>]) -> Result<Vec<Shared>, PoolStoreError>;
@@ -52,16 +52,14 @@ impl PoolStore for MemoryPoolStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (name, shared) in changes {
             let entry = entries.entry(Arc::clone(name)).or_default();
-            entry.cooling_until = if shared.cooling_ms == 0 {
-                None
-            } else {
+            if shared.cooling_ms > 0 {
                 let until = now + Duration::from_millis(shared.cooling_ms);
-                Some(
+                entry.cooling_until = Some(
                     entry
                         .cooling_until
                         .map_or(until, |before| before.max(until)),
-                )
-            };
+                );
+            }
             if let Some((share, for_ms)) = shared.headroom {
                 entry.headroom = Some((share, now + Duration::from_millis(for_ms)));
             }
@@ -128,12 +126,8 @@ const PUBLISH: &str = r"
 for i = 1, #KEYS, 2 do
   local j = (i - 1) / 2 * 3
   local cooling = tonumber(ARGV[j + 1])
-  if cooling > 0 then
-    if redis.call('PTTL', KEYS[i]) < cooling then
-      redis.call('SET', KEYS[i], '1', 'PX', cooling)
-    end
-  else
-    redis.call('DEL', KEYS[i])
+  if cooling > 0 and redis.call('PTTL', KEYS[i]) < cooling then
+    redis.call('SET', KEYS[i], '1', 'PX', cooling)
   end
   if tonumber(ARGV[j + 2]) >= 0 and tonumber(ARGV[j + 3]) > 0 then
     redis.call('SET', KEYS[i + 1], ARGV[j + 2], 'PX', ARGV[j + 3])

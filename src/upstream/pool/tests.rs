@@ -8,9 +8,27 @@ use crate::limiter::memory::MemoryRateLimiter;
 
 fn pool(strategy: PoolStrategy, members: &[(&str, u32, Option<u64>)]) -> (Pool, Arc<Board>) {
     let board = Arc::new(Board::default());
+    let pool = pool_on(
+        &board,
+        strategy,
+        members,
+        Arc::new(MemoryRateLimiter::new()),
+        false,
+    );
+    (pool, board)
+}
+
+fn pool_on(
+    board: &Board,
+    strategy: PoolStrategy,
+    members: &[(&str, u32, Option<u64>)],
+    limiter: Arc<dyn RateLimiter>,
+    fail_closed: bool,
+) -> Pool {
     let config = ModelPool {
         strategy,
         cooldown: Duration::from_secs(5),
+        allowed_fails: 2,
         members: members
             .iter()
             .map(|(upstream, weight, rpm)| PoolMember {
@@ -32,15 +50,7 @@ fn pool(strategy: PoolStrategy, members: &[(&str, u32, Option<u64>)]) -> (Pool, 
         .iter()
         .map(|(upstream, _, _)| Arc::from(format!("{upstream}/m")))
         .collect();
-    let pool = Pool::new(
-        "m",
-        &config,
-        &targets,
-        names,
-        &board,
-        Arc::new(MemoryRateLimiter::new()),
-    );
-    (pool, board)
+    Pool::new("m", &config, &targets, names, board, limiter, fail_closed)
 }
 
 fn firsts(pool: &Pool, calls: usize) -> HashMap<usize, usize> {
@@ -65,11 +75,11 @@ fn weighted_picks_follow_the_weights_and_every_member_stays_in_the_order() {
 #[test]
 fn a_cooling_member_is_left_out_until_its_cooldown_ends_and_all_cooling_go_first_back_first() {
     let (pool, _) = pool(PoolStrategy::Weighted, &[("a", 1, None), ("b", 1, None)]);
-    pool.failed(0, Some(Duration::from_millis(150)));
+    pool.failed(0, Verdict::Capacity(Some(Duration::from_millis(150))));
     for _ in 0..200 {
         assert_eq!(pool.order(), vec![1]);
     }
-    pool.failed(1, Some(Duration::from_secs(60)));
+    pool.failed(1, Verdict::Capacity(Some(Duration::from_secs(60))));
     assert_eq!(
         pool.order(),
         vec![0, 1],
@@ -83,10 +93,11 @@ fn a_cooling_member_is_left_out_until_its_cooldown_ends_and_all_cooling_go_first
 fn a_cooldown_is_capped_and_defaults_to_the_pools() {
     let (pool, _) = pool(PoolStrategy::Weighted, &[("a", 1, None), ("b", 1, None)]);
     let now = now_ms();
-    pool.failed(0, Some(Duration::from_secs(86_400)));
+    pool.failed(0, Verdict::Capacity(Some(Duration::from_secs(86_400))));
     let until = pool.member(0).state.cooling_until();
-    assert!(until <= now + crate::config::MAX_COOLDOWN.as_millis() as u64 + 50);
-    pool.failed(1, None);
+    let cap = crate::config::MAX_COOLDOWN.as_millis() as u64;
+    assert!(until >= now + cap - 50 && until <= now + cap + 50);
+    pool.failed(1, Verdict::Down);
     let until = pool.member(1).state.cooling_until();
     assert!(until >= now + 4_900 && until <= now + 5_100);
 }
@@ -141,10 +152,126 @@ async fn a_members_own_limit_turns_calls_away_when_spent() {
     assert_eq!(pool.admit(1, 0).await, Ok(()));
 }
 
-#[tokio::test]
-async fn the_board_keeps_a_deployments_state_for_every_pool_that_names_it() {
+#[test]
+fn the_board_keeps_a_deployments_state_for_every_pool_that_names_it() {
     let (first, board) = pool(PoolStrategy::Weighted, &[("a", 1, None), ("b", 1, None)]);
-    first.failed(0, None);
-    assert!(board.state("a/m").cooling(now_ms()));
-    assert!(!board.state("b/m").cooling(now_ms()));
+    let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::new());
+    let second = pool_on(
+        &board,
+        PoolStrategy::LeastBusy,
+        &[("c", 1, None), ("a", 1, None)],
+        limiter,
+        false,
+    );
+    first.failed(0, Verdict::Down);
+    assert!(
+        second.member(1).state.cooling(now_ms()),
+        "a cools in both pools"
+    );
+    assert!(!second.member(0).state.cooling(now_ms()));
+    assert_eq!(second.order(), vec![0]);
+}
+
+#[test]
+fn failures_a_caller_could_provoke_cool_only_past_the_allowance_and_timeouts_never() {
+    let (pool, _) = pool(PoolStrategy::Weighted, &[("a", 1, None), ("b", 1, None)]);
+    assert!(
+        !pool.failed(0, Verdict::NotIts),
+        "a timeout: no other deployment is tried"
+    );
+    assert!(!pool.member(0).state.cooling(now_ms()));
+    for _ in 0..2 {
+        assert!(
+            pool.failed(0, Verdict::Faulty),
+            "the next deployment is tried"
+        );
+        assert!(!pool.member(0).state.cooling(now_ms()));
+    }
+    pool.failed(0, Verdict::Faulty);
+    assert!(
+        pool.member(0).state.cooling(now_ms()),
+        "the third in a minute cools"
+    );
+}
+
+#[test]
+fn verdicts_read_the_error_table() {
+    use axum::http::StatusCode;
+    let rejected = |status: u16| GatewayError::UpstreamRejected {
+        status: StatusCode::from_u16(status).unwrap(),
+        body: bytes::Bytes::new(),
+    };
+    let limited = GatewayError::UpstreamRateLimited {
+        retry_after: Some("7".parse().unwrap()),
+    };
+    assert_eq!(
+        Verdict::of(&limited, false),
+        Verdict::Capacity(Some(Duration::from_secs(7)))
+    );
+    assert_eq!(
+        Verdict::of(&GatewayError::UpstreamUnreachable, false),
+        Verdict::Down
+    );
+    assert_eq!(
+        Verdict::of(&GatewayError::UpstreamTimeout, false),
+        Verdict::NotIts
+    );
+    let auth = GatewayError::UpstreamAuth {
+        status: StatusCode::FORBIDDEN,
+    };
+    assert_eq!(Verdict::of(&auth, false), Verdict::Faulty);
+    assert_eq!(
+        Verdict::of(&rejected(404), true),
+        Verdict::Faulty,
+        "Azure: no such deployment"
+    );
+    assert_eq!(Verdict::of(&rejected(404), false), Verdict::NotIts);
+    assert_eq!(
+        Verdict::of(&rejected(400), true),
+        Verdict::NotIts,
+        "the caller's request"
+    );
+}
+
+/// A limiter whose backend never answers.
+struct Unavailable;
+
+#[async_trait::async_trait]
+impl RateLimiter for Unavailable {
+    async fn acquire(
+        &self,
+        _: &[Charge],
+    ) -> Result<crate::limiter::Decision, crate::limiter::LimiterError> {
+        Err(crate::limiter::LimiterError::Timeout)
+    }
+    async fn settle(&self, _: &[(Bucket, i64)]) -> Result<(), crate::limiter::LimiterError> {
+        Err(crate::limiter::LimiterError::Timeout)
+    }
+    async fn peek(
+        &self,
+        _: &[Bucket],
+    ) -> Result<Vec<crate::limiter::BucketState>, crate::limiter::LimiterError> {
+        Err(crate::limiter::LimiterError::Timeout)
+    }
+}
+
+#[tokio::test]
+async fn a_limiter_that_cannot_answer_follows_the_limits_policy() {
+    let board = Board::default();
+    let open = pool_on(
+        &board,
+        PoolStrategy::Weighted,
+        &[("a", 1, Some(1))],
+        Arc::new(Unavailable),
+        false,
+    );
+    assert_eq!(open.admit(0, 0).await, Ok(()), "fail_open");
+    let closed = pool_on(
+        &board,
+        PoolStrategy::Weighted,
+        &[("a", 1, Some(1))],
+        Arc::new(Unavailable),
+        true,
+    );
+    assert!(closed.admit(0, 0).await.is_err(), "fail_closed");
 }
