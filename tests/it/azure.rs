@@ -49,14 +49,16 @@ models = ["gpt-4o-mini", "text-embedding-3-small", "gpt-4o"]
 }
 
 async fn received(gw: &TestGateway, azure: &MockServer) -> Vec<Value> {
-    gw.client
-        .get(azure.control("/_mock/requests"))
+    azure.requests(&gw.client).await
+}
+
+/// One chat call through the gateway.
+async fn call(gw: &TestGateway, model: &str) -> reqwest::Response {
+    let response = gw
+        .post("/v1/chat/completions", &chat(model, false))
         .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .await;
+    response.unwrap()
 }
 
 fn chat(model: &str, stream: bool) -> Value {
@@ -70,11 +72,7 @@ fn chat(model: &str, stream: bool) -> Value {
 #[tokio::test]
 async fn calls_reach_the_deployment_with_the_api_key_and_version_and_are_priced() {
     let (gw, azure) = azure_gateway().await;
-    let response = gw
-        .post("/v1/chat/completions", &chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
+    let response = call(&gw, "gpt-4o-mini").await;
     assert_eq!(response.status(), 200);
     let id = response.headers()["x-request-id"]
         .to_str()
@@ -148,48 +146,29 @@ async fn calls_reach_the_deployment_with_the_api_key_and_version_and_are_priced(
 async fn azures_errors_reach_the_caller_in_openais_envelope() {
     let (gw, azure) = azure_gateway().await;
     // No deployment serves gpt-4o on this resource.
-    let (status, body) = error_of(
-        gw.post("/v1/chat/completions", &chat("gpt-4o", false))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = error_of(call(&gw, "gpt-4o").await).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["code"], "model_not_found", "{body}");
     assert_eq!(body["type"], "invalid_request_error");
     assert!(body["message"].as_str().unwrap().contains("deployment"));
 
     // A content filter's refusal keeps its code and parameter.
-    gw.client
-        .post(azure.control("/_mock/faults"))
-        .json(&json!({"status": 400, "code": "content_filter", "message": "The prompt was filtered."}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = error_of(
-        gw.post("/v1/chat/completions", &chat("gpt-4o-mini", false))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    azure
+        .fault(
+            &gw.client,
+            json!({"status": 400, "code": "content_filter", "message": "The prompt was filtered."}),
+        )
+        .await;
+    let (status, body) = error_of(call(&gw, "gpt-4o-mini").await).await;
     assert_eq!(status, 400);
     assert_eq!(body["code"], "content_filter");
     assert_eq!(body["message"], "The prompt was filtered.");
 
     // Azure's 429 is the gateway's upstream_rate_limited, with its Retry-After.
-    gw.client
-        .post(azure.control("/_mock/faults"))
-        .json(&json!({"status": 429, "retry_after": "7"}))
-        .send()
-        .await
-        .unwrap();
-    let response = gw
-        .post("/v1/chat/completions", &chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
+    azure
+        .fault(&gw.client, json!({"status": 429, "retry_after": "7"}))
+        .await;
+    let response = call(&gw, "gpt-4o-mini").await;
     assert_eq!(response.headers()["retry-after"], "7");
     let (status, body) = error_of(response).await;
     assert_eq!(status, 429);
@@ -204,17 +183,13 @@ async fn azures_errors_reach_the_caller_in_openais_envelope() {
 
     // An upstream that quotes the api-key back (in its error and its headers) never gets it
     // to the caller.
-    gw.client
-        .post(azure.control("/_mock/faults"))
-        .json(&json!({"status": 400, "message": "bad", "echo_authorization": true}))
-        .send()
-        .await
-        .unwrap();
-    let response = gw
-        .post("/v1/chat/completions", &chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
+    azure
+        .fault(
+            &gw.client,
+            json!({"status": 400, "message": "bad", "echo_authorization": true}),
+        )
+        .await;
+    let response = call(&gw, "gpt-4o-mini").await;
     let headers = format!("{:?}", response.headers());
     let text = response.text().await.unwrap();
     assert!(
@@ -249,11 +224,7 @@ async fn a_wrong_azure_key_is_the_operators_problem_and_never_echoed() {
         .start()
         .await
         .unwrap();
-    let response = gw
-        .post("/v1/chat/completions", &chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
+    let response = call(&gw, "gpt-4o-mini").await;
     let text = response.text().await.unwrap();
     assert!(!text.contains(AZURE_KEY));
     let body: Value = serde_json::from_str(&text).unwrap();

@@ -100,33 +100,15 @@ fn chat(alias: &str) -> Value {
 }
 
 async fn count(client: &reqwest::Client, mock: &MockServer) -> usize {
-    let sent: Vec<Value> = client
-        .get(mock.control("/_mock/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    sent.len()
+    mock.requests(client).await.len()
 }
 
 async fn forget(client: &reqwest::Client, mock: &MockServer) {
-    client
-        .delete(mock.control("/_mock/requests"))
-        .send()
-        .await
-        .unwrap();
+    mock.forget(client).await;
 }
 
 async fn fault(client: &reqwest::Client, mock: &MockServer, faults: Value) {
-    let response = client
-        .post(mock.control("/_mock/faults"))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    mock.fault(client, faults).await;
 }
 
 /// The value of `metric` with labels containing `labels` on the gateway's `/metrics`.

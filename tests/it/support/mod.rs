@@ -475,4 +475,29 @@ impl MockServer {
     pub fn control(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
+
+    /// What this mock received, oldest first.
+    pub async fn requests(&self, client: &reqwest::Client) -> Vec<Value> {
+        let response = client.get(self.control("/_mock/requests")).send().await;
+        response.expect("mock").json().await.expect("mock json")
+    }
+
+    /// Forgets what this mock received.
+    pub async fn forget(&self, client: &reqwest::Client) {
+        let response = client.delete(self.control("/_mock/requests")).send().await;
+        assert!(response.expect("mock").status().is_success());
+    }
+
+    /// Queues `faults` on this mock.
+    pub async fn fault(&self, client: &reqwest::Client, faults: Value) {
+        let response = client
+            .post(self.control("/_mock/faults"))
+            .json(&faults)
+            .send()
+            .await;
+        assert!(
+            response.expect("mock").status().is_success(),
+            "mock refused faults"
+        );
+    }
 }
