@@ -23,6 +23,8 @@
 //!
 //! [models.gpt-4o-mini]                # a pool: one model over several deployments
 //! strategy = "weighted"               # weighted | least_busy | headroom
+//! cooldown_ms = 5000                  # a failure without Retry-After
+//! allowed_fails = 2                   # 5xx, 401/403 in a minute before a deployment cools
 //! pool = [
 //!   { upstream = "default", weight = 3 },
 //!   { upstream = "azure-east", weight = 1, requests_per_minute = 600 },
