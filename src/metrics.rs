@@ -287,16 +287,15 @@ pub fn record_backend_error(backend: &'static str) {
     metrics::counter!("tollgate_backend_errors_total", "backend" => backend).increment(1);
 }
 
-/// Counts a call a pool's `deployment` answered. Both labels come from the configuration.
-pub fn record_pool_served(pool: &str, deployment: &str) {
+/// The counter of calls a pool's `deployment` answered, registered once per pool member (the
+/// recorder must be installed first). Both labels come from the configuration.
+pub fn pool_served(pool: &str, deployment: &str) -> metrics::Counter {
     metrics::counter!("tollgate_pool_served_total", "pool" => pool.to_owned(), "deployment" => deployment.to_owned())
-        .increment(1);
 }
 
-/// Counts a deployment put to cool down.
-pub fn record_cooldown(deployment: &str) {
+/// The counter of a deployment's cooldowns, registered once per pool member.
+pub fn pool_cooldowns(deployment: &str) -> metrics::Counter {
     metrics::counter!("tollgate_pool_cooldowns_total", "deployment" => deployment.to_owned())
-        .increment(1);
 }
 
 /// Counts configuration reloads by outcome (`ok`, or `error`: the running one stayed).

@@ -121,6 +121,8 @@ impl AppState {
                 Arc::new(RedisPoolStore::new(link.clone(), prefix)) as Arc<dyn PoolStore>
             }),
         };
+        // Installed before the upstream: pools register their counters once, when built.
+        let metrics = crate::metrics::install();
         let upstream = Upstream::new(&config, &pools)?;
         let jwt = JwtVerifier::new(&config.jwt).map_err(StateError::Jwt)?;
         prepare_for(&config);
@@ -176,7 +178,7 @@ impl AppState {
             limiter,
             jwt,
             tasks: TaskTracker::new(),
-            metrics: crate::metrics::install(),
+            metrics,
         })))
     }
 }

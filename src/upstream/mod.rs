@@ -422,7 +422,7 @@ impl Upstream {
                     let deployment = pool.member(member);
                     deployment.state.recovered(sent_ms);
                     deployment.state.observe_headroom(routed.response.headers());
-                    crate::metrics::record_pool_served(&pool.alias, &deployment.name);
+                    deployment.served.increment(1);
                     routed.busy = busy;
                     false
                 }

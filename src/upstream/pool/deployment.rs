@@ -218,6 +218,20 @@ impl Board {
     }
 }
 
+/// Each limit's headers: its size, what is left, and when it resets.
+const HEADROOM_HEADERS: [(&str, &str, &str); 2] = [
+    (
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    ),
+    (
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ),
+];
+
 /// What `x-ratelimit-*` headers say is left: the smaller share of requests and tokens, per
 /// mille, and when that share's limit resets.
 struct Headroom;
@@ -228,11 +242,11 @@ impl Headroom {
     fn read(headers: &HeaderMap) -> Option<(u32, u64)> {
         let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
         let reset = |name: &str| headers.get(name)?.to_str().ok().and_then(parse_reset);
-        ["requests", "tokens"]
+        HEADROOM_HEADERS
             .iter()
-            .filter_map(|unit| {
-                let limit = number(&format!("x-ratelimit-limit-{unit}"))?;
-                let remaining = number(&format!("x-ratelimit-remaining-{unit}"))?;
+            .filter_map(|(limit, remaining, reset_in)| {
+                let limit = number(limit)?;
+                let remaining = number(remaining)?;
                 if limit == 0 {
                     return None;
                 }
@@ -241,7 +255,7 @@ impl Headroom {
                 )
                 .unwrap_or(FULL);
                 // Without a reset time the reading holds a second.
-                let reset_ms = reset(&format!("x-ratelimit-reset-{unit}")).unwrap_or(1000);
+                let reset_ms = reset(reset_in).unwrap_or(1000);
                 Some((share, reset_ms.min(60_000)))
             })
             .min_by_key(|(share, _)| *share)

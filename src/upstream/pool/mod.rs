@@ -47,6 +47,9 @@ pub struct Member {
     /// Its own limits' buckets: requests per minute, tokens per minute.
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
+    /// Calls it answered, and its cooldowns (registered once: a label set per call costs).
+    pub served: metrics::Counter,
+    cooldowns: metrics::Counter,
 }
 
 /// A pool: its strategy, its cooldown, its members (the first targets of its alias).
@@ -136,6 +139,8 @@ impl Pool {
             .zip(targets)
             .zip(names)
             .map(|((member, target), name)| Member {
+                served: crate::metrics::pool_served(alias, &name),
+                cooldowns: crate::metrics::pool_cooldowns(&name),
                 target: target.clone(),
                 weight: member.weight,
                 state: board.state(&name),
@@ -180,16 +185,18 @@ impl Pool {
     pub fn order(&self) -> Vec<usize> {
         let now = now_ms();
         let mut rng = rand::rng();
-        let (mut open, mut out): (Vec<usize>, Vec<usize>) =
-            (0..self.members.len()).partition(|&i| {
+        let mut open: Vec<usize> = (0..self.members.len())
+            .filter(|&i| {
                 let state = &self.members[i].state;
                 !state.cooling(now)
                     && (self.strategy != PoolStrategy::Headroom || state.headroom(now) >= DRY)
-            });
+            })
+            .collect();
         if open.is_empty() {
             // Every one is out: the first back first.
-            out.sort_by_key(|&i| self.members[i].state.cooling_until());
-            return out;
+            open.extend(0..self.members.len());
+            open.sort_by_key(|&i| self.members[i].state.cooling_until());
+            return open;
         }
         match self.strategy {
             PoolStrategy::LeastBusy => {
@@ -299,7 +306,7 @@ impl Pool {
             member
                 .state
                 .cool_down(period.min(crate::config::MAX_COOLDOWN));
-            crate::metrics::record_cooldown(&member.name);
+            member.cooldowns.increment(1);
         }
         true
     }
