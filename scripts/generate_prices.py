@@ -27,7 +27,9 @@ IMAGE_TOKEN_MODELS = {
 # Audio models: USD per million tokens (OpenAI's model pages, checked 2026-12-03): text input,
 # text output, audio input, audio output, and the context window (a transcription's audio tokens
 # can be no more). gpt-4o-mini-tts reports its output as plain output tokens, all of them audio,
-# so its output price is the audio one and it has no audio class.
+# so its output price is the audio one and it has no audio class. The Realtime models (their
+# model pages, checked 2026-12-04) add cached text, cached audio, image and cached image input:
+# their answers split cached tokens by class (`cached_tokens_details`).
 AUDIO_TOKEN_MODELS = {
     "gpt-audio": dict(input=2.50, output=10.00, audio_input=32.00, audio_output=64.00, context=128_000),
     "gpt-audio-mini": dict(input=0.60, output=2.40, audio_input=10.00, audio_output=20.00, context=128_000),
@@ -38,6 +40,17 @@ AUDIO_TOKEN_MODELS = {
     "gpt-4o-transcribe": dict(input=2.50, output=10.00, audio_input=6.00, audio_output=10.00, context=16_000),
     "gpt-4o-mini-transcribe": dict(input=1.25, output=5.00, audio_input=3.00, audio_output=5.00, context=16_000),
     "gpt-4o-mini-tts": dict(input=0.60, output=12.00),
+    "gpt-realtime": dict(input=4.00, cached_input=0.40, output=16.00, audio_input=32.00, cached_audio_input=0.40,
+                         audio_output=64.00, image_input=5.00, cached_image_input=0.50, context=32_000),
+    "gpt-realtime-1.5": dict(input=4.00, cached_input=0.40, output=16.00, audio_input=32.00,
+                             cached_audio_input=0.40, audio_output=64.00, image_input=5.00, cached_image_input=0.50,
+                             context=32_000),
+    "gpt-realtime-mini": dict(input=0.60, cached_input=0.06, output=2.40, audio_input=10.00, cached_audio_input=0.30,
+                              audio_output=20.00, image_input=0.80, cached_image_input=0.08, context=128_000),
+    "gpt-4o-realtime-preview": dict(input=5.00, cached_input=2.50, output=20.00, audio_input=40.00,
+                                    cached_audio_input=2.50, audio_output=80.00, context=32_000),
+    "gpt-4o-mini-realtime-preview": dict(input=0.60, cached_input=0.30, output=2.40, audio_input=10.00,
+                                         cached_audio_input=0.30, audio_output=20.00, context=16_000),
 }
 
 # Audio billed by the minute of input (USD per minute) or by the character of input text (USD per
@@ -74,6 +87,11 @@ OUTPUT_LIMITS = {
     "gpt-image-1-mini": 6_240,
     "gpt-image-1.5": 6_240,
     "gpt-image-2": 6_240,
+    "gpt-realtime": 4_096,
+    "gpt-realtime-1.5": 4_096,
+    "gpt-realtime-mini": 4_096,
+    "gpt-4o-realtime-preview": 4_096,
+    "gpt-4o-mini-realtime-preview": 4_096,
 }
 
 
@@ -104,7 +122,7 @@ def priority_price(model):
             f"cached_input: {option(micros(cached) if cached else None)}, output: {micros(cost['output']):_} }})")
 
 
-def token_price(cost, output_limit, image_input=None, priority="None", audio="None"):
+def token_price(cost, output_limit, image_input=None, priority="None", audio="None", cached_image_input=None):
     cached = cost.get("cache_read") or cost.get("cached_input")
     tier = None
     for t in cost.get("tiers", []):
@@ -115,6 +133,7 @@ def token_price(cost, output_limit, image_input=None, priority="None", audio="No
         f"cached_input: {option(tier[2])}, output: {tier[3]:_} }})")
     return (f"TokenPrice {{ input: {micros(cost['input']):_}, cached_input: {option(micros(cached) if cached else None)}, "
             f"output: {micros(cost.get('output', 0)):_}, image_input: {option(micros(image_input) if image_input else None)}, "
+            f"cached_image_input: {option(micros(cached_image_input) if cached_image_input else None)}, "
             f"long_context: {long_context}, max_output_tokens: {output_limit:_}, priority: {priority}, "
             f"audio: {audio} }}")
 
@@ -122,7 +141,9 @@ def token_price(cost, output_limit, image_input=None, priority="None", audio="No
 def audio_price(p):
     if "audio_input" not in p:
         return "None"
-    return (f"Some(AudioTokenPrice {{ input: {micros(p['audio_input']):_}, output: {micros(p['audio_output']):_}, "
+    cached = p.get("cached_audio_input")
+    return (f"Some(AudioTokenPrice {{ input: {micros(p['audio_input']):_}, "
+            f"cached_input: {option(micros(cached) if cached else None)}, output: {micros(p['audio_output']):_}, "
             f"context_window: {p['context']:_} }})")
 
 
@@ -143,8 +164,9 @@ def main():
         tokens[model_id] = token_price(dict(input=p["input"], cache_read=p["cached_input"], output=p["output"]),
                                        output_limit(model_id, {}), image_input=p["image_input"])
     for model_id, p in AUDIO_TOKEN_MODELS.items():
-        tokens[model_id] = token_price(dict(input=p["input"], output=p["output"]), output_limit(model_id, {}),
-                                       audio=audio_price(p))
+        tokens[model_id] = token_price(dict(input=p["input"], cache_read=p.get("cached_input"), output=p["output"]),
+                                       output_limit(model_id, {}), image_input=p.get("image_input"),
+                                       audio=audio_price(p), cached_image_input=p.get("cached_image_input"))
     table = ["/// Models priced by token class, sorted by id.",
              "pub(super) const TOKEN_PRICES: &[(&str, TokenPrice)] = &["]
     table += [f'    ("{model_id}", {tokens[model_id]}),' for model_id in sorted(tokens)]

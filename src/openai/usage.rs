@@ -22,6 +22,11 @@ pub struct Usage {
     pub audio_input_tokens: u64,
     /// Part of `completion_tokens` that were audio.
     pub audio_output_tokens: u64,
+    /// Parts of `cached_tokens` that were audio and images, where the answer splits its cached
+    /// tokens by class (Realtime's `cached_tokens_details`); then `audio_input_tokens` and
+    /// `image_input_tokens` count only the uncached ones.
+    pub cached_audio_tokens: u64,
+    pub cached_image_tokens: u64,
     /// Input audio billed by its length (`whisper-1`: `usage.type = "duration"`), milliseconds.
     pub audio_millis: u64,
 }
@@ -43,6 +48,17 @@ struct Details {
     image_tokens: Option<u64>,
     #[serde(default)]
     audio_tokens: Option<u64>,
+    /// Realtime: the cached tokens by class (`text_tokens`, `audio_tokens`, `image_tokens`).
+    #[serde(default)]
+    cached_tokens_details: Option<CachedDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CachedDetails {
+    #[serde(default)]
+    audio_tokens: Option<u64>,
+    #[serde(default)]
+    image_tokens: Option<u64>,
 }
 
 /// The `usage` object in any of OpenAI's spellings.
@@ -55,7 +71,12 @@ pub struct WireUsage {
     /// `input_token_details` (singular) is the transcription routes' spelling.
     #[serde(default, alias = "input_tokens_details", alias = "input_token_details")]
     prompt_tokens_details: Option<Details>,
-    #[serde(default, alias = "output_tokens_details")]
+    /// `output_token_details` (singular) is Realtime's spelling.
+    #[serde(
+        default,
+        alias = "output_tokens_details",
+        alias = "output_token_details"
+    )]
     completion_tokens_details: Option<Details>,
     /// Seconds of input audio, when the usage is of `type: "duration"`.
     #[serde(default)]
@@ -76,14 +97,24 @@ impl From<WireUsage> for Usage {
                 .and_then(read)
                 .unwrap_or(0)
         };
+        // Realtime counts its cached audio and images inside `audio_tokens` and
+        // `image_tokens`; the uncached ones are what is left.
+        let cached = wire
+            .prompt_tokens_details
+            .as_ref()
+            .and_then(|d| d.cached_tokens_details.as_ref());
+        let cached_audio = cached.and_then(|c| c.audio_tokens).unwrap_or(0);
+        let cached_image = cached.and_then(|c| c.image_tokens).unwrap_or(0);
         Self {
             prompt_tokens: wire.prompt_tokens.unwrap_or(0),
             completion_tokens: wire.completion_tokens.unwrap_or(0),
             cached_tokens: input(|d| d.cached_tokens),
             reasoning_tokens: output(|d| d.reasoning_tokens),
-            image_input_tokens: input(|d| d.image_tokens),
-            audio_input_tokens: input(|d| d.audio_tokens),
+            image_input_tokens: input(|d| d.image_tokens).saturating_sub(cached_image),
+            audio_input_tokens: input(|d| d.audio_tokens).saturating_sub(cached_audio),
             audio_output_tokens: output(|d| d.audio_tokens),
+            cached_audio_tokens: cached_audio,
+            cached_image_tokens: cached_image,
             audio_millis: wire.seconds.map_or(0, seconds_to_millis),
         }
     }

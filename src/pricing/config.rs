@@ -105,6 +105,7 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
                 cached_input: None,
                 output: usd_to_micros(output),
                 image_input: None,
+                cached_image_input: None,
                 long_context: None,
                 max_output_tokens: given.max_output_tokens.ok_or(
                     "a new model needs max_output_tokens (a budget reserves a request's worst case)",
@@ -122,6 +123,7 @@ fn apply(mut price: ModelPrice, given: &PriceOverride) -> Result<ModelPrice, Str
                 .or(tokens.cached_input),
             output: given.output.map_or(tokens.output, usd_to_micros),
             image_input: given.image_input.map(usd_to_micros).or(tokens.image_input),
+            cached_image_input: tokens.cached_image_input,
             long_context: tokens.long_context,
             max_output_tokens: given.max_output_tokens.unwrap_or(tokens.max_output_tokens),
             priority: tokens.priority,

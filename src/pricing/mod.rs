@@ -38,8 +38,10 @@ pub struct TokenPrice {
     pub cached_input: Option<u64>,
     /// Output, reasoning included (OpenAI bills hidden reasoning as output).
     pub output: u64,
-    /// Image input tokens (GPT image models); `input` when absent.
+    /// Image input tokens (GPT image models, Realtime models); `input` when absent.
     pub image_input: Option<u64>,
+    /// Cached image input tokens (Realtime models); `image_input` when absent.
+    pub cached_image_input: Option<u64>,
     /// Higher prices once a prompt exceeds a size (the long-context tier of some models).
     pub long_context: Option<LongContext>,
     /// The model's most output tokens (per image, for GPT image models): a request that sets
@@ -57,6 +59,8 @@ pub struct TokenPrice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct AudioTokenPrice {
     pub input: u64,
+    /// Cached audio input (Realtime models); `input` when absent.
+    pub cached_input: Option<u64>,
     pub output: u64,
     /// The most input tokens a request can hold (the context window): a transcription's
     /// audio tokens can be no more.
@@ -461,6 +465,10 @@ fn token_cost(price: &TokenPrice, usage: &Usage, tier: ServiceTier) -> Option<Na
         _ => (price.input, price.cached_input, price.output),
     };
     let cached = usage.cached_tokens.min(usage.prompt_tokens);
+    // Cached tokens by class, where the answer says (Realtime); the rest of them are text.
+    let cached_audio = usage.cached_audio_tokens.min(cached);
+    let cached_image = usage.cached_image_tokens.min(cached - cached_audio);
+    let cached_text = cached - cached_audio - cached_image;
     let image_input = usage.image_input_tokens.min(usage.prompt_tokens - cached);
     let audio_input = usage
         .audio_input_tokens
@@ -470,16 +478,20 @@ fn token_cost(price: &TokenPrice, usage: &Usage, tier: ServiceTier) -> Option<Na
     let text_output = usage.completion_tokens - audio_output;
     let audio = match price.audio {
         Some(audio) => audio,
-        None if audio_input == 0 && audio_output == 0 => AudioTokenPrice {
+        None if audio_input == 0 && audio_output == 0 && cached_audio == 0 => AudioTokenPrice {
             input: 0,
+            cached_input: None,
             output: 0,
             context_window: 0,
         },
         None => return None,
     };
+    let image_price = price.image_input.unwrap_or(input);
     let picos = u128::from(text_input) * u128::from(input)
-        + u128::from(cached) * u128::from(cached_input.unwrap_or(input))
-        + u128::from(image_input) * u128::from(price.image_input.unwrap_or(input))
+        + u128::from(cached_text) * u128::from(cached_input.unwrap_or(input))
+        + u128::from(cached_audio) * u128::from(audio.cached_input.unwrap_or(audio.input))
+        + u128::from(cached_image) * u128::from(price.cached_image_input.unwrap_or(image_price))
+        + u128::from(image_input) * u128::from(image_price)
         + u128::from(audio_input) * u128::from(audio.input)
         + u128::from(text_output) * u128::from(output)
         + u128::from(audio_output) * u128::from(audio.output);

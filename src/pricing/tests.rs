@@ -456,6 +456,7 @@ fn the_version_names_the_builtin_table_and_any_overrides() {
             cached_input: None,
             output,
             image_input: None,
+            cached_image_input: None,
             long_context: None,
             max_output_tokens: 10,
             priority: None,
@@ -500,4 +501,51 @@ fn usd_for_people_shows_cents_and_every_digit_that_matters() {
     assert_eq!(display_usd(-5_000), "-$0.000005");
     assert_eq!(display_usd(1_234_000_000_000), "$1,234.00");
     assert_eq!(display_usd(-1_234_567_000_000_000), "-$1,234,567.00");
+}
+
+#[test]
+fn a_realtime_response_is_priced_by_every_class_cached_and_not() {
+    // A `response.done` event: 313 text tokens in (256 cached), 476 audio (384 cached), 9 text
+    // and 23 audio out. Realtime counts cached tokens inside each class.
+    let done = br#"{"type":"response.done","response":{"object":"realtime.response","usage":{"total_tokens":821,"input_tokens":789,"output_tokens":32,"input_token_details":{"text_tokens":313,"audio_tokens":476,"cached_tokens":640,"cached_tokens_details":{"text_tokens":256,"audio_tokens":384}},"output_token_details":{"text_tokens":9,"audio_tokens":23}}}}"#;
+    let usage = crate::openai::usage::from_json(done).unwrap();
+    assert_eq!(
+        (
+            usage.audio_input_tokens,
+            usage.cached_audio_tokens,
+            usage.cached_tokens
+        ),
+        (92, 384, 640)
+    );
+    let table = PriceTable::builtin();
+    // gpt-realtime: text $4 (cached $0.40), audio $32 (cached $0.40), out $16 text, $64 audio.
+    // 57×4 + 256×0.40 + 92×32 + 384×0.40 + 9×16 + 23×64 = 5,044 millionths of a dollar.
+    assert_eq!(table.cost("gpt-realtime", &usage, None), Some(5_044_000));
+    // gpt-realtime-mini: cached audio ($0.30) is not cached text ($0.06).
+    // 57×0.60 + 256×0.06 + 92×10 + 384×0.30 + 9×2.40 + 23×20 = 1,566.36 millionths.
+    assert_eq!(
+        table.cost("gpt-realtime-mini", &usage, None),
+        Some(1_566_360)
+    );
+    // Cached images have their own price too: 100 image tokens in, 60 of them cached.
+    let images = br#"{"type":"response.done","response":{"usage":{"input_tokens":100,"output_tokens":0,"input_token_details":{"image_tokens":100,"cached_tokens":60,"cached_tokens_details":{"image_tokens":60}}}}}"#;
+    let usage = crate::openai::usage::from_json(images).unwrap();
+    // 40×5 + 60×0.50 = 230 millionths.
+    assert_eq!(table.cost("gpt-realtime", &usage, None), Some(230_000));
+}
+
+#[test]
+fn an_answer_that_does_not_split_its_cached_tokens_is_priced_as_before() {
+    // Chat's spelling: cached tokens are text unless the answer says otherwise.
+    let chat = br#"{"usage":{"prompt_tokens":1000,"completion_tokens":10,"prompt_tokens_details":{"cached_tokens":400,"audio_tokens":100}}}"#;
+    let usage = crate::openai::usage::from_json(chat).unwrap();
+    assert_eq!(
+        (usage.cached_audio_tokens, usage.audio_input_tokens),
+        (0, 100)
+    );
+    // gpt-realtime: 500 text × 4 + 400 cached × 0.40 + 100 audio × 32 + 10 × 16.
+    assert_eq!(
+        PriceTable::builtin().cost("gpt-realtime", &usage, None),
+        Some(2_000_000 + 160_000 + 3_200_000 + 160_000)
+    );
 }

@@ -84,6 +84,9 @@ where
             audio_input_tokens: count(36)?,
             audio_output_tokens: count(37)?,
             audio_millis: count(38)?,
+            // Not stored: the cost computed from them is (Realtime's cached classes).
+            cached_audio_tokens: 0,
+            cached_image_tokens: 0,
         },
         images: count(20)?,
         image_size: row.try_get(21)?,
