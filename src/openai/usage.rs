@@ -24,8 +24,11 @@ pub struct Usage {
     pub audio_output_tokens: u64,
     /// Parts of `cached_tokens` that were audio and images, where the answer splits its cached
     /// tokens by class (Realtime's `cached_tokens_details`); then `audio_input_tokens` and
-    /// `image_input_tokens` count only the uncached ones.
+    /// `image_input_tokens` count only the uncached ones. Records do not keep them (the cost
+    /// priced from them is kept), so they are not part of a record's answer either.
+    #[serde(skip)]
     pub cached_audio_tokens: u64,
+    #[serde(skip)]
     pub cached_image_tokens: u64,
     /// Input audio billed by its length (`whisper-1`: `usage.type = "duration"`), milliseconds.
     pub audio_millis: u64,
