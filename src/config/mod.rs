@@ -416,9 +416,26 @@ base_url = "https://backup.example.com/v1"
 api_key_env = "BACKUP_API_KEY"
 models = ["gpt-4.1-nano"]
 
+[[upstreams]]
+name = "azure-east"
+kind = "azure"
+base_url = "https://east.example.openai.azure.com/openai"
+api_key_env = "AZURE_EAST_KEY"
+api_version = "2024-10-21"
+deployments = { "gpt-4o-mini" = "prod-mini" }
+
 [models.fast]
 target = "gpt-4o-mini"
 fallbacks = [{ target = "gpt-4.1-nano", upstream = "backup" }]
+
+[models.gpt-4o-mini]
+strategy = "headroom"
+cooldown_ms = 2000
+allowed_fails = 1
+pool = [
+  { upstream = "default", weight = 2 },
+  { upstream = "azure-east", weight = 1, requests_per_minute = 600, tokens_per_minute = 90000 },
+]
 
 [pricing."my-model"]
 input = 1
@@ -430,6 +447,7 @@ max_output_tokens = 100
         env(&[
             ("OPENAI_API_KEY", "sk-upstream-secret"),
             ("BACKUP_API_KEY", "sk-backup-secret"),
+            ("AZURE_EAST_KEY", "azure-east-secret"),
             ("OPENAI_TIMEOUT", "45000"),
             (
                 "DATABASE_URL",
@@ -449,6 +467,7 @@ max_output_tokens = 100
             "sk-backup-secret",
             "db-password",
             "from-the-file",
+            "azure-east-secret",
         ] {
             assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
         }
@@ -474,8 +493,16 @@ max_output_tokens = 100
         assert_eq!(second.server.port, 4000);
         assert_eq!(second.upstream.timeout.as_millis(), 45_000);
         assert_eq!(second.limits.rules.len(), 1);
-        assert_eq!(second.upstreams.len(), 1);
+        assert_eq!(second.upstreams.len(), 2);
         assert!(second.models.contains_key("fast"));
+        // A pool and an Azure upstream read back as they were.
+        assert_eq!(
+            second.models["gpt-4o-mini"].pool,
+            first.models["gpt-4o-mini"].pool
+        );
+        assert_eq!(second.upstreams[1].kind, first.upstreams[1].kind);
+        let pool = second.models["gpt-4o-mini"].pool.as_ref().unwrap();
+        assert_eq!((pool.members.len(), pool.allowed_fails), (2, 1));
         assert!(second.pricing.contains_key("my-model"));
         // A secret-free URL is shown as it is, so that the printed file stays useful.
         let plain = Config::from_toml_str("t", "", &env(&[("OPENAI_API_KEY", "k")])).unwrap();
@@ -518,6 +545,7 @@ max_output_tokens = 100
         let without_secrets = env(&[
             ("OPENAI_API_KEY", "sk-upstream-secret"),
             ("BACKUP_API_KEY", "sk-backup-secret"),
+            ("AZURE_EAST_KEY", "azure-east-secret"),
         ]);
         let errors = Config::from_toml_str("printed.toml", &printed, &without_secrets)
             .err()
