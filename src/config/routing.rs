@@ -440,12 +440,7 @@ fn read_upstreams(s: &mut Sources<'_>) -> Vec<UpstreamEntry> {
                     s.invalid_in_file(&path, "an Azure upstream needs api_key_env");
                     continue;
                 }
-                let loopback = match base_url.host() {
-                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                    Some(url::Host::Domain(name)) => name == "localhost",
-                    None => false,
-                };
+                let loopback = super::upstream::is_loopback(&base_url);
                 if base_url.scheme() != "https" && !loopback {
                     s.invalid_in_file(
                         &path,

@@ -77,9 +77,7 @@ impl UpstreamConfig {
         if !admin_base_url.path().ends_with('/') {
             admin_base_url.set_path(&format!("{}/", admin_base_url.path()));
         }
-        let loopback = matches!(admin_base_url.host(), Some(url::Host::Domain("localhost")))
-            || matches!(admin_base_url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-            || matches!(admin_base_url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+        let loopback = is_loopback(&admin_base_url);
         let carries_credentials =
             !admin_base_url.username().is_empty() || admin_base_url.password().is_some();
         if !(admin_base_url.scheme() == "https" || admin_base_url.scheme() == "http" && loopback)
@@ -137,5 +135,16 @@ impl UpstreamConfig {
             retry_max_delay: positive(s, "upstream.retry_max_delay_ms", None, 8_000),
             retry_after_cap: positive(s, "upstream.retry_after_cap_ms", None, 20_000),
         }
+    }
+}
+
+/// Whether `url` names this machine (`localhost` or a loopback address): the one place plain
+/// `http` may carry a credential (tests, a local mock).
+pub(super) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }

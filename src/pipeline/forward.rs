@@ -59,10 +59,9 @@ pub async fn forward(call: &mut Call, state: &AppState) -> Result<Forwarded, Gat
                 }
                 _ => 0,
             };
-            let pool = call.pool.clone();
             state
                 .upstream
-                .send_routed(&call.targets, pool.as_deref(), tokens, request)
+                .send_routed(&call.targets, call.pool.as_deref(), tokens, request)
                 .await
         }
     };

@@ -24,7 +24,8 @@
 //! dialect included). [`Upstream::targets`] says where a model goes: an alias's targets in
 //! order (the pipeline falls back along them), a model an extra upstream serves, or the
 //! default. An alias served by a [`Pool`] has its members first, ordered per call by the
-//! pool's strategy; a member that fails is cooled down and the next one tried at once.
+//! pool's strategy; a member's failure is judged ([`pool::Verdict`]): the next member is tried
+//! at once, and the failing one cools down as the verdict says.
 
 mod azure;
 mod body;
@@ -244,11 +245,6 @@ impl Upstream {
         model.and_then(|model| self.pools.get(model)).cloned()
     }
 
-    /// Whether any pool member counts tokens against a limit of its own.
-    pub fn pools_count_tokens(&self) -> bool {
-        self.pools.values().any(|pool| pool.counts_tokens())
-    }
-
     /// The endpoint's name, for records.
     pub fn name_of(&self, endpoint: usize) -> Arc<str> {
         self.endpoint(endpoint).name.clone()
@@ -346,21 +342,19 @@ impl Upstream {
             OutgoingBody::Buffered(bytes) => (Some(bytes), None),
             OutgoingBody::Streamed(body) => (None, Some(body)),
         };
-        // The pool's members as it ranks them for this call, then the rest in order.
-        let plan: Vec<(Option<usize>, &Target)> = match pool {
-            Some(pool) => pool
-                .order()
-                .into_iter()
-                .map(|member| (Some(member), &pool.member(member).target))
-                .chain(targets.iter().skip(pool.len()).map(|t| (None, t)))
-                .collect(),
-            None => targets.iter().map(|t| (None, t)).collect(),
-        };
-        let last = plan.len().saturating_sub(1);
+        // The pool's members as it ranks them for this call, then the rest in order (a call
+        // without a pool walks its targets as they are, with nothing allocated).
+        let order = pool.map(Pool::order).unwrap_or_default();
+        let skipped = pool.map_or(0, Pool::len);
+        let plan = order
+            .iter()
+            .filter_map(|&member| Some((Some(member), &pool?.member(member).target)))
+            .chain(targets.iter().skip(skipped).map(|t| (None, t)));
+        let last = (order.len() + targets.len().saturating_sub(skipped)).saturating_sub(1);
         let mut outcome = Err(GatewayError::Internal("no upstream target".to_owned()));
         // The soonest any member at its own limit has room again.
         let mut soonest: Option<Duration> = None;
-        for (index, &(member, target)) in plan.iter().enumerate() {
+        for (index, (member, target)) in plan.enumerate() {
             let member = pool.zip(member);
             if let Some((pool, member)) = member
                 && let Err(wait) = pool.admit(member, tokens).await

@@ -490,3 +490,38 @@ async fn pool_store_behaviour_in_redis() {
     let prefix = format!("tg-pool-{}", uuid::Uuid::new_v4().simple());
     pool_store_behaviour(&RedisPoolStore::new(link, &prefix)).await;
 }
+
+#[tokio::test]
+async fn a_key_limited_to_other_models_cannot_reach_a_pools_deployments_through_it() {
+    let a = mock(KEY_A, |_| {}).await;
+    let b = mock(KEY_B, |_| {}).await;
+    let pool = r#"pool = [{ upstream = "a", target = "gpt-4o-mini" }, { upstream = "b", target = "gpt-4o-mini" }]"#;
+    let p = pooled(pool, a, b).await;
+    // The key may use gpt-4o-mini, which the pool's deployments serve, but not the pool.
+    let (_, limited) = p.gw.create_key(&["gpt-4o-mini"]).await;
+    let response =
+        p.gw.client
+            .post(p.gw.url("/v1/chat/completions"))
+            .bearer_auth(&limited)
+            .json(&chat(&p.alias))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        count(&p.gw.client, &p.a).await + count(&p.gw.client, &p.b).await,
+        0
+    );
+    // A key given the pool may use it.
+    let (_, allowed) = p.gw.create_key(&[p.alias.as_str()]).await;
+    let response =
+        p.gw.client
+            .post(p.gw.url("/v1/chat/completions"))
+            .bearer_auth(&allowed)
+            .json(&chat(&p.alias))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 200);
+    p.gw.stop().await;
+}
