@@ -411,7 +411,7 @@ impl SentinelGroup {
             sentinel,
         )
         .await;
-        let knows_replica = crate::support::eventually(Duration::from_secs(20), || async {
+        let knows_replica = crate::support::eventually(Duration::from_secs(40), || async {
             cli(sentinel, &["SENTINEL", "REPLICAS", MASTER_NAME])
                 .await
                 .contains(&replica.to_string())
