@@ -49,6 +49,7 @@ pub mod openai;
 pub mod otel;
 pub mod pipeline;
 pub mod pricing;
+pub mod realtime;
 pub mod reconcile;
 pub mod records;
 pub mod redis_link;

@@ -158,7 +158,7 @@ fn output_limits(route: ModelRoute, request: &Value) -> (Option<u64>, u64) {
             .or(number("max_tokens"))
             .map(|c| c.saturating_mul(choices)),
         ModelRoute::Embeddings | ModelRoute::Images => Some(0),
-        ModelRoute::Responses | ModelRoute::Passthrough => {
+        ModelRoute::Responses | ModelRoute::Passthrough | ModelRoute::Realtime => {
             number("max_output_tokens").or(number("max_tokens"))
         }
     };
@@ -201,7 +201,9 @@ pub fn estimate_value(route: ModelRoute, request: &Value) -> Estimate {
             .get("prompt")
             .and_then(Value::as_str)
             .map_or(0, |p| count(model, p)),
-        ModelRoute::Responses | ModelRoute::Passthrough => count_value(model, input) + 3,
+        ModelRoute::Responses | ModelRoute::Passthrough | ModelRoute::Realtime => {
+            count_value(model, input) + 3
+        }
     };
     let (max_completion_tokens, choices) = output_limits(route, request);
     Estimate {

@@ -10,7 +10,7 @@ pub fn field(route: ModelRoute) -> &'static str {
         ModelRoute::Chat => "messages",
         ModelRoute::Embeddings | ModelRoute::Responses => "input",
         ModelRoute::Images => "prompt",
-        ModelRoute::Passthrough => "body",
+        ModelRoute::Passthrough | ModelRoute::Realtime => "body",
     }
 }
 

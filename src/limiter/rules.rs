@@ -4,7 +4,7 @@
 //! [[limits.rules]]
 //! scope = "user"      # ip | key | user
 //! route = "chat"      # chat | embeddings | images | responses | audio | files | batches
-//!                     # | moderations | completions | *
+//!                     # | moderations | completions | realtime | *
 //! requests = 100      # or: tokens = 40000
 //! per = "1m"          # 1s | 1m | 1h | 1d, or a number with that unit: "10m"
 //! ```
@@ -58,6 +58,9 @@ pub enum RouteClass {
     /// `/v1/completions` (the legacy completions API).
     #[serde(rename = "completions")]
     Completions,
+    /// `/v1/realtime` sessions and the Realtime API's other routes.
+    #[serde(rename = "realtime")]
+    Realtime,
     /// Every route.
     #[serde(rename = "*")]
     Any,
@@ -295,6 +298,7 @@ impl RouteClass {
             ModelRoute::Embeddings => Self::Embeddings,
             ModelRoute::Images => Self::Images,
             ModelRoute::Responses => Self::Responses,
+            ModelRoute::Realtime => Self::Realtime,
             ModelRoute::Passthrough => Self::Any,
         }
     }
@@ -312,6 +316,7 @@ impl RouteClass {
             "batches" => Self::Batches,
             "moderations" => Self::Moderations,
             "completions" => Self::Completions,
+            "realtime" => Self::Realtime,
             _ => Self::Any,
         }
     }
@@ -327,6 +332,7 @@ impl RouteClass {
             Self::Batches => "batches",
             Self::Moderations => "moderations",
             Self::Completions => "completions",
+            Self::Realtime => "realtime",
             Self::Any => "*",
         }
     }

@@ -273,44 +273,14 @@ fn is_audited(route: &str) -> bool {
 
 /// Fills the record from what the pipeline learned.
 fn apply(record: &mut Record, facts: CallFacts, recorder: &Recorder) {
-    record.caller = facts.caller.to_owned();
-    record.key_id = facts.key_id;
-    record.user_id = facts.user_id;
-    if let Some(ip) = facts.client_ip {
-        record.client_ip = Some(ip.to_string());
-    }
-    record.model_requested = facts.model_requested;
-    record.model_used = facts.model_used;
-    record.upstream = facts.upstream.as_deref().map(str::to_owned);
-    record.cache_status = facts.cache_status.map(str::to_owned);
-    record.rules_fired = facts.rules_fired;
-    record.stream = facts.stream;
-    record.usage = facts.usage;
-    if let Some(images) = facts.images {
-        record.images = images.count;
-        record.image_size = images.size;
-        record.image_quality = images.quality;
-    }
-    record.cost_nanos = facts.cost_nanos;
-    record.price_version = facts.price_version.as_deref().map(str::to_owned);
-    record.service_tier = facts.service_tier;
-    record.estimated = facts.estimated;
-    record.upstream_ms = facts.upstream_ms;
-    record.prompt_chars = facts.prompt_chars;
-    record.completion_chars = facts.completion_chars;
-    if let Some(outcome) = facts.outcome {
-        record.outcome = outcome.to_owned();
-    }
-    if recorder.stores_text() {
-        record.prompt_text = facts.prompt_text;
-        record.completion_text = facts.completion_text;
-    }
+    facts.fill(record, recorder.stores_text());
 }
 
 /// The outcome a status implies: `ok`, `refused` (Tollgate said no), `upstream_error`, `error`.
 fn outcome_of(status: u16, error_kind: Option<&str>) -> &'static str {
     match (status, error_kind) {
-        (200..=399, _) => "ok",
+        // 101: a Realtime session opened (its responses have records of their own).
+        (100..=399, _) => "ok",
         (_, Some(kind)) if kind.starts_with("upstream") => "upstream_error",
         (400..=499, _) => "refused",
         _ => "error",

@@ -2,8 +2,8 @@
 //!
 //! It answers chat (JSON and SSE, usage in the last chunk when asked), embeddings (float and
 //! base64), images (generations, edits, variations), audio (speech, transcriptions,
-//! translations), moderations, responses (JSON and SSE) and models, at `/v1/...` and without
-//! the prefix, with bodies shaped after OpenAI's schemas ([`fixtures`]). Control routes:
+//! translations), moderations, responses (JSON and SSE), models and Realtime sessions
+//! (WebSocket, [`realtime`]), at `/v1/...` and without the prefix, with bodies shaped after OpenAI's schemas ([`fixtures`]). Control routes:
 //! `POST /_mock/faults` scripts misbehaviour for the next answers ([`faults`]),
 //! `GET /_mock/requests` returns what it received (method, path, query, headers, body) so a
 //! test can assert what Tollgate sent upstream, and `DELETE` on either clears it. What it
@@ -18,6 +18,7 @@ pub mod faults;
 pub mod fixtures;
 mod ledger;
 mod limits;
+mod realtime;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,6 +150,8 @@ pub fn router(options: MockOptions) -> Router {
         .route("/_mock/streams", get(stream_counts))
         .route("/_mock/requests", get(list_requests).delete(clear_requests))
         .route("/_mock/ledger", post(add_to_ledger))
+        .route("/v1/realtime", get(realtime::open))
+        .route("/realtime", get(realtime::open))
         .fallback(answer)
         .with_state(state)
 }
@@ -542,12 +545,35 @@ async fn answer_batch_line(route: String, body: Value) -> Option<Value> {
 
 impl MockState {
     fn record(&self, parts: &axum::http::request::Parts, body: &[u8]) {
+        let body = serde_json::from_slice::<Value>(body)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(body)));
+        self.keep(
+            parts.method.as_str(),
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+            body,
+        );
+    }
+
+    /// Keeps a Realtime event the mock received (`method: "WS"`), with its session's headers.
+    fn record_event(&self, headers: &axum::http::HeaderMap, event: &Value) {
+        self.keep("WS", "/v1/realtime", None, headers, event.clone());
+    }
+
+    fn keep(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &axum::http::HeaderMap,
+        body: Value,
+    ) {
         if self.options.record_limit == 0 {
             // Benchmarks turn recording off: it costs the mock more than answering.
             return;
         }
-        let headers: serde_json::Map<String, Value> = parts
-            .headers
+        let headers: serde_json::Map<String, Value> = headers
             .iter()
             .map(|(k, v)| {
                 (
@@ -556,12 +582,10 @@ impl MockState {
                 )
             })
             .collect();
-        let body = serde_json::from_slice::<Value>(body)
-            .unwrap_or_else(|_| json!(String::from_utf8_lossy(body)));
         let entry = json!({
-            "method": parts.method.as_str(),
-            "path": parts.uri.path(),
-            "query": parts.uri.query(),
+            "method": method,
+            "path": path,
+            "query": query,
             "headers": headers,
             "body": body,
         });

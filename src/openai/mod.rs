@@ -9,5 +9,6 @@ pub mod requests;
 pub mod route;
 pub mod sse;
 pub mod usage;
+pub mod websocket;
 
 pub use route::ModelRoute;

@@ -8,6 +8,8 @@ pub enum ModelRoute {
     Embeddings,
     Images,
     Responses,
+    /// A Realtime session (`/v1/realtime`, a WebSocket).
+    Realtime,
     /// Any other `/v1/*` route.
     Passthrough,
 }
@@ -20,6 +22,7 @@ impl ModelRoute {
             Self::Embeddings => "embeddings",
             Self::Images => "images",
             Self::Responses => "responses",
+            Self::Realtime => "realtime",
             Self::Passthrough => "passthrough",
         }
     }

@@ -3,6 +3,10 @@
 //! `[anonymous]` allows it), the end user it acts for, the client IP, and what it may do
 //! (models, limit rules).
 //!
+//! A browser's Realtime socket cannot send `Authorization`: its key comes as the WebSocket
+//! subprotocol `openai-insecure-api-key.KEY` (`openai::websocket::protocol_key`), read
+//! only on an upgrade request, and refused beside an `Authorization` header.
+//!
 //! Keys are found through the [`KeyCache`](crate::key_cache::KeyCache) (by the secret's hash, cached for at most a second).
 //!
 //! The end user of a key caller is `x-user-id`, or else the body's `user` (read in the
@@ -65,7 +69,11 @@ pub async fn authenticate(
         state.config.server.trusted_proxies.client_ip(peer, headers)
     });
     let user = header_user(headers)?;
-    if !headers.contains_key(header::AUTHORIZATION) && state.config.anonymous.enabled {
+    let socket_key = crate::openai::websocket::protocol_key(headers)?;
+    if !headers.contains_key(header::AUTHORIZATION)
+        && socket_key.is_none()
+        && state.config.anonymous.enabled
+    {
         let anonymous = &state.config.anonymous;
         return Ok(Principal {
             caller: Caller::Anonymous,
@@ -80,7 +88,15 @@ pub async fn authenticate(
                 .into(),
         });
     }
-    let secret = bearer(headers)?;
+    let secret = match socket_key {
+        Some(key) if !headers.contains_key(header::AUTHORIZATION) => key,
+        Some(_) => {
+            return Err(GatewayError::Unauthenticated {
+                reason: "send one key (Authorization or the WebSocket subprotocol), not both",
+            });
+        }
+        None => bearer(headers)?,
+    };
     if let Some(verifier) = &state.jwt
         && !secret.starts_with(keys::KEY_PREFIX)
         && JwtVerifier::looks_like_jwt(secret)

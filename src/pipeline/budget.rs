@@ -22,7 +22,7 @@ use crate::config::{BudgetBackendPolicy, BudgetPeriod, UnpricedPolicy};
 use crate::error::GatewayError;
 use crate::identity::{Caller, Principal};
 use crate::log_throttle::LogThrottle;
-use crate::pricing::{Demand, Nanos, format_usd};
+use crate::pricing::{Nanos, format_usd};
 use crate::records::SpendScope;
 use crate::state::AppState;
 use crate::upstream::Target;
@@ -72,6 +72,16 @@ impl Hold {
     /// Where it was reserved.
     pub fn placed(&self) -> Placed {
         self.placed
+    }
+
+    /// A second reservation of `reserved` on the same lines, placed beside `hold`.
+    pub fn part_of(hold: &Self, reserved: Nanos, placed: Placed) -> Self {
+        Self {
+            lines: hold.lines.clone(),
+            reserved,
+            at_ms: hold.at_ms,
+            placed,
+        }
     }
 }
 
@@ -138,6 +148,7 @@ pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayErr
     let tier = call.asked_tier();
     let demand = super::call::demand(&call.request, estimate, tier);
     let model = call.request.model.as_deref();
+    let cost_on = |served_by: &str| state.prices.worst_case(served_by, &demand);
     let worst = match &call.batch {
         // A batch is held at the worst case of every request in its input file.
         Some(plan) => match plan.worst {
@@ -147,9 +158,29 @@ pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayErr
             }
             None => None,
         },
-        None => worst_case(state, model, &call.targets, &demand, billed)?,
+        None => worst_case(state, model, &call.targets, cost_on, billed)?,
     };
     let hold = match worst {
+        Some(worst) => hold(state, lines, worst, now).await?,
+        None => None,
+    };
+    call.reservations.hold_budget(hold);
+    Ok(())
+}
+
+/// The budgets stage for a Realtime session: holds what one response can cost at most
+/// (`PriceTable::realtime_worst_case`) on the dearest of the call's targets. The session keeps
+/// it in place for the next response as each one is charged beside it
+/// (`Reservations::spend_part`), so what runs is always held.
+pub async fn reserve_session(call: &mut Call, state: &AppState) -> Result<(), GatewayError> {
+    let now = crate::records::now_ms();
+    let lines = lines_at(state, &call.principal, now);
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let cost_on = |served_by: &str| state.prices.realtime_worst_case(served_by);
+    let model = call.request.model.as_deref();
+    let hold = match worst_case(state, model, &call.targets, cost_on, true)? {
         Some(worst) => hold(state, lines, worst, now).await?,
         None => None,
     };
@@ -167,7 +198,7 @@ fn worst_case(
     state: &AppState,
     model: Option<&str>,
     targets: &[Target],
-    demand: &Demand<'_>,
+    cost_on: impl Fn(&str) -> Option<Nanos>,
     priced_operation: bool,
 ) -> Result<Option<Nanos>, GatewayError> {
     let refuse_unpriced = refuses_unpriced(state, priced_operation);
@@ -183,7 +214,7 @@ fn worst_case(
     let mut worst = None;
     for target in targets {
         let served_by = target.model.as_deref().unwrap_or(model);
-        match state.prices.worst_case(served_by, demand) {
+        match cost_on(served_by) {
             Some(cost) => worst = worst.max(Some(cost)),
             None if refuse_unpriced => return Err(unpriced_refusal(Some(served_by))),
             None => {}

@@ -127,6 +127,76 @@ pub async fn limit(call: &mut Call, state: &AppState) -> Result<(), GatewayError
     Ok(())
 }
 
+/// Charges `tokens` a long call has used (a Realtime session's response) to the caller's token
+/// buckets on `route`. They are charged whether or not they fit (they were used); `Err` says
+/// the buckets are spent, and the call must stop. A backend that cannot answer follows
+/// `limits.on_backend_error`.
+pub async fn charge_used(
+    state: &AppState,
+    principal: &Principal,
+    route: RouteClass,
+    tokens: u64,
+) -> Result<(), GatewayError> {
+    if !state.config.limits.enabled || tokens == 0 {
+        return Ok(());
+    }
+    let charges: Vec<(Rule, Charge)> = buckets(principal, &principal.rules, route)
+        .into_iter()
+        .filter(|(rule, _)| rule.unit == Unit::Tokens)
+        .map(|(rule, bucket)| {
+            (
+                rule,
+                Charge {
+                    bucket,
+                    cost: tokens,
+                },
+            )
+        })
+        .collect();
+    if charges.is_empty() {
+        return Ok(());
+    }
+    let only: Vec<Charge> = charges.iter().map(|(_, charge)| charge.clone()).collect();
+    let failed = |error| {
+        crate::metrics::record_backend_error("limiter");
+        tracing::debug!(%error, "charging a session's tokens failed");
+        match state.config.limits.on_backend_error {
+            BackendErrorPolicy::FailOpen => Ok(()),
+            BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {
+                what: "rate limiter",
+            }),
+        }
+    };
+    let decision = match state.limiter.acquire(&only).await {
+        Ok(decision) => decision,
+        Err(error) => return failed(error),
+    };
+    if decision.allowed() {
+        return Ok(());
+    }
+    // Used all the same: charged in full, and the call ends.
+    let used = i64::try_from(tokens).unwrap_or(i64::MAX);
+    let adjustments: Vec<(Bucket, i64)> = only.into_iter().map(|c| (c.bucket, used)).collect();
+    if let Err(error) = state.limiter.settle(&adjustments).await {
+        return failed(error);
+    }
+    let (rule, wait_us) = charges
+        .iter()
+        .zip(&decision.states)
+        .find(|(_, state)| state.retry_after_us > 0)
+        .map_or((charges[0].0, 0), |((rule, _), state)| {
+            (*rule, state.retry_after_us)
+        });
+    let retry_after_secs = wait_us.div_ceil(1_000_000).max(1);
+    Err(GatewayError::RateLimited {
+        retry_after_secs,
+        message: format!(
+            "Rate limit reached: {rule}. This session has used the tokens it may; open a new \
+             one after {retry_after_secs} s."
+        ),
+    })
+}
+
 /// Charges the request's buckets. `estimate_tokens` is called only if a token rule applies.
 async fn admit(
     state: &AppState,

@@ -118,6 +118,42 @@ impl Reservations {
         }
     }
 
+    /// Charges `cost`, one part of a long call (a Realtime response), to the budgets beside
+    /// the hold, which stays in place for the next part. Returns whether the budgets had room
+    /// for it beside the hold. When they had not, `cost` is settled out of the hold instead,
+    /// which ends it: the caller must stop the call, having spent no more than it held.
+    /// A budget backend that cannot answer counts as no room, unless `fail_open`.
+    pub async fn spend_part(&mut self, cost: Nanos) -> bool {
+        let Some(held) = &self.hold else {
+            return true;
+        };
+        let placed = match self.state.budgets.reserve(held.lines(), cost).await {
+            Ok(Ok(placed)) => Some(placed),
+            Ok(Err(_exceeded)) => None,
+            Err(error) => {
+                crate::metrics::record_backend_error("budgets");
+                tracing::warn!(%error, "charging a session's response to its budget failed");
+                if self.state.config.limits.budget_on_backend_error
+                    == crate::config::BudgetBackendPolicy::FailOpen
+                {
+                    return true;
+                }
+                None
+            }
+        };
+        match placed {
+            Some(placed) => {
+                let part = Hold::part_of(held, cost, placed);
+                settle_budget(&self.state, part, cost);
+                true
+            }
+            None => {
+                self.settle(None, Spend::Cost(cost));
+                false
+            }
+        }
+    }
+
     /// Whether something is still held (for tests and the `Drop` path).
     pub fn is_holding(&self) -> bool {
         self.admission.as_ref().is_some_and(Admission::has_tokens) || self.hold.is_some()

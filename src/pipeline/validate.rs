@@ -66,7 +66,10 @@ pub fn facts(route: ModelRoute, body: &[u8]) -> Result<RequestFacts, GatewayErro
         ModelRoute::Embeddings => decode::<EmbeddingsRequest>(body)?.validate(),
         ModelRoute::Images => decode::<ImagesRequest>(body)?.validate(),
         ModelRoute::Responses => decode::<ResponsesRequest>(body)?.validate(),
-        ModelRoute::Passthrough => decode::<PassthroughRequest>(body)?.validate(),
+        // A session's events are read by `realtime`, never as a body.
+        ModelRoute::Passthrough | ModelRoute::Realtime => {
+            decode::<PassthroughRequest>(body)?.validate()
+        }
     }
 }
 

@@ -400,6 +400,37 @@ impl PriceTable {
     }
 }
 
+impl PriceTable {
+    /// The most one Realtime response of `model` can cost: its whole context window as input
+    /// and its most output, each at the dearest class the model has (audio, for the Realtime
+    /// models). `None` for a model without a context window in the table (unpriced for a
+    /// session: the worst case of a response cannot be known).
+    pub fn realtime_worst_case(&self, model: &str) -> Option<Nanos> {
+        let tokens = self.get(model)?.tokens.as_ref()?;
+        let audio = tokens.audio?;
+        let context = audio.context_window;
+        let output = tokens.max_output_tokens;
+        let as_text = Usage {
+            prompt_tokens: context,
+            completion_tokens: output,
+            ..Usage::default()
+        };
+        let as_audio = Usage {
+            audio_input_tokens: context,
+            audio_output_tokens: output,
+            ..as_text
+        };
+        let as_images = Usage {
+            image_input_tokens: context,
+            ..as_text
+        };
+        [as_text, as_audio, as_images]
+            .iter()
+            .filter_map(|usage| token_cost(tokens, usage, ServiceTier::Standard))
+            .max()
+    }
+}
+
 /// The most tokens of each class a request to a token-priced model can use.
 fn worst_token_usage(tokens: &TokenPrice, demand: &Demand<'_>) -> Usage {
     let limit = tokens

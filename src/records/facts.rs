@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::openai::usage::Usage;
 use crate::pricing::{ImageRequest, Nanos};
+use crate::store::audit::Record;
 
 /// Usage and cost of one call.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -101,6 +102,42 @@ impl CallFacts {
     pub fn set_upstream_wait(&mut self, wait: std::time::Duration) {
         self.upstream_wait = Some(wait);
         self.upstream_ms = Some(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+    }
+
+    /// Fills `record` with these facts (the prompt and completion text only when `store_text`).
+    pub fn fill(self, record: &mut Record, store_text: bool) {
+        record.caller = self.caller.to_owned();
+        record.key_id = self.key_id;
+        record.user_id = self.user_id;
+        if let Some(ip) = self.client_ip {
+            record.client_ip = Some(ip.to_string());
+        }
+        record.model_requested = self.model_requested;
+        record.model_used = self.model_used;
+        record.upstream = self.upstream.as_deref().map(str::to_owned);
+        record.cache_status = self.cache_status.map(str::to_owned);
+        record.rules_fired = self.rules_fired;
+        record.stream = self.stream;
+        record.usage = self.usage;
+        if let Some(images) = self.images {
+            record.images = images.count;
+            record.image_size = images.size;
+            record.image_quality = images.quality;
+        }
+        record.cost_nanos = self.cost_nanos;
+        record.price_version = self.price_version.as_deref().map(str::to_owned);
+        record.service_tier = self.service_tier;
+        record.estimated = self.estimated;
+        record.upstream_ms = self.upstream_ms;
+        record.prompt_chars = self.prompt_chars;
+        record.completion_chars = self.completion_chars;
+        if let Some(outcome) = self.outcome {
+            record.outcome = outcome.to_owned();
+        }
+        if store_text {
+            record.prompt_text = self.prompt_text;
+            record.completion_text = self.completion_text;
+        }
     }
 
     /// Takes in the call's usage and cost.

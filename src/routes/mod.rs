@@ -2,9 +2,10 @@
 //!
 //! Every route needs a gateway key except the open list below, which is visible here in one
 //! place: `/health`, `/health/ready`, and `/metrics` (unless `server.metrics_public = false`).
-//! Each model route answers with and without the `/v1` prefix, as the seeds name them; any
-//! other `/v1/*` path goes to `passthrough`, which forwards only OpenAI's operations
-//! (`openai::operations`) along a checked path (`openai::path`).
+//! Each model route answers with and without the `/v1` prefix, as the seeds name them;
+//! `/v1/realtime` is a WebSocket session (`realtime`); any other `/v1/*` path goes to
+//! `passthrough`, which forwards only OpenAI's operations (`openai::operations`) along a
+//! checked path (`openai::path`).
 
 mod fallback;
 mod generate;
@@ -57,7 +58,8 @@ pub fn router(state: AppState) -> Router {
         };
         keyed = keyed
             .route(&format!("{prefix}/models"), get(models::list))
-            .route(&format!("{prefix}/models/{{id}}"), show);
+            .route(&format!("{prefix}/models/{{id}}"), show)
+            .route(&format!("{prefix}/realtime"), get(crate::realtime::open));
     }
     keyed = keyed
         .route("/v1/{*path}", any(passthrough::forward))

@@ -31,6 +31,7 @@ mod azure;
 mod body;
 mod endpoint;
 pub mod pool;
+mod realtime;
 mod retry;
 pub mod scrub;
 
@@ -57,6 +58,7 @@ use crate::openai::path::ApiPath;
 pub use body::{OutgoingBody, StreamedBody};
 pub use endpoint::Endpoint;
 pub use pool::{Board, Busy, Pool};
+pub use realtime::{MAX_REALTIME_MESSAGE, RealtimeSocket, realtime_socket_config};
 pub use retry::{RetryPolicy, upstream_retry_after};
 use retry::{client_retry_after, is_retryable};
 use scrub::KeyScrubber;
@@ -110,6 +112,8 @@ pub struct Routed {
 #[derive(Debug)]
 pub struct Upstream {
     client: HttpClient,
+    /// HTTP/1.1 only, for Realtime's WebSocket handshakes (an HTTP/2 connection cannot upgrade).
+    upgrading: HttpClient,
     /// Cuts every upstream key out of what upstreams send back.
     scrubber: KeyScrubber,
     endpoints: Vec<Endpoint>,
@@ -262,18 +266,24 @@ impl Upstream {
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .try_with_platform_verifier()
-            .map_err(|error| ClientError(error.to_string()))?
-            .https_or_http()
+        let tls = || {
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .try_with_platform_verifier()
+                .map_err(|error| ClientError(error.to_string()))
+                .map(hyper_rustls::HttpsConnectorBuilder::https_or_http)
+        };
+        let https = tls()?
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(http.clone());
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(https);
+        let upgrading = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(tls()?.enable_http1().wrap_connector(http));
         let default = Endpoint::new(
             DEFAULT_UPSTREAM,
             &config.base_url,
@@ -292,6 +302,7 @@ impl Upstream {
         );
         Ok(Self {
             client,
+            upgrading,
             scrubber: KeyScrubber::new([config.api_key.clone()]),
             endpoints: vec![default],
             routes: HashMap::new(),

@@ -33,6 +33,7 @@ mod money;
 mod observability;
 mod pools;
 mod postgres_tls;
+mod realtime;
 mod reconcile;
 mod records;
 mod reload;

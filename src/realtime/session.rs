@@ -1,0 +1,416 @@
+//! A Realtime session once open: the caller's socket and the upstream's, relayed both ways
+//! until either closes, each response accounted as it ends.
+//!
+//! What the gateway does to the traffic:
+//! - the caller's `session.update` may not switch the model (the model was checked and priced
+//!   at the start) nor turn on input transcription with a model the caller may not use, or at
+//!   all under a budget (transcription is billed apart from any response's usage, so a budget
+//!   could not hold it); a budgeted caller's out-of-band `response.create`
+//!   (`conversation: "none"`, which may run beside another response) is refused too, so one
+//!   response at a time runs under the hold. A refused event is answered with an `error`
+//!   event and not sent on; binary frames likewise (Realtime events are JSON text);
+//! - each `response.done` is priced, recorded, and charged ([`Session::account`]);
+//! - the session ends when either side closes, when nothing passes either way for
+//!   [`SESSION_IDLE`], after [`SESSION_MAX`] (OpenAI's own limit), or when the gateway drains.
+//!
+//! A response under way when the session ends (the caller left mid-answer) ran upstream at a
+//! cost nobody reported: its record is estimated at what the budget held, which it keeps.
+
+use std::time::Duration;
+
+use axum::http::request::Parts;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+
+use super::events::{ClientEvent, ServerEvent, Unreadable, error_event};
+use crate::error::GatewayError;
+use crate::identity::Principal;
+use crate::limiter::rules::RouteClass;
+use crate::openai::ModelRoute;
+use crate::pipeline::{Call, Reservations, Spend, rate_limit};
+use crate::records::{CallFacts, Record};
+use crate::state::AppState;
+use crate::upstream::{RealtimeSocket, Target, realtime_socket_config};
+
+/// Nothing either way for this long ends a session (a caller that vanished without closing).
+pub const SESSION_IDLE: Duration = Duration::from_secs(600);
+
+/// The longest a session lasts (OpenAI ends its own at 60 minutes).
+pub const SESSION_MAX: Duration = Duration::from_secs(3600);
+
+/// How the relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The caller closed, or went away.
+    ClientLeft,
+    /// The upstream closed, or its socket broke.
+    UpstreamEnded,
+    /// The gateway ended it: budget or token limit spent, idle, too long, or draining.
+    Stopped,
+}
+
+/// One open session: who, what it holds, and what each response's record starts from.
+pub struct Session {
+    state: AppState,
+    principal: Principal,
+    reservations: Reservations,
+    /// The record every response starts from: caller, key, user, model, upstream.
+    facts: CallFacts,
+    request_id: String,
+    route: String,
+    /// The model the caller named, and the one sent upstream (an alias's target).
+    requested: String,
+    sent: String,
+    /// The snapshot serving it, as `session.created` says.
+    serving: Option<String>,
+    budgeted: bool,
+    /// Responses begun and not yet done, and when the oldest began (Unix ms, and for latency).
+    open_responses: u32,
+    response_began: Option<(i64, Instant)>,
+}
+
+impl Session {
+    /// Takes over what `call` holds (its rate-limit charge and budget hold) for the session.
+    pub fn new(call: &mut Call, state: &AppState, parts: &Parts, target: &Target) -> Self {
+        let requested = call.request.model.clone().unwrap_or_default();
+        let sent = target
+            .model
+            .as_deref()
+            .map_or_else(|| requested.clone(), str::to_owned);
+        let reservations = call.reservations.take();
+        Self {
+            state: state.clone(),
+            principal: call.principal.clone(),
+            budgeted: reservations.budget_held().is_some(),
+            reservations,
+            facts: call.facts.clone(),
+            request_id: parts
+                .extensions
+                .get::<crate::middleware::request_id::RequestId>()
+                .map(|id| id.as_str().to_owned())
+                .unwrap_or_default(),
+            route: parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map_or_else(|| "/v1/realtime".to_owned(), |p| p.as_str().to_owned()),
+            requested,
+            sent,
+            serving: None,
+            open_responses: 0,
+            response_began: None,
+        }
+    }
+
+    /// Waits for the caller's `101` to complete, then relays until the session ends, and
+    /// settles what it still holds.
+    pub async fn run(mut self, upgrade: hyper::upgrade::OnUpgrade, upstream: RealtimeSocket) {
+        let end = match upgrade.await {
+            Ok(upgraded) => {
+                let caller = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(realtime_socket_config()),
+                )
+                .await;
+                self.relay(caller, upstream).await
+            }
+            Err(_) => End::ClientLeft,
+        };
+        metrics::counter!("tollgate_realtime_sessions_total", "end" => match end {
+            End::ClientLeft => "client_left",
+            End::UpstreamEnded => "upstream_ended",
+            End::Stopped => "stopped",
+        })
+        .increment(1);
+        self.finish(end).await;
+    }
+
+    async fn relay(&mut self, caller: RealtimeSocket, upstream: RealtimeSocket) -> End {
+        let (mut to_caller, mut from_caller) = caller.split();
+        let (mut to_upstream, mut from_upstream) = upstream.split();
+        let started = Instant::now();
+        let mut last_seen = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let stop = loop {
+            tokio::select! {
+                message = from_caller.next() => {
+                    last_seen = Instant::now();
+                    match message {
+                        Some(Ok(Message::Text(text))) => match self.check(&text) {
+                            Ok(()) => {
+                                if to_upstream.send(Message::Text(text)).await.is_err() {
+                                    break Err(End::UpstreamEnded);
+                                }
+                            }
+                            Err(refusal) => {
+                                if to_caller.send(Message::text(refusal)).await.is_err() {
+                                    break Err(End::ClientLeft);
+                                }
+                            }
+                        },
+                        Some(Ok(Message::Binary(_))) => {
+                            let refusal = GatewayError::invalid(
+                                "Realtime events are JSON text frames; a binary frame was not sent on.",
+                                None,
+                            );
+                            if to_caller.send(Message::text(error_event(&refusal.body(), None))).await.is_err() {
+                                break Err(End::ClientLeft);
+                            }
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            let _ = to_upstream.send(Message::Close(frame)).await;
+                            break Err(End::ClientLeft);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break Err(End::ClientLeft),
+                    }
+                }
+                message = from_upstream.next() => {
+                    last_seen = Instant::now();
+                    match message {
+                        Some(Ok(Message::Text(text))) => {
+                            let verdict = self.observe(&text).await;
+                            if to_caller.send(Message::Text(text)).await.is_err() {
+                                break Err(End::ClientLeft);
+                            }
+                            if let Err(error) = verdict {
+                                break Ok(error);
+                            }
+                        }
+                        Some(Ok(Message::Binary(bytes))) => {
+                            if to_caller.send(Message::Binary(bytes)).await.is_err() {
+                                break Err(End::ClientLeft);
+                            }
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            let _ = to_caller.send(Message::Close(frame)).await;
+                            break Err(End::UpstreamEnded);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break Ok(GatewayError::UpstreamFailed {
+                            detail: "the Realtime socket broke".to_owned(),
+                        }),
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.state.tasks.is_closed() {
+                        break Ok(GatewayError::Unavailable { what: "session (the gateway is restarting)" });
+                    }
+                    if last_seen.elapsed() >= SESSION_IDLE || started.elapsed() >= SESSION_MAX {
+                        break Ok(GatewayError::invalid(
+                            "The session ended: it was idle too long, or reached its longest duration.",
+                            None,
+                        ));
+                    }
+                }
+            }
+        };
+        match stop {
+            Err(end) => end,
+            // The gateway ends it: the caller is told why, both sockets are closed.
+            Ok(error) => {
+                let broke = matches!(error, GatewayError::UpstreamFailed { .. });
+                let code = if broke {
+                    CloseCode::Error
+                } else {
+                    CloseCode::Policy
+                };
+                let body = error.body();
+                let _ = to_caller
+                    .send(Message::text(error_event(&body, None)))
+                    .await;
+                let reason: String = body.code.unwrap_or("session_ended").to_owned();
+                let _ = to_caller
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    })))
+                    .await;
+                let _ = to_upstream.send(Message::Close(None)).await;
+                if broke {
+                    End::UpstreamEnded
+                } else {
+                    End::Stopped
+                }
+            }
+        }
+    }
+
+    /// A caller's event: `Ok` to send it on, or the `error` event refusing it.
+    fn check(&self, text: &str) -> Result<(), String> {
+        let event = match ClientEvent::checked(text) {
+            Ok(None) => return Ok(()),
+            Ok(Some(event)) => event,
+            Err(Unreadable) => {
+                let error = GatewayError::invalid(
+                    "This event could not be read plainly (a field given twice, of the wrong \
+                     type, or broken JSON), so it was not sent on.",
+                    None,
+                );
+                return Err(error_event(&error.body(), None));
+            }
+        };
+        let refusal = if event.is_session_update() {
+            self.refuse_update(&event)
+        } else if self.budgeted && event.is_out_of_band() {
+            Some(GatewayError::PermissionDenied {
+                message: "This session is held to a budget, which covers one response at a \
+                          time: out-of-band responses (`conversation: \"none\"`) are not sent on."
+                    .to_owned(),
+            })
+        } else {
+            None
+        };
+        match refusal {
+            None => Ok(()),
+            Some(error) => Err(error_event(&error.body(), event.event_id.as_deref())),
+        }
+    }
+
+    /// Why a `session.update` may not go on, if it may not.
+    fn refuse_update(&self, update: &ClientEvent<'_>) -> Option<GatewayError> {
+        if let Some(model) = update.model() {
+            let same = model == self.requested
+                || model == self.sent
+                || self.serving.as_deref() == Some(model);
+            if !same {
+                return Some(GatewayError::invalid(
+                    format!(
+                        "A session keeps the model it was opened with (`{}`): open a new session \
+                         for another.",
+                        self.requested
+                    ),
+                    Some("session.model".to_owned()),
+                ));
+            }
+        }
+        let transcriber = update.transcription_model()?;
+        if let Err(error) = self.principal.authorize_model(transcriber) {
+            return Some(error);
+        }
+        self.budgeted.then(|| GatewayError::PermissionDenied {
+            message: format!(
+                "Input transcription (`{transcriber}`) is billed apart from the responses' usage, \
+                 so it cannot be held to this session's budget."
+            ),
+        })
+    }
+
+    /// An upstream event: notes what it says of the session; at a response's end, accounts
+    /// for it. `Err`: the session must end (after the event is relayed).
+    async fn observe(&mut self, text: &str) -> Result<(), GatewayError> {
+        match ServerEvent::of(text) {
+            ServerEvent::SessionCreated { model } => {
+                if model.is_some() {
+                    self.serving = model;
+                }
+                Ok(())
+            }
+            ServerEvent::ResponseCreated => {
+                self.open_responses += 1;
+                if self.response_began.is_none() {
+                    self.response_began = Some((crate::records::now_ms(), Instant::now()));
+                }
+                Ok(())
+            }
+            ServerEvent::ResponseDone => self.account(text).await,
+            ServerEvent::Other => Ok(()),
+        }
+    }
+
+    /// One response's end: priced from its usage, recorded, then charged to the token limits
+    /// and to the budgets beside the hold. A response without usage cost what the hold held.
+    async fn account(&mut self, text: &str) -> Result<(), GatewayError> {
+        self.open_responses = self.open_responses.saturating_sub(1);
+        let began = self.response_began.take();
+        if self.open_responses > 0 {
+            self.response_began = Some((crate::records::now_ms(), Instant::now()));
+        }
+        let usage = crate::openai::usage::from_json(text.as_bytes());
+        let prices = self.state.prices.clone();
+        let priced_as = self
+            .serving
+            .as_deref()
+            .filter(|model| prices.get(model).is_some())
+            .unwrap_or(&self.sent)
+            .to_owned();
+        let (usage, cost, estimated) = match usage {
+            Some(usage) => {
+                let cost = prices.cost(&priced_as, &usage, None);
+                (usage, cost, false)
+            }
+            None => (Default::default(), self.reservations.budget_held(), true),
+        };
+        let mut facts = self.facts.clone();
+        facts.model_used.clone_from(&self.serving);
+        facts.usage = usage;
+        facts.cost_nanos = cost;
+        facts.price_version = cost.map(|_| prices.version());
+        facts.estimated = estimated;
+        facts.count_usage(ModelRoute::Realtime.label());
+        let tokens = facts.usage.total_tokens();
+        self.record(facts, 200, None, began).await;
+        rate_limit::charge_used(&self.state, &self.principal, RouteClass::Realtime, tokens).await?;
+        match cost {
+            Some(cost) if !self.reservations.spend_part(cost).await => {
+                Err(GatewayError::InsufficientQuota {
+                    message: "This session's budget has no room for another response: the \
+                              session is closed."
+                        .to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Queues one response's record.
+    async fn record(
+        &self,
+        facts: CallFacts,
+        status: u16,
+        outcome: Option<&str>,
+        began: Option<(i64, Instant)>,
+    ) {
+        let (created_at_ms, began_at) =
+            began.unwrap_or_else(|| (crate::records::now_ms(), Instant::now()));
+        let mut record = Record {
+            id: uuid::Uuid::now_v7().to_string(),
+            created_at_ms,
+            request_id: self.request_id.clone(),
+            method: "GET".to_owned(),
+            route: self.route.clone(),
+            status,
+            outcome: outcome.unwrap_or("ok").to_owned(),
+            latency_ms: i64::try_from(began_at.elapsed().as_millis()).unwrap_or(i64::MAX),
+            ..Record::default()
+        };
+        facts.fill(&mut record, false);
+        self.state.recorder.record(record).await;
+    }
+
+    /// Settles what the session holds. A response still under way ran upstream at an unknown
+    /// cost: it is recorded at what the budget held and keeps it.
+    async fn finish(mut self, end: End) {
+        if self.open_responses == 0 {
+            self.reservations.settle(Some(0), Spend::Cost(0));
+            return;
+        }
+        let mut facts = self.facts.clone();
+        facts.model_used.clone_from(&self.serving);
+        facts.cost_nanos = self.reservations.budget_held();
+        facts.price_version = facts.cost_nanos.map(|_| self.state.prices.version());
+        facts.estimated = true;
+        let outcome = match end {
+            End::ClientLeft => "client_left",
+            End::UpstreamEnded | End::Stopped => "stream_broken",
+        };
+        let began = self.response_began.take();
+        self.record(facts, 200, Some(outcome), began).await;
+        self.reservations.settle(None, Spend::Unknown);
+    }
+}

@@ -1,0 +1,125 @@
+//! Dialling an upstream's Realtime WebSocket (`GET {base}/realtime?model=…` upgraded).
+//!
+//! The handshake goes through its own client, HTTP/1.1 only: a connection that negotiated
+//! HTTP/2 by ALPN could not be upgraded. Headers are built as for any call (the allowlist and
+//! the endpoint's key); nothing of the caller's handshake (its `Sec-WebSocket-Protocol`, which
+//! may carry its gateway key) is passed on. An answer other than `101` is mapped to the error
+//! table like any other upstream answer, scrubbed of keys.
+
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::{Target, Upstream};
+use crate::error::GatewayError;
+use crate::openai::path::ApiPath;
+
+/// A WebSocket to an upstream's Realtime endpoint.
+pub type RealtimeSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The most one Realtime message may carry, either way (OpenAI's own limit on one audio
+/// append is 15 MiB): a larger one ends the session rather than filling memory.
+pub const MAX_REALTIME_MESSAGE: usize = 16 << 20;
+
+/// The socket settings both sides of a session use.
+pub fn realtime_socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_REALTIME_MESSAGE))
+        .max_frame_size(Some(MAX_REALTIME_MESSAGE))
+}
+
+impl Upstream {
+    /// Whether `target` can serve a Realtime session (Azure's Realtime dialect is not spoken).
+    pub fn serves_realtime(&self, target: &Target) -> bool {
+        !self.endpoint(target.endpoint).is_azure()
+    }
+
+    /// Opens a Realtime session for `model` on `target` with the endpoint's key, within the
+    /// stream's first-byte timeout. `incoming` is the caller's handshake (allowlisted headers
+    /// only go on: `openai-beta`, the SDKs' descriptive ones).
+    pub async fn dial_realtime(
+        &self,
+        target: &Target,
+        model: &str,
+        incoming: &HeaderMap,
+    ) -> Result<RealtimeSocket, GatewayError> {
+        let endpoint = self.endpoint(target.endpoint);
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("model", model)
+            .finish();
+        let uri = endpoint.uri_for(
+            &Method::GET,
+            &ApiPath::fixed("realtime"),
+            Some(&query),
+            Some(model),
+        )?;
+        let mut headers = endpoint.outgoing_headers(incoming);
+        headers.remove(header::CONTENT_TYPE);
+        let key = generate_key();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_str(&key).map_err(|e| GatewayError::Internal(e.to_string()))?,
+        );
+        let mut request = axum::http::Request::new(axum::body::Body::empty());
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let deadline = Instant::now() + self.first_byte_timeout;
+        let response = match tokio::time::timeout_at(deadline, self.upgrading.request(request))
+            .await
+        {
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(error)) if error.is_connect() => return Err(GatewayError::UpstreamUnreachable),
+            Ok(Err(error)) => {
+                return Err(GatewayError::UpstreamFailed {
+                    detail: format!("opening a Realtime session: {error}"),
+                });
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            crate::metrics::record_upstream_attempt("error");
+            return Err(if status.is_success() {
+                GatewayError::UpstreamFailed {
+                    detail: format!("the Realtime handshake was answered {status}, not 101"),
+                }
+            } else {
+                self.final_error(endpoint, response, deadline).await
+            });
+        }
+        let accepted = response
+            .headers()
+            .get(header::SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|accept| {
+                accept.as_bytes() == derive_accept_key(key.as_bytes()).as_bytes()
+            });
+        if !accepted {
+            return Err(GatewayError::UpstreamFailed {
+                detail: "the Realtime handshake's accept key is wrong".to_owned(),
+            });
+        }
+        let upgraded = tokio::time::timeout_at(deadline, hyper::upgrade::on(response))
+            .await
+            .map_err(|_| GatewayError::UpstreamTimeout)?
+            .map_err(|error| GatewayError::UpstreamFailed {
+                detail: format!("upgrading to a WebSocket: {error}"),
+            })?;
+        crate::metrics::record_upstream_attempt("ok");
+        Ok(WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Client,
+            Some(realtime_socket_config()),
+        )
+        .await)
+    }
+}
