@@ -549,3 +549,21 @@ fn an_answer_that_does_not_split_its_cached_tokens_is_priced_as_before() {
         Some(2_000_000 + 160_000 + 3_200_000 + 160_000)
     );
 }
+
+#[test]
+fn a_realtime_responses_worst_case_is_its_context_and_most_output_at_the_dearest_class() {
+    let table = PriceTable::builtin();
+    // gpt-realtime: 32,000 audio tokens in at $32 and 4,096 audio out at $64 per million.
+    assert_eq!(
+        table.realtime_worst_case("gpt-realtime"),
+        Some(1_286_144_000)
+    );
+    // gpt-realtime-mini: 128,000 at $10 and 4,096 at $20.
+    assert_eq!(
+        table.realtime_worst_case("gpt-realtime-mini"),
+        Some(1_361_920_000)
+    );
+    // A model without audio prices has no context window here: no worst case for a session.
+    assert_eq!(table.realtime_worst_case("gpt-4o-mini"), None);
+    assert_eq!(table.realtime_worst_case("my-voice-model"), None);
+}

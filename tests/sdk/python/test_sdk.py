@@ -11,7 +11,7 @@ passes their addresses in the environment:
   TOLLGATE_AZURE_MOCK_URL  a mock Azure OpenAI resource behind the aliases `pooled` (a pool
                         of the default upstream and Azure), `azure-only` and `azure-missing`
 
-Needs `pip install openai` (any 1.x or later).
+Needs the packages in requirements.txt (`openai`, and `websockets` for Realtime sessions).
 """
 
 import json
@@ -74,6 +74,56 @@ class PoolsAndAzure(unittest.TestCase):
         with self.assertRaises(openai.BadRequestError) as raised:
             client().chat.completions.create(model="azure-only", messages=MESSAGES)
         self.assertEqual(raised.exception.code, "content_filter")
+
+
+class Realtime(unittest.TestCase):
+    """`client.realtime.connect()`: the SDK dials ws://…/v1/realtime?model=… with the key in
+    Authorization, as it would dial OpenAI."""
+
+    def events_until(self, connection, kind):
+        for event in connection:
+            if event.type == kind:
+                return event
+        self.fail(f"the session ended before {kind}")
+
+    def test_a_session_answers_as_openai_does_and_reports_usage(self):
+        with client().realtime.connect(model="gpt-realtime") as connection:
+            created = connection.recv()
+            self.assertEqual(created.type, "session.created")
+            self.assertEqual(created.session.model, "gpt-realtime-2025-08-28")
+            connection.session.update(session={"type": "realtime", "instructions": "Be brief."})
+            self.events_until(connection, "session.updated")
+            connection.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "hello from the python sdk"}],
+                }
+            )
+            connection.response.create()
+            done = self.events_until(connection, "response.done")
+            self.assertEqual(done.response.status, "completed")
+            self.assertEqual(done.response.usage.input_tokens, 789)
+            self.assertEqual(done.response.usage.output_token_details.audio_tokens, 23)
+
+    def test_switching_the_model_is_an_error_event_and_the_session_goes_on(self):
+        with client().realtime.connect(model="gpt-realtime") as connection:
+            connection.recv()
+            connection.session.update(
+                session={"type": "realtime", "model": "gpt-4o-realtime-preview"},
+                event_id="evt_switch",
+            )
+            error = self.events_until(connection, "error")
+            self.assertEqual(error.error.param, "session.model")
+            self.assertEqual(error.error.event_id, "evt_switch")
+            connection.response.create()
+            self.events_until(connection, "response.done")
+
+    def test_a_key_without_the_model_cannot_open_a_session(self):
+        with self.assertRaises(Exception) as raised:
+            with client(LIMITED_KEY).realtime.connect(model="gpt-realtime") as connection:
+                connection.recv()
+        self.assertIn("403", str(raised.exception))
 
 
 class Chat(unittest.TestCase):
