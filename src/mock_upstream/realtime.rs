@@ -5,7 +5,8 @@
 //! `session.update` with `session.updated`, and each `response.create` with a response in
 //! OpenAI's event order (`response.created`, text deltas, `response.done` with usage split by
 //! class, cached tokens apart). A response's `metadata` scripts it: `mock_usage` (a JSON usage
-//! object) replaces the default usage, `mock_delay_ms` holds the response open before its end.
+//! object) replaces the default usage, `mock_delay_ms` holds the response open before its end,
+//! `mock_delta_bytes` makes its text one delta of that many bytes (a large answer).
 //! Every event received is kept with the handshake's headers in `/_mock/requests`
 //! (`method: "WS"`), so a test can see what the gateway sent on and what it held back.
 
@@ -135,6 +136,10 @@ async fn serve(
                     .as_str()
                     .and_then(|usage| serde_json::from_str(usage).ok())
                     .unwrap_or_else(|| serde_json::from_str(DEFAULT_USAGE).unwrap_or(Value::Null));
+                let big_delta = metadata["mock_delta_bytes"]
+                    .as_str()
+                    .and_then(|bytes| bytes.parse::<usize>().ok())
+                    .map(|bytes| "a".repeat(bytes.min(8 << 20)));
                 let response_id = next_id("resp");
                 let item_id = next_id("item");
                 let response = |status: &str, usage: Value| {
@@ -144,7 +149,7 @@ async fn serve(
                 };
                 let opening = [
                     json!({"type": "response.created", "event_id": next_id("event"), "response": response("in_progress", Value::Null)}),
-                    json!({"type": "response.output_text.delta", "event_id": next_id("event"), "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0, "delta": "Hello from "}),
+                    json!({"type": "response.output_text.delta", "event_id": next_id("event"), "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0, "delta": big_delta.as_deref().unwrap_or("Hello from ")}),
                     json!({"type": "response.output_text.delta", "event_id": next_id("event"), "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0, "delta": "the mock."}),
                 ];
                 for event in opening {

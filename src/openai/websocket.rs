@@ -9,6 +9,10 @@ use crate::error::GatewayError;
 /// The subprotocol OpenAI's clients offer for a Realtime session.
 pub const REALTIME_PROTOCOL: &str = "realtime";
 
+/// The subprotocol a beta browser client offers (a server client sends `OpenAI-Beta:
+/// realtime=v1` instead).
+pub const BETA_PROTOCOL: &str = "openai-beta.realtime-v1";
+
 /// The prefix of the subprotocol that carries a browser's key.
 const KEY_PROTOCOL_PREFIX: &str = "openai-insecure-api-key.";
 

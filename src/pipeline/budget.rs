@@ -131,16 +131,7 @@ pub async fn reserve(call: &mut Call, state: &AppState) -> Result<(), GatewayErr
     let now = crate::records::now_ms();
     let lines = lines_at(state, &call.principal, now);
     if lines.is_empty() {
-        if matches!(call.principal.caller, Caller::Anonymous)
-            && state.config.anonymous.budget.is_some()
-        {
-            // Anonymous budgets are per end user: a call naming none could not be held to one.
-            return Err(GatewayError::invalid(
-                "This gateway holds anonymous callers to a budget per end user: send x-user-id.",
-                None,
-            ));
-        }
-        return Ok(());
+        return require_anonymous_user(state, &call.principal);
     }
     let billed = call.operation.as_deref().is_none_or(|op| op.billed);
     // Counted only now that a budget applies (the tokenizer is the dearest part of a call).
@@ -176,7 +167,7 @@ pub async fn reserve_session(call: &mut Call, state: &AppState) -> Result<(), Ga
     let now = crate::records::now_ms();
     let lines = lines_at(state, &call.principal, now);
     if lines.is_empty() {
-        return Ok(());
+        return require_anonymous_user(state, &call.principal);
     }
     let cost_on = |served_by: &str| state.prices.realtime_worst_case(served_by);
     let model = call.request.model.as_deref();
@@ -185,6 +176,18 @@ pub async fn reserve_session(call: &mut Call, state: &AppState) -> Result<(), Ga
         None => None,
     };
     call.reservations.hold_budget(hold);
+    Ok(())
+}
+
+/// Anonymous budgets are per end user: an anonymous call naming none could not be held to
+/// one, and is refused.
+fn require_anonymous_user(state: &AppState, principal: &Principal) -> Result<(), GatewayError> {
+    if matches!(principal.caller, Caller::Anonymous) && state.config.anonymous.budget.is_some() {
+        return Err(GatewayError::invalid(
+            "This gateway holds anonymous callers to a budget per end user: send x-user-id.",
+            None,
+        ));
+    }
     Ok(())
 }
 

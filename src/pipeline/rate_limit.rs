@@ -127,6 +127,54 @@ pub async fn limit(call: &mut Call, state: &AppState) -> Result<(), GatewayError
     Ok(())
 }
 
+/// Refuses a long call (a Realtime session, whose tokens are charged as they are used) when a
+/// token bucket of the caller's on `route` is already empty: its start charges no tokens, so
+/// it must find some room. A backend that cannot answer follows `limits.on_backend_error`.
+pub async fn require_token_room(
+    state: &AppState,
+    principal: &Principal,
+    route: RouteClass,
+) -> Result<(), GatewayError> {
+    if !state.config.limits.enabled {
+        return Ok(());
+    }
+    let token_buckets: Vec<(Rule, Bucket)> = buckets(principal, &principal.rules, route)
+        .into_iter()
+        .filter(|(rule, _)| rule.unit == Unit::Tokens)
+        .collect();
+    if token_buckets.is_empty() {
+        return Ok(());
+    }
+    let only: Vec<Bucket> = token_buckets.iter().map(|(_, b)| b.clone()).collect();
+    let states = match state.limiter.peek(&only).await {
+        Ok(states) => states,
+        Err(error) => {
+            crate::metrics::record_backend_error("limiter");
+            tracing::debug!(%error, "reading a session's token buckets failed");
+            return match state.config.limits.on_backend_error {
+                BackendErrorPolicy::FailOpen => Ok(()),
+                BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {
+                    what: "rate limiter",
+                }),
+            };
+        }
+    };
+    let spent = token_buckets
+        .iter()
+        .zip(&states)
+        .find(|(_, bucket)| bucket.remaining == 0);
+    match spent {
+        None => Ok(()),
+        Some(((rule, _), bucket)) => {
+            let retry_after_secs = bucket.reset_us.div_ceil(1_000_000).max(1);
+            Err(GatewayError::RateLimited {
+                retry_after_secs,
+                message: format!("Rate limit reached: {rule}. Retry after {retry_after_secs} s."),
+            })
+        }
+    }
+}
+
 /// Charges `tokens` a long call has used (a Realtime session's response) to the caller's token
 /// buckets on `route`. They are charged whether or not they fit (they were used); `Err` says
 /// the buckets are spent, and the call must stop. A backend that cannot answer follows

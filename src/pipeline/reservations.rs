@@ -120,9 +120,10 @@ impl Reservations {
 
     /// Charges `cost`, one part of a long call (a Realtime response), to the budgets beside
     /// the hold, which stays in place for the next part. Returns whether the budgets had room
-    /// for it beside the hold. When they had not, `cost` is settled out of the hold instead,
-    /// which ends it: the caller must stop the call, having spent no more than it held.
-    /// A budget backend that cannot answer counts as no room, unless `fail_open`.
+    /// for it beside the hold. When they had not, nothing is charged and the hold stays: the
+    /// caller must stop the call and settle the hold with what it owes (this part, and the
+    /// worst case if another part may have begun), never more than was held. A budget
+    /// backend that cannot answer counts as no room, unless `fail_open`.
     pub async fn spend_part(&mut self, cost: Nanos) -> bool {
         let Some(held) = &self.hold else {
             return true;
@@ -141,17 +142,12 @@ impl Reservations {
                 None
             }
         };
-        match placed {
-            Some(placed) => {
-                let part = Hold::part_of(held, cost, placed);
-                settle_budget(&self.state, part, cost);
-                true
-            }
-            None => {
-                self.settle(None, Spend::Cost(cost));
-                false
-            }
-        }
+        let Some(placed) = placed else {
+            return false;
+        };
+        let part = Hold::part_of(held, cost, placed);
+        settle_budget(&self.state, part, cost);
+        true
     }
 
     /// Whether something is still held (for tests and the `Drop` path).

@@ -106,23 +106,15 @@ impl<'a> ClientEvent<'a> {
         self.session.as_ref()?.model.as_deref()
     }
 
-    /// The model it asks to transcribe the caller's audio with, if it turns transcription on.
-    pub fn transcription_model(&self) -> Option<&str> {
-        let session = self.session.as_ref()?;
-        session
-            .input_audio_transcription
-            .as_ref()
-            .or_else(|| {
-                session
-                    .audio
-                    .as_ref()?
-                    .input
-                    .as_ref()?
-                    .transcription
-                    .as_ref()
-            })?
-            .model
-            .as_deref()
+    /// Each transcription of the caller's audio it turns on (in either spelling, each read
+    /// on its own), with the model it names, if any.
+    pub fn transcriptions(&self) -> impl Iterator<Item = Option<&str>> {
+        let session = self.session.as_ref();
+        let beta = session.and_then(|s| s.input_audio_transcription.as_ref());
+        let ga = session.and_then(|s| s.audio.as_ref()?.input.as_ref()?.transcription.as_ref());
+        beta.into_iter()
+            .chain(ga)
+            .map(|transcription| transcription.model.as_deref())
     }
 
     /// Whether it creates a response outside the conversation (`conversation: "none"`), which
@@ -146,6 +138,8 @@ pub enum ServerEvent {
     ResponseCreated,
     /// A response ended; its event carries its usage.
     ResponseDone,
+    /// An `error` event.
+    Error,
     /// Anything else: relayed untouched.
     Other,
 }
@@ -163,7 +157,8 @@ impl ServerEvent {
     pub fn of(text: &str) -> Self {
         let interesting = may_be(text, "response.created")
             || may_be(text, "response.done")
-            || may_be(text, "session.created");
+            || may_be(text, "session.created")
+            || may_be(text, "\"error\"");
         if !interesting {
             return Self::Other;
         }
@@ -176,6 +171,7 @@ impl ServerEvent {
             },
             "response.created" => Self::ResponseCreated,
             "response.done" => Self::ResponseDone,
+            "error" => Self::Error,
             _ => Self::Other,
         }
     }
@@ -216,11 +212,25 @@ mod tests {
         let event = read(ga);
         assert!(event.is_session_update());
         assert_eq!(event.model(), Some("gpt-realtime-mini"));
-        assert_eq!(event.transcription_model(), Some("whisper-1"));
+        assert_eq!(
+            event.transcriptions().collect::<Vec<_>>(),
+            [Some("whisper-1")]
+        );
         assert_eq!(event.event_id.as_deref(), Some("e1"));
         let beta = r#"{"type":"transcription_session.update","session":{"input_audio_transcription":{"model":"gpt-4o-transcribe"}}}"#;
         let event = read(beta);
-        assert_eq!(event.transcription_model(), Some("gpt-4o-transcribe"));
+        assert_eq!(
+            event.transcriptions().collect::<Vec<_>>(),
+            [Some("gpt-4o-transcribe")]
+        );
+        // Both spellings, each read: one without a model cannot hide the other.
+        let both = r#"{"type":"session.update","session":{"input_audio_transcription":{},"audio":{"input":{"transcription":{"model":"whisper-1"}}}}}"#;
+        assert_eq!(
+            read(both).transcriptions().collect::<Vec<_>>(),
+            [None, Some("whisper-1")]
+        );
+        let off = r#"{"type":"session.update","session":{"input_audio_transcription":null}}"#;
+        assert_eq!(read(off).transcriptions().count(), 0);
         assert_eq!(event.model(), None);
         // Text that merely mentions the type is not an update.
         let item = r#"{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"session.update"}]}}"#;

@@ -30,14 +30,16 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::GatewayError;
 use crate::identity::Principal;
+use crate::limiter::rules::RouteClass;
 use crate::openai::ModelRoute;
 use crate::openai::path::ApiPath;
-use crate::pipeline::{Call, CallBody, ModelCall, authorize, budget, rate_limit};
+use crate::openai::websocket::{BETA_PROTOCOL, offered_protocols};
+use crate::pipeline::{Call, CallBody, ModelCall, Spend, authorize, budget, rate_limit};
 use crate::state::AppState;
 use crate::upstream::{RealtimeSocket, Target};
 use handshake::Handshake;
@@ -115,10 +117,21 @@ async fn start(
     call.request.model = Some(model);
     authorize::authorize(call, state)?;
     rate_limit::limit(call, state).await?;
+    rate_limit::require_token_room(state, &call.principal, RouteClass::Realtime).await?;
     budget::reserve_session(call, state).await?;
     let targets = Arc::clone(&call.targets);
     let requested = call.request.model.clone().unwrap_or_default();
-    let (upstream, target) = dial(state, &targets, &requested, &parts.headers).await?;
+    let mut headers = parts.headers.clone();
+    // A beta browser client asks for the beta protocol in its subprotocols, where a server
+    // client sends `OpenAI-Beta`.
+    if offered_protocols(&parts.headers).any(|p| p == BETA_PROTOCOL) {
+        headers.insert("openai-beta", HeaderValue::from_static("realtime=v1"));
+    }
+    let dialled = dial(state, &targets, &requested, &headers).await;
+    let (upstream, target) = dialled.inspect_err(|_| {
+        // Nothing ran upstream: whatever the error (a timeout too), nothing is spent.
+        call.reservations.settle(None, Spend::Cost(0));
+    })?;
     call.reservations.mark_sent();
     call.facts.upstream = Some(state.upstream.name_of(target.endpoint));
     Ok((upstream, target))

@@ -28,12 +28,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::events::{ClientEvent, ServerEvent, Unreadable, error_event};
+use crate::budget::{BudgetLine, Placed};
 use crate::error::GatewayError;
 use crate::identity::Principal;
 use crate::limiter::rules::RouteClass;
 use crate::openai::ModelRoute;
-use crate::pipeline::{Call, Reservations, Spend, rate_limit};
+use crate::pipeline::{Call, Reservations, Spend, budget, rate_limit};
+use crate::pricing::Nanos;
 use crate::records::{CallFacts, Record};
+use crate::server::{ConnectionSlot, Slot};
 use crate::state::AppState;
 use crate::upstream::{RealtimeSocket, Target, realtime_socket_config};
 
@@ -42,6 +45,18 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(600);
 
 /// The longest a session lasts (OpenAI ends its own at 60 minutes).
 pub const SESSION_MAX: Duration = Duration::from_secs(3600);
+
+/// Sends `message`, unless the other side does not take it within `limit`: `false` when it
+/// could not be sent.
+async fn send_within<S>(sink: &mut S, message: Message, limit: Duration) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    matches!(
+        tokio::time::timeout(limit, sink.send(message)).await,
+        Ok(Ok(()))
+    )
+}
 
 /// How the relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +83,19 @@ pub struct Session {
     sent: String,
     /// The snapshot serving it, as `session.created` says.
     serving: Option<String>,
+    /// A budget applies (held, or unheld when its backend failed open at the start).
     budgeted: bool,
+    /// The budgets that apply when nothing could be held at the start (`fail_open`): each
+    /// response is still charged to them once its cost is known.
+    unheld_lines: Vec<BudgetLine>,
+    /// A response's cost the budgets had no room for beside the hold: paid out of the hold
+    /// when the session ends.
+    owed: Option<Nanos>,
     /// Responses begun and not yet done, and when the oldest began (Unix ms, and for latency).
     open_responses: u32,
     response_began: Option<(i64, Instant)>,
+    /// The caller's place under `server.max_connections_per_ip`, kept while the session lasts.
+    _connection: Option<Slot>,
 }
 
 impl Session {
@@ -83,10 +107,20 @@ impl Session {
             .as_deref()
             .map_or_else(|| requested.clone(), str::to_owned);
         let reservations = call.reservations.take();
+        let unheld_lines = match reservations.budget_held() {
+            Some(_) => Vec::new(),
+            None => budget::lines_for(state, &call.principal),
+        };
         Self {
             state: state.clone(),
             principal: call.principal.clone(),
-            budgeted: reservations.budget_held().is_some(),
+            budgeted: reservations.budget_held().is_some() || !unheld_lines.is_empty(),
+            unheld_lines,
+            owed: None,
+            _connection: parts
+                .extensions
+                .get::<ConnectionSlot>()
+                .and_then(ConnectionSlot::take),
             reservations,
             facts: call.facts.clone(),
             request_id: parts
@@ -133,6 +167,9 @@ impl Session {
     async fn relay(&mut self, caller: RealtimeSocket, upstream: RealtimeSocket) -> End {
         let (mut to_caller, mut from_caller) = caller.split();
         let (mut to_upstream, mut from_upstream) = upstream.split();
+        // A side that stops reading must not hold the session: a send it does not take within
+        // the stream idle timeout ends it.
+        let limit = self.state.upstream.idle_timeout;
         let started = Instant::now();
         let mut last_seen = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -143,12 +180,12 @@ impl Session {
                     match message {
                         Some(Ok(Message::Text(text))) => match self.check(&text) {
                             Ok(()) => {
-                                if to_upstream.send(Message::Text(text)).await.is_err() {
+                                if !send_within(&mut to_upstream, Message::Text(text), limit).await {
                                     break Err(End::UpstreamEnded);
                                 }
                             }
                             Err(refusal) => {
-                                if to_caller.send(Message::text(refusal)).await.is_err() {
+                                if !send_within(&mut to_caller, Message::text(refusal), limit).await {
                                     break Err(End::ClientLeft);
                                 }
                             }
@@ -158,12 +195,13 @@ impl Session {
                                 "Realtime events are JSON text frames; a binary frame was not sent on.",
                                 None,
                             );
-                            if to_caller.send(Message::text(error_event(&refusal.body(), None))).await.is_err() {
+                            let refusal = Message::text(error_event(&refusal.body(), None));
+                            if !send_within(&mut to_caller, refusal, limit).await {
                                 break Err(End::ClientLeft);
                             }
                         }
                         Some(Ok(Message::Close(frame))) => {
-                            let _ = to_upstream.send(Message::Close(frame)).await;
+                            send_within(&mut to_upstream, Message::Close(frame), limit).await;
                             break Err(End::ClientLeft);
                         }
                         Some(Ok(_)) => {}
@@ -175,7 +213,13 @@ impl Session {
                     match message {
                         Some(Ok(Message::Text(text))) => {
                             let verdict = self.observe(&text).await;
-                            if to_caller.send(Message::Text(text)).await.is_err() {
+                            let text = match verdict {
+                                // An upstream's error may quote what it was sent: no key of
+                                // the gateway's leaves in it.
+                                Ok(Observed::Error) => self.state.upstream.scrub_text(text),
+                                _ => text,
+                            };
+                            if !send_within(&mut to_caller, Message::Text(text), limit).await {
                                 break Err(End::ClientLeft);
                             }
                             if let Err(error) = verdict {
@@ -183,12 +227,16 @@ impl Session {
                             }
                         }
                         Some(Ok(Message::Binary(bytes))) => {
-                            if to_caller.send(Message::Binary(bytes)).await.is_err() {
+                            if !send_within(&mut to_caller, Message::Binary(bytes), limit).await {
                                 break Err(End::ClientLeft);
                             }
                         }
                         Some(Ok(Message::Close(frame))) => {
-                            let _ = to_caller.send(Message::Close(frame)).await;
+                            let frame = frame.map(|frame| CloseFrame {
+                                code: frame.code,
+                                reason: self.state.upstream.scrub_text(frame.reason),
+                            });
+                            send_within(&mut to_caller, Message::Close(frame), limit).await;
                             break Err(End::UpstreamEnded);
                         }
                         Some(Ok(_)) => {}
@@ -212,26 +260,33 @@ impl Session {
         };
         match stop {
             Err(end) => end,
-            // The gateway ends it: the caller is told why, both sockets are closed.
+            // The gateway ends it: the upstream first (nothing more may start there), then
+            // the caller is told why.
             Ok(error) => {
                 let broke = matches!(error, GatewayError::UpstreamFailed { .. });
+                if !broke {
+                    let cancel = Message::text(r#"{"type":"response.cancel"}"#);
+                    send_within(&mut to_upstream, cancel, limit).await;
+                    send_within(&mut to_upstream, Message::Close(None), limit).await;
+                }
                 let code = if broke {
                     CloseCode::Error
                 } else {
                     CloseCode::Policy
                 };
                 let body = error.body();
-                let _ = to_caller
-                    .send(Message::text(error_event(&body, None)))
-                    .await;
+                send_within(
+                    &mut to_caller,
+                    Message::text(error_event(&body, None)),
+                    limit,
+                )
+                .await;
                 let reason: String = body.code.unwrap_or("session_ended").to_owned();
-                let _ = to_caller
-                    .send(Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    })))
-                    .await;
-                let _ = to_upstream.send(Message::Close(None)).await;
+                let close = Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }));
+                send_within(&mut to_caller, close, limit).await;
                 if broke {
                     End::UpstreamEnded
                 } else {
@@ -289,38 +344,50 @@ impl Session {
                 ));
             }
         }
-        let transcriber = update.transcription_model()?;
-        if let Err(error) = self.principal.authorize_model(transcriber) {
-            return Some(error);
+        for transcriber in update.transcriptions() {
+            if self.budgeted {
+                return Some(GatewayError::PermissionDenied {
+                    message: "Input transcription is billed apart from the responses' usage, so \
+                              it cannot be held to this session's budget."
+                        .to_owned(),
+                });
+            }
+            let refusal = match transcriber {
+                Some(model) => self.principal.authorize_model(model).err(),
+                // The upstream's default model could be one the key may not use.
+                None if !self.principal.models.is_empty() => Some(GatewayError::invalid(
+                    "Name the transcription model: this key may use only certain models.",
+                    Some("session.audio.input.transcription.model".to_owned()),
+                )),
+                None => None,
+            };
+            if refusal.is_some() {
+                return refusal;
+            }
         }
-        self.budgeted.then(|| GatewayError::PermissionDenied {
-            message: format!(
-                "Input transcription (`{transcriber}`) is billed apart from the responses' usage, \
-                 so it cannot be held to this session's budget."
-            ),
-        })
+        None
     }
 
     /// An upstream event: notes what it says of the session; at a response's end, accounts
     /// for it. `Err`: the session must end (after the event is relayed).
-    async fn observe(&mut self, text: &str) -> Result<(), GatewayError> {
+    async fn observe(&mut self, text: &str) -> Result<Observed, GatewayError> {
         match ServerEvent::of(text) {
             ServerEvent::SessionCreated { model } => {
                 if model.is_some() {
                     self.serving = model;
                 }
-                Ok(())
             }
             ServerEvent::ResponseCreated => {
                 self.open_responses += 1;
                 if self.response_began.is_none() {
                     self.response_began = Some((crate::records::now_ms(), Instant::now()));
                 }
-                Ok(())
             }
-            ServerEvent::ResponseDone => self.account(text).await,
-            ServerEvent::Other => Ok(()),
+            ServerEvent::ResponseDone => self.account(text).await?,
+            ServerEvent::Error => return Ok(Observed::Error),
+            ServerEvent::Other => {}
         }
+        Ok(Observed::Plain)
     }
 
     /// One response's end: priced from its usage, recorded, then charged to the token limits
@@ -355,17 +422,58 @@ impl Session {
         facts.count_usage(ModelRoute::Realtime.label());
         let tokens = facts.usage.total_tokens();
         self.record(facts, 200, None, began).await;
-        rate_limit::charge_used(&self.state, &self.principal, RouteClass::Realtime, tokens).await?;
-        match cost {
-            Some(cost) if !self.reservations.spend_part(cost).await => {
-                Err(GatewayError::InsufficientQuota {
-                    message: "This session's budget has no room for another response: the \
-                              session is closed."
-                        .to_owned(),
-                })
-            }
-            _ => Ok(()),
+        // Both are charged whatever the other says: the response ran.
+        let room = match cost {
+            Some(cost) => self.charge_budgets(cost).await,
+            None => true,
+        };
+        let tokens_left =
+            rate_limit::charge_used(&self.state, &self.principal, RouteClass::Realtime, tokens)
+                .await;
+        if !room {
+            self.owed = cost;
+            return Err(GatewayError::InsufficientQuota {
+                message: "This session's budget has no room for another response: the session \
+                          is closed."
+                    .to_owned(),
+            });
         }
+        tokens_left
+    }
+
+    /// Charges one response's `cost` to the budgets: beside the hold, or (nothing held) to
+    /// the budgets directly. Whether another response still fits.
+    async fn charge_budgets(&mut self, cost: Nanos) -> bool {
+        if self.unheld_lines.is_empty() {
+            return self.reservations.spend_part(cost).await;
+        }
+        let charged = self
+            .state
+            .budgets
+            .settle_placed(&self.unheld_lines, 0, cost, Placed::Shared)
+            .await;
+        if let Err(error) = charged {
+            tracing::warn!(%error, "charging a session's response to its budget failed");
+        }
+        true
+    }
+
+    /// The most tokens one response of the session's model can use (its context and its most
+    /// output), or the default completion allowance for a model the table does not size.
+    fn worst_tokens(&self) -> u64 {
+        self.state
+            .prices
+            .get(&self.sent)
+            .and_then(|price| price.tokens.as_ref())
+            .and_then(|tokens| {
+                Some(
+                    tokens
+                        .audio?
+                        .context_window
+                        .saturating_add(tokens.max_output_tokens),
+                )
+            })
+            .unwrap_or(self.state.config.limits.default_completion_tokens)
     }
 
     /// Queues one response's record.
@@ -393,17 +501,27 @@ impl Session {
         self.state.recorder.record(record).await;
     }
 
-    /// Settles what the session holds. A response still under way ran upstream at an unknown
-    /// cost: it is recorded at what the budget held and keeps it.
+    /// Settles what the session holds: what it owes for a response the budgets had no room
+    /// for beside the hold. A response still under way ran upstream at an unknown cost: it
+    /// is recorded at what the hold holds beyond what is owed, and the hold is kept whole; its
+    /// tokens are charged at the most it could use.
     async fn finish(mut self, end: End) {
+        let owed = self.owed.unwrap_or(0);
         if self.open_responses == 0 {
-            self.reservations.settle(Some(0), Spend::Cost(0));
+            self.reservations.settle(Some(0), Spend::Cost(owed));
             return;
+        }
+        let worst = match self.reservations.budget_held() {
+            Some(held) => Some(held.saturating_sub(owed)),
+            None => self.state.prices.realtime_worst_case(&self.sent),
+        };
+        if let (false, Some(worst)) = (self.unheld_lines.is_empty(), worst) {
+            self.charge_budgets(worst).await;
         }
         let mut facts = self.facts.clone();
         facts.model_used.clone_from(&self.serving);
-        facts.cost_nanos = self.reservations.budget_held();
-        facts.price_version = facts.cost_nanos.map(|_| self.state.prices.version());
+        facts.cost_nanos = worst;
+        facts.price_version = worst.map(|_| self.state.prices.version());
         facts.estimated = true;
         let outcome = match end {
             End::ClientLeft => "client_left",
@@ -411,6 +529,19 @@ impl Session {
         };
         let began = self.response_began.take();
         self.record(facts, 200, Some(outcome), began).await;
+        let tokens = self.worst_tokens();
+        // Charged in full; a spent bucket has nothing more to end.
+        let _ = rate_limit::charge_used(&self.state, &self.principal, RouteClass::Realtime, tokens)
+            .await;
         self.reservations.settle(None, Spend::Unknown);
     }
+}
+
+/// What an upstream event is to the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Observed {
+    /// An `error` event: scrubbed before it is relayed.
+    Error,
+    /// Anything else: relayed as it came.
+    Plain,
 }

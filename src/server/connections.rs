@@ -157,6 +157,24 @@ pub async fn watch<C: Future>(
     }
 }
 
+/// A connection's [`Slot`], reachable from the requests it serves: a request that takes the
+/// connection over (a Realtime session's upgrade) takes the slot with it, so the connection
+/// stays counted after hyper lets go of it. Otherwise the slot goes when the connection does.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionSlot(Arc<Mutex<Option<Slot>>>);
+
+impl ConnectionSlot {
+    /// The connection's slot (`None` for a trusted proxy's, which is not counted).
+    pub fn new(slot: Option<Slot>) -> Self {
+        Self(Arc::new(Mutex::new(slot)))
+    }
+
+    /// Takes the slot for whatever outlives the connection's HTTP handling.
+    pub fn take(&self) -> Option<Slot> {
+        self.0.lock().ok()?.take()
+    }
+}
+
 /// Open connections per client address, capped.
 #[derive(Debug, Clone)]
 pub struct PerIp {

@@ -9,6 +9,7 @@
 //! in number.
 
 mod connections;
+pub use connections::{ConnectionSlot, Slot};
 pub mod live;
 
 use std::future::Future;
@@ -215,17 +216,20 @@ pub async fn run(
                 }
             }
         };
+        let slot = connections::ConnectionSlot::new(slot);
         // Small SSE events and JSON answers must leave at once, not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let activity = connections::Activity::new();
         let service = {
             let live = live.clone();
             let activity = activity.clone();
+            let slot = slot.clone();
             hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 // The peer address, for client-IP decisions (as `into_make_service_with_connect_info`).
                 request
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(peer));
+                request.extensions_mut().insert(slot.clone());
                 let busy = activity.begin();
                 // The router (and state) current now serve this request to its end.
                 let app = live.router();

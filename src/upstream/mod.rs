@@ -249,6 +249,18 @@ impl Upstream {
         model.and_then(|model| self.pools.get(model)).cloned()
     }
 
+    /// `text` (an upstream's Realtime event or close reason) with every upstream key cut out.
+    pub fn scrub_text(
+        &self,
+        text: tokio_tungstenite::tungstenite::Utf8Bytes,
+    ) -> tokio_tungstenite::tungstenite::Utf8Bytes {
+        if !self.scrubber.leaks(text.as_bytes()) {
+            return text;
+        }
+        let scrubbed = self.scrubber.scrub(Bytes::copy_from_slice(text.as_bytes()));
+        String::from_utf8_lossy(&scrubbed).into_owned().into()
+    }
+
     /// The endpoint's name, for records.
     pub fn name_of(&self, endpoint: usize) -> Arc<str> {
         self.endpoint(endpoint).name.clone()

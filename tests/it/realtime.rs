@@ -538,3 +538,207 @@ async fn the_token_limit_is_charged_per_response_and_ends_the_session_when_spent
     assert_eq!(error["error"]["code"], "rate_limit_exceeded", "{error}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_response_that_spends_the_token_limit_is_still_charged_to_the_budget() {
+    let gw = TestGateway::start().await;
+    let spec = budget(10.0);
+    let (key_id, secret) = gw
+        .create_key_with(NewKey {
+            name: "tokens and a budget".into(),
+            rules: vec![
+                RuleSpec::parse_cli("scope=key,route=realtime,tokens=1000,per=1m").unwrap(),
+            ],
+            budgets: KeyBudgets {
+                key: Some(spec.clone()),
+                user: None,
+            },
+            ..NewKey::default()
+        })
+        .await;
+    let (mut socket, _) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&secret))
+        .await
+        .unwrap();
+    next_event(&mut socket).await;
+    one_response(&mut socket).await;
+    one_response(&mut socket).await;
+    assert_eq!(
+        next_event(&mut socket).await["error"]["code"],
+        "rate_limit_exceeded"
+    );
+    let line = BudgetLine::new(SpendScope::Key(key_id), &spec, now_ms());
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            gw.state.budgets.spent(&line).await.ok() == Some(2 * RESPONSE_NANOS)
+        })
+        .await,
+        "spent {:?}: both responses are paid for",
+        gw.state.budgets.spent(&line).await
+    );
+    // The bucket is empty: the next session is refused before it opens.
+    let (status, body) =
+        refusal(connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&secret)).await);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limit_exceeded"))
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_session_under_a_budget_must_name_its_user() {
+    let gw = TestGateway::builder()
+        .toml(
+            r#"
+[anonymous]
+enabled = true
+budget = { max_usd = 5.0, period = "day" }
+"#,
+        )
+        .start()
+        .await
+        .unwrap();
+    let path = "/v1/realtime?model=gpt-realtime";
+    let (status, body) = refusal(connect(&gw, path, None).await);
+    assert_eq!(status, 400, "{body}");
+    let mut named = ws_url(&gw, path).into_client_request().unwrap();
+    named
+        .headers_mut()
+        .insert("x-user-id", HeaderValue::from_static("visitor-1"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(named).await.unwrap();
+    assert_eq!(next_event(&mut socket).await["type"], "session.created");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcription_naming_no_model_is_refused_to_a_key_with_a_model_list() {
+    let gw = TestGateway::start().await;
+    let (_, limited) = gw.create_key(&["gpt-realtime", "whisper-1"]).await;
+    let (mut socket, _) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&limited))
+        .await
+        .unwrap();
+    next_event(&mut socket).await;
+    // The upstream's default transcriber could be any model; and an empty beta spelling must
+    // not hide the GA one.
+    for update in [
+        json!({"type": "session.update", "session": {"audio": {"input": {"transcription": {}}}}}),
+        json!({"type": "session.update", "session": {"input_audio_transcription": {}, "audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}}}),
+    ] {
+        send(&mut socket, update.clone()).await;
+        let answer = next_event(&mut socket).await;
+        assert_eq!(answer["type"], "error", "{update} → {answer}");
+    }
+    // Naming an allowed one goes on.
+    send(&mut socket, json!({"type": "session.update", "session": {"audio": {"input": {"transcription": {"model": "whisper-1"}}}}})).await;
+    assert_eq!(next_event(&mut socket).await["type"], "session.updated");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_stops_reading_loses_its_session_and_its_hold_is_settled() {
+    let gw = TestGateway::builder()
+        .toml("[upstream]\nstream_idle_timeout_ms = 1000\n")
+        .start()
+        .await
+        .unwrap();
+    let (_, secret) = budgeted_key(&gw, &budget(10.0)).await;
+    let (mut socket, response) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&secret))
+        .await
+        .unwrap();
+    let id = request_id(&response);
+    next_event(&mut socket).await;
+    // Ask for far more than the sockets buffer, and read none of it.
+    for _ in 0..40 {
+        send(
+            &mut socket,
+            json!({"type": "response.create", "response": {"metadata": {"mock_delta_bytes": "1000000"}}}),
+        )
+        .await;
+    }
+    // The relay gives up on the caller after a second unread and ends the session: the
+    // response under way is recorded as left, at what was held.
+    let left = eventually(Duration::from_secs(15), || async {
+        gw.state
+            .records
+            .recent(&RecentQuery {
+                limit: 500,
+                ..RecentQuery::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.request_id == id && r.outcome == "client_left")
+    })
+    .await;
+    assert!(
+        left,
+        "the session of a caller that stopped reading did not end"
+    );
+    drop(socket);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_the_handshake_costs_nothing() {
+    // A listener that accepts and never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = hole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hole.accept().await {
+            held.push(stream);
+        }
+    });
+    let gw = TestGateway::builder()
+        .toml(&format!(
+            r#"
+[upstream]
+stream_first_byte_timeout_ms = 500
+max_retries = 0
+
+[[upstreams]]
+name = "hole"
+base_url = "http://{address}/v1"
+models = ["gpt-realtime"]
+"#
+        ))
+        .start()
+        .await
+        .unwrap();
+    let spec = budget(10.0);
+    let (key_id, secret) = budgeted_key(&gw, &spec).await;
+    let (status, body) =
+        refusal(connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&secret)).await);
+    assert_eq!(status, 504, "{body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let line = BudgetLine::new(SpendScope::Key(key_id), &spec, now_ms());
+    assert_eq!(gw.state.budgets.spent(&line).await.unwrap(), 0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_sessions_count_toward_the_per_ip_connection_cap() {
+    let gw = TestGateway::builder()
+        .toml("[server]\nmax_connections_per_ip = 2\n")
+        .start()
+        .await
+        .unwrap();
+    let path = "/v1/realtime?model=gpt-realtime";
+    let (mut first, _) = connect(&gw, path, Some(&gw.key)).await.unwrap();
+    let (mut second, _) = connect(&gw, path, Some(&gw.key)).await.unwrap();
+    next_event(&mut first).await;
+    next_event(&mut second).await;
+    assert!(
+        connect(&gw, path, Some(&gw.key)).await.is_err(),
+        "a third connection while two sessions are open"
+    );
+    first.close(None).await.unwrap();
+    drop(first);
+    let reopened = eventually(Duration::from_secs(5), || async {
+        connect(&gw, path, Some(&gw.key)).await.is_ok()
+    })
+    .await;
+    assert!(reopened, "a closed session gives its place back");
+    drop(second);
+    gw.stop().await;
+}
