@@ -683,7 +683,8 @@ async fn an_upstream_that_never_answers_the_handshake_costs_nothing() {
     // A listener that accepts and never answers.
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = hole.local_addr().unwrap();
-    tokio::spawn(async move {
+    let mut holder = tokio::task::JoinSet::new();
+    holder.spawn(async move {
         let mut held = Vec::new();
         while let Ok((stream, _)) = hole.accept().await {
             held.push(stream);
