@@ -88,6 +88,11 @@ def instructions(binary, mock_port, requests, workdir, keep=None, routing="none"
     gateway.wait(timeout=300)
     if keep:
         shutil.copyfile(out, keep)
+    return total_instructions(out)
+
+
+def total_instructions(out):
+    """The instruction count of a callgrind output file."""
     with open(out) as f:
         for line in f:
             found = re.match(r"(?:summary|totals):\s+(\d+)", line)

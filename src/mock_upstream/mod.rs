@@ -268,19 +268,8 @@ async fn respond(state: &MockState, request: Request) -> Response {
         if let Some(model) = call.model {
             body = with_model(body, &model);
         }
-    } else if let Some(expected) = &state.options.api_key {
-        let sent = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if sent != Some(format!("Bearer {expected}").as_str()) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "Incorrect API key provided.",
-                "invalid_request_error",
-                Some("invalid_api_key"),
-            );
-        }
+    } else if let Some(refusal) = state.refuse_key(&parts.headers) {
+        return refusal;
     }
     let admission = state.window.as_ref().map(limits::Window::admit);
     if let Some(admission) = &admission
@@ -544,6 +533,22 @@ async fn answer_batch_line(route: String, body: Value) -> Option<Value> {
 }
 
 impl MockState {
+    /// OpenAI's 401 when a key is required and `headers` do not carry it as a bearer token.
+    fn refuse_key(&self, headers: &axum::http::HeaderMap) -> Option<Response> {
+        let expected = self.options.api_key.as_ref()?;
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        (sent != Some(format!("Bearer {expected}").as_str())).then(|| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "Incorrect API key provided.",
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            )
+        })
+    }
+
     fn record(&self, parts: &axum::http::request::Parts, body: &[u8]) {
         let body = serde_json::from_slice::<Value>(body)
             .unwrap_or_else(|_| json!(String::from_utf8_lossy(body)));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
@@ -35,19 +35,8 @@ pub const DEFAULT_USAGE: &str = r#"{"total_tokens":821,"input_tokens":789,"outpu
 pub(super) async fn open(State(state): State<Arc<MockState>>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     state.record(&parts, b"");
-    if let Some(expected) = &state.options.api_key {
-        let sent = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if sent != Some(format!("Bearer {expected}").as_str()) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "Incorrect API key provided.",
-                "invalid_request_error",
-                Some("invalid_api_key"),
-            );
-        }
+    if let Some(refusal) = state.refuse_key(&parts.headers) {
+        return refusal;
     }
     let model = url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
         .find(|(name, _)| name == "model")

@@ -187,6 +187,33 @@ async fn budgeted_key(gw: &TestGateway, spec: &BudgetSpec) -> (String, String) {
     .await
 }
 
+/// Opens a `gpt-realtime` session with `secret` and reads its `session.created`: the socket and
+/// the session's request id.
+async fn open_session(gw: &TestGateway, secret: &str) -> (Socket, String) {
+    let (mut socket, response) = connect(gw, "/v1/realtime?model=gpt-realtime", Some(secret))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut socket).await["type"], "session.created");
+    (socket, request_id(&response))
+}
+
+/// Whether the key's spend under `spec` comes to `nanos` within five seconds (settling runs
+/// off the session's path).
+async fn spend_reaches(gw: &TestGateway, key_id: &str, spec: &BudgetSpec, nanos: i64) -> bool {
+    let line = BudgetLine::new(SpendScope::Key(key_id.to_owned()), spec, now_ms());
+    let reached = eventually(Duration::from_secs(5), || async {
+        gw.state.budgets.spent(&line).await.ok() == Some(nanos)
+    })
+    .await;
+    if !reached {
+        eprintln!(
+            "spent {:?}, expected {nanos}",
+            gw.state.budgets.spent(&line).await
+        );
+    }
+    reached
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_proxied_with_the_servers_key_and_each_response_is_priced_and_recorded() {
     let gw = TestGateway::start().await;
@@ -375,10 +402,7 @@ async fn a_session_is_refused_before_the_upgrade_in_openais_envelope() {
 async fn a_session_cannot_switch_its_model_add_transcription_or_slip_an_event_past() {
     let gw = TestGateway::start().await;
     let (_, limited) = gw.create_key(&["gpt-realtime"]).await;
-    let (mut socket, _) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&limited))
-        .await
-        .unwrap();
-    next_event(&mut socket).await;
+    let (mut socket, _) = open_session(&gw, &limited).await;
     let refused = [
         json!({"type": "session.update", "event_id": "evt_1", "session": {"model": "gpt-4o-realtime-preview"}}).to_string(),
         // The type spelled with an escape, and a field given twice.
@@ -415,10 +439,7 @@ async fn a_session_cannot_switch_its_model_add_transcription_or_slip_an_event_pa
 
     // Under a budget, transcription (billed apart) and out-of-band responses are refused.
     let (_, budgeted) = budgeted_key(&gw, &budget(100.0)).await;
-    let (mut socket, _) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&budgeted))
-        .await
-        .unwrap();
-    next_event(&mut socket).await;
+    let (mut socket, _) = open_session(&gw, &budgeted).await;
     send(&mut socket, json!({"type": "session.update", "session": {"input_audio_transcription": {"model": "whisper-1"}}})).await;
     let answer = next_event(&mut socket).await;
     assert_eq!(answer["error"]["type"], "permission_error", "{answer}");
@@ -440,11 +461,7 @@ async fn the_budget_is_charged_per_response_and_closes_the_session_when_it_has_n
     // third is charged out of the hold, and the session ends.
     let spec = budget(1.30);
     let (key_id, secret) = budgeted_key(&gw, &spec).await;
-    let (mut socket, response) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&secret))
-        .await
-        .unwrap();
-    let id = request_id(&response);
-    next_event(&mut socket).await;
+    let (mut socket, id) = open_session(&gw, &secret).await;
     for _ in 0..3 {
         one_response(&mut socket).await;
     }
@@ -461,16 +478,7 @@ async fn the_budget_is_charged_per_response_and_closes_the_session_when_it_has_n
     let records = records_of(&gw, &id, 4).await;
     let charged: i64 = records.iter().filter_map(|r| r.cost_nanos).sum();
     assert_eq!(charged, 3 * RESPONSE_NANOS);
-    let line = BudgetLine::new(SpendScope::Key(key_id), &spec, now_ms());
-    let settled = eventually(Duration::from_secs(5), || async {
-        gw.state.budgets.spent(&line).await.ok() == Some(3 * RESPONSE_NANOS)
-    })
-    .await;
-    assert!(
-        settled,
-        "spent {:?}, the records say {charged}",
-        gw.state.budgets.spent(&line).await
-    );
+    assert!(spend_reaches(&gw, &key_id, &spec, charged).await);
     // The hold was one response's worst case, and a fourth beside it would not have fit.
     assert_eq!(
         gw.state.prices.realtime_worst_case("gpt-realtime"),
@@ -486,11 +494,7 @@ async fn a_caller_leaving_mid_response_is_charged_what_was_held() {
     let gw = TestGateway::start().await;
     let spec = budget(10.0);
     let (key_id, secret) = budgeted_key(&gw, &spec).await;
-    let (mut socket, response) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&secret))
-        .await
-        .unwrap();
-    let id = request_id(&response);
-    next_event(&mut socket).await;
+    let (mut socket, id) = open_session(&gw, &secret).await;
     send(
         &mut socket,
         json!({"type": "response.create", "response": {"metadata": {"mock_delay_ms": "3000"}}}),
@@ -503,15 +507,7 @@ async fn a_caller_leaving_mid_response_is_charged_what_was_held() {
     assert_eq!(left.outcome, "client_left");
     assert!(left.estimated);
     assert_eq!(left.cost_nanos, Some(WORST_NANOS));
-    let line = BudgetLine::new(SpendScope::Key(key_id), &spec, now_ms());
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            gw.state.budgets.spent(&line).await.ok() == Some(WORST_NANOS)
-        })
-        .await,
-        "spent {:?}",
-        gw.state.budgets.spent(&line).await
-    );
+    assert!(spend_reaches(&gw, &key_id, &spec, WORST_NANOS).await);
     gw.stop().await;
 }
 
@@ -527,10 +523,7 @@ async fn the_token_limit_is_charged_per_response_and_ends_the_session_when_spent
             ..NewKey::default()
         })
         .await;
-    let (mut socket, _) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&secret))
-        .await
-        .unwrap();
-    next_event(&mut socket).await;
+    let (mut socket, _) = open_session(&gw, &secret).await;
     // 821 tokens fit in 1,000; the next 821 do not: that response is relayed, then the end.
     one_response(&mut socket).await;
     one_response(&mut socket).await;
@@ -556,25 +549,14 @@ async fn the_response_that_spends_the_token_limit_is_still_charged_to_the_budget
             ..NewKey::default()
         })
         .await;
-    let (mut socket, _) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&secret))
-        .await
-        .unwrap();
-    next_event(&mut socket).await;
+    let (mut socket, _) = open_session(&gw, &secret).await;
     one_response(&mut socket).await;
     one_response(&mut socket).await;
     assert_eq!(
         next_event(&mut socket).await["error"]["code"],
         "rate_limit_exceeded"
     );
-    let line = BudgetLine::new(SpendScope::Key(key_id), &spec, now_ms());
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            gw.state.budgets.spent(&line).await.ok() == Some(2 * RESPONSE_NANOS)
-        })
-        .await,
-        "spent {:?}: both responses are paid for",
-        gw.state.budgets.spent(&line).await
-    );
+    assert!(spend_reaches(&gw, &key_id, &spec, 2 * RESPONSE_NANOS).await);
     // The bucket is empty: the next session is refused before it opens.
     let (status, body) =
         refusal(connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&secret)).await);
@@ -614,10 +596,7 @@ budget = { max_usd = 5.0, period = "day" }
 async fn transcription_naming_no_model_is_refused_to_a_key_with_a_model_list() {
     let gw = TestGateway::start().await;
     let (_, limited) = gw.create_key(&["gpt-realtime", "whisper-1"]).await;
-    let (mut socket, _) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&limited))
-        .await
-        .unwrap();
-    next_event(&mut socket).await;
+    let (mut socket, _) = open_session(&gw, &limited).await;
     // The upstream's default transcriber could be any model; and an empty beta spelling must
     // not hide the GA one.
     for update in [
@@ -642,11 +621,7 @@ async fn a_caller_that_stops_reading_loses_its_session_and_its_hold_is_settled()
         .await
         .unwrap();
     let (_, secret) = budgeted_key(&gw, &budget(10.0)).await;
-    let (mut socket, response) = connect(&gw, "/v1/realtime?model=gpt-realtime", Some(&secret))
-        .await
-        .unwrap();
-    let id = request_id(&response);
-    next_event(&mut socket).await;
+    let (mut socket, id) = open_session(&gw, &secret).await;
     // Ask for far more than the sockets buffer, and read none of it.
     for _ in 0..40 {
         send(
