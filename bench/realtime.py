@@ -13,12 +13,13 @@ machine; the gateway's CPU time is read from /proc around its blocks.
 
 `--callgrind` runs the gateway under valgrind's callgrind twice (few and many responses on one
 session) and reports instructions per response: the difference divided by the difference in
-responses, so start-up and shutdown cancel out.
+responses, so start-up and shutdown cancel out; `--keep FILE` keeps the larger run's profile.
 """
 
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -135,6 +136,8 @@ def instructions(args, mock_port, workdir, count):
     time.sleep(0.5)
     gateway.send_signal(signal.SIGTERM)
     gateway.wait(timeout=300)
+    if args.keep and count == args.many:
+        shutil.copyfile(out, args.keep)
     return total_instructions(out)
 
 
@@ -146,6 +149,7 @@ def main():
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--few", type=int, default=200)
     parser.add_argument("--many", type=int, default=1200)
+    parser.add_argument("--keep", help="copy the larger run's callgrind output here (for callgrind_annotate)")
     args = parser.parse_args()
     mock_port = free_port()
     mock = subprocess.Popen([args.bin, "mock-upstream", "--listen", f"127.0.0.1:{mock_port}",

@@ -616,6 +616,12 @@ pub async fn serve(
     options: MockOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Events leave at once, as a provider's do (Nagle would hold a Realtime answer's small
+    // frames for the peer's delayed acknowledgement, 40 ms).
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, router(options))
         .with_graceful_shutdown(shutdown)
         .await

@@ -25,9 +25,16 @@ pub type RealtimeSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 /// append is 15 MiB): a larger one ends the session rather than filling memory.
 pub const MAX_REALTIME_MESSAGE: usize = 16 << 20;
 
+/// How much a socket reads at once. tungstenite zero-fills its read buffer up to this size on
+/// every read attempt, a pending one too: its default (128 KiB) cost a million instructions a
+/// response in memset (docs/BENCHMARKS.md, "Realtime"). Realtime events are small but for audio
+/// appends, which take several reads.
+const READ_BUFFER: usize = 8 << 10;
+
 /// The socket settings both sides of a session use.
 pub fn realtime_socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_REALTIME_MESSAGE))
         .max_frame_size(Some(MAX_REALTIME_MESSAGE))
 }
