@@ -12,8 +12,8 @@
 //! stages: the model (from the query) against the caller's list, a request charged to the
 //! `realtime` rules, and a budget hold of the most one response can cost (its context window
 //! and most output at the dearest class, `PriceTable::realtime_worst_case`). Only then is the
-//! upstream dialled (the targets of the model in order; Azure's are skipped) and the caller's
-//! `101` sent: a refusal is an ordinary HTTP error in OpenAI's envelope.
+//! upstream dialled (a pool's members in its order, then the fallbacks; Azure's are skipped)
+//! and the caller's `101` sent: a refusal is an ordinary HTTP error in OpenAI's envelope.
 //!
 //! The [`session`] then relays. Each `response.done` is priced from its usage, recorded as a
 //! record of its own, charged to the token limits, and charged to the budgets beside the hold,
@@ -94,14 +94,11 @@ async fn start(
     parts: &Parts,
 ) -> Result<(RealtimeSocket, Target), GatewayError> {
     let model = requested_model(parts.uri.query())?;
-    let targets: Vec<Target> = state
-        .upstream
-        .targets(Some(&model))
+    let targets = state.upstream.targets(Some(&model));
+    if !targets
         .iter()
-        .filter(|target| state.upstream.serves_realtime(target))
-        .cloned()
-        .collect();
-    if targets.is_empty() {
+        .any(|target| state.upstream.serves_realtime(target))
+    {
         return Err(GatewayError::invalid(
             format!(
                 "`{model}` is served only by Azure OpenAI here, whose Realtime API this gateway \
@@ -110,7 +107,8 @@ async fn start(
             Some("model".to_owned()),
         ));
     }
-    call.targets = Arc::from(targets);
+    call.targets = targets;
+    call.pool = state.upstream.pool(Some(&model));
     call.facts.model_requested = Some(model.clone());
     call.facts.model_label = Some(state.model_labels.label(&model));
     call.facts.stream = true;
@@ -127,41 +125,19 @@ async fn start(
     if offered_protocols(&parts.headers).any(|p| p == BETA_PROTOCOL) {
         headers.insert("openai-beta", HeaderValue::from_static("realtime=v1"));
     }
-    let dialled = dial(state, &targets, &requested, &headers).await;
-    let (upstream, target) = dialled.inspect_err(|_| {
+    let pool = call.pool.clone();
+    let dialled = state
+        .upstream
+        .dial_routed(&targets, pool.as_deref(), &requested, &headers)
+        .await;
+    let (upstream, target, busy) = dialled.inspect_err(|_| {
         // Nothing ran upstream: whatever the error (a timeout too), nothing is spent.
         call.reservations.settle(None, Spend::Cost(0));
     })?;
     call.reservations.mark_sent();
+    call.reservations.hold_deployment(busy);
     call.facts.upstream = Some(state.upstream.name_of(target.endpoint));
     Ok((upstream, target))
-}
-
-/// Dials the call's targets in order until one accepts; the next is tried only after an
-/// error that allows a fallback (5xx, 429, timeout, unreachable).
-async fn dial(
-    state: &AppState,
-    targets: &[Target],
-    requested: &str,
-    headers: &HeaderMap,
-) -> Result<(RealtimeSocket, Target), GatewayError> {
-    let mut outcome = Err(GatewayError::Internal("no upstream target".to_owned()));
-    for target in targets {
-        let model = target.model.as_deref().unwrap_or(requested);
-        outcome = state
-            .upstream
-            .dial_realtime(target, model, headers)
-            .await
-            .map(|socket| (socket, target.clone()));
-        match &outcome {
-            Err(error) if error.allows_fallback() => {
-                let from = state.upstream.name_of(target.endpoint);
-                tracing::warn!(upstream = %from, %error, "a Realtime session could not be opened; trying the next target");
-            }
-            _ => break,
-        }
-    }
-    outcome
 }
 
 /// The `model` of the query: exactly one, a name of at most 256 printable characters.

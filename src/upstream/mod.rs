@@ -365,15 +365,8 @@ impl Upstream {
             OutgoingBody::Buffered(bytes) => (Some(bytes), None),
             OutgoingBody::Streamed(body) => (None, Some(body)),
         };
-        // The pool's members as it ranks them for this call, then the rest in order (a call
-        // without a pool walks its targets as they are, with nothing allocated).
         let order = pool.map(Pool::order).unwrap_or_default();
-        let skipped = pool.map_or(0, Pool::len);
-        let plan = order
-            .iter()
-            .filter_map(|&member| Some((Some(member), &pool?.member(member).target)))
-            .chain(targets.iter().skip(skipped).map(|t| (None, t)));
-        let last = (order.len() + targets.len().saturating_sub(skipped)).saturating_sub(1);
+        let (plan, last) = pool::plan(pool, &order, targets);
         let mut outcome = Err(GatewayError::Internal("no upstream target".to_owned()));
         // The soonest any member at its own limit has room again.
         let mut soonest: Option<Duration> = None;

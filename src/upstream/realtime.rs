@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::{Target, Upstream};
+use super::pool::{self, Pool};
+use super::{Busy, Target, Upstream};
 use crate::error::GatewayError;
 use crate::openai::path::ApiPath;
 
@@ -40,6 +41,69 @@ pub fn realtime_socket_config() -> WebSocketConfig {
 }
 
 impl Upstream {
+    /// Opens a Realtime session for `requested` on the first of `targets` that accepts it:
+    /// a pool's members first, in the order its strategy ranks them and within their own
+    /// request limits, then the fallbacks; Azure targets are passed over. A member that fails
+    /// is judged as a call's would be (`pool::Verdict`: it may cool down); any other target
+    /// hands on only after an error that allows a fallback. The socket, the target, and the
+    /// pool member's in-flight guard, which the session keeps to its end.
+    pub async fn dial_routed(
+        &self,
+        targets: &[Target],
+        pool: Option<&Pool>,
+        requested: &str,
+        headers: &HeaderMap,
+    ) -> Result<(RealtimeSocket, Target, Option<Busy>), GatewayError> {
+        let order = pool.map(Pool::order).unwrap_or_default();
+        let (plan, _) = pool::plan(pool, &order, targets);
+        let mut outcome = Err(GatewayError::Internal("no upstream target".to_owned()));
+        for (member, target) in plan {
+            if !self.serves_realtime(target) {
+                continue;
+            }
+            let member = pool.zip(member);
+            if let Some((pool, member)) = member
+                && let Err(wait) = pool.admit(member, 0).await
+            {
+                outcome = Err(GatewayError::RateLimited {
+                    retry_after_secs: wait.as_secs().max(1),
+                    message: format!(
+                        "Every deployment serving {} is at its own rate limit; try again later.",
+                        pool.alias
+                    ),
+                });
+                continue;
+            }
+            let model = target.model.as_deref().unwrap_or(requested);
+            let sent_ms = pool::deployment::now_ms();
+            let busy = member.map(|(pool, member)| pool.member(member).state.busy());
+            let error = match self.dial_realtime(target, model, headers).await {
+                Ok(socket) => {
+                    if let Some((pool, member)) = member {
+                        let deployment = pool.member(member);
+                        deployment.state.recovered(sent_ms);
+                        deployment.served.increment(1);
+                    }
+                    return Ok((socket, target.clone(), busy));
+                }
+                Err(error) => error,
+            };
+            let next = match member {
+                Some((pool, member)) => pool.failed(member, pool::Verdict::of(&error, false)),
+                None => error.allows_fallback(),
+            };
+            if next {
+                let from = self.name_of(target.endpoint);
+                tracing::warn!(upstream = %from, %error, "a Realtime session could not be opened; trying the next target");
+            }
+            outcome = Err(error);
+            if !next {
+                break;
+            }
+        }
+        outcome
+    }
+
     /// Whether `target` can serve a Realtime session (Azure's Realtime dialect is not spoken).
     pub fn serves_realtime(&self, target: &Target) -> bool {
         !self.endpoint(target.endpoint).is_azure()

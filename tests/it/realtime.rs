@@ -19,7 +19,7 @@ use tollgate::keys::{KeyBudgets, NewKey};
 use tollgate::limiter::rules::RuleSpec;
 use tollgate::records::{RecentQuery, Record, SpendScope, now_ms};
 
-use crate::support::{TestGateway, UPSTREAM_KEY, eventually};
+use crate::support::{MockServer, TestGateway, UPSTREAM_KEY, eventually};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -716,5 +716,83 @@ async fn open_sessions_count_toward_the_per_ip_connection_cap() {
     .await;
     assert!(reopened, "a closed session gives its place back");
     drop(second);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_model_spreads_sessions_over_its_deployments_and_passes_over_a_dead_one() {
+    let second = MockServer::start().await;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_address = dead.local_addr().unwrap();
+    drop(dead);
+    let gw = TestGateway::builder()
+        .toml(&format!(
+            r#"
+[upstream]
+max_retries = 0
+
+[[upstreams]]
+name = "second"
+base_url = "{second}/v1"
+api_key_env = "SECOND_KEY"
+
+[[upstreams]]
+name = "dead"
+base_url = "http://{dead_address}/v1"
+api_key_env = "SECOND_KEY"
+
+[models.voice]
+strategy = "least_busy"
+pool = [{{ upstream = "default", target = "gpt-realtime" }}, {{ upstream = "second", target = "gpt-realtime" }}]
+
+[models.voice-with-a-dead-one]
+pool = [{{ upstream = "dead", target = "gpt-realtime" }}, {{ upstream = "default", target = "gpt-realtime" }}]
+"#,
+            second = second.control("")
+        ))
+        .env("SECOND_KEY", UPSTREAM_KEY)
+        .start()
+        .await
+        .unwrap();
+    // Two sessions at once: the least busy deployment takes each, one apiece.
+    let (mut one, _) = connect(&gw, "/v1/realtime?model=voice", Some(&gw.key))
+        .await
+        .unwrap();
+    let (mut two, _) = connect(&gw, "/v1/realtime?model=voice", Some(&gw.key))
+        .await
+        .unwrap();
+    for socket in [&mut one, &mut two] {
+        // The alias is sent upstream as its target.
+        let created = next_event(socket).await;
+        assert_eq!(
+            created["session"]["model"], "gpt-realtime-2025-08-28",
+            "{created}"
+        );
+    }
+    let dialled = |requests: Vec<Value>| {
+        requests
+            .iter()
+            .filter(|r| r["path"] == "/v1/realtime" && r["method"] == "GET")
+            .count()
+    };
+    assert_eq!(dialled(gw.upstream_requests().await), 1);
+    assert_eq!(dialled(second.requests(&gw.client).await), 1);
+    drop((one, two));
+    // A deployment that cannot be reached is passed over (and cools down): every session opens.
+    for _ in 0..4 {
+        let (mut socket, _) = connect(
+            &gw,
+            "/v1/realtime?model=voice-with-a-dead-one",
+            Some(&gw.key),
+        )
+        .await
+        .unwrap();
+        assert_eq!(next_event(&mut socket).await["type"], "session.created");
+    }
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("tollgate_pool_cooldowns_total{deployment=\"dead/gpt-realtime\"}"),
+        "{metrics}"
+    );
     gw.stop().await;
 }

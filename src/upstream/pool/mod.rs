@@ -108,6 +108,27 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// The targets of one call in the order they are tried: the pool's members as `order` ranks
+/// them (`Pool::order`), then the rest of `targets` as they are (a call without a pool walks
+/// its targets with nothing allocated), each with its member index when it is one; and the
+/// index of the last.
+pub fn plan<'a>(
+    pool: Option<&'a Pool>,
+    order: &'a [usize],
+    targets: &'a [Target],
+) -> (
+    impl Iterator<Item = (Option<usize>, &'a Target)> + 'a,
+    usize,
+) {
+    let skipped = pool.map_or(0, Pool::len);
+    let plan = order
+        .iter()
+        .filter_map(move |&member| Some((Some(member), &pool?.member(member).target)))
+        .chain(targets.iter().skip(skipped).map(|t| (None, t)));
+    let last = (order.len() + targets.len().saturating_sub(skipped)).saturating_sub(1);
+    (plan, last)
+}
+
 /// One minute, in microseconds.
 const MINUTE_US: u64 = 60_000_000;
 
