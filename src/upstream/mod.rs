@@ -377,13 +377,7 @@ impl Upstream {
             {
                 let wait = soonest.map_or(wait, |soonest| soonest.min(wait));
                 soonest = Some(wait);
-                outcome = Err(GatewayError::RateLimited {
-                    retry_after_secs: wait.as_secs().max(1),
-                    message: format!(
-                        "Every deployment serving {} is at its own rate limit; try again later.",
-                        pool.alias
-                    ),
-                });
+                outcome = Err(pool.all_at_their_limits(wait));
                 continue;
             }
             let body = match (&buffered, streamed.take(), &target.model) {

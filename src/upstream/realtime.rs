@@ -65,13 +65,7 @@ impl Upstream {
             if let Some((pool, member)) = member
                 && let Err(wait) = pool.admit(member, 0).await
             {
-                outcome = Err(GatewayError::RateLimited {
-                    retry_after_secs: wait.as_secs().max(1),
-                    message: format!(
-                        "Every deployment serving {} is at its own rate limit; try again later.",
-                        pool.alias
-                    ),
-                });
+                outcome = Err(pool.all_at_their_limits(wait));
                 continue;
             }
             let model = target.model.as_deref().unwrap_or(requested);

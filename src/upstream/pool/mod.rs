@@ -309,6 +309,17 @@ impl Pool {
         }
     }
 
+    /// The 429 for a call no member had room for: the soonest any has room again is `wait`.
+    pub fn all_at_their_limits(&self, wait: Duration) -> GatewayError {
+        GatewayError::RateLimited {
+            retry_after_secs: wait.as_secs().max(1),
+            message: format!(
+                "Every deployment serving {} is at its own rate limit; try again later.",
+                self.alias
+            ),
+        }
+    }
+
     /// Notes how `member`'s attempt failed, cooling it down as `verdict` says (for the
     /// upstream's `Retry-After` when it gave one, else the pool's cooldown; at most
     /// [`crate::config::MAX_COOLDOWN`]). Returns whether another deployment may be tried.
