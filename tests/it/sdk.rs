@@ -7,6 +7,7 @@ use std::process::Stdio;
 use tollgate::mock_upstream::MockOptions;
 use tollgate::mock_upstream::azure::AzureMock;
 
+use crate::support::tls_front::TlsFront;
 use crate::support::{MockServer, TestGateway, engines};
 
 const AZURE_KEY: &str = "azure-sdk-key-0123456789";
@@ -83,6 +84,9 @@ async fn run_suite(program: &str, args: &[&str], installed: impl FnOnce() -> boo
         .insert(&one_per_hour.key, &one_per_hour.hash)
         .await
         .unwrap();
+    // TLS in front, as deployments have it: the Node SDK's Realtime client dials only wss://.
+    let front_dir = tempfile::tempdir().unwrap();
+    let front = TlsFront::start(front_dir.path(), gw.base.trim_start_matches("http://")).await;
     let output = tokio::process::Command::new(program)
         .args(args)
         .env("TOLLGATE_BASE_URL", gw.url("/v1"))
@@ -91,6 +95,8 @@ async fn run_suite(program: &str, args: &[&str], installed: impl FnOnce() -> boo
         .env("TOLLGATE_ONE_PER_HOUR_KEY", &one_per_hour.secret)
         .env("TOLLGATE_MOCK_URL", &gw.mock_base)
         .env("TOLLGATE_AZURE_MOCK_URL", azure.control(""))
+        .env("TOLLGATE_TLS_BASE_URL", format!("{}/v1", front.base))
+        .env("TOLLGATE_TLS_CA", &front.ca)
         .stdin(Stdio::null())
         .output()
         .await

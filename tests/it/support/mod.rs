@@ -12,6 +12,7 @@ pub mod otlp_receiver;
 pub mod pg_cluster;
 pub mod redis_server;
 pub mod redis_topologies;
+pub mod tls_front;
 
 use std::time::Duration;
 

@@ -1,9 +1,13 @@
 // The official OpenAI Node SDK against a running Tollgate. Run by `cargo test`
 // (tests/it/sdk.rs), which starts the gateway and the mock and sets TOLLGATE_BASE_URL,
-// TOLLGATE_KEY, TOLLGATE_LIMITED_KEY and TOLLGATE_MOCK_URL. See README.md.
+// TOLLGATE_KEY, TOLLGATE_LIMITED_KEY and TOLLGATE_MOCK_URL, and TOLLGATE_TLS_BASE_URL with
+// TOLLGATE_TLS_CA: nginx terminating TLS in front of the gateway (the SDK's Realtime client
+// dials only wss://). See README.md.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import OpenAI from 'openai';
+import { OpenAIRealtimeWS } from 'openai/realtime/ws';
 
 const {
   TOLLGATE_BASE_URL: baseURL,
@@ -12,6 +16,8 @@ const {
   TOLLGATE_ONE_PER_HOUR_KEY: onePerHourKey,
   TOLLGATE_MOCK_URL: mockURL,
   TOLLGATE_AZURE_MOCK_URL: azureMockURL,
+  TOLLGATE_TLS_BASE_URL: tlsBaseURL,
+  TOLLGATE_TLS_CA: tlsCA,
 } = process.env;
 const messages = [{ role: 'user', content: 'echo: hello from the node sdk' }];
 
@@ -188,4 +194,42 @@ test('InternalServerError for upstream failures', async () => {
   await assert.rejects(client().chat.completions.create({ model: 'gpt-4o-mini', messages }), (e) => {
     return e instanceof OpenAI.InternalServerError && e.status === 502;
   });
+});
+
+// A Realtime session through TLS in front of the gateway; resolves with the events until
+// `until` (or rejects on an error event, unless `until` is 'error').
+function realtime(until, send) {
+  const tls = new OpenAI({ baseURL: tlsBaseURL, apiKey: key, maxRetries: 0 });
+  const rt = new OpenAIRealtimeWS({ model: 'gpt-realtime', options: { ca: readFileSync(tlsCA) } }, tls);
+  const seen = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${until} within 10 s: ${JSON.stringify(seen)}`)), 10_000);
+    const finish = (result) => { clearTimeout(timer); rt.close(); resolve(result); };
+    rt.on('event', (event) => {
+      seen.push(event.type);
+      if (event.type === 'session.created') send(rt);
+      if (event.type === until) finish({ event, seen });
+    });
+    rt.on('error', (error) => {
+      if (until === 'error') return;
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+test('realtime: a session with typed events and usage', async () => {
+  const { event, seen } = await realtime('response.done', (rt) => rt.send({ type: 'response.create' }));
+  assert.equal(seen[0], 'session.created');
+  assert.ok(seen.includes('response.output_text.delta'));
+  assert.equal(event.response.usage.input_tokens, 789);
+  assert.equal(event.response.usage.output_token_details.audio_tokens, 23);
+});
+
+test('realtime: switching the model is an error event', async () => {
+  const { event } = await realtime('error', (rt) =>
+    rt.send({ type: 'session.update', event_id: 'evt_switch', session: { type: 'realtime', model: 'gpt-4o-realtime-preview' } }),
+  );
+  assert.equal(event.error.param, 'session.model');
+  assert.equal(event.error.event_id, 'evt_switch');
 });
