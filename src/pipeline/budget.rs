@@ -74,12 +74,12 @@ impl Hold {
         self.placed
     }
 
-    /// A second reservation of `reserved` on the same lines, placed beside `hold`.
-    pub fn part_of(hold: &Self, reserved: Nanos, placed: Placed) -> Self {
+    /// A second reservation of `reserved` on the same lines, placed beside this one.
+    pub fn beside(&self, reserved: Nanos, placed: Placed) -> Self {
         Self {
-            lines: hold.lines.clone(),
+            lines: self.lines.clone(),
             reserved,
-            at_ms: hold.at_ms,
+            at_ms: self.at_ms,
             placed,
         }
     }

@@ -135,29 +135,14 @@ pub async fn require_token_room(
     principal: &Principal,
     route: RouteClass,
 ) -> Result<(), GatewayError> {
-    if !state.config.limits.enabled {
-        return Ok(());
-    }
-    let token_buckets: Vec<(Rule, Bucket)> = buckets(principal, &principal.rules, route)
-        .into_iter()
-        .filter(|(rule, _)| rule.unit == Unit::Tokens)
-        .collect();
+    let token_buckets = token_buckets(state, principal, route);
     if token_buckets.is_empty() {
         return Ok(());
     }
     let only: Vec<Bucket> = token_buckets.iter().map(|(_, b)| b.clone()).collect();
     let states = match state.limiter.peek(&only).await {
         Ok(states) => states,
-        Err(error) => {
-            crate::metrics::record_backend_error("limiter");
-            tracing::debug!(%error, "reading a session's token buckets failed");
-            return match state.config.limits.on_backend_error {
-                BackendErrorPolicy::FailOpen => Ok(()),
-                BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {
-                    what: "rate limiter",
-                }),
-            };
-        }
+        Err(error) => return limiter_failed(state, &error),
     };
     let spent = token_buckets
         .iter()
@@ -175,6 +160,39 @@ pub async fn require_token_room(
     }
 }
 
+/// The caller's token buckets on `route` (none when limits are off).
+fn token_buckets(
+    state: &AppState,
+    principal: &Principal,
+    route: RouteClass,
+) -> Vec<(Rule, Bucket)> {
+    if !state.config.limits.enabled {
+        return Vec::new();
+    }
+    buckets(principal, &principal.rules, route)
+        .into_iter()
+        .filter(|(rule, _)| rule.unit == Unit::Tokens)
+        .collect()
+}
+
+/// A limiter that could not answer, as `limits.on_backend_error` says: `fail_open` serves
+/// unlimited (counted, logged at debug), `fail_closed` answers 503.
+fn limiter_failed(
+    state: &AppState,
+    error: &crate::limiter::LimiterError,
+) -> Result<(), GatewayError> {
+    crate::metrics::record_backend_error("limiter");
+    match state.config.limits.on_backend_error {
+        BackendErrorPolicy::FailOpen => {
+            tracing::debug!(%error, "rate limit backend failed: serving unlimited (fail_open)");
+            Ok(())
+        }
+        BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {
+            what: "rate limiter",
+        }),
+    }
+}
+
 /// Charges `tokens` a long call has used (a Realtime session's response) to the caller's token
 /// buckets on `route`. They are charged whether or not they fit (they were used); `Err` says
 /// the buckets are spent, and the call must stop. A backend that cannot answer follows
@@ -185,12 +203,11 @@ pub async fn charge_used(
     route: RouteClass,
     tokens: u64,
 ) -> Result<(), GatewayError> {
-    if !state.config.limits.enabled || tokens == 0 {
+    if tokens == 0 {
         return Ok(());
     }
-    let charges: Vec<(Rule, Charge)> = buckets(principal, &principal.rules, route)
+    let charges: Vec<(Rule, Charge)> = token_buckets(state, principal, route)
         .into_iter()
-        .filter(|(rule, _)| rule.unit == Unit::Tokens)
         .map(|(rule, bucket)| {
             (
                 rule,
@@ -205,19 +222,9 @@ pub async fn charge_used(
         return Ok(());
     }
     let only: Vec<Charge> = charges.iter().map(|(_, charge)| charge.clone()).collect();
-    let failed = |error| {
-        crate::metrics::record_backend_error("limiter");
-        tracing::debug!(%error, "charging a session's tokens failed");
-        match state.config.limits.on_backend_error {
-            BackendErrorPolicy::FailOpen => Ok(()),
-            BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {
-                what: "rate limiter",
-            }),
-        }
-    };
     let decision = match state.limiter.acquire(&only).await {
         Ok(decision) => decision,
-        Err(error) => return failed(error),
+        Err(error) => return limiter_failed(state, &error),
     };
     if decision.allowed() {
         return Ok(());
@@ -226,7 +233,7 @@ pub async fn charge_used(
     let used = i64::try_from(tokens).unwrap_or(i64::MAX);
     let adjustments: Vec<(Bucket, i64)> = only.into_iter().map(|c| (c.bucket, used)).collect();
     if let Err(error) = state.limiter.settle(&adjustments).await {
-        return failed(error);
+        return limiter_failed(state, &error);
     }
     let (rule, wait_us) = charges
         .iter()
@@ -283,18 +290,7 @@ async fn admit(
     }
     let decision = match state.limiter.acquire(&charges).await {
         Ok(decision) => decision,
-        Err(error) => {
-            crate::metrics::record_backend_error("limiter");
-            return match state.config.limits.on_backend_error {
-                BackendErrorPolicy::FailOpen => {
-                    tracing::debug!(%error, "rate limit backend failed: serving unlimited (fail_open)");
-                    Ok(None)
-                }
-                BackendErrorPolicy::FailClosed => Err(GatewayError::Unavailable {
-                    what: "rate limiter",
-                }),
-            };
-        }
+        Err(error) => return limiter_failed(state, &error).map(|()| None),
     };
     if !decision.allowed() {
         let (rule, state) = rules

@@ -145,8 +145,7 @@ impl Reservations {
         let Some(placed) = placed else {
             return false;
         };
-        let part = Hold::part_of(held, cost, placed);
-        settle_budget(&self.state, part, cost);
+        settle_budget(&self.state, held.beside(cost, placed), cost);
         true
     }
 

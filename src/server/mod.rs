@@ -229,7 +229,10 @@ pub async fn run(
                 request
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(peer));
-                request.extensions_mut().insert(slot.clone());
+                // Only an upgrade can take the connection over (and its slot with it).
+                if request.headers().contains_key(header::UPGRADE) {
+                    request.extensions_mut().insert(slot.clone());
+                }
                 let busy = activity.begin();
                 // The router (and state) current now serve this request to its end.
                 let app = live.router();

@@ -424,9 +424,8 @@ impl Upstream {
             let next = match (&mut outcome, member) {
                 (Ok(routed), Some((pool, member))) => {
                     let deployment = pool.member(member);
-                    deployment.state.recovered(sent_ms);
+                    deployment.served_call(sent_ms);
                     deployment.state.observe_headroom(routed.response.headers());
-                    deployment.served.increment(1);
                     routed.busy = busy;
                     false
                 }

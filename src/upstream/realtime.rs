@@ -74,9 +74,7 @@ impl Upstream {
             let error = match self.dial_realtime(target, model, headers).await {
                 Ok(socket) => {
                     if let Some((pool, member)) = member {
-                        let deployment = pool.member(member);
-                        deployment.state.recovered(sent_ms);
-                        deployment.served.increment(1);
+                        pool.member(member).served_call(sent_ms);
                     }
                     return Ok((socket, target.clone(), busy));
                 }

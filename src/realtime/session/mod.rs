@@ -86,8 +86,6 @@ pub struct Session {
     sent: String,
     /// The snapshot serving it, as `session.created` says.
     serving: Option<String>,
-    /// A budget applies (held, or unheld when its backend failed open at the start).
-    budgeted: bool,
     /// The budgets that apply when nothing could be held at the start (`fail_open`): each
     /// response is still charged to them once its cost is known.
     unheld_lines: Vec<BudgetLine>,
@@ -117,7 +115,6 @@ impl Session {
         Self {
             state: state.clone(),
             principal: call.principal.clone(),
-            budgeted: reservations.budget_held().is_some() || !unheld_lines.is_empty(),
             unheld_lines,
             owed: None,
             _connection: parts
@@ -299,6 +296,12 @@ impl Session {
         }
     }
 
+    /// Whether a budget applies: held, or unheld when its backend failed open at the start
+    /// (the hold stays in place until the session ends).
+    fn budgeted(&self) -> bool {
+        self.reservations.budget_held().is_some() || !self.unheld_lines.is_empty()
+    }
+
     /// A caller's event: `Ok` to send it on, or the `error` event refusing it.
     fn check(&self, text: &str) -> Result<(), String> {
         let event = match ClientEvent::checked(text) {
@@ -315,7 +318,7 @@ impl Session {
         };
         let refusal = if event.is_session_update() {
             self.refuse_update(&event)
-        } else if self.budgeted && event.is_out_of_band() {
+        } else if self.budgeted() && event.is_out_of_band() {
             Some(GatewayError::PermissionDenied {
                 message: "This session is held to a budget, which covers one response at a \
                           time: out-of-band responses (`conversation: \"none\"`) are not sent on."
@@ -348,7 +351,7 @@ impl Session {
             }
         }
         for transcriber in update.transcriptions() {
-            if self.budgeted {
+            if self.budgeted() {
                 return Some(GatewayError::PermissionDenied {
                     message: "Input transcription is billed apart from the responses' usage, so \
                               it cannot be held to this session's budget."

@@ -48,8 +48,17 @@ pub struct Member {
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
     /// Calls it answered, and its cooldowns (registered once: a label set per call costs).
-    pub served: metrics::Counter,
+    served: metrics::Counter,
     cooldowns: metrics::Counter,
+}
+
+impl Member {
+    /// It answered a call sent at `sent_ms`: a cooldown that began before ends, and it is
+    /// counted as having served.
+    pub fn served_call(&self, sent_ms: u64) {
+        self.state.recovered(sent_ms);
+        self.served.increment(1);
+    }
 }
 
 /// A pool: its strategy, its cooldown, its members (the first targets of its alias).
