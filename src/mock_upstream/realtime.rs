@@ -6,7 +6,9 @@
 //! OpenAI's event order (`response.created`, text deltas, `response.done` with usage split by
 //! class, cached tokens apart). A response's `metadata` scripts it: `mock_usage` (a JSON usage
 //! object) replaces the default usage, `mock_delay_ms` holds the response open before its end,
-//! `mock_delta_bytes` makes its text one delta of that many bytes (a large answer).
+//! `mock_delta_bytes` makes its text one delta of that many bytes (a large answer). The event
+//! `mock.echo_authorization` is answered with an `error` event quoting the `Authorization` the
+//! session was opened with, as a careless provider might.
 //! Every event received is kept with the handshake's headers in `/_mock/requests`
 //! (`method: "WS"`), so a test can see what the gateway sent on and what it held back.
 
@@ -158,6 +160,19 @@ async fn serve(
                 ]
             }
             "input_audio_buffer.append" | "response.cancel" => Vec::new(),
+            // A provider that quotes what it was sent: the gateway must not relay its key.
+            "mock.echo_authorization" => {
+                let sent = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                vec![
+                    json!({"type": "error", "event_id": next_id("event"), "error": {
+                    "type": "invalid_request_error", "code": null,
+                    "message": format!("Rejected (received Authorization: {sent})"),
+                    "param": null, "event_id": event["event_id"]}}),
+                ]
+            }
             _ => vec![
                 json!({"type": "error", "event_id": next_id("event"), "error": {
                 "type": "invalid_request_error", "code": "invalid_value",

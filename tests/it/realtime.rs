@@ -317,6 +317,27 @@ async fn a_browsers_key_in_the_subprotocol_opens_a_session_and_never_goes_upstre
         handshakes[0].get("sec-websocket-protocol").is_none(),
         "{headers}"
     );
+    // A beta browser client's protocol becomes the header a server client would send.
+    let mut beta = ws_url(&gw, "/v1/realtime?model=gpt-realtime")
+        .into_client_request()
+        .unwrap();
+    beta.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_str(&format!(
+            "realtime, openai-insecure-api-key.{}, openai-beta.realtime-v1",
+            gw.key
+        ))
+        .unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(beta).await.unwrap();
+    next_event(&mut socket).await;
+    socket.close(None).await.unwrap();
+    let (handshakes, _) = upstream_events(&gw).await;
+    assert_eq!(
+        handshakes[1]["openai-beta"], "realtime=v1",
+        "{}",
+        handshakes[1]
+    );
     // A key in both places is ambiguous: refused.
     let mut both = ws_url(&gw, "/v1/realtime?model=gpt-realtime")
         .into_client_request()
@@ -794,5 +815,26 @@ pool = [{{ upstream = "dead", target = "gpt-realtime" }}, {{ upstream = "default
         metrics.contains("tollgate_pool_cooldowns_total{deployment=\"dead/gpt-realtime\"}"),
         "{metrics}"
     );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_error_event_that_quotes_the_key_is_scrubbed() {
+    let gw = TestGateway::start().await;
+    let (mut socket, _) = open_session(&gw, &gw.key).await;
+    send(
+        &mut socket,
+        json!({"type": "mock.echo_authorization", "event_id": "evt_echo"}),
+    )
+    .await;
+    let error = next_event(&mut socket).await;
+    let text = error.to_string();
+    assert_eq!(error["type"], "error");
+    assert!(
+        !text.contains(UPSTREAM_KEY),
+        "the upstream key came back: {text}"
+    );
+    assert!(text.contains("[REDACTED]"), "{text}");
+    assert_eq!(error["error"]["event_id"], "evt_echo");
     gw.stop().await;
 }
